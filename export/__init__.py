@@ -1,0 +1,221 @@
+"""Host-side export: a PyTorch model in, a model directory out (``manifest.json`` plus model files).
+
+    from lstm_edge.export import export
+    out_dir = export(model, example, "out_dir", formats=("onnx", "tflite"), chunk_sizes=(10, 1))
+"""
+
+from __future__ import annotations
+
+
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+import lstm_edge
+from lstm_edge.export.checks import check_time_locality, probe_input
+from lstm_edge.export.wrap import SequenceStreamer, StepStreamer, is_step_model
+from lstm_edge.runtime.errors import ExportError, expected_got
+from lstm_edge.runtime.manifest import (
+    DEFAULT_TOLERANCES,
+    FORMATS,
+    TIME,
+    Manifest,
+    StateSpec,
+    TensorSpec,
+    file_entry,
+)
+
+__all__ = ["export", "ExportError"]
+
+INPUT_NAME = "x"
+OUTPUT_NAME = "y"
+DEFAULT_CHUNK_SIZES = (10, 1)
+ONNX_FILE = "model.onnx"
+TFLITE_FILE = "model.tflite"
+
+
+def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: str | Path,
+           formats: Sequence[str] = ("onnx",), chunk_sizes: Iterable[int] | None = None,
+           labels: Sequence[str] | None = None, frontend: Mapping[str, Any] | Any = None,
+           name: str | None = None, tolerances: Mapping[str, float] | None = None,
+           extra: Mapping[str, Any] | None = None) -> Path:
+    """Export ``model`` as a streaming model directory and return its path.
+
+    ``example`` has the batch dim: ``[1, T, F]`` float features or ``[1, T]`` int64 token ids for sequence models;
+    one step's input for step models (models with ``initial_state()``). ``chunk_sizes`` are the TFLite signature
+    lengths (must include 1 so every T can be composed). ``frontend`` describes the audio frontend (a dict, or an
+    object with ``to_dict()``). The exported graphs are checked against the torch model before this returns.
+    """
+    formats = _check_formats(formats)
+    if not isinstance(model, torch.nn.Module):
+        raise ExportError(expected_got("model", "a torch.nn.Module", type(model).__name__))
+    example = _as_example(example)
+    step = is_step_model(model)
+    lengths = None if step else _check_chunk_sizes(chunk_sizes)
+    if not step and example.ndim < 2:
+        raise ExportError(expected_got("example for a sequence model", "[1, T, F] floats or [1, T] token ids",
+                                       f"shape {tuple(example.shape)}"))
+    if step:
+        streamer: torch.nn.Module = StepStreamer(model, example)
+    else:
+        streamer = SequenceStreamer(model, example)
+        check_time_locality(streamer, example)
+    slots = streamer.slots
+    initial = tuple(slot.initial for slot in slots)
+    with torch.no_grad():
+        y, *_ = streamer(example, *initial)
+    if not isinstance(y, torch.Tensor):
+        raise ExportError(expected_got("model output", "one tensor", type(y).__name__))
+    manifest = _build_manifest(model, example, y, slots, step, labels, frontend, name, tolerances, extra)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    metadata = _onnx_metadata(manifest)
+    if "onnx" in formats:
+        from lstm_edge.export.onnx_export import write_onnx
+
+        write_onnx(streamer, example, initial, INPUT_NAME, OUTPUT_NAME, [s.input for s in manifest.states],
+                   [s.output for s in manifest.states], not step, metadata, out_dir / ONNX_FILE)
+        files.append(file_entry(out_dir, ONNX_FILE, "onnx", "float"))
+    if "tflite" in formats:
+        from lstm_edge.export.tflite_export import write_tflite
+
+        signatures = write_tflite(streamer, example, initial, INPUT_NAME, OUTPUT_NAME,
+                                  [s.input for s in manifest.states], [s.output for s in manifest.states],
+                                  lengths, out_dir / TFLITE_FILE)
+        sizes = sorted((int(k) for k in signatures), reverse=True) if lengths else None
+        files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures))
+    for entry in files:
+        manifest = manifest.with_file(entry)
+    manifest.save(out_dir)
+    _self_check(streamer, example, manifest, out_dir)
+    return out_dir
+
+
+def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = (formats,)
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(expected_got("formats", f"a non-empty selection of {FORMATS}", list(formats)))
+    return formats
+
+
+def _check_chunk_sizes(chunk_sizes: Iterable[int] | None) -> tuple[int, ...]:
+    sizes = tuple(chunk_sizes) if chunk_sizes is not None else DEFAULT_CHUNK_SIZES
+    if not sizes or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in sizes):
+        raise ExportError(expected_got("chunk_sizes", "positive integers", list(sizes)))
+    if 1 not in sizes:
+        raise ExportError(expected_got("chunk_sizes", "a list that includes 1 (so any T can be composed)",
+                                       list(sizes)))
+    return tuple(sorted({int(s) for s in sizes}, reverse=True))
+
+
+def _as_example(example: torch.Tensor | np.ndarray) -> torch.Tensor:
+    if isinstance(example, np.ndarray):
+        example = torch.from_numpy(np.ascontiguousarray(example))
+    if not isinstance(example, torch.Tensor):
+        raise ExportError(expected_got("example", "a torch.Tensor or numpy array", type(example).__name__))
+    if example.ndim < 1 or example.shape[0] != 1:
+        raise ExportError(expected_got("example batch size", "1 (shape [1, ...])", tuple(example.shape)))
+    if example.dtype.is_floating_point:
+        example = example.float()
+    elif example.dtype in (torch.int32, torch.int16, torch.uint8, torch.int64):
+        example = example.long()
+    else:
+        raise ExportError(expected_got("example dtype", "float32 features or int64 token ids", example.dtype))
+    if example.dtype.is_floating_point and not torch.isfinite(example).all():
+        raise ExportError(expected_got("example values", "finite numbers", "NaN/inf"))
+    return example
+
+
+def _vocab_size(model: torch.nn.Module) -> int | None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding):
+            return module.num_embeddings
+    return None
+
+
+def _frontend_dict(frontend: Any) -> Mapping[str, Any] | None:
+    if frontend is None:
+        return None
+    if hasattr(frontend, "to_dict"):
+        return frontend.to_dict()
+    if isinstance(frontend, Mapping):
+        return dict(frontend)
+    raise ExportError(expected_got("frontend", "a dict or an object with to_dict()", type(frontend).__name__))
+
+
+def _build_manifest(model, example, y, slots, step, labels, frontend, name, tolerances, extra) -> Manifest:
+    dtype = "int64" if example.dtype == torch.int64 else "float32"
+    if step:
+        in_shape: tuple = tuple(example.shape)
+        out_shape: tuple = tuple(y.shape)
+    else:
+        in_shape = (1, TIME, *example.shape[2:])
+        out_shape = (1, TIME, *y.shape[2:])
+    vocab = _vocab_size(model) if dtype == "int64" else None
+    input_spec = TensorSpec(INPUT_NAME, dtype, in_shape, (0, vocab) if vocab else None)
+    output_spec = TensorSpec(OUTPUT_NAME, "float32", out_shape)
+    states = tuple(
+        StateSpec(slot.name, slot.input, slot.output, "float32", slot.shape,
+                  "zeros" if not bool(slot.initial.any()) else tuple(float(v) for v in slot.initial.flatten()),
+                  slot.source)
+        for slot in slots)
+    if labels is not None:
+        labels = tuple(str(label) for label in labels)
+        if out_shape[-1] != len(labels):
+            raise ExportError(expected_got("labels", f"{out_shape[-1]} labels (the output's last dim)", len(labels)))
+    merged = dict(DEFAULT_TOLERANCES)
+    merged.update(tolerances or {})
+    producer = {"lstm_edge": lstm_edge.__version__, "torch": torch.__version__.split("+")[0],
+                "exporter": "torch.onnx (TorchScript) + lstm-edge state threading", "model_class": type(model).__name__}
+    return Manifest(kind="step" if step else "sequence", inputs=(input_spec,), outputs=(output_spec,),
+                    states=states, name=name or type(model).__name__, labels=labels,
+                    frontend=_frontend_dict(frontend), tolerances=merged, producer=producer, extra=dict(extra or {}))
+
+
+def _onnx_metadata(manifest: Manifest) -> dict[str, Any]:
+    """The essentials of the contract, duplicated into the ONNX file for runtimes that only see the file."""
+    return {
+        "lstm_edge.schema_version": str(manifest.schema_version),
+        "lstm_edge.kind": manifest.kind,
+        "lstm_edge.input": manifest.input.to_dict(),
+        "lstm_edge.output": manifest.output.to_dict(),
+        "lstm_edge.states": [{k: v for k, v in s.to_dict().items() if k != "init"} | {
+            "init": "zeros" if s.init == "zeros" else "learned (values in manifest.json)"} for s in manifest.states],
+        "lstm_edge.labels": list(manifest.labels) if manifest.labels else [],
+        "lstm_edge.frontend": dict(manifest.frontend) if manifest.frontend else {},
+        "lstm_edge.version": lstm_edge.__version__,
+    }
+
+
+def _self_check(streamer: torch.nn.Module, example: torch.Tensor, manifest: Manifest, out_dir: Path) -> None:
+    """Run each written file on its backend against torch; refuse to hand over a directory that disagrees."""
+    from lstm_edge.runtime.backends import engine_available
+    from lstm_edge.runtime.model import StreamingModel
+
+    x = example if manifest.kind == "step" else probe_input(example, 23, seed=7)
+    with torch.no_grad():
+        expected, *_ = streamer(x, *(torch.from_numpy(s) for s in manifest.initial_state()))
+    expected = expected[0].numpy()
+    checks = {}
+    for entry in manifest.files:
+        backend = {"onnx": "onnx", "tflite": "litert"}[entry.format]
+        if not engine_available(backend):
+            continue
+        model = StreamingModel.load(out_dir, backend=backend, precision=entry.precision)
+        got = model.create_stream().push(x[0].numpy())
+        diff = float(np.abs(got - expected).max())
+        tolerance = manifest.tolerances["float_max_abs_diff"] * (1.0 + float(np.abs(expected).max()))
+        if not diff <= tolerance:
+            raise ExportError(f"{entry.path} disagrees with the torch model on a {x.shape[1]}-frame input: max abs "
+                              f"diff {diff:.3g}, expected <= {tolerance:.3g}")
+        checks[entry.key] = diff
+
+    return None

@@ -1,0 +1,119 @@
+"""Behavioural checks run at export: a sequence model must give the same outputs chunk by chunk as on the whole
+sequence. When it does not, the layer responsible is found with forward hooks and named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lstm_edge.export.wrap import SequenceStreamer
+from lstm_edge.runtime.errors import ExportError
+
+PROBE_FRAMES = 37  # an unusual length, so the time axis of each layer's output can be told from the others
+PROBE_CHUNKS = (1, 6, 13, 17)
+
+
+def probe_input(example: torch.Tensor, frames: int, seed: int = 0) -> torch.Tensor:
+    """A random input like ``example`` with ``frames`` time steps (token ids stay in the example's range)."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (example.shape[0], frames, *example.shape[2:])
+    if example.dtype.is_floating_point:
+        scale = float(example.float().std()) if example.numel() > 1 else 1.0
+        return torch.randn(shape, generator=generator) * (scale if scale > 0 else 1.0)
+    high = int(example.max()) + 1
+    return torch.randint(0, max(high, 2), shape, generator=generator, dtype=example.dtype)
+
+
+def _first_tensor(output: Any) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+def _record(streamer: SequenceStreamer, run) -> tuple[list[tuple[str, nn.Module]], dict[str, list[torch.Tensor]]]:
+    """Run ``run()`` with a hook on every submodule; return call order and each module's outputs."""
+    order: list[tuple[str, nn.Module]] = []
+    outputs: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for path, module in streamer.model.named_modules():
+        if not path or path.endswith(".inner") or ".unprojected" in path or ".inner." in path:
+            continue
+
+        def hook(module, args, output, path=path):
+            tensor = _first_tensor(output)
+            if tensor is not None:
+                if path not in outputs:
+                    order.append((path, module))
+                outputs.setdefault(path, []).append(tensor.detach())
+        handles.append(module.register_forward_hook(hook))
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order, outputs
+
+
+def _run_chunks(streamer: SequenceStreamer, x: torch.Tensor, chunks: tuple[int, ...]):
+    state = tuple(slot.initial for slot in streamer.slots)
+    pieces = []
+    start = 0
+    for length in chunks:
+        y, *state = streamer(x[:, start:start + length], *state)
+        pieces.append(y)
+        start += length
+    return torch.cat(pieces, dim=1), state
+
+
+def check_time_locality(streamer: SequenceStreamer, example: torch.Tensor, tolerance: float = 1e-4) -> float:
+    """Refuse a model whose chunked outputs differ from its whole-sequence outputs. Returns the max diff seen."""
+    x = probe_input(example, PROBE_FRAMES)
+    with torch.no_grad():
+        whole, *whole_state = streamer(x, *(slot.initial for slot in streamer.slots))
+        if whole.ndim < 2 or whole.shape[0] != 1 or whole.shape[1] != PROBE_FRAMES:
+            raise ExportError(f"a sequence model must return [1, T, ...] for input [1, T, ...]: for T={PROBE_FRAMES} "
+                              f"expected output shape (1, {PROBE_FRAMES}, ...), got {tuple(whole.shape)}")
+        chunked, chunked_state = _run_chunks(streamer, x, PROBE_CHUNKS)
+    diff = float((whole - chunked).abs().max())
+    state_diff = max((float((a - b).abs().max()) for a, b in zip(whole_state, chunked_state)), default=0.0)
+    scale = 1.0 + float(whole.abs().max())
+    if diff <= tolerance * scale and state_diff <= tolerance * scale:
+        return max(diff, state_diff)
+    culprit = _locate(streamer, x, tolerance)
+    raise ExportError(
+        f"the model cannot stream: run in chunks {PROBE_CHUNKS} with state carried, its output differs from one "
+        f"pass over the whole {PROBE_FRAMES}-frame sequence by {diff:.3g} (expected <= {tolerance * scale:.3g}). "
+        f"{culprit} A streaming model may only carry information across time through its nn.LSTM/nn.GRU state; "
+        "a layer with its own context (e.g. a causal convolution) must be written as a step model with that "
+        "context as explicit state.")
+
+
+def _locate(streamer: SequenceStreamer, x: torch.Tensor, tolerance: float) -> str:
+    with torch.no_grad():
+        order, whole = _record(streamer, lambda: streamer(x, *(slot.initial for slot in streamer.slots)))
+        _, pieces = _record(streamer, lambda: _run_chunks(streamer, x, PROBE_CHUNKS))
+    for path, module in order:
+        full = whole[path][0]
+        parts = pieces.get(path, [])
+        if len(parts) != len(PROBE_CHUNKS):
+            continue
+        axes = [axis for axis in range(full.ndim)
+                if full.shape[axis] == PROBE_FRAMES
+                and all(part.ndim == full.ndim and part.shape[axis] == n for part, n in zip(parts, PROBE_CHUNKS))]
+        if len(axes) != 1:
+            if any(part.shape == full.shape for part in parts):  # e.g. pooled over time: same shape per chunk
+                return f"Layer '{path}' ({_describe(module)}) reduces over the time axis."
+            continue
+        joined = torch.cat(parts, dim=axes[0])
+        if float((joined - full).abs().max()) > tolerance * (1.0 + float(full.abs().max())):
+            return f"Layer '{path}' ({_describe(module)}) mixes time steps: its output for a chunk depends on frames outside the chunk."
+    return "No single submodule is responsible: an operation in forward() itself mixes time steps (e.g. a mean, cumsum or pooling over time)."
+
+
+def _describe(module: nn.Module) -> str:
+    text = repr(module).splitlines()[0]
+    return text if len(text) < 120 else text[:117] + "..."

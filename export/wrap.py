@@ -1,0 +1,305 @@
+"""Turn a user's PyTorch model into a stateless streaming function ``(x, *state_in) -> (y, *state_out)``.
+
+Sequence models: every ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` inside is swapped for a shim that reads its initial
+state from the graph's state inputs and writes its final state to the state outputs; the user's ``forward`` runs
+unchanged around them. Step models (``forward(x, state) -> (y, new_state)`` plus ``initial_state``) already are such
+a function. Layers that cannot stream are refused with the layer's name and the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lstm_edge.runtime.errors import ExportError
+
+RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
+ATTENTION = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.Transformer,
+             nn.TransformerEncoder, nn.TransformerDecoder)
+
+
+@dataclass
+class StateSlot:
+    """One carried state tensor of the exported graph."""
+
+    name: str  # identifier used in graph names: "<name>_in" / "<name>_out"
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    initial: torch.Tensor  # the value at the start of a stream (zeros or learned)
+    source: str  # human description
+
+    @property
+    def input(self) -> str:
+        return f"{self.name}_in"
+
+    @property
+    def output(self) -> str:
+        return f"{self.name}_out"
+
+
+def identifier(path: str) -> str:
+    """A module path as a graph-name-safe identifier ("encoder.lstm.0" -> "encoder_lstm_0")."""
+    text = re.sub(r"[^0-9A-Za-z_]", "_", path).strip("_") or "rnn"
+    return text if not text[0].isdigit() else f"m{text}"
+
+
+def is_step_model(model: nn.Module) -> bool:
+    return callable(getattr(model, "initial_state", None))
+
+
+def refuse_unstreamable_layers(model: nn.Module) -> None:
+    """Refuse layers that mix time steps by construction (found by type, before anything runs)."""
+    for path, module in model.named_modules():
+        where = path or type(model).__name__
+        if isinstance(module, RECURRENT) and module.bidirectional:
+            raise ExportError(f"layer '{where}' ({type(module).__name__}, bidirectional=True) cannot stream: its "
+                              "backward direction reads future frames. Export a unidirectional model.")
+        if isinstance(module, ATTENTION):
+            raise ExportError(f"layer '{where}' ({type(module).__name__}) cannot stream: attention over the "
+                              "sequence mixes time steps, so a chunk's output depends on frames outside it.")
+
+
+class _Context:
+    """Side channel between the export wrapper and the recurrent shims during one forward call."""
+
+    def __init__(self) -> None:
+        self.mode = "plain"  # "plain" | "probe" | "stream"
+        self.state_in: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.state_out: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.probed_hx: dict[str, Any] = {}
+        self.calls: dict[str, int] = {}
+
+
+class _RecurrentShim(nn.Module):
+    """Stands in for one nn.LSTM/GRU/RNN; carries its (h, c) through the context."""
+
+    def __init__(self, inner: nn.Module, path: str, context: _Context) -> None:
+        super().__init__()
+        self.inner = inner
+        self.path = path
+        self._context = [context]  # a list so nn.Module does not register it
+        self.unprojected = _unprojected_layers(inner) if getattr(inner, "proj_size", 0) > 0 else None
+
+    def forward(self, input: torch.Tensor, hx: Any = None):  # noqa: A002 - nn.LSTM's own argument name
+        context = self._context[0]
+        context.calls[self.path] = context.calls.get(self.path, 0) + 1
+        if context.mode == "probe":
+            context.probed_hx[self.path] = hx
+            return self.inner(input, hx)
+        if context.mode != "stream":
+            return self.inner(input, hx)
+        if context.calls[self.path] > 1:
+            raise ExportError(f"layer '{self.path}' ({type(self.inner).__name__}) runs more than once per forward; "
+                              "each recurrent layer must run once per chunk so its state has one place to go")
+        state = context.state_in[self.path]
+        hx_in = state if isinstance(self.inner, nn.LSTM) else state[0]
+        if self.unprojected is not None:
+            output, hx_out = self.unprojected(input, hx_in)
+        else:
+            output, hx_out = self.inner(input, hx_in)
+        context.state_out[self.path] = tuple(hx_out) if isinstance(self.inner, nn.LSTM) else (hx_out,)
+        return output, hx_out
+
+
+class SequenceStreamer(nn.Module):
+    """``forward(x, *state_in) -> (y, *state_out)`` around a sequence model with its recurrent layers shimmed."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
+        super().__init__()
+        refuse_unstreamable_layers(model)
+        self.model = copy.deepcopy(model).eval()
+        self._context = _Context()
+        self.rnn_paths: list[str] = []
+        for path, module in list(self.model.named_modules()):
+            if isinstance(module, RECURRENT):
+                if getattr(module, "batch_first", False) is None:  # pragma: no cover - defensive
+                    continue
+                parent_path, _, child = path.rpartition(".")
+                parent = self.model.get_submodule(parent_path) if parent_path else self.model
+                parent._modules[child] = _RecurrentShim(module, path, self._context)
+                self.rnn_paths.append(path)
+        if not self.rnn_paths:
+            raise ExportError(f"{type(model).__name__} has no nn.LSTM/nn.GRU/nn.RNN layer and no initial_state(): "
+                              "nothing to stream. A step model defines forward(x, state) and initial_state().")
+        self.slots: list[StateSlot] = []
+        self._slot_index: list[tuple[str, int]] = []
+        self._probe_initial_state(example)
+
+    def _modules_by_path(self) -> dict[str, nn.Module]:
+        return {path: self.model.get_submodule(path).inner for path in self.rnn_paths}
+
+    def _call_plain(self, x: torch.Tensor, mode: str) -> Any:
+        context = self._context
+        context.mode, context.calls = mode, {}
+        try:
+            with torch.no_grad():
+                return self.model(x)
+        finally:
+            context.mode = "plain"
+
+    def _probe_initial_state(self, example: torch.Tensor) -> None:
+        """Run the model once to learn each recurrent layer's initial state (zeros, or learned h0/c0)."""
+        context = self._context
+        out = self._call_plain(example, "probe")
+        if not isinstance(out, torch.Tensor):
+            raise ExportError(f"a sequence model's forward must return one tensor [1, T, ...]; "
+                              f"got {type(out).__name__}")
+        first_hx = dict(context.probed_hx)
+        for path in self.rnn_paths:
+            if context.calls.get(path, 0) != 1:
+                raise ExportError(f"layer '{path}' ran {context.calls.get(path, 0)} times in one forward; each "
+                                  "recurrent layer must run exactly once per chunk")
+        # A learned initial state must not depend on the input: probe again with other data and compare.
+        self._call_plain(_other_input(example), "probe")
+        for path, module in self._modules_by_path().items():
+            names = ("h", "c") if isinstance(module, nn.LSTM) else ("h",)
+            shapes = _state_shapes(module)
+            hx = first_hx[path]
+            again = context.probed_hx[path]
+            values: tuple[torch.Tensor, ...]
+            if hx is None:
+                values = tuple(torch.zeros(shape) for shape in shapes)
+            else:
+                values = tuple(hx) if isinstance(hx, (tuple, list)) else (hx,)
+                values_again = tuple(again) if isinstance(again, (tuple, list)) else (again,)
+                for name, value, value_again, shape in zip(names, values, values_again, shapes):
+                    if tuple(value.shape) != shape:
+                        raise ExportError(f"layer '{path}': initial {name} has shape {tuple(value.shape)}, expected "
+                                          f"{shape} (layers x batch 1 x hidden)")
+                    if not torch.equal(value, value_again):
+                        raise ExportError(f"layer '{path}': the initial {name} passed to it depends on the input; "
+                                          "a streaming model's initial state must be zeros or learned parameters")
+            for name, value, shape in zip(names, values, shapes):
+                slot_name = f"{identifier(path)}_{name}"
+                self.slots.append(StateSlot(slot_name, shape, torch.float32, value.detach().clone().float(),
+                                            f"{path} {name} ({type(module).__name__}: layers x batch x size)"))
+                self._slot_index.append((path, len(names)))
+
+    def forward(self, x: torch.Tensor, *state_in: torch.Tensor):
+        context = self._context
+        grouped: dict[str, list[torch.Tensor]] = {}
+        for (path, _), tensor in zip(self._slot_index, state_in):
+            grouped.setdefault(path, []).append(tensor)
+        context.state_in = {path: tuple(tensors) for path, tensors in grouped.items()}
+        context.state_out = {}
+        context.mode, context.calls = "stream", {}
+        try:
+            y = self.model(x)
+        finally:
+            context.mode = "plain"
+        outs: list[torch.Tensor] = []
+        for path in dict.fromkeys(p for p, _ in self._slot_index):
+            if path not in context.state_out:
+                raise ExportError(f"layer '{path}' did not run in forward(); every recurrent layer must run each chunk")
+            outs.extend(context.state_out[path])
+        return (y, *outs)
+
+
+class _UnprojectedLSTM(nn.Module):
+    """An LSTM with ``proj_size`` rewritten as plain LSTM layers plus matmuls (ONNX's LSTM op has no projection).
+
+    Per layer, the recurrence ``W_hh @ (W_hr @ u)`` is folded into one ``(W_hh @ W_hr) @ u`` on the unprojected
+    output ``u = o * tanh(c)``; the carried (projected) ``h`` is lifted into that space with the pseudo-inverse of
+    ``W_hr`` (exact while ``W_hr`` has full row rank, which ``proj_size < hidden_size`` allows) and projected back
+    at the end. The carried state keeps torch's own meaning and shapes.
+    """
+
+    def __init__(self, inner: nn.LSTM) -> None:
+        super().__init__()
+        self.batch_first = inner.batch_first
+        self.layers = nn.ModuleList()
+        for layer in range(inner.num_layers):
+            w_ih = getattr(inner, f"weight_ih_l{layer}").detach()
+            w_hh = getattr(inner, f"weight_hh_l{layer}").detach()
+            w_hr = getattr(inner, f"weight_hr_l{layer}").detach()
+            plain = nn.LSTM(w_ih.shape[1], inner.hidden_size, batch_first=inner.batch_first, bias=inner.bias)
+            with torch.no_grad():
+                plain.weight_ih_l0.copy_(w_ih)
+                plain.weight_hh_l0.copy_((w_hh.double() @ w_hr.double()).float())
+                if inner.bias:
+                    plain.bias_ih_l0.copy_(getattr(inner, f"bias_ih_l{layer}").detach())
+                    plain.bias_hh_l0.copy_(getattr(inner, f"bias_hh_l{layer}").detach())
+            self.layers.append(plain)
+            self.register_buffer(f"project_{layer}", w_hr.t().contiguous())
+            self.register_buffer(f"lift_{layer}", torch.linalg.pinv(w_hr.double()).t().float().contiguous())
+
+    def forward(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor]):
+        h0, c0 = hx
+        hs, cs = [], []
+        for index, plain in enumerate(self.layers):
+            project = getattr(self, f"project_{index}")
+            lift = getattr(self, f"lift_{index}")
+            u0 = torch.matmul(h0[index:index + 1], lift)
+            u, (u_last, c_last) = plain(x, (u0, c0[index:index + 1]))
+            x = torch.matmul(u, project)
+            hs.append(torch.matmul(u_last, project))
+            cs.append(c_last)
+        return x, (torch.cat(hs, 0), torch.cat(cs, 0))
+
+
+def _unprojected_layers(inner: nn.LSTM) -> _UnprojectedLSTM:
+    if inner.dropout and inner.training:  # pragma: no cover - the streamer is always in eval mode
+        raise ExportError("export runs in eval mode")
+    return _UnprojectedLSTM(inner)
+
+
+def _state_shapes(module: nn.Module) -> tuple[tuple[int, ...], ...]:
+    layers = module.num_layers * (2 if module.bidirectional else 1)
+    if isinstance(module, nn.LSTM):
+        h_size = module.proj_size if module.proj_size > 0 else module.hidden_size
+        return ((layers, 1, h_size), (layers, 1, module.hidden_size))
+    return ((layers, 1, module.hidden_size),)
+
+
+def _other_input(example: torch.Tensor) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1234)
+    if example.dtype.is_floating_point:
+        return torch.randn(example.shape, generator=generator, dtype=example.dtype)
+    high = int(example.max().item()) + 1
+    return torch.randint(0, max(high, 1), example.shape, generator=generator, dtype=example.dtype)
+
+
+class StepStreamer(nn.Module):
+    """``forward(x, *state_in) -> (y, *state_out)`` around a step model ``forward(x, state) -> (y, state)``."""
+
+    def __init__(self, model: nn.Module, example: torch.Tensor) -> None:
+        super().__init__()
+        refuse_unstreamable_layers(model)
+        self.model = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            initial = self.model.initial_state(1)
+        if isinstance(initial, torch.Tensor):
+            initial = (initial,)
+        if not isinstance(initial, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in initial):
+            raise ExportError(f"initial_state(1) must return a tuple of tensors; got {type(initial).__name__}")
+        names = getattr(self.model, "state_names", None) or [f"state{i}" for i in range(len(initial))]
+        if len(names) != len(initial):
+            raise ExportError(f"state_names has {len(names)} names for {len(initial)} state tensors")
+        self.slots = [StateSlot(identifier(name), tuple(t.shape), t.dtype, t.detach().clone(), f"state {name}")
+                      for name, t in zip(names, initial)]
+        for slot in self.slots:
+            if slot.dtype != torch.float32:
+                raise ExportError(f"state '{slot.name}': expected float32, got {slot.dtype}")
+        with torch.no_grad():
+            out = self.model(example, tuple(initial))
+        if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[0], torch.Tensor)):
+            raise ExportError("a step model's forward(x, state) must return (y, new_state); "
+                              f"got {type(out).__name__}")
+        new_state = out[1] if isinstance(out[1], (tuple, list)) else (out[1],)
+        for slot, tensor in zip(self.slots, new_state):
+            if tuple(tensor.shape) != slot.shape:
+                raise ExportError(f"state '{slot.name}': forward returned shape {tuple(tensor.shape)}, "
+                                  f"initial_state has {slot.shape}")
+        if len(new_state) != len(self.slots):
+            raise ExportError(f"forward returned {len(new_state)} state tensors, initial_state has {len(self.slots)}")
+
+    def forward(self, x: torch.Tensor, *state_in: torch.Tensor):
+        y, new_state = self.model(x, tuple(state_in))
+        if isinstance(new_state, torch.Tensor):
+            new_state = (new_state,)
+        return (y, *new_state)

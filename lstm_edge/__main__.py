@@ -1,0 +1,3 @@
+from lstm_edge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,29 @@
+"""The on-device runtime: numpy plus one inference engine; never torch or onnx.
+
+    from lstm_edge.runtime import StreamingModel
+    model = StreamingModel.load("model_dir", backend="onnx", precision="float")
+    stream = model.create_stream()
+    y = stream.push(chunk)      # state carried between pushes
+"""
+
+from lstm_edge.runtime.errors import (
+    BackendUnavailableError,
+    InputError,
+    LstmEdgeError,
+    ManifestError,
+    ModelFileError,
+)
+from lstm_edge.runtime.manifest import Manifest
+from lstm_edge.runtime.model import StreamingModel
+from lstm_edge.runtime.stream import Stream
+
+__all__ = [
+    "StreamingModel",
+    "Stream",
+    "Manifest",
+    "LstmEdgeError",
+    "InputError",
+    "ManifestError",
+    "ModelFileError",
+    "BackendUnavailableError",
+]

@@ -1,0 +1,307 @@
+"""The model directory's contract: ``manifest.json``.
+
+A manifest says everything a runtime in any language needs to stream a model: the input, output and state
+tensors (names, shapes with the time axis marked, dtypes, initial state values), the model files with their
+format, precision, chunk sizes and sha256, labels, the audio frontend, parity tolerances and who produced it.
+This module is shared by the exporter, the quantizer and the runtime; it needs only numpy and the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from lstm_edge.runtime.errors import ManifestError, ModelFileError, expected_got
+
+SCHEMA = "lstm-edge/manifest"
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TIME = "T"  # marks the time axis in a shape
+KINDS = ("sequence", "step")
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("float", "int8")
+DTYPES = ("float32", "int64", "int8", "int16", "int32")
+
+DEFAULT_TOLERANCES = {
+    "float_max_abs_diff": 1e-4,
+    "int8_argmax_agreement": 0.98,
+    "int8_accuracy_drop": 0.01,
+}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    if not isinstance(mapping, Mapping):
+        raise ManifestError(expected_got(where, "a JSON object", type(mapping).__name__))
+    if key not in mapping:
+        raise ManifestError(f"{where}: missing key {key!r} (has {sorted(mapping)})")
+    return mapping[key]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output. ``shape`` holds ints and ``"T"`` for the time axis (batch is axis 0, size 1)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    value_range: tuple[int, int] | None = None  # token ids: valid ids are [low, high)
+
+    @property
+    def time_axis(self) -> int | None:
+        return self.shape.index(TIME) if TIME in self.shape else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                               "time_axis": self.time_axis}
+        if self.value_range is not None:
+            out["value_range"] = list(self.value_range)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> "TensorSpec":
+        name = _require(data, "name", where)
+        dtype = _require(data, "dtype", where)
+        shape = _require(data, "shape", where)
+        if dtype not in DTYPES:
+            raise ManifestError(expected_got(f"{where}.dtype", f"one of {DTYPES}", dtype))
+        if not isinstance(shape, list) or not all(isinstance(d, int) or d == TIME for d in shape):
+            raise ManifestError(expected_got(f"{where}.shape", f"a list of ints and {TIME!r}", shape))
+        value_range = data.get("value_range")
+        return cls(str(name), dtype, tuple(shape), tuple(value_range) if value_range is not None else None)
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One carried state tensor: read from graph input ``input``, written to graph output ``output``."""
+
+    name: str
+    input: str
+    output: str
+    dtype: str
+    shape: tuple[int, ...]
+    init: str | tuple[float, ...] = "zeros"  # "zeros" or the flattened learned initial value
+    source: str = ""  # what it is, e.g. "encoder.lstm h (layers x batch x hidden)"
+
+    def initial_value(self) -> np.ndarray:
+        if self.init == "zeros":
+            return np.zeros(self.shape, dtype=self.dtype)
+        return np.asarray(self.init, dtype=self.dtype).reshape(self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "input": self.input, "output": self.output, "dtype": self.dtype,
+                "shape": list(self.shape), "init": self.init if self.init == "zeros" else list(self.init),
+                "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> "StateSpec":
+        shape = _require(data, "shape", where)
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise ManifestError(expected_got(f"{where}.shape", "a list of positive ints", shape))
+        init = data.get("init", "zeros")
+        if init != "zeros":
+            if not isinstance(init, list) or len(init) != math.prod(shape):
+                got = f"{len(init)} values" if isinstance(init, list) else repr(init)
+                raise ManifestError(expected_got(f"{where}.init", f"'zeros' or {math.prod(shape)} values", got))
+            init = tuple(float(v) for v in init)
+        dtype = _require(data, "dtype", where)
+        if dtype not in DTYPES:
+            raise ManifestError(expected_got(f"{where}.dtype", f"one of {DTYPES}", dtype))
+        return cls(str(_require(data, "name", where)), str(_require(data, "input", where)),
+                   str(_require(data, "output", where)), dtype, tuple(shape), init, str(data.get("source", "")))
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One model file of the directory: a format at a precision."""
+
+    format: str
+    precision: str
+    path: str
+    sha256: str
+    bytes: int
+    chunk_sizes: tuple[int, ...] | None = None  # None: any T in one call (ONNX); else one signature per size
+    signatures: Mapping[str, str] | None = None  # chunk size (as str) -> signature key (TFLite)
+    quantization: Mapping[str, Any] | None = None  # how an int8 file was made and what it means
+
+    @property
+    def key(self) -> str:
+        return f"{self.format}/{self.precision}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": self.format, "precision": self.precision, "path": self.path,
+                               "sha256": self.sha256, "bytes": self.bytes,
+                               "chunk_sizes": list(self.chunk_sizes) if self.chunk_sizes else None}
+        if self.signatures is not None:
+            out["signatures"] = dict(self.signatures)
+        if self.quantization is not None:
+            out["quantization"] = dict(self.quantization)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> "ModelFile":
+        fmt = _require(data, "format", where)
+        precision = _require(data, "precision", where)
+        if fmt not in FORMATS:
+            raise ManifestError(expected_got(f"{where}.format", f"one of {FORMATS}", fmt))
+        if precision not in PRECISIONS:
+            raise ManifestError(expected_got(f"{where}.precision", f"one of {PRECISIONS}", precision))
+        path = str(_require(data, "path", where))
+        if Path(path).is_absolute() or ".." in Path(path).parts:
+            raise ManifestError(expected_got(f"{where}.path", "a relative path inside the model directory", path))
+        chunk_sizes = data.get("chunk_sizes")
+        return cls(fmt, precision, path, str(_require(data, "sha256", where)), int(_require(data, "bytes", where)),
+                   tuple(int(c) for c in chunk_sizes) if chunk_sizes else None,
+                   data.get("signatures"), data.get("quantization"))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The parsed ``manifest.json`` of a model directory."""
+
+    kind: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    states: tuple[StateSpec, ...]
+    files: tuple[ModelFile, ...] = ()
+    name: str = "model"
+    labels: tuple[str, ...] | None = None
+    frontend: Mapping[str, Any] | None = None
+    tolerances: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    producer: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    @property
+    def output(self) -> TensorSpec:
+        return self.outputs[0]
+
+    def file(self, fmt: str, precision: str) -> ModelFile:
+        for entry in self.files:
+            if entry.format == fmt and entry.precision == precision:
+                return entry
+        have = ", ".join(f.key for f in self.files) or "none"
+        raise ModelFileError(f"no {fmt} model at precision {precision!r} in this directory (it has: {have})"
+                             + ("; run `lstm-edge quantize MODEL_DIR` to make the int8 files" if precision == "int8" else ""))
+
+    def has_file(self, fmt: str, precision: str) -> bool:
+        return any(f.format == fmt and f.precision == precision for f in self.files)
+
+    def with_file(self, entry: ModelFile) -> "Manifest":
+        """A copy with ``entry`` added (replacing any file of the same format and precision)."""
+        kept = tuple(f for f in self.files if f.key != entry.key)
+        return replace(self, files=kept + (entry,))
+
+    def initial_state(self) -> tuple[np.ndarray, ...]:
+        return tuple(s.initial_value() for s in self.states)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "kind": self.kind,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "states": [s.to_dict() for s in self.states],
+            "files": [f.to_dict() for f in self.files],
+            "labels": list(self.labels) if self.labels is not None else None,
+            "frontend": dict(self.frontend) if self.frontend is not None else None,
+            "tolerances": dict(self.tolerances),
+            "producer": dict(self.producer),
+            **({"extra": dict(self.extra)} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Manifest":
+        if not isinstance(data, Mapping):
+            raise ManifestError(expected_got("manifest", "a JSON object", type(data).__name__))
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            raise ManifestError(expected_got("manifest schema", repr(SCHEMA), repr(schema)))
+        version = data.get("schema_version")
+        if not isinstance(version, int) or version < 1:
+            raise ManifestError(expected_got("manifest schema_version", "a positive integer", repr(version)))
+        if version > SCHEMA_VERSION:
+            raise ManifestError(
+                f"manifest schema_version: expected <= {SCHEMA_VERSION} (what this lstm-edge reads), got {version}; "
+                "upgrade lstm-edge to load this model")
+        kind = _require(data, "kind", "manifest")
+        if kind not in KINDS:
+            raise ManifestError(expected_got("manifest kind", f"one of {KINDS}", kind))
+        inputs = tuple(TensorSpec.from_dict(t, f"inputs[{i}]") for i, t in enumerate(_require(data, "inputs", "manifest")))
+        outputs = tuple(TensorSpec.from_dict(t, f"outputs[{i}]") for i, t in enumerate(_require(data, "outputs", "manifest")))
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ManifestError(expected_got("manifest inputs/outputs", "exactly one of each",
+                                             f"{len(inputs)} inputs, {len(outputs)} outputs"))
+        states = tuple(StateSpec.from_dict(s, f"states[{i}]") for i, s in enumerate(_require(data, "states", "manifest")))
+        files = tuple(ModelFile.from_dict(f, f"files[{i}]") for i, f in enumerate(data.get("files", [])))
+        labels = data.get("labels")
+        tolerances = dict(DEFAULT_TOLERANCES)
+        tolerances.update(data.get("tolerances") or {})
+        return cls(kind=kind, inputs=inputs, outputs=outputs, states=states, files=files,
+                   name=str(data.get("name", "model")), labels=tuple(labels) if labels is not None else None,
+                   frontend=data.get("frontend"), tolerances=tolerances, producer=data.get("producer") or {},
+                   extra=data.get("extra") or {}, schema_version=version)
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "Manifest":
+        path = Path(model_dir) / MANIFEST_NAME
+        if not Path(model_dir).is_dir():
+            raise ManifestError(expected_got("model directory", "an existing directory", str(model_dir)))
+        if not path.is_file():
+            raise ManifestError(f"{path}: no {MANIFEST_NAME} here; expected a directory written by `lstm-edge export`")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ManifestError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(data)
+
+    def save(self, model_dir: str | Path) -> Path:
+        path = Path(model_dir) / MANIFEST_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def check_file(model_dir: str | Path, entry: ModelFile) -> Path:
+    """Return the path of ``entry`` after checking it exists and matches its recorded sha256."""
+    path = Path(model_dir) / entry.path
+    if not path.is_file():
+        raise ModelFileError(f"{entry.key} model file {path} is missing (the manifest lists it)")
+    digest = sha256_of(path)
+    if digest != entry.sha256:
+        raise ModelFileError(f"{path}: checksum mismatch: expected sha256 {entry.sha256}, got {digest} "
+                             "(the file is corrupt or was changed after export)")
+    return path
+
+
+def file_entry(model_dir: str | Path, relpath: str, fmt: str, precision: str, *,
+               chunk_sizes: Iterable[int] | None = None, signatures: Mapping[str, str] | None = None,
+               quantization: Mapping[str, Any] | None = None) -> ModelFile:
+    """Describe a file just written into ``model_dir`` (size and checksum computed here)."""
+    path = Path(model_dir) / relpath
+    return ModelFile(fmt, precision, relpath, sha256_of(path), path.stat().st_size,
+                     tuple(chunk_sizes) if chunk_sizes else None, signatures, quantization)
+
+
+def state_names(states: Sequence[StateSpec]) -> list[str]:
+    return [s.name for s in states]
