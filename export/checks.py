@@ -34,10 +34,13 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     return None
 
 
-def _record(streamer: SequenceStreamer, run) -> tuple[list[tuple[str, nn.Module]], dict[str, list[torch.Tensor]]]:
-    """Run ``run()`` with a hook on every submodule; return call order and each module's outputs."""
+Recorded = dict[str, list[tuple[torch.Tensor | None, torch.Tensor]]]
+
+
+def _record(streamer: SequenceStreamer, run) -> tuple[list[tuple[str, nn.Module]], Recorded]:
+    """Run ``run()`` with a hook on every submodule; return call order and each module's (input, output) per call."""
     order: list[tuple[str, nn.Module]] = []
-    outputs: dict[str, list[torch.Tensor]] = {}
+    outputs: Recorded = {}
     handles = []
     for path, module in streamer.model.named_modules():
         if not path or path.endswith(".inner") or ".unprojected" in path or ".inner." in path:
@@ -48,7 +51,8 @@ def _record(streamer: SequenceStreamer, run) -> tuple[list[tuple[str, nn.Module]
             if tensor is not None:
                 if path not in outputs:
                     order.append((path, module))
-                outputs.setdefault(path, []).append(tensor.detach())
+                first = _first_tensor(args)
+                outputs.setdefault(path, []).append((None if first is None else first.detach(), tensor.detach()))
         handles.append(module.register_forward_hook(hook))
     try:
         run()
@@ -97,21 +101,30 @@ def _locate(streamer: SequenceStreamer, x: torch.Tensor, tolerance: float) -> st
         order, whole = _record(streamer, lambda: streamer(x, *(slot.initial for slot in streamer.slots)))
         _, pieces = _record(streamer, lambda: _run_chunks(streamer, x, PROBE_CHUNKS))
     for path, module in order:
-        full = whole[path][0]
-        parts = pieces.get(path, [])
-        if len(parts) != len(PROBE_CHUNKS):
+        if len(whole[path]) != 1 or len(pieces.get(path, [])) != len(PROBE_CHUNKS):
             continue
-        axes = [axis for axis in range(full.ndim)
-                if full.shape[axis] == PROBE_FRAMES
-                and all(part.ndim == full.ndim and part.shape[axis] == n for part, n in zip(parts, PROBE_CHUNKS))]
-        if len(axes) != 1:
-            if any(part.shape == full.shape for part in parts):  # e.g. pooled over time: same shape per chunk
+        full_in, full_out = whole[path][0]
+        inputs = [part[0] for part in pieces[path]]
+        outputs = [part[1] for part in pieces[path]]
+        if full_in is None or any(i is None for i in inputs) or not _same(full_in, inputs, tolerance):
+            continue  # only a layer whose input still agrees can be blamed for a difference in its output
+        if not _same(full_out, outputs, tolerance):
+            if any(part.shape == full_out.shape for part in outputs):  # pooled over time: same shape per chunk
                 return f"Layer '{path}' ({_describe(module)}) reduces over the time axis."
-            continue
-        joined = torch.cat(parts, dim=axes[0])
-        if float((joined - full).abs().max()) > tolerance * (1.0 + float(full.abs().max())):
-            return f"Layer '{path}' ({_describe(module)}) mixes time steps: its output for a chunk depends on frames outside the chunk."
+            return (f"Layer '{path}' ({_describe(module)}) mixes time steps: its output for a chunk depends on "
+                    "frames outside the chunk.")
     return "No single submodule is responsible: an operation in forward() itself mixes time steps (e.g. a mean, cumsum or pooling over time)."
+
+
+def _same(full: torch.Tensor, parts: list[torch.Tensor], tolerance: float) -> bool:
+    """Whether the chunked tensors, joined along the (unique) time axis, equal the whole-sequence tensor."""
+    axes = [axis for axis in range(full.ndim)
+            if full.shape[axis] == PROBE_FRAMES
+            and all(part.ndim == full.ndim and part.shape[axis] == n for part, n in zip(parts, PROBE_CHUNKS))]
+    if len(axes) != 1:
+        return False
+    joined = torch.cat(parts, dim=axes[0])
+    return float((joined - full).abs().max()) <= tolerance * (1.0 + float(full.abs().max()))
 
 
 def _describe(module: nn.Module) -> str:

@@ -129,6 +129,7 @@ class SequenceStreamer(nn.Module):
         self.slots: list[StateSlot] = []
         self._slot_index: list[tuple[str, int]] = []
         self._probe_initial_state(example)
+        self.eval()  # exporters restore the mode they found; dropout must stay off afterwards
 
     def _modules_by_path(self) -> dict[str, nn.Module]:
         return {path: self.model.get_submodule(path).inner for path in self.rnn_paths}
@@ -297,6 +298,7 @@ class StepStreamer(nn.Module):
                                   f"initial_state has {slot.shape}")
         if len(new_state) != len(self.slots):
             raise ExportError(f"forward returned {len(new_state)} state tensors, initial_state has {len(self.slots)}")
+        self.eval()
 
     def forward(self, x: torch.Tensor, *state_in: torch.Tensor):
         y, new_state = self.model(x, tuple(state_in))

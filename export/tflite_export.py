@@ -1,0 +1,154 @@
+"""Write a wrapped streaming module as one ``.tflite`` file with one signature per chunk length.
+
+The module has the exporter's signature ``forward(x, *state_in) -> (y, *state_out)``. Each signature of the
+file takes and returns tensors under the manifest's names (``x``, ``lstm_h_in`` ... ``y``, ``lstm_h_out`` ...),
+so a runtime never matches anything by position. All signatures live in one file and share its weights.
+
+Token-id inputs (int64 in torch) come out as int32 in the file: litert-torch downcasts 64-bit I/O, and most
+on-device runtimes do not take int64. The LiteRT backend casts the ids it is given to the file's dtype.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from lstm_edge.runtime.errors import ExportError, expected_got
+
+STEP_SIGNATURE = "step"
+
+
+def chunk_signature(length: int) -> str:
+    """The signature key of chunk length ``length`` (``chunk_10``)."""
+    return f"chunk_{length}"
+
+
+class _NamedIO(torch.nn.Module):
+    """Adapter that takes the inputs as keyword arguments and returns the outputs as a dict.
+
+    litert-torch names a signature's inputs after the keyword arguments of the sample call and its outputs
+    after the keys of the returned dict.
+    """
+
+    def __init__(self, module: torch.nn.Module, input_name: str, state_inputs: list[str], output_name: str,
+                 state_outputs: list[str]) -> None:
+        super().__init__()
+        self.module = module
+        self.input_name = input_name
+        self.state_inputs = list(state_inputs)
+        self.output_names = [output_name, *state_outputs]
+
+    def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.module(inputs[self.input_name], *(inputs[name] for name in self.state_inputs))
+        if not isinstance(outputs, (tuple, list)) or len(outputs) != len(self.output_names):
+            got = f"{len(outputs)} values" if isinstance(outputs, (tuple, list)) else type(outputs).__name__
+            raise ExportError(expected_got("wrapped module outputs",
+                                           f"a tuple of {len(self.output_names)} tensors (y, *state_out)", got))
+        return dict(zip(self.output_names, outputs))
+
+
+def _check_names(input_name: str, output_name: str, state_inputs: list[str], state_outputs: list[str],
+                 n_states: int) -> None:
+    if len(state_inputs) != n_states or len(state_outputs) != n_states:
+        raise ExportError(expected_got("state names", f"{n_states} input and {n_states} output names "
+                                       "(one per example state)",
+                                       f"{len(state_inputs)} inputs, {len(state_outputs)} outputs"))
+    for group, names in (("input", [input_name, *state_inputs]), ("output", [output_name, *state_outputs])):
+        bad = [name for name in names if not name.isidentifier()]
+        if bad:
+            raise ExportError(expected_got(f"TFLite {group} names", "Python identifiers", bad))
+        if len(set(names)) != len(names):
+            raise ExportError(expected_got(f"TFLite {group} names", "distinct names", names))
+
+
+def _with_length(example_x: torch.Tensor, length: int) -> torch.Tensor:
+    """``example_x`` cut or tiled along the time axis (dim 1) to ``length`` frames."""
+    have = example_x.shape[1]
+    if have >= length:
+        return example_x[:, :length].contiguous()
+    repeats = [1] * example_x.dim()
+    repeats[1] = -(-length // have)
+    return example_x.repeat(*repeats)[:, :length].contiguous()
+
+
+def _signature_examples(example_x: torch.Tensor, lengths: tuple[int, ...] | None) -> dict[str, tuple[str, torch.Tensor]]:
+    """``{str(length): (signature key, example x)}``; one ``step`` signature when ``lengths`` is None."""
+    if lengths is None:
+        return {STEP_SIGNATURE: (STEP_SIGNATURE, example_x)}
+    if not lengths or not all(isinstance(n, int) and n > 0 for n in lengths) or len(set(lengths)) != len(lengths):
+        raise ExportError(expected_got("chunk lengths", "distinct positive ints, e.g. (10, 1)", lengths))
+    if example_x.dim() < 2 or example_x.shape[1] < 1:
+        raise ExportError(expected_got("example input", "[1, T, ...] with T >= 1 (time on dim 1)",
+                                       list(example_x.shape)))
+    return {str(n): (chunk_signature(n), _with_length(example_x, n)) for n in lengths}
+
+
+def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_states: tuple[torch.Tensor, ...],
+                 input_name: str, output_name: str, state_inputs: list[str], state_outputs: list[str],
+                 lengths: tuple[int, ...] | None, path: Path) -> dict[str, str]:
+    """Convert ``module`` to one ``.tflite`` at ``path``: a signature per chunk length, weights shared.
+
+    ``lengths`` None writes a step model with one signature ``step`` at the example's shape.
+    Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model).
+    """
+    _check_names(input_name, output_name, state_inputs, state_outputs, len(example_states))
+    examples = _signature_examples(example_x, lengths)
+    try:
+        import litert_torch
+    except ImportError as err:
+        raise ExportError(f"TFLite export needs litert-torch ({err}); install it with: "
+                          "pip install 'lstm-edge[tflite]'") from None
+
+    adapter = _NamedIO(module, input_name, state_inputs, output_name, state_outputs)
+    modes = {sub: sub.training for sub in module.modules()}
+    adapter.eval()
+    show_progress = litert_torch.config.show_progress
+    litert_torch.config.show_progress = False
+    try:
+        with warnings.catch_warnings():
+            # nn.LSTM re-assigns its flat weight list while torch.export traces it: harmless here.
+            warnings.filterwarnings("ignore", message=".*were assigned during export.*")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            converter = None
+            for key, x in examples.values():
+                sample = {input_name: x, **dict(zip(state_inputs, example_states))}
+                converter = (litert_torch if converter is None else converter).signature(key, adapter, (), sample)
+            edge_model = converter.convert()
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            edge_model.export(str(path))
+    except ExportError:
+        raise
+    except Exception as err:  # torch.export and the converter raise many types
+        message = str(err).strip().splitlines()
+        raise ExportError(f"litert-torch could not convert the model to {path} "
+                          f"(signatures {[k for k, _ in examples.values()]}): {type(err).__name__}: "
+                          f"{message[0] if message else ''}") from err
+    finally:
+        litert_torch.config.show_progress = show_progress
+        for sub, training in modes.items():
+            sub.training = training
+    _check_written(path, {key for key, _ in examples.values()}, [input_name, *state_inputs],
+                   [output_name, *state_outputs])
+    return {length: key for length, (key, _) in examples.items()}
+
+
+def _check_written(path: Path, keys: set[str], inputs: list[str], outputs: list[str]) -> None:
+    """Reload the file and check its signature keys and tensor names are the manifest's."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return  # the converter itself depends on ai-edge-litert; without it there is nothing to check against
+    try:
+        signatures = Interpreter(model_path=str(path)).get_signature_list()
+    except Exception as err:
+        raise ExportError(f"{path}: the written TFLite file does not load: {err}") from None
+    if set(signatures) != keys:
+        raise ExportError(expected_got(f"{path}: signatures", sorted(keys), sorted(signatures)))
+    for key, names in signatures.items():
+        if sorted(names["inputs"]) != sorted(inputs) or sorted(names["outputs"]) != sorted(outputs):
+            raise ExportError(expected_got(f"{path}: signature {key!r} names", f"inputs {sorted(inputs)}, "
+                                           f"outputs {sorted(outputs)}",
+                                           f"inputs {sorted(names['inputs'])}, outputs {sorted(names['outputs'])}"))
