@@ -8,6 +8,7 @@ from __future__ import annotations
 
 
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -41,13 +42,15 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
            formats: Sequence[str] = ("onnx",), chunk_sizes: Iterable[int] | None = None,
            labels: Sequence[str] | None = None, frontend: Mapping[str, Any] | Any = None,
            name: str | None = None, tolerances: Mapping[str, float] | None = None,
-           extra: Mapping[str, Any] | None = None) -> Path:
+           extra: Mapping[str, Any] | None = None, reference_input: np.ndarray | None = None) -> Path:
     """Export ``model`` as a streaming model directory and return its path.
 
     ``example`` has the batch dim: ``[1, T, F]`` float features or ``[1, T]`` int64 token ids for sequence models;
     one step's input for step models (models with ``initial_state()``). ``chunk_sizes`` are the TFLite signature
     lengths (must include 1 so every T can be composed). ``frontend`` describes the audio frontend (a dict, or an
     object with ``to_dict()``). The exported graphs are checked against the torch model before this returns.
+    ``reference_input`` (no batch dim; default: 1200 random frames, or 200 random steps) is stored with torch's
+    outputs on it, so ``lstm-edge verify`` can later compare every file with the torch model without torch.
     """
     formats = _check_formats(formats)
     if not isinstance(model, torch.nn.Module):
@@ -91,6 +94,7 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
         files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures))
     for entry in files:
         manifest = manifest.with_file(entry)
+    manifest = replace(manifest, reference=_write_reference(streamer, example, manifest, out_dir, reference_input))
     manifest.save(out_dir)
     _self_check(streamer, example, manifest, out_dir)
     return out_dir
@@ -193,6 +197,48 @@ def _onnx_metadata(manifest: Manifest) -> dict[str, Any]:
         "lstm_edge.frontend": dict(manifest.frontend) if manifest.frontend else {},
         "lstm_edge.version": lstm_edge.__version__,
     }
+
+
+REFERENCE_FRAMES = 1200
+REFERENCE_STEPS = 200
+
+
+def _write_reference(streamer: torch.nn.Module, example: torch.Tensor, manifest: Manifest, out_dir: Path,
+                     reference_input: np.ndarray | None) -> dict[str, Any]:
+    """Store an input and the torch model's outputs on it (one pass, or step by step for step models)."""
+    step = manifest.kind == "step"
+    if reference_input is None:
+        if step:
+            generator = torch.Generator().manual_seed(3)
+            data = torch.randn((REFERENCE_STEPS, *example.shape[1:]), generator=generator)
+        else:
+            data = probe_input(example, REFERENCE_FRAMES, seed=3)[0]
+    else:
+        data = _as_example(np.asarray(reference_input)[np.newaxis])[0]
+        want = tuple(example.shape[1:]) if step else tuple(example.shape[2:])
+        got = tuple(data.shape[1:])
+        if got != want:
+            raise ExportError(expected_got("reference_input shape (no batch dim)", f"[N, {', '.join(map(str, want))}]",
+                                           tuple(data.shape)))
+    state = tuple(torch.from_numpy(s) for s in manifest.initial_state())
+    with torch.no_grad():
+        if step:
+            outputs = []
+            for row in data:
+                y, *state = streamer(row[None], *state)
+                outputs.append(y[0])
+            output = torch.stack(outputs)
+        else:
+            output = streamer(data[None], *state)[0][0]
+    folder = out_dir / "reference"
+    folder.mkdir(exist_ok=True)
+    np.save(folder / "input.npy", data.numpy(), allow_pickle=False)
+    np.save(folder / "output.npy", output.numpy().astype(np.float32), allow_pickle=False)
+    from lstm_edge.runtime.manifest import sha256_of
+
+    return {"input": "reference/input.npy", "output": "reference/output.npy", "length": int(data.shape[0]),
+            "input_sha256": sha256_of(folder / "input.npy"), "output_sha256": sha256_of(folder / "output.npy"),
+            "note": "torch float model on the whole input (sequence) or step by step (step models)"}
 
 
 def _self_check(streamer: torch.nn.Module, example: torch.Tensor, manifest: Manifest, out_dir: Path) -> None:

@@ -182,6 +182,7 @@ class Manifest:
     frontend: Mapping[str, Any] | None = None
     tolerances: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     producer: Mapping[str, Any] = field(default_factory=dict)
+    reference: Mapping[str, Any] | None = None  # torch's outputs on a stored input: {"input", "output", "sha256"...}
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
@@ -226,6 +227,7 @@ class Manifest:
             "frontend": dict(self.frontend) if self.frontend is not None else None,
             "tolerances": dict(self.tolerances),
             "producer": dict(self.producer),
+            "reference": dict(self.reference) if self.reference is not None else None,
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
@@ -259,7 +261,7 @@ class Manifest:
         return cls(kind=kind, inputs=inputs, outputs=outputs, states=states, files=files,
                    name=str(data.get("name", "model")), labels=tuple(labels) if labels is not None else None,
                    frontend=data.get("frontend"), tolerances=tolerances, producer=data.get("producer") or {},
-                   extra=data.get("extra") or {}, schema_version=version)
+                   reference=data.get("reference"), extra=data.get("extra") or {}, schema_version=version)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "Manifest":

@@ -1,0 +1,90 @@
+"""CLI: ``lstm-edge quantize`` and ``lstm-edge verify``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lstm_edge.runtime.errors import InputError
+
+
+def load_calibration(path: str, model_dir: str) -> list[np.ndarray]:
+    """Sequences from a .npy (one sequence, or [N, T, ...]) or .npz (``inputs``, ``audio`` or one array per item)."""
+    from lstm_edge.quantize.parity import load_eval
+    from lstm_edge.runtime.manifest import Manifest
+
+    manifest = Manifest.load(model_dir)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: not a readable .npy/.npz ({err})") from None
+    if isinstance(data, np.ndarray):
+        rank = len(manifest.input.shape) - 1
+        return [data] if data.ndim == rank else list(data)
+    if "audio" in data.files or "inputs" in data.files:
+        if "labels" not in data.files:
+            if "inputs" in data.files:
+                return list(data["inputs"])
+        else:
+            return load_eval(path, manifest)[0]
+    return [data[name] for name in data.files]
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from lstm_edge.quantize import quantize
+    from lstm_edge.quantize.parity import format_table, parity_report
+
+    calibration = load_calibration(args.calibration, args.model_dir) if args.calibration else None
+    formats = tuple(args.formats.split(",")) if args.formats else None
+    quantize(args.model_dir, calibration=calibration, mode=args.mode, formats=formats)
+    report = parity_report(args.model_dir, eval_data=args.eval)
+    print(format_table(report))
+    for failure in report["failures"]:
+        print(f"FAIL {failure}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from lstm_edge.quantize.parity import format_table, parity_report
+
+    report = parity_report(args.model_dir, eval_data=args.eval, chunk=args.chunk)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_table(report))
+        tolerances = report["tolerances"]
+        print(f"gates: float max|diff| <= {tolerances['float_max_abs_diff']:g}; int8 argmax agreement >= "
+              f"{100 * tolerances['int8_argmax_agreement']:g}%; int8 accuracy drop <= "
+              f"{100 * tolerances['int8_accuracy_drop']:g} point(s) (with --eval)")
+        for failure in report["failures"]:
+            print(f"FAIL {failure}")
+        print("PASS" if not report["failures"] else f"{len(report['failures'])} gate(s) failed; report in "
+              f"{Path(args.model_dir) / 'parity.json'}")
+    return 1 if report["failures"] else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("quantize", help="quantize a model directory to int8 and report parity",
+                       description="Write model.int8.onnx / model.int8.tflite beside the float files, record them "
+                                   "in the manifest, and print the parity table.")
+    p.add_argument("model_dir")
+    p.add_argument("--mode", choices=("dynamic", "static"), default="dynamic",
+                   help="dynamic: int8 weights, float activations and state (default); static: calibrated int8 "
+                        "activations (TFLite: full integer, state included)")
+    p.add_argument("--calibration", help=".npy/.npz of realistic inputs without batch dim (required for static)")
+    p.add_argument("--formats", help="comma-separated formats to quantize (default: all float files)")
+    p.add_argument("--eval", help="labelled evaluation .npz for the accuracy columns")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("verify", help="check every file against the float torch model; exit 1 outside tolerances",
+                       description="Stream the stored reference input through every format x precision and compare "
+                                   "with the torch float outputs; with --eval also compare task accuracy. Writes "
+                                   "parity.json. Exits non-zero when a precision is outside the manifest's tolerances.")
+    p.add_argument("model_dir")
+    p.add_argument("--eval", help="labelled evaluation .npz: 'labels' plus 'inputs' [N,T,...] or 'audio' [N,samples]")
+    p.add_argument("--chunk", type=int, default=10, help="frames per push (default 10)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_verify)

@@ -1,0 +1,108 @@
+"""ONNX int8 with onnxruntime's quantization tools, with structural checks that the LSTM really became integer."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from lstm_edge.runtime.errors import QuantizationError
+
+INTEGER_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QGemm",
+               "QLinearConv", "ConvInteger", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+FLOAT_WEIGHT_OPS = {"LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv"}
+
+STATIC_MEANING = ("ONNX static: time-local layers (MatMul/Gemm) get int8 weights and int8 activations with "
+                  "scales calibrated on streamed data (QDQ); the LSTM stays dynamic-int8 (int8 weights, float "
+                  "activations) because onnxruntime has no static integer LSTM on CPU, so the carried state stays "
+                  "float and is never clipped. For full-integer execution use the TFLite static file.")
+
+
+def count_onnx_ops(path: Path) -> dict[str, Any]:
+    """How many ops of each type, and how many weight-bearing ops stayed float."""
+    graph = onnx.load(str(path))
+    ops = Counter(node.op_type for node in graph.graph.node)
+    float_weight_ops = {op: n for op, n in ops.items() if op in FLOAT_WEIGHT_OPS}
+    integer_ops = {op: n for op, n in ops.items() if op in INTEGER_OPS}
+    int8_initializers = sum(1 for t in graph.graph.initializer if t.data_type in (onnx.TensorProto.INT8,
+                                                                                  onnx.TensorProto.UINT8))
+    return {"ops": dict(ops), "integer_ops": integer_ops, "float_weight_ops": float_weight_ops,
+            "int8_initializers": int8_initializers}
+
+
+def _preprocess(float_path: Path, out_path: Path) -> None:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # Folds constant Slice/Concat chains into initializers, so an LSTM's weights are visible to the quantizer
+    # whichever exporter produced the graph.
+    quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=True)
+
+
+class _FeedReader:
+    """onnxruntime CalibrationDataReader over recorded feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._feeds = iter(feeds)
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+    def rewind(self) -> None:  # not needed: one pass
+        return None
+
+
+def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[str, np.ndarray]] | None,
+                  state_inputs: list[str]) -> dict[str, Any]:
+    """Write an int8 ONNX file; return what the manifest records about it. Refuses a result that stayed float."""
+    from onnxruntime import __version__ as ort_version
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    before = count_onnx_ops(float_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            _preprocess(float_path, prepared)
+            if mode == "dynamic":
+                quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=False)
+            elif mode == "static":
+                if not feeds:
+                    raise QuantizationError("static ONNX quantization needs calibration feeds")
+                staged = Path(tmp) / "static.onnx"
+                quantize_static(str(prepared), str(staged), _FeedReader(feeds), quant_format=QuantFormat.QDQ,
+                                op_types_to_quantize=["MatMul", "Gemm", "Conv"], activation_type=QuantType.QInt8,
+                                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                                nodes_to_exclude=[], extra_options={"ActivationSymmetric": False})
+                quantize_dynamic(str(staged), str(out_path), weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["LSTM"])
+            else:
+                raise QuantizationError(f"mode: expected 'dynamic' or 'static', got {mode!r}")
+        except QuantizationError:
+            raise
+        except Exception as err:
+            raise QuantizationError(f"onnxruntime quantization of {float_path.name} failed: {err}") from None
+    after = count_onnx_ops(out_path)
+    lstm_before = before["ops"].get("LSTM", 0)
+    lstm_after = after["ops"].get("LSTM", 0)
+    if lstm_after:
+        raise QuantizationError(f"{out_path.name}: {lstm_after} of {lstm_before} LSTM ops stayed float after "
+                                "quantization (their weights are not plain initializers)")
+    matmuls_left = after["ops"].get("MatMul", 0) + after["ops"].get("Gemm", 0)
+    if mode == "dynamic" and matmuls_left:
+        raise QuantizationError(f"{out_path.name}: {matmuls_left} MatMul/Gemm ops stayed float")
+    if mode == "static" and not after["ops"].get("QuantizeLinear", 0):
+        raise QuantizationError(f"{out_path.name}: static quantization inserted no QuantizeLinear ops")
+    notes = []
+    if after["ops"].get("GRU", 0):
+        notes.append(f"{after['ops']['GRU']} GRU ops stay float: onnxruntime has no integer GRU op")
+    if mode == "static":
+        notes.append(STATIC_MEANING)
+    return {"mode": mode, "tool": f"onnxruntime {ort_version} quantize_{mode}", "weights": "int8",
+            "activations": "float32" if mode == "dynamic" else "int8 (time-local layers), float32 (LSTM)",
+            "state": "float32", "io_dtype": "float32", "calibration_feeds": len(feeds or []),
+            "ops_before": before["ops"], "ops_after": after["ops"], "integer_ops": after["integer_ops"],
+            "float_weight_ops_left": after["float_weight_ops"], "state_inputs": state_inputs,
+            "notes": notes}
