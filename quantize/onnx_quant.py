@@ -34,6 +34,31 @@ def count_onnx_ops(path: Path) -> dict[str, Any]:
             "int8_initializers": int8_initializers}
 
 
+def check_int8_structure(path: Path, mode: str) -> dict[str, Any]:
+    """Refuse an "int8" file whose LSTMs or matmuls stayed float. Returns the op counts."""
+    counts = count_onnx_ops(path)
+    ops = counts["ops"]
+    if ops.get("LSTM", 0):
+        raise QuantizationError(f"{path.name}: {ops['LSTM']} LSTM ops are still float (expected every LSTM to "
+                                "become DynamicQuantizeLSTM; are its weights plain initializers?)")
+    for op in ("GRU", "RNN"):
+        if ops.get(op, 0):
+            raise QuantizationError(f"{path.name}: {ops[op]} {op} ops are still float: onnxruntime has no integer "
+                                    f"{op} op, so this file would be int8 in name only. Quantize the TFLite file "
+                                    "instead (formats=['tflite']), where the recurrence is decomposed into integer "
+                                    "FULLY_CONNECTED ops.")
+    matmuls_left = ops.get("MatMul", 0) + ops.get("Gemm", 0)
+    if mode == "dynamic" and matmuls_left:
+        raise QuantizationError(f"{path.name}: {matmuls_left} MatMul/Gemm ops are still float (expected "
+                                "MatMulInteger)")
+    if mode == "static" and not ops.get("QuantizeLinear", 0):
+        raise QuantizationError(f"{path.name}: expected QuantizeLinear/DequantizeLinear pairs from static "
+                                "quantization, found none")
+    if not counts["int8_initializers"]:
+        raise QuantizationError(f"{path.name}: no int8 weights at all: the file stayed float")
+    return counts
+
+
 def _preprocess(float_path: Path, out_path: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -84,20 +109,12 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
             raise
         except Exception as err:
             raise QuantizationError(f"onnxruntime quantization of {float_path.name} failed: {err}") from None
-    after = count_onnx_ops(out_path)
-    lstm_before = before["ops"].get("LSTM", 0)
-    lstm_after = after["ops"].get("LSTM", 0)
-    if lstm_after:
-        raise QuantizationError(f"{out_path.name}: {lstm_after} of {lstm_before} LSTM ops stayed float after "
-                                "quantization (their weights are not plain initializers)")
-    matmuls_left = after["ops"].get("MatMul", 0) + after["ops"].get("Gemm", 0)
-    if mode == "dynamic" and matmuls_left:
-        raise QuantizationError(f"{out_path.name}: {matmuls_left} MatMul/Gemm ops stayed float")
-    if mode == "static" and not after["ops"].get("QuantizeLinear", 0):
-        raise QuantizationError(f"{out_path.name}: static quantization inserted no QuantizeLinear ops")
+    try:
+        after = check_int8_structure(out_path, mode)
+    except QuantizationError:
+        out_path.unlink(missing_ok=True)  # leave no int8 file behind that the manifest does not vouch for
+        raise
     notes = []
-    if after["ops"].get("GRU", 0):
-        notes.append(f"{after['ops']['GRU']} GRU ops stay float: onnxruntime has no integer GRU op")
     if mode == "static":
         notes.append(STATIC_MEANING)
     return {"mode": mode, "tool": f"onnxruntime {ort_version} quantize_{mode}", "weights": "int8",

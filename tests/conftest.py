@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import zoo  # noqa: E402
 
-FORMATS = ("onnx",)
-BACKENDS = ("onnx",)
+FORMATS = ("onnx", "tflite")
+BACKENDS = ("onnx", "litert")
 
 
 @pytest.fixture(scope="session")

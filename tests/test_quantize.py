@@ -1,0 +1,168 @@
+"""int8: structure (the LSTM really became integer), size, parity gates that pass good models and fail broken ones."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+import toy
+import zoo
+from lstm_edge.export import export
+from lstm_edge.quantize import quantize
+from lstm_edge.quantize.onnx_quant import check_int8_structure, count_onnx_ops
+from lstm_edge.quantize.parity import parity_report
+from lstm_edge.runtime import InputError, StreamingModel
+from lstm_edge.runtime.errors import QuantizationError
+from lstm_edge.runtime.manifest import Manifest, file_entry
+
+
+class Mid(torch.nn.Module):
+    """~120k parameters, smooth enough that int8 keeps its decisions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(40, 96)
+        self.lstm = torch.nn.LSTM(96, 96, num_layers=2, batch_first=True)
+        self.out = torch.nn.Linear(96, 12)
+
+    def forward(self, x):
+        return self.out(self.lstm(torch.relu(self.inp(x)))[0])
+
+
+@pytest.fixture(scope="module")
+def quantized_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = toy.train(Mid())
+    out = tmp_path_factory.mktemp("mid")
+    export(model, torch.randn(1, 10, 40), out, reference_input=toy.reference_stream())
+    quantize(out)
+    return out
+
+
+def test_dynamic_int8_is_integer_and_small(quantized_dir):
+    manifest = Manifest.load(quantized_dir)
+    float_file, int8_file = manifest.file("onnx", "float"), manifest.file("onnx", "int8")
+    counts = count_onnx_ops(quantized_dir / int8_file.path)
+    assert counts["ops"].get("DynamicQuantizeLSTM") == 2 and "LSTM" not in counts["ops"]
+    assert counts["ops"].get("MatMulInteger") == 2 and "MatMul" not in counts["ops"]
+    assert int8_file.bytes <= 0.35 * float_file.bytes
+    assert int8_file.quantization["mode"] == "dynamic"
+    assert int8_file.quantization["integer_ops"]["DynamicQuantizeLSTM"] == 2
+
+
+def test_structure_check_refuses_a_file_that_stayed_float(quantized_dir):
+    with pytest.raises(QuantizationError, match="LSTM ops are still float"):
+        check_int8_structure(quantized_dir / "model.onnx", "dynamic")
+
+
+def test_int8_streams_close_to_float(quantized_dir):
+    report = parity_report(quantized_dir)
+    rows = {(r["format"], r["precision"]): r for r in report["results"]}
+    assert rows[("onnx", "float")]["max_abs_diff"] <= 1e-5
+    assert rows[("onnx", "int8")]["argmax_agreement"] >= 0.98
+    logit_scale = float(np.abs(np.load(quantized_dir / "reference" / "output.npy")).max())
+    assert rows[("onnx", "int8")]["max_abs_diff"] < 0.1 * logit_scale
+    assert report["failures"] == []
+    assert json.loads((quantized_dir / "parity.json").read_text())["results"]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _replace_file(model_dir: Path, relpath: str, graph: onnx.ModelProto, fmt: str, precision: str) -> None:
+    onnx.save(graph, model_dir / relpath)
+    manifest = Manifest.load(model_dir)
+    old = manifest.file(fmt, precision)
+    manifest.with_file(file_entry(model_dir, relpath, fmt, precision, quantization=old.quantization)).save(model_dir)
+
+
+def _verify(model_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lstm_edge", "verify", str(model_dir)], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_verify_passes_a_good_directory(quantized_dir):
+    result = _verify(quantized_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout
+
+
+def test_verify_fails_when_the_state_is_zeroed_each_chunk(quantized_dir, tmp_path):
+    broken = _copy(quantized_dir, tmp_path / "zeroed")
+    manifest = Manifest.load(broken)
+    graph = onnx.load(broken / "model.onnx")
+    for state in manifest.states:
+        zeros = numpy_helper.from_array(np.zeros(state.shape, np.float32), name=f"{state.name}_zeros")
+        graph.graph.initializer.append(zeros)
+        for node in graph.graph.node:
+            for i, name in enumerate(node.input):
+                if name == state.input:
+                    node.input[i] = zeros.name
+    _replace_file(broken, "model.onnx", graph, "onnx", "float")
+    result = _verify(broken)
+    assert result.returncode == 1
+    assert "onnx/float: max abs diff" in result.stdout
+
+
+def test_verify_fails_on_perturbed_int8_weights(quantized_dir, tmp_path):
+    broken = _copy(quantized_dir, tmp_path / "perturbed")
+    graph = onnx.load(broken / "model.int8.onnx")
+    rng = np.random.default_rng(0)
+    for index, tensor in enumerate(graph.graph.initializer):
+        array = numpy_helper.to_array(tensor)
+        if array.dtype == np.int8 and array.size > 1000:
+            noisy = np.clip(array.astype(np.int32) + rng.integers(-40, 41, array.shape), -127, 127).astype(np.int8)
+            graph.graph.initializer[index].CopyFrom(numpy_helper.from_array(noisy, tensor.name))
+    _replace_file(broken, "model.int8.onnx", graph, "onnx", "int8")
+    result = _verify(broken)
+    assert result.returncode == 1
+    assert "onnx/int8: argmax agreement" in result.stdout
+
+
+def test_static_needs_calibration_and_says_what_it_means(quantized_dir, tmp_path):
+    target = _copy(quantized_dir, tmp_path / "static")
+    with pytest.raises(InputError, match="calibration"):
+        quantize(target, mode="static")
+    with pytest.raises(InputError, match="mode"):
+        quantize(target, mode="fp8")
+    rng = np.random.default_rng(1)
+    quantize(target, calibration=[rng.standard_normal((200, 40)).astype(np.float32) for _ in range(3)],
+             mode="static", formats=["onnx"])
+    entry = Manifest.load(target).file("onnx", "int8")
+    assert entry.quantization["mode"] == "static"
+    assert any("no static integer LSTM" in note for note in entry.quantization["notes"])
+    ops = entry.quantization["ops_after"]
+    assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DynamicQuantizeLSTM") == 2
+    model = StreamingModel.load(target, backend="onnx", precision="int8")
+    x = np.load(target / "reference" / "input.npy")
+    y = np.concatenate([model.create_stream().push(x)])
+    assert np.isfinite(y).all()
+
+
+def test_onnx_gru_is_refused_rather_than_left_float(exported, tmp_path):
+    model_dir = _copy(exported("gru")[1], tmp_path / "gru")
+    with pytest.raises(QuantizationError, match="GRU ops are still float.*tflite"):
+        quantize(model_dir, formats=["onnx"])  # its Linear would become integer, its GRU cannot
+    assert not Manifest.load(model_dir).has_file("onnx", "int8")
+
+
+def test_zoo_models_quantize_and_verify(exported, tmp_path):
+    for name in ("feature_lstm", "projected", "tokens_time_major"):
+        model_dir = _copy(exported(name)[1], tmp_path / name)
+        quantize(model_dir)
+        counts = count_onnx_ops(model_dir / "model.int8.onnx")
+        assert "LSTM" not in counts["ops"] and counts["ops"].get("DynamicQuantizeLSTM", 0) >= 1, name
+        x = zoo.random_input(name, 50)[0].numpy()
+        y = StreamingModel.load(model_dir, backend="onnx", precision="int8").create_stream().push(x)
+        assert np.isfinite(y).all()
