@@ -64,9 +64,14 @@ def load_eval(path: str | Path, manifest: Manifest) -> tuple[list[np.ndarray], n
 
 
 def clip_prediction(logits: np.ndarray, manifest: Manifest) -> int:
-    """The class of one clip: argmax of the mean output over its last ``clip_frames`` frames (manifest extra)."""
-    frames = int(manifest.extra.get("clip_frames", 0) or len(logits))
-    return int(np.argmax(logits[-frames:].mean(axis=0)))
+    """The class of one clip: the manifest's ``extra.clip_rule`` when it has one (keyword spotting), else the
+    argmax of the mean output over the clip."""
+    rule = manifest.extra.get("clip_rule")
+    if rule:
+        from lstm_edge.runtime.kws import clip_prediction as rule_prediction
+
+        return rule_prediction(logits, rule)
+    return int(np.argmax(logits.mean(axis=0)))
 
 
 def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, chunk: int = 10) -> dict[str, Any]:

@@ -108,3 +108,27 @@ def test_state_round_trip_resumes_exactly(exported, backend):
     # the getter returns copies: mutating them does not touch the stream
     saved["lstm_h"][:] = 123.0
     assert not np.any(original.state["lstm_h"] == 123.0)
+
+
+@pytest.mark.parametrize("name", ["feature_lstm", "tokens_time_major", "cell_step"])
+def test_onnx_and_litert_agree_on_one_directory(exported, name):
+    _, model_dir = exported(name)
+    onnx_model = StreamingModel.load(model_dir, backend="onnx")
+    litert_model = StreamingModel.load(model_dir, backend="litert")
+    assert (onnx_model.engine.startswith("onnxruntime"), litert_model.backend) == (True, "litert")
+    if onnx_model.manifest.kind == "step":
+        _, example = zoo.build(name)
+        inputs = [np.random.default_rng(i).standard_normal(example.shape[1:]).astype(np.float32) for i in range(20)]
+        a = np.stack([s.push(x) for s in [onnx_model.create_stream()] for x in inputs])
+        b = np.stack([s.push(x) for s in [litert_model.create_stream()] for x in inputs])
+    else:
+        x = zoo.random_input(name, 23, seed=4)[0].numpy()  # 23 frames = 2 x chunk_10 + 3 x chunk_1 on LiteRT
+        a, b = onnx_model.create_stream().push(x), litert_model.create_stream().push(x)
+    assert np.abs(a - b).max() <= 1e-5
+
+
+def test_default_backend_is_reported(exported):
+    _, model_dir = exported("feature_lstm")
+    model = StreamingModel.load(model_dir)
+    assert model.backend in ("onnx", "litert") and model.engine
+    assert model.backend in model.describe() and model.engine in model.describe()

@@ -1,0 +1,177 @@
+"""Keyword spotting over a stream: PCM in, detections out.
+
+The model emits per-frame logits; posteriors are smoothed over a short window, and a detection opens when a
+keyword's smoothed posterior crosses the threshold and closes when it falls back (or after ``max_event_s``).
+One detection is reported per event, with the peak score; a refractory period after it suppresses the tail of the
+same utterance. Everything here is numpy on top of ``Stream``; the model may be shared by many spotter streams.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
+from lstm_edge.runtime.model import StreamingModel
+
+NON_KEYWORDS = ("_silence_", "_unknown_")
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    start: float  # seconds from the start of the stream
+    end: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(start=round(self.start, 3), end=round(self.end, 3), score=round(self.score, 4))
+        return out
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    threshold: float = 0.6  # smoothed posterior that opens a detection
+    smoothing_frames: int = 8  # moving average of posteriors (frames of 10 ms)
+    refractory_s: float = 0.6  # after a detection ends, no new one for this long
+    max_event_s: float = 1.0  # a detection is closed at the latest this long after it opened
+    onset_level: float = 0.2  # the raw posterior level that marks where the keyword started
+    lookback_s: float = 1.2  # how far back to search for that onset
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise InputError(expected_got("threshold", "a value in (0, 1)", self.threshold))
+        if self.smoothing_frames < 1:
+            raise InputError(expected_got("smoothing_frames", ">= 1", self.smoothing_frames))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def clip_prediction(logits: np.ndarray, rule: Mapping[str, Any]) -> int:
+    """The class of one clip from its per-frame logits [T, C]: average posteriors over the ``window_frames`` window
+    where speech (1 - P(silence)) is most likely; silence if that stays under ``min_speech_probability``."""
+    probabilities = softmax(np.asarray(logits, dtype=np.float64))
+    if probabilities.ndim != 2 or probabilities.shape[0] == 0:
+        raise InputError(expected_got("clip logits", "[T >= 1, C]", probabilities.shape))
+    window = int(min(rule["window_frames"], probabilities.shape[0]))
+    cumulative = np.cumsum(np.vstack([np.zeros((1, probabilities.shape[1])), probabilities]), axis=0)
+    smoothed = (cumulative[window:] - cumulative[:-window]) / window
+    silence = int(rule["silence_index"])
+    speech = 1.0 - smoothed[:, silence]
+    best = int(np.argmax(speech))
+    if speech[best] < float(rule["min_speech_probability"]):
+        return silence
+    scores = smoothed[best].copy()
+    scores[silence] = -np.inf
+    return int(np.argmax(scores))
+
+
+class KeywordSpotter:
+    """A loaded keyword-spotting model plus detection settings; stateless, shareable across threads."""
+
+    def __init__(self, model: StreamingModel, config: DetectorConfig | None = None) -> None:
+        manifest = model.manifest
+        if not manifest.frontend or not manifest.labels:
+            raise ManifestError("a keyword spotter needs a model directory with a frontend and labels in its manifest")
+        from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+
+        self.model = model
+        self.config = config or DetectorConfig()
+        self.frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
+        self.labels = tuple(manifest.labels)
+        self.keyword_indices = [i for i, label in enumerate(self.labels) if label not in NON_KEYWORDS]
+        self.sample_rate = int(self.frontend.config.sample_rate)
+        self.hop_s = self.frontend.config.hop_length / self.sample_rate
+        self.window_s = self.frontend.config.win_length / self.sample_rate
+
+    def create_stream(self) -> "KeywordStream":
+        return KeywordStream(self)
+
+
+class KeywordStream:
+    """One audio stream: push PCM chunks (16 kHz mono int16 or float), get the detections completed so far."""
+
+    def __init__(self, spotter: KeywordSpotter) -> None:
+        self.spotter = spotter
+        self.features = spotter.frontend.create_stream()
+        self.model_stream = spotter.model.create_stream()
+        self.reset()
+
+    def reset(self) -> None:
+        self.features.reset()
+        self.model_stream.reset()
+        config = self.spotter.config
+        lookback = int(round(config.lookback_s / self.spotter.hop_s)) + 1
+        self._history: deque[np.ndarray] = deque(maxlen=max(lookback, config.smoothing_frames))
+        self._window_sum = np.zeros(len(self.spotter.labels))
+        self._frame = 0
+        self._open: dict[str, Any] | None = None
+        self._quiet_until = -1
+
+    def _time(self, frame: int) -> float:
+        return frame * self.spotter.hop_s + self.spotter.window_s
+
+    def push(self, pcm: np.ndarray) -> list[Detection]:
+        frames = self.features.push(pcm)
+        if frames.shape[0] == 0:
+            return []
+        return self._consume(softmax(self.model_stream.push(frames).astype(np.float64)))
+
+    def flush(self) -> list[Detection]:
+        """Close a detection still open at the end of the audio."""
+        if self._open is None:
+            return []
+        return [self._close(self._frame - 1)]
+
+    def _consume(self, posteriors: np.ndarray) -> list[Detection]:
+        spotter, config = self.spotter, self.spotter.config
+        detections = []
+        history = self._history
+        for row in posteriors:
+            if len(history) >= config.smoothing_frames:
+                self._window_sum -= history[-config.smoothing_frames]
+            history.append(row)
+            self._window_sum += row
+            smoothed = self._window_sum / min(len(history), config.smoothing_frames)
+            frame = self._frame
+            self._frame += 1
+            if self._open is not None:
+                event = self._open
+                score = float(smoothed[event["index"]])
+                if score > event["score"]:
+                    event["score"] = score
+                if score < config.threshold or (frame - event["opened"]) * spotter.hop_s >= config.max_event_s:
+                    detections.append(self._close(frame))
+                continue
+            if frame < self._quiet_until:
+                continue
+            index = max(spotter.keyword_indices, key=lambda i: smoothed[i])
+            if smoothed[index] >= config.threshold:
+                self._open = {"index": index, "opened": frame, "score": float(smoothed[index]),
+                              "onset": self._onset(index, frame)}
+        return detections
+
+    def _onset(self, index: int, frame: int) -> int:
+        """The first frame of the run (within the look-back) where this keyword's raw posterior was raised."""
+        level = self.spotter.config.onset_level
+        onset = frame
+        for back, row in enumerate(reversed(self._history)):
+            if row[index] < level:
+                break
+            onset = frame - back
+        return onset
+
+    def _close(self, frame: int) -> Detection:
+        event, self._open = self._open, None
+        spotter = self.spotter
+        self._quiet_until = frame + int(round(spotter.config.refractory_s / spotter.hop_s))
+        start = max(self._time(event["onset"]) - spotter.window_s, 0.0)
+        return Detection(spotter.labels[event["index"]], start, self._time(frame), event["score"])
