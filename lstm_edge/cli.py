@@ -35,7 +35,10 @@ def _load_factory(spec: str) -> Callable:
         sys.path.insert(0, str(path.parent.resolve()))
         module_spec.loader.exec_module(module)
     else:
-        module = importlib.import_module(target)
+        try:
+            module = importlib.import_module(target)
+        except ImportError as err:
+            raise LstmEdgeError(f"model: cannot import module {target!r} ({err})") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise LstmEdgeError(f"model: {target} has no callable {attr!r}")
