@@ -130,9 +130,30 @@ def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_state
         litert_torch.config.show_progress = show_progress
         for sub, training in modes.items():
             sub.training = training
+    _shorten_tensor_names(path)
     _check_written(path, {key for key, _ in examples.values()}, [input_name, *state_inputs],
                    [output_name, *state_outputs])
     return {length: key for length, (key, _) in examples.items()}
+
+
+def _shorten_tensor_names(path: Path) -> None:
+    """Replace the converter's long debug names of inner tensors (module paths, ~20% of a small file) with short
+    ones. Signature inputs/outputs keep their names; signatures refer to tensors by index, so nothing else changes."""
+    try:
+        import flatbuffers
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        return
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    for graph_index, subgraph in enumerate(model.subgraphs or []):
+        keep = set(subgraph.inputs.tolist() if hasattr(subgraph.inputs, "tolist") else subgraph.inputs or [])
+        keep |= set(subgraph.outputs.tolist() if hasattr(subgraph.outputs, "tolist") else subgraph.outputs or [])
+        for tensor_index, tensor in enumerate(subgraph.tensors or []):
+            if tensor_index not in keep:
+                tensor.name = f"s{graph_index}t{tensor_index}"
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
 
 
 def _check_written(path: Path, keys: set[str], inputs: list[str], outputs: list[str]) -> None:
