@@ -43,7 +43,7 @@ def quantized_dir(tmp_path_factory):
     torch.manual_seed(0)
     model = toy.train(Mid())
     out = tmp_path_factory.mktemp("mid")
-    export(model, torch.randn(1, 10, 40), out, reference_input=toy.reference_stream())
+    export(model, torch.randn(1, 10, 40), out, formats=("onnx", "tflite"), reference_input=toy.reference_stream())
     quantize(out)
     return out
 
@@ -59,6 +59,40 @@ def test_dynamic_int8_is_integer_and_small(quantized_dir):
     assert int8_file.quantization["integer_ops"]["DynamicQuantizeLSTM"] == 2
 
 
+def test_dynamic_tflite_int8_has_integer_weights(quantized_dir):
+    from lstm_edge.quantize.tflite_quant import count_tflite_ops
+
+    manifest = Manifest.load(quantized_dir)
+    entry = manifest.file("tflite", "int8")
+    counts = count_tflite_ops(quantized_dir / entry.path)
+    fully_connected = counts["ops"]["FULLY_CONNECTED"]
+    assert fully_connected["count"] > 0 and fully_connected["int8_weights"] == fully_connected["count"]
+    assert entry.chunk_sizes == (10, 1) and set(entry.signatures.values()) == {"chunk_10", "chunk_1"}
+    for signature in counts["signatures"].values():
+        assert set(signature["inputs"].values()) == {"float32"}  # dynamic: float state and features
+    assert entry.bytes <= 0.45 * manifest.file("tflite", "float").bytes
+
+
+def test_static_tflite_is_full_integer_and_the_runtime_hides_it(quantized_dir, tmp_path):
+    from lstm_edge.quantize.tflite_quant import count_tflite_ops
+
+    target = _copy(quantized_dir, tmp_path / "static_tflite")
+    calibration = [toy.make_sequences(1, 400, seed)[0][0] for seed in range(4)]
+    quantize(target, calibration=calibration, mode="static", formats=["tflite"])
+    entry = Manifest.load(target).file("tflite", "int8")
+    assert entry.quantization["mode"] == "static" and entry.quantization["io_dtype"] == "int8"
+    counts = count_tflite_ops(target / entry.path)
+    for signature in counts["signatures"].values():
+        assert set(signature["inputs"].values()) == {"int8"} and set(signature["outputs"].values()) == {"int8"}
+    model = StreamingModel.load(target, backend="litert", precision="int8")
+    stream = model.create_stream()
+    x = np.load(target / "reference" / "input.npy")
+    y = np.concatenate([stream.push(x[i:i + 7]) for i in range(0, len(x), 7)])  # composes chunk_1 and chunk_10
+    assert y.dtype == np.float32 and all(v.dtype == np.float32 for v in stream.state.values())
+    reference = np.load(target / "reference" / "output.npy")
+    assert (y.argmax(-1) == reference.argmax(-1)).mean() >= 0.95
+
+
 def test_structure_check_refuses_a_file_that_stayed_float(quantized_dir):
     with pytest.raises(QuantizationError, match="LSTM ops are still float"):
         check_int8_structure(quantized_dir / "model.onnx", "dynamic")
@@ -68,7 +102,9 @@ def test_int8_streams_close_to_float(quantized_dir):
     report = parity_report(quantized_dir)
     rows = {(r["format"], r["precision"]): r for r in report["results"]}
     assert rows[("onnx", "float")]["max_abs_diff"] <= 1e-5
+    assert rows[("tflite", "float")]["max_abs_diff"] <= 1e-5
     assert rows[("onnx", "int8")]["argmax_agreement"] >= 0.98
+    assert rows[("tflite", "int8")]["argmax_agreement"] >= 0.98
     logit_scale = float(np.abs(np.load(quantized_dir / "reference" / "output.npy")).max())
     assert rows[("onnx", "int8")]["max_abs_diff"] < 0.1 * logit_scale
     assert report["failures"] == []
