@@ -9,6 +9,7 @@ a function. Layers that cannot stream are refused with the layer's name and the 
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,15 @@ def identifier(path: str) -> str:
 
 
 def is_step_model(model: nn.Module) -> bool:
-    return callable(getattr(model, "initial_state", None))
+    """A step model has ``initial_state()`` and a ``forward(x, state)`` taking the state as a second argument."""
+    if not callable(getattr(model, "initial_state", None)):
+        return False
+    try:
+        parameters = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
 
 
 def refuse_unstreamable_layers(model: nn.Module) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,9 +23,24 @@ STEPS = 5
 
 @contextmanager
 def _step(index: int, text: str):
+    """Print a progress line; hold back the converters' C++ log lines (written straight to fd 2) unless it fails."""
     print(f"[{index}/{STEPS}] {text} ...", end="", flush=True)
     start = time.perf_counter()
-    yield
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            print(" failed", flush=True)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
     print(f" done ({time.perf_counter() - start:.1f} s)", flush=True)
 
 
@@ -98,7 +115,7 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
         pass
     backend, precision, detections = shown
     print(f"\ndetections ({backend}, {precision}); true keywords: "
-          + ", ".join(f"{k['label']}@{k['start']:.2f}s" for k in truth["keywords"]))
+          + ", ".join(f"{k['label']}@{k['start_s']:.2f}s" for k in truth["events"]))
     for detection in detections:
         print(f"  {detection.start:6.2f}s - {detection.end:6.2f}s  {detection.label:8s} score {detection.score:.3f}")
     print(f"\n{'backend':8s} {'precision':9s} {'engine':24s} {'size KB':>8s} {'p50 ms/100ms':>13s} {'p99 ms':>7s} "

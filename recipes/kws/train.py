@@ -1,0 +1,357 @@
+"""Train the streaming keyword LSTM on a set written by ``lstm_edge.recipes.kws.synth``.
+
+Features come from the runtime's own numpy frontend (``lstm_edge.runtime.frontend``), so training and device
+features are identical by construction; they are cached next to the data.
+
+Streaming training: each training sequence concatenates ``clips_per_sequence`` random clips (the model runs forever
+on the device with its state carried). Per-frame targets: ``_silence_`` before a word; ignored from the word's start
+until ``lead_frames`` before its end; the clip's label from there until ``hold_frames`` after the end; ``_silence_``
+again afterwards. ``_silence_`` clips are silence throughout. Clip accuracy uses ``model.clip_prediction``, on each
+clip alone (zero state) and on clips cut out of long streams (state carried).
+
+Run: ``python -m lstm_edge.recipes.kws.train --data DIR --out models/kws``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+import wave
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from lstm_edge.recipes.kws.model import (
+    CONFIG_FILE,
+    DEFAULT_ARCHITECTURE,
+    DEFAULT_CLIP_RULE,
+    WEIGHTS_FILE,
+    KeywordLSTM,
+    build_model,
+    clip_prediction,
+    count_parameters,
+)
+from lstm_edge.recipes.kws.synth import CLIP_SAMPLES, LABELS, SAMPLE_RATE, SILENCE_LABEL, load_split
+from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+
+IGNORE_TARGET = -100
+SILENCE_INDEX = LABELS.index(SILENCE_LABEL)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (all recorded in train_report.json)."""
+
+    seed: int = 0
+    max_epochs: int = 30
+    patience: int = 4
+    batch_size: int = 8
+    clips_per_sequence: int = 4
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-5
+    grad_clip: float = 1.0
+    lead_frames: int = 10
+    hold_frames: int = 25
+    log_gain_jitter: float = 0.7
+    mel_shift_bins: float = 2.0
+    freq_mask_probability: float = 0.5
+    freq_mask_max_bins: int = 5
+    max_train_minutes: float = 22.0
+    eval_clips_per_class: int = 5
+    threads: int = 1
+
+
+def cached_features(data_dir: Path, split: str, frontend: LogMelFrontend) -> Dict[str, np.ndarray]:
+    """Log-mel features [N, frames, n_mels] plus labels and speech bounds of a split, cached on disk."""
+    key = hashlib.sha1(json.dumps(frontend.config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    cache_file = data_dir / f"features-{split}-{key}.npz"
+    if cache_file.exists():
+        with np.load(cache_file) as cached:
+            return {name: cached[name] for name in cached.files}
+    data = load_split(data_dir, split)
+    features = np.stack([frontend.compute(clip) for clip in data["audio"]])
+    result = {
+        "features": features.astype(np.float32),
+        "labels": data["labels"],
+        "speech_start": data["speech_start"],
+        "speech_end": data["speech_end"],
+    }
+    np.savez(cache_file, **result)
+    return result
+
+
+def stream_targets(
+    labels: np.ndarray, speech_start: np.ndarray, speech_end: np.ndarray, n_frames: int, config: TrainConfig,
+    hop_length: int,
+) -> np.ndarray:
+    """Per-frame targets of clips laid end to end (``n_frames`` each); a hold region may run into the next clip."""
+    targets = np.full(labels.shape[0] * n_frames, SILENCE_INDEX, dtype=np.int64)
+    for k, (label, start, end) in enumerate(zip(labels, speech_start, speech_end)):
+        if label == SILENCE_INDEX or start < 0:
+            continue
+        start_frame = k * n_frames + int(start) // hop_length
+        end_frame = k * n_frames + int(end) // hop_length
+        label_from = max(start_frame, end_frame - config.lead_frames)
+        targets[start_frame:label_from] = IGNORE_TARGET
+        targets[label_from : end_frame + config.hold_frames] = int(label)
+    return targets
+
+
+def augment_features(features: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """Per-sequence gain jitter, a fractional shift along the mel axis (a crude vocal-tract-length change),
+    and an optional frequency mask; ``features`` is [B, T, n_mels]."""
+    batch, _, n_mels = features.shape
+    augmented = features + rng.uniform(-config.log_gain_jitter, config.log_gain_jitter, (batch, 1, 1))
+    positions = np.arange(n_mels)[None, :] + rng.uniform(-config.mel_shift_bins, config.mel_shift_bins, (batch, 1))
+    positions = np.clip(positions, 0, n_mels - 1)
+    lower = np.minimum(np.floor(positions).astype(np.int64), n_mels - 2)
+    fraction = (positions - lower)[:, None, :]
+    below = np.take_along_axis(augmented, lower[:, None, :], axis=2)
+    above = np.take_along_axis(augmented, lower[:, None, :] + 1, axis=2)
+    augmented = below * (1.0 - fraction) + above * fraction
+    for b in range(batch):
+        if rng.random() < config.freq_mask_probability:
+            width = int(rng.integers(1, config.freq_mask_max_bins + 1))
+            first = int(rng.integers(0, n_mels - width + 1))
+            augmented[b, :, first : first + width] = augmented[b, :, first : first + width].mean()
+    return augmented.astype(np.float32)
+
+
+def make_streams(
+    n_clips: int, clips_per_sequence: int, rng: np.random.Generator
+) -> List[np.ndarray]:
+    """Random grouping of clip indices into sequences."""
+    order = rng.permutation(n_clips)
+    n_sequences = n_clips // clips_per_sequence
+    return [order[i * clips_per_sequence : (i + 1) * clips_per_sequence] for i in range(n_sequences)]
+
+
+@torch.no_grad()
+def evaluate(
+    model: KeywordLSTM, split: Dict[str, np.ndarray], clips_per_sequence: int, seed: int
+) -> Dict[str, float]:
+    """Clip accuracy on clips alone (zero state) and on clips inside streams (state carried)."""
+    model.eval()
+    features = torch.from_numpy(split["features"])
+    labels = split["labels"]
+    clip_logits = torch.cat([model(features[i : i + 256]) for i in range(0, features.shape[0], 256)]).numpy()
+    alone = np.array([clip_prediction(logits) for logits in clip_logits])
+    streams = make_streams(features.shape[0], clips_per_sequence, np.random.default_rng(seed))
+    stream_features = torch.stack([features[idx].reshape(-1, features.shape[-1]) for idx in streams])
+    stream_logits = model(stream_features).numpy()
+    n_frames = features.shape[1]
+    streamed_correct, streamed_total = 0, 0
+    for sequence_index, idx in enumerate(streams):
+        for k, clip_index in enumerate(idx):
+            segment = stream_logits[sequence_index, k * n_frames : (k + 1) * n_frames]
+            streamed_correct += int(clip_prediction(segment) == labels[clip_index])
+            streamed_total += 1
+    per_label = {
+        LABELS[c]: float(np.mean(alone[labels == c] == c)) for c in range(len(LABELS)) if np.any(labels == c)
+    }
+    return {
+        "clip_accuracy": float(np.mean(alone == labels)),
+        "stream_clip_accuracy": streamed_correct / max(1, streamed_total),
+        "per_label_clip_accuracy": per_label,  # type: ignore[dict-item]
+    }
+
+
+def train(
+    model: KeywordLSTM, train_split: Dict[str, np.ndarray], validation_split: Dict[str, np.ndarray],
+    config: TrainConfig, hop_length: int,
+) -> Tuple[Dict[str, torch.Tensor], List[Dict[str, Any]]]:
+    """Train with early stopping on validation; returns the best state_dict and per-epoch history."""
+    rng = np.random.default_rng(config.seed)
+    n_frames = train_split["features"].shape[1]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
+    loss_function = nn.CrossEntropyLoss(ignore_index=IGNORE_TARGET)
+    best_score, best_state, epochs_without_gain, history = -1.0, None, 0, []
+    started = time.time()
+    for epoch in range(config.max_epochs):
+        model.train()
+        epoch_started, losses = time.time(), []
+        streams = make_streams(train_split["features"].shape[0], config.clips_per_sequence, rng)
+        for batch_start in range(0, len(streams), config.batch_size):
+            batch = streams[batch_start : batch_start + config.batch_size]
+            features = np.stack([train_split["features"][idx].reshape(-1, model.n_mels) for idx in batch])
+            features = augment_features(features, config, rng)
+            targets = np.stack([
+                stream_targets(train_split["labels"][idx], train_split["speech_start"][idx],
+                               train_split["speech_end"][idx], n_frames, config, hop_length)
+                for idx in batch
+            ])
+            logits = model(torch.from_numpy(features.astype(np.float32)))
+            loss = loss_function(logits.reshape(-1, model.n_labels), torch.from_numpy(targets).reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        metrics = evaluate(model, validation_split, config.clips_per_sequence, seed=config.seed + 1)
+        score = 0.5 * (metrics["clip_accuracy"] + metrics["stream_clip_accuracy"])
+        scheduler.step(score)
+        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "validation": metrics,
+                        "seconds": round(time.time() - epoch_started, 1)})
+        print(f"[train] epoch {epoch + 1} loss {np.mean(losses):.4f} val clip {metrics['clip_accuracy']:.4f} "
+              f"stream {metrics['stream_clip_accuracy']:.4f} ({time.time() - epoch_started:.0f}s)", flush=True)
+        if score > best_score:
+            best_score, epochs_without_gain = score, 0
+            best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        else:
+            epochs_without_gain += 1
+        if epochs_without_gain >= config.patience or (time.time() - started) / 60 > config.max_train_minutes:
+            break
+    if best_state is None:
+        raise RuntimeError("training ran no epoch")
+    return best_state, history
+
+
+def write_eval_clips(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogMelFrontend,
+                     config: TrainConfig) -> Dict[str, Any]:
+    """A small labelled test-voice set (int16 audio) with the float model's clip predictions."""
+    test = load_split(data_dir, "test")
+    rng = np.random.default_rng(config.seed + 7)
+    chosen = np.concatenate([
+        rng.choice(np.flatnonzero(test["labels"] == c), config.eval_clips_per_class, replace=False)
+        for c in range(len(LABELS))
+    ])
+    audio = test["audio"][chosen]
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.stack([frontend.compute(clip) for clip in audio]))).numpy()
+    predictions = np.array([clip_prediction(l) for l in logits], dtype=np.int64)
+    np.savez_compressed(
+        out_dir / "eval_clips.npz", audio=audio, labels=test["labels"][chosen], label_names=np.array(LABELS),
+        voices=test["voices"][chosen], float_predictions=predictions, sample_rate=np.int64(SAMPLE_RATE),
+    )
+    return {"n_clips": int(chosen.size), "float_accuracy": float(np.mean(predictions == test["labels"][chosen]))}
+
+
+def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogMelFrontend,
+               seed: int) -> Dict[str, Any]:
+    """demo.wav: test-voice keywords separated by quiet noise; demo.json: words and their true times."""
+    test = load_split(data_dir, "test")
+    rng = np.random.default_rng(seed)
+    words = ["yes", "stop", "left", "go", "off", "right", "down", "no", "up"]
+    gap_samples = int(0.45 * SAMPLE_RATE)
+    pieces: List[np.ndarray] = [np.zeros(int(0.6 * SAMPLE_RATE))]
+    events, position = [], pieces[0].size
+    for word in words:
+        candidates = np.flatnonzero((test["labels"] == LABELS.index(word)) & (test["speech_end"] - test["speech_start"] < 9000))
+        clip_index = int(rng.choice(candidates))
+        start, end = int(test["speech_start"][clip_index]), int(test["speech_end"][clip_index])
+        cut_from, cut_to = max(0, start - 800), min(CLIP_SAMPLES, end + 800)
+        pieces.append(test["audio"][clip_index, cut_from:cut_to].astype(np.float64) / 32768.0)
+        events.append({"label": word, "voice": str(test["voices"][clip_index]),
+                       "start_s": round((position + start - cut_from) / SAMPLE_RATE, 3),
+                       "end_s": round((position + end - cut_from) / SAMPLE_RATE, 3)})
+        position += cut_to - cut_from
+        pieces.append(np.zeros(gap_samples))
+        position += gap_samples
+    signal = np.concatenate(pieces)
+    signal += rng.normal(0.0, 10.0 ** (-60 / 20), signal.size)
+    pcm = np.round(np.clip(signal, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+    with wave.open(str(out_dir / "demo.wav"), "wb") as wav_file:
+        wav_file.setnchannels(1)
+        wav_file.setsampwidth(2)
+        wav_file.setframerate(SAMPLE_RATE)
+        wav_file.writeframes(pcm.tobytes())
+    hop = frontend.config.hop_length
+    with torch.no_grad():
+        logits = model(torch.from_numpy(frontend.compute(pcm))[None])[0].numpy()
+    detected = []
+    for event in events:
+        first = int(event["start_s"] * SAMPLE_RATE) // hop
+        last = int(event["end_s"] * SAMPLE_RATE) // hop + 30
+        detected.append(LABELS[clip_prediction(logits[first:last])])
+    demo = {"sample_rate": SAMPLE_RATE, "duration_s": round(pcm.size / SAMPLE_RATE, 3), "events": events,
+            "labels": list(LABELS)}
+    (out_dir / "demo.json").write_text(json.dumps(demo, indent=1))
+    return {"duration_s": demo["duration_s"], "words": words, "float_detected": detected,
+            "float_correct": int(sum(d == w for d, w in zip(detected, words)))}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="directory written by the synth recipe")
+    parser.add_argument("--out", type=Path, required=True, help="model directory to write (e.g. models/kws)")
+    parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
+    parser.add_argument("--max-train-minutes", type=float, default=TrainConfig.max_train_minutes)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads,
+                        help="torch threads (1 is fastest on a busy 2-core machine: OpenMP spin-waits)")
+    args = parser.parse_args(argv)
+    config = TrainConfig(max_epochs=args.max_epochs, max_train_minutes=args.max_train_minutes, seed=args.seed,
+                         threads=args.threads)
+    started = time.time()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    frontend = LogMelFrontend(LogMelConfig())
+    splits = {name: cached_features(args.data, name, frontend) for name in ("train", "validation", "test")}
+    print(f"[train] features ready ({time.time() - started:.0f}s)", flush=True)
+
+    model_config: Dict[str, Any] = {
+        "model": "KeywordLSTM",
+        "architecture": dict(DEFAULT_ARCHITECTURE),
+        "frontend": frontend.config.to_dict(),
+        "labels": list(LABELS),
+        "clip_rule": dict(DEFAULT_CLIP_RULE),
+        "input": {"name": "features", "shape": [1, "T", frontend.n_mels], "dtype": "float32"},
+        "streaming_targets": {"lead_frames": config.lead_frames, "hold_frames": config.hold_frames},
+    }
+    model = build_model(model_config)
+    model.normalize.set_statistics(
+        splits["train"]["features"].reshape(-1, frontend.n_mels).mean(axis=0),
+        splits["train"]["features"].reshape(-1, frontend.n_mels).std(axis=0),
+    )
+    training_started = time.time()
+    best_state, history = train(model, splits["train"], splits["validation"], config, frontend.config.hop_length)
+    training_seconds = time.time() - training_started
+    model.load_state_dict(best_state)
+    model.eval()
+
+    results = {name: evaluate(model, splits[name], config.clips_per_sequence, seed=config.seed + 2)
+               for name in ("train", "validation", "test")}
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.save({name: value.contiguous() for name, value in model.state_dict().items()}, args.out / WEIGHTS_FILE)
+    (args.out / CONFIG_FILE).write_text(json.dumps(model_config, indent=1))
+    eval_clips = write_eval_clips(args.out, args.data, model, frontend, config)
+    demo = write_demo(args.out, args.data, model, frontend, config.seed + 11)
+
+    index = json.loads((args.data / "index.json").read_text())
+    report = {
+        "accuracy": {name: {k: v for k, v in metrics.items()} for name, metrics in results.items()},
+        "test_clip_accuracy": results["test"]["clip_accuracy"],
+        "test_stream_clip_accuracy": results["test"]["stream_clip_accuracy"],
+        "parameters": count_parameters(model),
+        "data": {name: {"n_clips": info["n_clips"], "per_label": info["per_label"],
+                        "languages": info["languages"], "variants": info["variants"],
+                        "n_voices_used": len(info["voices_used"])}
+                 for name, info in index["splits"].items()},
+        "data_generation_seconds": index.get("wall_seconds"),
+        "epochs_run": len(history),
+        "best_epoch": 1 + int(np.argmax([0.5 * (h["validation"]["clip_accuracy"] + h["validation"]["stream_clip_accuracy"])
+                                         for h in history])),
+        "history": history,
+        "train_config": asdict(config),
+        "training_seconds": round(training_seconds, 1),
+        "wall_seconds": round(time.time() - started, 1),
+        "eval_clips": eval_clips,
+        "demo": demo,
+        "torch_version": torch.__version__,
+    }
+    (args.out / "train_report.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps({"test": results["test"], "parameters": report["parameters"], "demo": demo}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""Streaming log-mel frontend in pure numpy (runs on the device).
+
+Framing is "valid" (no centre padding): frame ``i`` covers samples ``[i * hop_length, i * hop_length + win_length)``.
+Each frame is multiplied by a periodic Hann window of ``win_length`` samples, zero-padded to ``n_fft``, and its
+power spectrum ``|rfft|^2`` is mapped onto ``n_mels`` triangular filters on the **HTK mel scale**
+(``mel = 2595 * log10(1 + f / 700)``, triangles of unit peak, no area normalisation). The output is the natural
+log of ``max(mel_power, log_floor)``. No pre-emphasis, no dithering. int16 input is scaled by 1/32768.
+
+``LogMelFrontend`` is stateless and may be shared by many streams; each ``FrontendStream`` owns its leftover samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping
+
+import numpy as np
+
+from lstm_edge.runtime.errors import InputError, ManifestError
+
+__all__ = ["LogMelConfig", "LogMelFrontend", "FrontendStream", "FrontendConfigError", "InputError"]
+
+_ACCEPTED_DTYPES = (np.dtype(np.int16), np.dtype(np.float32), np.dtype(np.float64))
+_INT16_SCALE = np.float32(1.0 / 32768.0)
+
+
+class FrontendConfigError(ManifestError):
+    """A frontend configuration has unknown/missing keys, wrong value types, or inconsistent values."""
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """Settings of the log-mel frontend; ``to_dict()`` is what a manifest stores."""
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    f_min: float = 20.0
+    f_max: float = 7600.0
+    log_floor: float = 1e-6
+    window: str = "hann_periodic"
+    mel_scale: str = "htk"
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            _check_field_type(field.name, field.type, value)
+        # Accept ints for float fields (JSON writes 20.0 as 20 in some tools) but store floats.
+        for name in ("f_min", "f_max", "log_floor"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        checks = [
+            (self.sample_rate > 0, "sample_rate", "> 0", self.sample_rate),
+            (self.n_fft > 0, "n_fft", "> 0", self.n_fft),
+            (0 < self.win_length <= self.n_fft, "win_length", f"in (0, n_fft={self.n_fft}]", self.win_length),
+            (self.hop_length > 0, "hop_length", "> 0", self.hop_length),
+            (self.n_mels > 0, "n_mels", "> 0", self.n_mels),
+            (self.f_min >= 0.0, "f_min", ">= 0", self.f_min),
+            (
+                self.f_min < self.f_max <= self.sample_rate / 2,
+                "f_max",
+                f"in (f_min={self.f_min}, sample_rate/2={self.sample_rate / 2}]",
+                self.f_max,
+            ),
+            (self.log_floor > 0.0, "log_floor", "> 0", self.log_floor),
+            (self.window == "hann_periodic", "window", "'hann_periodic'", repr(self.window)),
+            (self.mel_scale == "htk", "mel_scale", "'htk'", repr(self.mel_scale)),
+        ]
+        for ok, name, expected, got in checks:
+            if not ok:
+                raise FrontendConfigError(f"LogMelConfig.{name}: expected {expected}, got {got}")
+
+    @property
+    def n_bins(self) -> int:
+        """Number of rfft bins, ``n_fft // 2 + 1``."""
+        return self.n_fft // 2 + 1
+
+    def n_frames(self, n_samples: int) -> int:
+        """Number of complete frames in a signal of ``n_samples`` samples."""
+        if n_samples < self.win_length:
+            return 0
+        return (n_samples - self.win_length) // self.hop_length + 1
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-serialisable dict of every setting."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LogMelConfig":
+        """Build from a dict holding exactly the keys of ``to_dict()``; raises ``FrontendConfigError`` otherwise."""
+        if not isinstance(d, Mapping):
+            raise FrontendConfigError(f"LogMelConfig: expected a mapping, got {type(d).__name__}")
+        expected_keys = {f.name for f in dataclasses.fields(cls)}
+        got_keys = set(d.keys())
+        if got_keys != expected_keys:
+            missing = sorted(expected_keys - got_keys)
+            unknown = sorted(str(k) for k in got_keys - expected_keys)
+            raise FrontendConfigError(
+                f"LogMelConfig keys: expected {sorted(expected_keys)}, got missing={missing} unknown={unknown}"
+            )
+        return cls(**dict(d))
+
+
+def _check_field_type(name: str, type_name: Any, value: Any) -> None:
+    """Raise ``FrontendConfigError`` unless ``value`` fits the declared field type (bool is never a number)."""
+    type_name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    if type_name == "int":
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    elif type_name == "float":
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    elif type_name == "str":
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - every field is one of the above
+        ok = True
+    if not ok:
+        raise FrontendConfigError(f"LogMelConfig.{name}: expected {type_name}, got {type(value).__name__} ({value!r})")
+
+
+def periodic_hann(win_length: int) -> np.ndarray:
+    """Periodic Hann window (the DFT-even form), float64."""
+    n = np.arange(win_length, dtype=np.float64)
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
+
+
+def hz_to_mel_htk(freq_hz: np.ndarray) -> np.ndarray:
+    """HTK mel scale."""
+    return 2595.0 * np.log10(1.0 + np.asarray(freq_hz, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz_htk(mel: np.ndarray) -> np.ndarray:
+    """Inverse of ``hz_to_mel_htk``."""
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def htk_mel_filterbank(config: LogMelConfig) -> np.ndarray:
+    """Triangular filters of unit peak, shape ``[n_bins, n_mels]`` (float64), HTK mel scale, no area normalisation."""
+    bin_freqs = np.linspace(0.0, config.sample_rate / 2.0, config.n_bins)
+    edge_mels = np.linspace(hz_to_mel_htk(config.f_min), hz_to_mel_htk(config.f_max), config.n_mels + 2)
+    edge_freqs = mel_to_hz_htk(edge_mels)
+    lower_edges = edge_freqs[:-2, None]
+    centres = edge_freqs[1:-1, None]
+    upper_edges = edge_freqs[2:, None]
+    rising = (bin_freqs[None, :] - lower_edges) / (centres - lower_edges)
+    falling = (upper_edges - bin_freqs[None, :]) / (upper_edges - centres)
+    weights = np.maximum(0.0, np.minimum(rising, falling))  # [n_mels, n_bins]
+    return np.ascontiguousarray(weights.T)
+
+
+def _validate_pcm(pcm: Any) -> np.ndarray:
+    """Check dtype/rank/finiteness and return mono float32 samples in [-1, 1) scale."""
+    if not isinstance(pcm, np.ndarray):
+        raise InputError(f"pcm: expected a numpy.ndarray, got {type(pcm).__name__}")
+    if pcm.dtype not in _ACCEPTED_DTYPES:
+        raise InputError(f"pcm dtype: expected one of int16, float32, float64, got {pcm.dtype}")
+    if pcm.ndim != 1:
+        raise InputError(f"pcm rank: expected 1-D mono samples, got shape {pcm.shape}")
+    if pcm.dtype == np.int16:
+        return pcm.astype(np.float32) * _INT16_SCALE
+    samples = pcm.astype(np.float32, copy=False)
+    if samples.size and not np.isfinite(samples).all():
+        raise InputError("pcm values: expected finite samples, got NaN or inf")
+    return samples
+
+
+class LogMelFrontend:
+    """Stateless log-mel feature extractor: precomputed window and mel matrix, shared by any number of streams."""
+
+    def __init__(self, config: LogMelConfig | None = None) -> None:
+        self.config = config if config is not None else LogMelConfig()
+        if not isinstance(self.config, LogMelConfig):
+            raise FrontendConfigError(f"config: expected LogMelConfig, got {type(self.config).__name__}")
+        self.window = periodic_hann(self.config.win_length)
+        self.mel_matrix = htk_mel_filterbank(self.config)  # [n_bins, n_mels], float64
+        self._empty = np.zeros((0, self.config.n_mels), dtype=np.float32)
+
+    @property
+    def n_mels(self) -> int:
+        """Feature size of each output frame."""
+        return self.config.n_mels
+
+    def _frames_to_logmel(self, samples: np.ndarray, n_frames: int) -> np.ndarray:
+        """Log-mel of the first ``n_frames`` valid frames of contiguous float32 ``samples``."""
+        if n_frames <= 0:
+            return self._empty
+        cfg = self.config
+        stride = samples.strides[0]
+        # A strided view (no copy): row i starts at sample i * hop_length.
+        frames = np.ndarray(
+            (n_frames, cfg.win_length), dtype=samples.dtype, buffer=samples, strides=(cfg.hop_length * stride, stride)
+        )
+        # float64 from here on: numpy's float64 rfft is both faster and more accurate than its float32 path.
+        spectrum = np.fft.rfft(frames * self.window, n=cfg.n_fft, axis=1)
+        power = np.square(np.abs(spectrum))
+        mel_power = power @ self.mel_matrix
+        np.maximum(mel_power, cfg.log_floor, out=mel_power)
+        return np.log(mel_power, out=mel_power).astype(np.float32)
+
+    def compute(self, pcm: np.ndarray) -> np.ndarray:
+        """Log-mel features ``[n_frames, n_mels]`` float32 of a whole signal (valid framing)."""
+        samples = np.ascontiguousarray(_validate_pcm(pcm))
+        return self._frames_to_logmel(samples, self.config.n_frames(samples.shape[0]))
+
+    def create_stream(self) -> "FrontendStream":
+        """A new stream that owns its leftover samples."""
+        return FrontendStream(self)
+
+
+class FrontendStream:
+    """Incremental framing over pushed chunks of any length; output over any chunking equals ``compute()``."""
+
+    def __init__(self, frontend: LogMelFrontend) -> None:
+        self.frontend = frontend
+        self._leftover = np.zeros(0, dtype=np.float32)
+        self.frames_emitted = 0
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples held back until they complete a frame."""
+        return int(self._leftover.shape[0])
+
+    def push(self, pcm: np.ndarray) -> np.ndarray:
+        """Append a mono chunk (int16, float32 or float64, any length) and return the newly completed frames."""
+        chunk = _validate_pcm(pcm)
+        if chunk.shape[0] == 0:
+            return self.frontend._empty
+        samples = np.concatenate((self._leftover, chunk)) if self._leftover.shape[0] else np.ascontiguousarray(chunk)
+        cfg = self.frontend.config
+        n_frames = cfg.n_frames(samples.shape[0])
+        features = self.frontend._frames_to_logmel(samples, n_frames)
+        # Keep only what a future frame still needs; copy so the caller's buffer is not retained.
+        self._leftover = samples[n_frames * cfg.hop_length :].copy()
+        self.frames_emitted += n_frames
+        return features
+
+    def reset(self) -> None:
+        """Forget leftover samples, as a fresh stream."""
+        self._leftover = np.zeros(0, dtype=np.float32)
+        self.frames_emitted = 0
