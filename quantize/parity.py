@@ -111,7 +111,7 @@ def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, ch
             row["eval_clips"] = int(len(labels))
         rows.append(row)
     report = {"model": manifest.name, "reference_frames": int(len(ref_input)), "chunk": chunk,
-              "tolerances": dict(manifest.tolerances), "eval_data": str(eval_data) if eval_data else None,
+              "tolerances": dict(manifest.tolerances), "eval_data": Path(eval_data).name if eval_data else None,
               "results": rows}
     report["failures"] = gate_failures(report)
     (model_dir / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,137 @@
+"""Keyword spotting end to end on the shipped model: detections, chunking invariance, the listen command, the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import wave
+
+import numpy as np
+import pytest
+
+from lstm_edge.recipes.kws.model import shipped_model_dir
+from lstm_edge.runtime import StreamingModel
+from lstm_edge.runtime.audio import load_mono
+from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
+from lstm_edge.runtime.errors import InputError
+
+ASSETS = shipped_model_dir()
+EXPORTED = ASSETS / "export"
+
+
+@pytest.fixture(scope="module")
+def spotter():
+    return KeywordSpotter(StreamingModel.load(EXPORTED, backend="onnx"))
+
+
+@pytest.fixture(scope="module")
+def demo_audio():
+    audio, _ = load_mono(ASSETS / "demo.wav", 16000)
+    return audio
+
+
+def detect(spotter, audio, chunks):
+    stream = spotter.create_stream()
+    found, start = [], 0
+    for size in chunks:
+        found.extend(stream.push(audio[start:start + size]))
+        start += size
+    return found + stream.flush()
+
+
+def test_demo_recording_detections_match_the_truth(spotter, demo_audio):
+    truth = json.loads((ASSETS / "demo.json").read_text())["events"]
+    found = detect(spotter, demo_audio, [1600] * (len(demo_audio) // 1600 + 1))
+    matched = 0
+    for event in truth:
+        hits = [d for d in found if d.label == event["label"] and d.start - 0.5 <= event["end_s"]
+                and d.end + 0.5 >= event["start_s"]]
+        assert len(hits) <= 1, f"one utterance gave {len(hits)} detections: {hits}"
+        matched += bool(hits)
+    assert matched >= 0.7 * len(truth), (matched, found)
+    false_alarms = [d for d in found if not any(d.label == e["label"] and abs(d.start - e["start_s"]) < 1.0
+                                                for e in truth)]
+    assert len(false_alarms) <= 1, false_alarms
+    for detection in found:
+        assert 0.0 <= detection.start < detection.end <= len(demo_audio) / 16000 + 0.1
+        assert DetectorConfig().threshold <= detection.score <= 1.0
+
+
+def test_detections_do_not_depend_on_how_audio_is_chunked(spotter, demo_audio):
+    reference = detect(spotter, demo_audio, [1600] * (len(demo_audio) // 1600 + 1))
+    rng = np.random.default_rng(0)
+    sizes = list(rng.integers(1, 4000, size=400))
+    for chunks in ([len(demo_audio)], sizes, [160] * (len(demo_audio) // 160 + 1)):
+        got = detect(spotter, demo_audio, chunks)
+        assert [(d.label, round(d.start, 3), round(d.end, 3)) for d in got] == \
+               [(d.label, round(d.start, 3), round(d.end, 3)) for d in reference]
+        assert np.allclose([d.score for d in got], [d.score for d in reference], atol=1e-4)
+
+
+def test_int16_and_float_pcm_agree(spotter, demo_audio):
+    pcm16 = np.round(demo_audio * 32767).astype(np.int16)
+    a = detect(spotter, pcm16, [1600] * (len(pcm16) // 1600 + 1))
+    b = detect(spotter, pcm16.astype(np.float32) / 32768.0, [1600] * (len(pcm16) // 1600 + 1))
+    assert [d.label for d in a] == [d.label for d in b]
+
+
+def test_bad_pcm_is_refused(spotter):
+    stream = spotter.create_stream()
+    with pytest.raises(InputError):
+        stream.push(np.zeros((2, 100), np.float32))
+    with pytest.raises(InputError):
+        stream.push(np.full(100, np.nan, np.float32))
+    stream.push(np.zeros(1600, np.float32))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lstm_edge", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_listen_prints_one_json_detection_per_line():
+    result = _cli("listen", str(EXPORTED), str(ASSETS / "demo.wav"), "--json", "--backend", "litert",
+                  "--precision", "int8")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) >= 5
+    for line in lines:
+        assert set(line) == {"label", "start", "end", "score"}
+    assert "ai-edge-litert" in result.stderr
+
+
+def test_listen_resamples_and_downmixes_with_a_note(tmp_path, demo_audio):
+    # 8 kHz stereo version of the demo recording
+    stereo = np.stack([demo_audio[::2], demo_audio[::2]], axis=1)
+    with wave.open(str(tmp_path / "s.wav"), "wb") as handle:
+        handle.setnchannels(2)
+        handle.setsampwidth(2)
+        handle.setframerate(8000)
+        handle.writeframes((stereo * 32767).astype("<i2").tobytes())
+    result = _cli("listen", str(EXPORTED), str(tmp_path / "s.wav"), "--backend", "onnx")
+    assert result.returncode == 0, result.stderr
+    assert "downmixed 2 channels" in result.stderr and "resampled 8000 Hz to 16000 Hz" in result.stderr
+
+
+def test_listen_rejects_a_corrupt_wav(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF1234WAVEfmt garbage")
+    result = _cli("listen", str(EXPORTED), str(tmp_path / "bad.wav"))
+    assert result.returncode == 1
+    assert "not a readable PCM WAV" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_verify_shipped_model_with_eval_clips():
+    result = _cli("verify", str(EXPORTED), "--eval", str(ASSETS / "eval_clips.npz"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    result = _cli("demo", "--out", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for needle in ("[1/5]", "[5/5]", "parity gates: PASS", "RTF", "litert", "onnx", "int8"):
+        assert needle in result.stdout, needle
+    manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
+    assert {f["format"] + "/" + f["precision"] for f in manifest["files"]} == {
+        "onnx/float", "onnx/int8", "tflite/float", "tflite/int8"}
