@@ -297,7 +297,8 @@ def generate_dataset(out_dir: Path, config: SynthConfig) -> Dict[str, object]:
         "splits": {},
     }
     sizes = {"train": config.train_per_class, "validation": config.eval_per_class, "test": config.eval_per_class}
-    with multiprocessing.get_context("fork").Pool(config.workers) as pool:
+    # spawn, not fork: the calling process may already run threads (a test process with JAX or torch loaded)
+    with multiprocessing.get_context("spawn").Pool(config.workers) as pool:
         for split_number, split in enumerate(SPLITS):
             arrays = generate_split(split, sizes[split], config, pool, seed=config.seed * 1000 + split_number)
             shards = _write_shards(out_dir, split, arrays, config.shard_size)
