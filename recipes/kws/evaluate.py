@@ -1,0 +1,74 @@
+"""Accuracy of an exported keyword-spotting model directory on a synthesised split, per backend x precision.
+
+Runs through the runtime only (frontend, StreamingModel, the clip rule), one fresh stream per clip, so the numbers
+are those of the deployed files, float and int8:
+
+    python -m lstm_edge.recipes.kws.evaluate --data /tmp/kws_data --model-dir models/kws/export \
+        --out models/kws/eval_report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from lstm_edge.recipes.kws.synth import load_split
+from lstm_edge.runtime import StreamingModel
+from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+from lstm_edge.runtime.kws import clip_prediction
+
+VARIANTS = (("onnx", "float"), ("onnx", "int8"), ("litert", "float"), ("litert", "int8"))
+
+
+def evaluate(data_dir: Path, model_dir: Path, split: str = "test", chunk: int = 10) -> dict:
+    data = load_split(data_dir, split)
+    first = StreamingModel.load(model_dir, backend="onnx")
+    manifest = first.manifest
+    frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
+    rule = manifest.extra["clip_rule"]
+    features = [frontend.compute(clip) for clip in data["audio"]]
+    labels = np.asarray(data["labels"])
+    report = {"split": split, "clips": int(len(labels)), "labels": list(manifest.labels), "results": {}}
+    for backend, precision in VARIANTS:
+        model = StreamingModel.load(model_dir, backend=backend, precision=precision)
+        began = time.perf_counter()
+        predictions = []
+        for clip in features:
+            stream = model.create_stream()
+            logits = np.concatenate([stream.push(clip[i:i + chunk]) for i in range(0, len(clip), chunk)])
+            predictions.append(clip_prediction(logits, rule))
+        predictions = np.asarray(predictions)
+        per_label = {label: float(np.mean(predictions[labels == index] == index))
+                     for index, label in enumerate(manifest.labels) if np.any(labels == index)}
+        report["results"][f"{backend}/{precision}"] = {
+            "accuracy": float(np.mean(predictions == labels)), "per_label": per_label, "engine": model.engine,
+            "seconds": time.perf_counter() - began}
+    float_accuracy = report["results"]["onnx/float"]["accuracy"]
+    for key, row in report["results"].items():
+        row["drop_vs_onnx_float_points"] = 100 * (float_accuracy - row["accuracy"])
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, type=Path, help="output folder of lstm_edge.recipes.kws.synth")
+    parser.add_argument("--model-dir", required=True, type=Path, help="exported model directory (float and int8)")
+    parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    parser.add_argument("--out", type=Path, help="write the report here (JSON)")
+    args = parser.parse_args(argv)
+    report = evaluate(args.data, args.model_dir, args.split)
+    for key, row in report["results"].items():
+        print(f"{key:14s} accuracy {100 * row['accuracy']:.2f}%  (drop vs onnx/float "
+              f"{row['drop_vs_onnx_float_points']:+.2f} points)  {row['engine']}")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
