@@ -52,7 +52,13 @@ class OnnxBackend:
         if missing:
             raise ModelFileError(f"{path}: graph does not match the manifest: names {sorted(missing)} are missing "
                                  f"(graph inputs {sorted(graph_inputs)}, outputs {sorted(graph_outputs)})")
-        self._run = self._session.run
+        # InferenceSession.run re-validates the feed's names on every call; they were checked above, once.
+        # Call the session underneath directly when this onnxruntime has it (the public run otherwise).
+        inner = getattr(self._session, "_sess", None)
+        if inner is not None and callable(getattr(inner, "run", None)):
+            self._run = lambda names, feed, run=inner.run: run(names, feed, None)
+        else:
+            self._run = self._session.run
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feed = dict(zip(self._state_inputs, states))
