@@ -12,7 +12,6 @@ The bundled ``manifest.json`` lists only the files in the bundle; their sha256 v
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,7 @@ from typing import Callable
 import lstm_edge
 from lstm_edge.devices.profiles import Profile, ProfileError, get_profile
 from lstm_edge.runtime.errors import LstmEdgeError, expected_got
-from lstm_edge.runtime.manifest import Manifest, ModelFile, check_file
+from lstm_edge.runtime.manifest import Manifest, ModelFile, check_file, sha256_of
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SUMS_NAME = "SHA256SUMS"
@@ -224,12 +223,7 @@ def _write_sums(root: Path) -> Path:
     return sums
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_sha256 = sha256_of
 
 
 def _bundle_root_name(out_path: Path) -> str:

@@ -38,16 +38,7 @@ def _load_qemu_env():
 qemu_env = _load_qemu_env()
 
 
-class SmallKws(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = torch.nn.Linear(40, 64)
-        self.lstm = torch.nn.LSTM(64, 64, 2, batch_first=True)
-        self.out = torch.nn.Linear(64, 12)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y, _ = self.lstm(self.inp(x))
-        return self.out(y)
+from zoo import SmallKws  # noqa: E402
 
 
 @pytest.fixture(scope="module")

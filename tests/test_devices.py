@@ -25,16 +25,7 @@ EXPECTED_DEVICES = {"raspberry-pi-5", "raspberry-pi-4", "raspberry-pi-zero-2-w",
                     "generic-aarch64-linux", "x86_64-linux", "android-arm64", "ios-arm64"}
 
 
-class SmallKws(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inp = torch.nn.Linear(40, 64)
-        self.lstm = torch.nn.LSTM(64, 64, 2, batch_first=True)
-        self.out = torch.nn.Linear(64, 12)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y, _ = self.lstm(self.inp(x))
-        return self.out(y)
+from zoo import SmallKws  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -139,6 +139,20 @@ class ContextStep(nn.Module):
         return self.head(h), (window[:, :, 1:], h, c)
 
 
+class SmallKws(nn.Module):
+    """Linear 40->64, LSTM 64x2, Linear 64->12: the size of a small keyword spotter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(40, 64)
+        self.lstm = nn.LSTM(64, 64, 2, batch_first=True)
+        self.out = nn.Linear(64, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(self.inp(x))
+        return self.out(y)
+
+
 # ------------------------------------------------------------------ refused
 class Bidirectional(nn.Module):
     def __init__(self) -> None:
