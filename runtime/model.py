@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import BackendUnavailableError, InputError, expected_got
 from lstm_edge.runtime.manifest import PRECISIONS, Manifest, check_file
+
+if TYPE_CHECKING:
+    from lstm_edge.runtime.stream import Stream
 
 State = tuple[np.ndarray, ...]
 

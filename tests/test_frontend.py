@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import wave
-from pathlib import Path
 
 import librosa
 import numpy as np
