@@ -22,6 +22,12 @@ STATIC_MEANING = ("ONNX static: time-local layers (MatMul/Gemm) get int8 weights
                   "float and is never clipped. For full-integer execution use the TFLite static file.")
 
 
+# Per-channel scales, and 7-bit weight range: on x86 CPUs without VNNI the u8 x s8 dot products saturate at full
+# range. Measured on the shipped keyword spotter (argmax agreement with torch float over one 865-frame stream):
+# per-tensor 8-bit 98.6%, per-channel 8-bit 80.5%, per-tensor 7-bit 98.6%, per-channel 7-bit 99.5%.
+WEIGHT_OPTIONS = {"per_channel": True, "reduce_range": True}
+
+
 def count_onnx_ops(path: Path) -> dict[str, Any]:
     """How many ops of each type, and how many weight-bearing ops stayed float."""
     graph = onnx.load(str(path))
@@ -92,7 +98,7 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
         try:
             _preprocess(float_path, prepared)
             if mode == "dynamic":
-                quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, per_channel=False)
+                quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, **WEIGHT_OPTIONS)
             elif mode == "static":
                 if not feeds:
                     raise QuantizationError("static ONNX quantization needs calibration feeds")
@@ -102,7 +108,7 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
                                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                                 nodes_to_exclude=[], extra_options={"ActivationSymmetric": False})
                 quantize_dynamic(str(staged), str(out_path), weight_type=QuantType.QInt8,
-                                 op_types_to_quantize=["LSTM"])
+                                 op_types_to_quantize=["LSTM"], **WEIGHT_OPTIONS)
             else:
                 raise QuantizationError(f"mode: expected 'dynamic' or 'static', got {mode!r}")
         except QuantizationError:
@@ -117,7 +123,8 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
     notes = []
     if mode == "static":
         notes.append(STATIC_MEANING)
-    return {"mode": mode, "tool": f"onnxruntime {ort_version} quantize_{mode}", "weights": "int8",
+    return {"mode": mode, "tool": f"onnxruntime {ort_version} quantize_{mode}",
+            "weights": "int8, per-channel scales, 7-bit range (reduce_range)",
             "activations": "float32" if mode == "dynamic" else "int8 (time-local layers), float32 (LSTM)",
             "state": "float32", "io_dtype": "float32", "calibration_feeds": len(feeds or []),
             "ops_before": before["ops"], "ops_after": after["ops"], "integer_ops": after["integer_ops"],
