@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from lstm_edge.runtime.kws import clip_prediction as runtime_clip_prediction
+
 N_MELS = 40
 N_LABELS = 12
 DEFAULT_ARCHITECTURE: Dict[str, int] = {
@@ -151,31 +153,17 @@ def load_shipped_model() -> Tuple[KeywordLSTM, Dict[str, Any]]:
     return load_model(shipped_model_dir())
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 def clip_prediction(
     logits_T_by_C: Union[np.ndarray, torch.Tensor], clip_rule: Optional[Mapping[str, Any]] = None
 ) -> int:
-    """Label index of a clip from its per-frame logits ``[T, C]`` (see the module docstring for the rule)."""
+    """Label index of a clip from its per-frame logits ``[T, C]`` (see the module docstring for the rule).
+
+    The rule itself lives in the device runtime (``lstm_edge.runtime.kws.clip_prediction``) so host and device
+    decide identically; torch tensors are converted to numpy first."""
     rule = dict(DEFAULT_CLIP_RULE if clip_rule is None else clip_rule)
     if isinstance(logits_T_by_C, torch.Tensor):
         logits_T_by_C = logits_T_by_C.detach().cpu().numpy()
     logits = np.asarray(logits_T_by_C, dtype=np.float64)
     if logits.ndim != 2 or logits.shape[0] == 0:
         raise ValueError(f"logits: expected [T >= 1, C], got shape {logits.shape}")
-    probabilities = _softmax(logits)
-    window = int(min(rule["window_frames"], probabilities.shape[0]))
-    cumulative = np.cumsum(np.vstack([np.zeros((1, probabilities.shape[1])), probabilities]), axis=0)
-    smoothed = (cumulative[window:] - cumulative[:-window]) / window
-    silence_index = int(rule["silence_index"])
-    speech_probability = 1.0 - smoothed[:, silence_index]
-    best_window = int(np.argmax(speech_probability))
-    if speech_probability[best_window] < float(rule["min_speech_probability"]):
-        return silence_index
-    scores = smoothed[best_window].copy()
-    scores[silence_index] = -np.inf
-    return int(np.argmax(scores))
+    return runtime_clip_prediction(logits, rule)

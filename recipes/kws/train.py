@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import time
 import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -42,6 +43,7 @@ from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 
 IGNORE_TARGET = -100
 SILENCE_INDEX = LABELS.index(SILENCE_LABEL)
+UNKNOWN_LABEL = "_unknown_"
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,13 @@ class TrainConfig:
     max_train_minutes: float = 22.0
     eval_clips_per_class: int = 5
     threads: int = 1
+    input_size: int = DEFAULT_ARCHITECTURE["input_size"]
+    hidden_size: int = DEFAULT_ARCHITECTURE["hidden_size"]
+    lr_schedule: str = "plateau"  # "plateau" (halve on a validation plateau) or "cosine" (per step, over max_epochs)
+    warmup_epochs: float = 0.0  # linear warm-up at the start of the cosine schedule
+    min_learning_rate: float = 0.0  # floor of the cosine schedule
+    label_smoothing: float = 0.0
+    unknown_weight: float = 1.0  # cross-entropy weight of the _unknown_ class (others 1)
 
 
 def cached_features(data_dir: Path, split: str, frontend: LogMelFrontend) -> Dict[str, np.ndarray]:
@@ -162,6 +171,21 @@ def evaluate(
     }
 
 
+def cosine_factor(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at optimizer step ``step``: linear warm-up, then half a cosine down to
+    ``min_learning_rate`` at ``total_steps``."""
+    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+    floor = config.min_learning_rate / config.learning_rate
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 def train(
     model: KeywordLSTM, train_split: Dict[str, np.ndarray], validation_split: Dict[str, np.ndarray],
     config: TrainConfig, hop_length: int,
@@ -170,8 +194,21 @@ def train(
     rng = np.random.default_rng(config.seed)
     n_frames = train_split["features"].shape[1]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=1)
-    loss_function = nn.CrossEntropyLoss(ignore_index=IGNORE_TARGET)
+    steps_per_epoch = -(-(train_split["features"].shape[0] // config.clips_per_sequence) // config.batch_size)
+    if config.lr_schedule == "plateau":
+        plateau: Optional[torch.optim.lr_scheduler.ReduceLROnPlateau] = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=0.5, patience=1)
+        step_scheduler: Optional[torch.optim.lr_scheduler.LambdaLR] = None
+    elif config.lr_schedule == "cosine":
+        plateau = None
+        step_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, cosine_factor(config, steps_per_epoch * config.max_epochs, steps_per_epoch))
+    else:
+        raise ValueError(f"lr_schedule: expected 'plateau' or 'cosine', got {config.lr_schedule!r}")
+    class_weights = torch.ones(model.n_labels)
+    class_weights[LABELS.index(UNKNOWN_LABEL)] = config.unknown_weight
+    loss_function = nn.CrossEntropyLoss(weight=class_weights, ignore_index=IGNORE_TARGET,
+                                        label_smoothing=config.label_smoothing)
     best_score, best_state, epochs_without_gain, history = -1.0, None, 0, []
     started = time.time()
     for epoch in range(config.max_epochs):
@@ -193,14 +230,19 @@ def train(
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
+            if step_scheduler is not None:
+                step_scheduler.step()
             losses.append(float(loss.detach()))
         metrics = evaluate(model, validation_split, config.clips_per_sequence, seed=config.seed + 1)
         score = 0.5 * (metrics["clip_accuracy"] + metrics["stream_clip_accuracy"])
-        scheduler.step(score)
+        learning_rate = optimizer.param_groups[0]["lr"]
+        if plateau is not None:
+            plateau.step(score)
         history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "validation": metrics,
-                        "seconds": round(time.time() - epoch_started, 1)})
+                        "learning_rate": learning_rate, "seconds": round(time.time() - epoch_started, 1)})
         print(f"[train] epoch {epoch + 1} loss {np.mean(losses):.4f} val clip {metrics['clip_accuracy']:.4f} "
-              f"stream {metrics['stream_clip_accuracy']:.4f} ({time.time() - epoch_started:.0f}s)", flush=True)
+              f"stream {metrics['stream_clip_accuracy']:.4f} lr {learning_rate:.2e} "
+              f"({time.time() - epoch_started:.0f}s)", flush=True)
         if score > best_score:
             best_score, epochs_without_gain = score, 0
             best_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
@@ -286,9 +328,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads,
                         help="torch threads (1 is fastest on a busy 2-core machine: OpenMP spin-waits)")
+    parser.add_argument("--patience", type=int, default=TrainConfig.patience,
+                        help="epochs without validation gain before stopping")
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--lr-schedule", choices=("plateau", "cosine"), default=TrainConfig.lr_schedule)
+    parser.add_argument("--warmup-epochs", type=float, default=TrainConfig.warmup_epochs)
+    parser.add_argument("--min-learning-rate", type=float, default=TrainConfig.min_learning_rate)
+    parser.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing)
+    parser.add_argument("--unknown-weight", type=float, default=TrainConfig.unknown_weight,
+                        help="cross-entropy weight of the _unknown_ class")
+    parser.add_argument("--input-size", type=int, default=TrainConfig.input_size, help="width of the input projection")
+    parser.add_argument("--hidden-size", type=int, default=TrainConfig.hidden_size, help="LSTM hidden size")
     args = parser.parse_args(argv)
     config = TrainConfig(max_epochs=args.max_epochs, max_train_minutes=args.max_train_minutes, seed=args.seed,
-                         threads=args.threads)
+                         threads=args.threads, patience=args.patience, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
+                         warmup_epochs=args.warmup_epochs, min_learning_rate=args.min_learning_rate,
+                         label_smoothing=args.label_smoothing, unknown_weight=args.unknown_weight,
+                         input_size=args.input_size, hidden_size=args.hidden_size)
     started = time.time()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -300,7 +358,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     model_config: Dict[str, Any] = {
         "model": "KeywordLSTM",
-        "architecture": dict(DEFAULT_ARCHITECTURE),
+        "architecture": dict(DEFAULT_ARCHITECTURE, input_size=config.input_size, hidden_size=config.hidden_size),
         "frontend": frontend.config.to_dict(),
         "labels": list(LABELS),
         "clip_rule": dict(DEFAULT_CLIP_RULE),
