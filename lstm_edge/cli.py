@@ -123,7 +123,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{manifest.name}  ({manifest.kind} model, manifest schema v{manifest.schema_version})")
     for label, spec in (("input ", manifest.input), ("output", manifest.output)):
         extra = f" ids in [{spec.value_range[0]}, {spec.value_range[1]})" if spec.value_range else ""
-        print(f"  {label} {spec.name}: {spec.dtype}{list(spec.shape)}{extra}")
+        shape = "[" + ", ".join(str(d) for d in spec.shape) + "]"
+        print(f"  {label} {spec.name}: {spec.dtype}{shape}{extra}")
     for state in manifest.states:
         init = "zeros" if state.init == "zeros" else "learned"
         print(f"  state  {state.name}: {state.dtype}{list(state.shape)} {state.input} -> {state.output} (init {init})")
