@@ -81,9 +81,9 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     if "onnx" in formats:
         from lstm_edge.export.onnx_export import write_onnx
 
-        write_onnx(streamer, example, initial, INPUT_NAME, OUTPUT_NAME, [s.input for s in manifest.states],
-                   [s.output for s in manifest.states], not step, metadata, out_dir / ONNX_FILE)
-        files.append(file_entry(out_dir, ONNX_FILE, "onnx", "float"))
+        checks = write_onnx(streamer, example, initial, INPUT_NAME, OUTPUT_NAME, [s.input for s in manifest.states],
+                            [s.output for s in manifest.states], not step, metadata, out_dir / ONNX_FILE)
+        files.append(file_entry(out_dir, ONNX_FILE, "onnx", "float", checks=checks))
     if "tflite" in formats:
         from lstm_edge.export.tflite_export import write_tflite
 

@@ -71,7 +71,7 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
             if sequences is not None and mode is QuantizeMode.STATIC:
                 feeds = record_feeds(model_dir, sequences, [10], config.max_calibration_feeds)[10]
             info = quantize_onnx(model_dir / entry.path, model_dir / out_name, mode.value, feeds, state_inputs)
-            new_entry = file_entry(model_dir, out_name, "onnx", "int8", quantization=info)
+            new_entry = file_entry(model_dir, out_name, "onnx", "int8", quantization=info, checks=entry.checks)
         else:
             from lstm_edge.quantize.calibration import record_feeds
             from lstm_edge.quantize.tflite_quant import quantize_tflite

@@ -136,6 +136,9 @@ class ModelFile:
     chunk_sizes: tuple[int, ...] | None = None  # None: any T in one call (ONNX); else one signature per size
     signatures: Mapping[str, str] | None = None  # chunk size (as str) -> signature key (TFLite)
     quantization: Mapping[str, Any] | None = None  # how an int8 file was made and what it means
+    # Auxiliary graph outputs the runtime reads, e.g. {"nonfinite_input": "x_nonfinite"}: 0.0 when the input chunk
+    # is all finite, NaN otherwise (computed inside the graph, so checking costs nothing per call in Python).
+    checks: Mapping[str, str] | None = None
 
     @property
     def key(self) -> str:
@@ -149,6 +152,8 @@ class ModelFile:
             out["signatures"] = dict(self.signatures)
         if self.quantization is not None:
             out["quantization"] = dict(self.quantization)
+        if self.checks:
+            out["checks"] = dict(self.checks)
         return out
 
     @classmethod
@@ -165,7 +170,7 @@ class ModelFile:
         chunk_sizes = data.get("chunk_sizes")
         return cls(fmt, precision, path, str(_require(data, "sha256", where)), int(_require(data, "bytes", where)),
                    tuple(int(c) for c in chunk_sizes) if chunk_sizes else None,
-                   data.get("signatures"), data.get("quantization"))
+                   data.get("signatures"), data.get("quantization"), data.get("checks"))
 
 
 @dataclass(frozen=True)
@@ -298,11 +303,11 @@ def check_file(model_dir: str | Path, entry: ModelFile) -> Path:
 
 def file_entry(model_dir: str | Path, relpath: str, fmt: str, precision: str, *,
                chunk_sizes: Iterable[int] | None = None, signatures: Mapping[str, str] | None = None,
-               quantization: Mapping[str, Any] | None = None) -> ModelFile:
+               quantization: Mapping[str, Any] | None = None, checks: Mapping[str, str] | None = None) -> ModelFile:
     """Describe a file just written into ``model_dir`` (size and checksum computed here)."""
     path = Path(model_dir) / relpath
     return ModelFile(fmt, precision, relpath, sha256_of(path), path.stat().st_size,
-                     tuple(chunk_sizes) if chunk_sizes else None, signatures, quantization)
+                     tuple(chunk_sizes) if chunk_sizes else None, signatures, quantization, checks)
 
 
 def state_names(states: Sequence[StateSpec]) -> list[str]:

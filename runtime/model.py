@@ -42,6 +42,7 @@ class StreamingModel:
         self._fixed = backend.fixed_lengths
         # Fast path of check_chunk: a float32 array whose non-time dims already match.
         self._float32 = np.dtype(np.float32)
+        self._finite_checked_by_backend = bool(getattr(backend, "checks_finite", False))
         self._fast_shape = (tuple(d for d in self._chunk_shape[1:]) if self._chunk_shape[:1] == (None,)
                             and None not in self._chunk_shape[1:] and not self._is_ids else None)
         self._initial = manifest.initial_state()
@@ -126,6 +127,8 @@ class StreamingModel:
         """Validate one pushed chunk and return it batched, in the graph's dtype."""
         if (type(x) is np.ndarray and x.dtype == self._float32 and x.shape[1:] == self._fast_shape
                 and x.ndim == len(self._chunk_shape) and x.shape[0] > 0):
+            if self._finite_checked_by_backend:
+                return x[np.newaxis]  # the graph reports NaN/inf itself, before any state is kept
             flat = x.reshape(-1)
             energy = float(np.dot(flat, flat))  # NaN or inf in, NaN or inf out
             if energy - energy == 0.0 or np.isfinite(x).all():  # inf here may be an overflow of finite values

@@ -50,7 +50,9 @@ def test_onnx_file_passes_checker_and_carries_metadata(exported, name):
     assert [s["input"] for s in states] == [s.input for s in manifest.states]
     assert meta["lstm_edge.kind"] == manifest.kind
     assert [i.name for i in graph.graph.input] == ["x", *[s.input for s in manifest.states]]
-    assert [o.name for o in graph.graph.output] == ["y", *[s.output for s in manifest.states]]
+    checks = list((manifest.file("onnx", "float").checks or {}).values())
+    assert checks == ([] if manifest.input.dtype == "int64" else ["x_nonfinite"])
+    assert [o.name for o in graph.graph.output] == ["y", *[s.output for s in manifest.states], *checks]
 
 
 @pytest.mark.parametrize("name", ["feature_lstm", "tokens_time_major", "projected", "stacked_residual", "gru"])

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lstm_edge.runtime.errors import BackendUnavailableError, LstmEdgeError, ModelFileError
+from lstm_edge.runtime.errors import BackendUnavailableError, InputError, LstmEdgeError, ModelFileError, expected_got
 from lstm_edge.runtime.manifest import Manifest, ModelFile
 
 INSTALL = "pip install 'lstm-edge[onnx]'  (or: pip install onnxruntime)"
@@ -30,8 +30,9 @@ def _import_ort():
 class OnnxBackend:
     name = "onnx"
     fixed_lengths = None
+    checks_finite = False  # True when the graph itself reports non-finite input values
 
-    def __init__(self, path: Path, manifest: Manifest, threads: int) -> None:
+    def __init__(self, path: Path, manifest: Manifest, threads: int, checks: dict | None = None) -> None:
         ort = _import_ort()
         self.engine = f"onnxruntime {ort.__version__}"
         options = ort.SessionOptions()
@@ -52,6 +53,12 @@ class OnnxBackend:
         if missing:
             raise ModelFileError(f"{path}: graph does not match the manifest: names {sorted(missing)} are missing "
                                  f"(graph inputs {sorted(graph_inputs)}, outputs {sorted(graph_outputs)})")
+        nonfinite = (checks or {}).get("nonfinite_input")
+        if nonfinite is not None:
+            if nonfinite not in graph_outputs:
+                raise ModelFileError(f"{path}: the manifest names a check output {nonfinite!r} the graph lacks")
+            self._outputs.append(nonfinite)
+            self.checks_finite = True
         # InferenceSession.run re-validates the feed's names on every call; they were checked above, once.
         # Call the session underneath directly when this onnxruntime has it (the public run otherwise).
         inner = getattr(self._session, "_sess", None)
@@ -67,8 +74,13 @@ class OnnxBackend:
             outputs = self._run(self._outputs, feed)
         except Exception as err:
             raise LstmEdgeError(f"onnxruntime failed on a chunk of shape {x.shape}: {err}") from None
+        if self.checks_finite:
+            if float(outputs[-1]) != 0.0:  # NaN when any input value is NaN or inf
+                bad = int(np.size(x) - np.isfinite(x).sum())
+                raise InputError(expected_got("chunk values", "finite numbers", f"{bad} NaN/inf values"))
+            return outputs[0], outputs[1:-1]
         return outputs[0], outputs[1:]
 
 
 def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> OnnxBackend:
-    return OnnxBackend(Path(model_dir) / entry.path, manifest, threads)
+    return OnnxBackend(Path(model_dir) / entry.path, manifest, threads, dict(entry.checks or {}))
