@@ -23,9 +23,9 @@ from lstm_edge.runtime import (
 )
 
 
-@pytest.fixture()
-def feature_model(exported):
-    return StreamingModel.load(exported("feature_lstm")[1], backend="onnx")
+@pytest.fixture(params=BACKENDS)
+def feature_model(exported, request):
+    return StreamingModel.load(exported("feature_lstm")[1], backend=request.param)
 
 
 @pytest.mark.parametrize("bad, message", [
