@@ -221,6 +221,11 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
                                              "none"))
     float_bytes = float_path.read_bytes()
     recipe = getattr(aeq.recipe, RECIPES[mode])()
+    if mode == "dynamic":
+        # One scale per weight tensor instead of per output channel. On the shipped keyword spotter (154k params):
+        # file 31% of float instead of 37%, argmax agreement with torch 99.65% instead of 99.88%, clip accuracy equal.
+        for rule in recipe:
+            rule["op_config"]["weight_tensor_config"]["granularity"] = "TENSORWISE"
 
     calibration_result = None
     feeds = None
@@ -250,6 +255,7 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
         "mode": mode,
         "tool": f"ai-edge-quantizer {aeq.version}",
         "recipe": RECIPES[mode],
+        "weight_granularity": "tensorwise" if mode == "dynamic" else "channelwise",
         "calibration_chunks": 0 if feeds is None else sum(len(v) for v in feeds.values()),
         "io_dtype": "int8" if mode == "static" else "float32",
         "float_bytes": len(float_bytes),

@@ -125,6 +125,7 @@ def test_dynamic_int8_weights_float_io_close_to_float(exported: dict, test_strea
     record = quantize_tflite(exported["float"], out, "dynamic", None)
     assert record["mode"] == "dynamic" and record["io_dtype"] == "float32"
     assert record["recipe"] == "dynamic_wi8_afp32" and record["tool"].startswith("ai-edge-quantizer ")
+    assert record["weight_granularity"] == "tensorwise"
 
     facts, float_facts = count_tflite_ops(out), count_tflite_ops(exported["float"])
     assert set(facts["signatures"]) == set(exported["signatures"].values())
