@@ -13,7 +13,7 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def reference_model():
-    """The FIELD.md reference: Linear 40->64, LSTM 64x2, Linear 64->12 (seeded)."""
+    """The reference model: Linear 40->64, LSTM 64x2, Linear 64->12 (seeded)."""
     import torch
     from torch import nn
 

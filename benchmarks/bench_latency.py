@@ -1,6 +1,6 @@
 """Per-chunk latency of torch eager, onnxruntime and LiteRT (float and int8) on the same models, in one run.
 
-Two sizes: the FIELD.md reference (Linear 40->64, LSTM 64x2, Linear 64->12) and a wide one (LSTM 256x2), where the
+Two sizes: the reference model (Linear 40->64, LSTM 64x2, Linear 64->12) and a wide one (LSTM 256x2), where the
 float weights no longer fit the L2 cache. One thread everywhere, state carried, medians of interleaved rounds.
 Flags every case where int8 is slower than float. Run: python benchmarks/bench_latency.py [--repeats N]
 """
