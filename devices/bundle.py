@@ -26,12 +26,12 @@ from typing import Callable
 
 import lstm_edge
 from lstm_edge.devices.profiles import Profile, ProfileError, get_profile
+from lstm_edge.runtime.backends import FORMAT_OF
 from lstm_edge.runtime.errors import LstmEdgeError, expected_got
 from lstm_edge.runtime.manifest import Manifest, ModelFile, check_file, sha256_of
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SUMS_NAME = "SHA256SUMS"
-FORMAT_OF = {"onnx": "onnx", "litert": "tflite"}
 ENGINE_OF = {"onnx": "onnxruntime", "litert": "ai-edge-litert"}
 EXTRA_OF = {"onnx": "onnx", "litert": "litert"}
 DEFAULT_WHEEL_CACHE = Path.home() / ".cache" / "lstm-edge" / "wheels"

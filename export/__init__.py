@@ -243,16 +243,15 @@ def _write_reference(streamer: torch.nn.Module, example: torch.Tensor, manifest:
 
 def _self_check(streamer: torch.nn.Module, example: torch.Tensor, manifest: Manifest, out_dir: Path) -> None:
     """Run each written file on its backend against torch; refuse to hand over a directory that disagrees."""
-    from lstm_edge.runtime.backends import engine_available
+    from lstm_edge.runtime.backends import BACKEND_OF, engine_available
     from lstm_edge.runtime.model import StreamingModel
 
     x = example if manifest.kind == "step" else probe_input(example, 23, seed=7)
     with torch.no_grad():
         expected, *_ = streamer(x, *(torch.from_numpy(s) for s in manifest.initial_state()))
     expected = expected[0].numpy()
-    checks = {}
     for entry in manifest.files:
-        backend = {"onnx": "onnx", "tflite": "litert"}[entry.format]
+        backend = BACKEND_OF[entry.format]
         if not engine_available(backend):
             continue
         model = StreamingModel.load(out_dir, backend=backend, precision=entry.precision)
@@ -262,6 +261,3 @@ def _self_check(streamer: torch.nn.Module, example: torch.Tensor, manifest: Mani
         if not diff <= tolerance:
             raise ExportError(f"{entry.path} disagrees with the torch model on a {x.shape[1]}-frame input: max abs "
                               f"diff {diff:.3g}, expected <= {tolerance:.3g}")
-        checks[entry.key] = diff
-
-    return None

@@ -92,7 +92,7 @@ class _RecurrentShim(nn.Module):
         self.inner = inner
         self.path = path
         self._context = [context]  # a list so nn.Module does not register it
-        self.unprojected = _unprojected_layers(inner) if getattr(inner, "proj_size", 0) > 0 else None
+        self.unprojected = _UnprojectedLSTM(inner) if getattr(inner, "proj_size", 0) > 0 else None
 
     def forward(self, input: torch.Tensor, hx: Any = None):  # noqa: A002 - nn.LSTM's own argument name
         context = self._context[0]
@@ -126,8 +126,6 @@ class SequenceStreamer(nn.Module):
         self.rnn_paths: list[str] = []
         for path, module in list(self.model.named_modules()):
             if isinstance(module, RECURRENT):
-                if getattr(module, "batch_first", False) is None:  # pragma: no cover - defensive
-                    continue
                 parent_path, _, child = path.rpartition(".")
                 parent = self.model.get_submodule(parent_path) if parent_path else self.model
                 parent._modules[child] = _RecurrentShim(module, path, self._context)
@@ -250,12 +248,6 @@ class _UnprojectedLSTM(nn.Module):
             hs.append(torch.matmul(u_last, project))
             cs.append(c_last)
         return x, (torch.cat(hs, 0), torch.cat(cs, 0))
-
-
-def _unprojected_layers(inner: nn.LSTM) -> _UnprojectedLSTM:
-    if inner.dropout and inner.training:  # pragma: no cover - the streamer is always in eval mode
-        raise ExportError("export runs in eval mode")
-    return _UnprojectedLSTM(inner)
 
 
 def _state_shapes(module: nn.Module) -> tuple[tuple[int, ...], ...]:

@@ -70,6 +70,7 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     from lstm_edge.quantize.parity import format_table, parity_report
     from lstm_edge.recipes.kws.model import load_shipped_model
     from lstm_edge.runtime.audio import load_mono
+    from lstm_edge.runtime.backends import FORMAT_OF
     from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
     from lstm_edge.runtime.kws import KeywordSpotter
     from lstm_edge.runtime.model import StreamingModel
@@ -106,7 +107,7 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
                 spotter = KeywordSpotter(StreamingModel.load(out_dir, backend=backend, precision=precision))
                 _time_stream(spotter, audio, chunk)  # warm-up
                 detections, times = _time_stream(spotter, audio, chunk)
-                size = spotter.model.manifest.file({"onnx": "onnx", "litert": "tflite"}[backend], precision).bytes
+                size = spotter.model.manifest.file(FORMAT_OF[backend], precision).bytes
                 rows.append((backend, precision, spotter.model.engine, size, np.median(times) * 1e3,
                              np.percentile(times, 99) * 1e3, sum(times) / duration, detections))
                 if shown is None:

@@ -13,12 +13,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lstm_edge.runtime.backends import engine_available
+from lstm_edge.runtime.backends import BACKEND_OF, engine_available
 from lstm_edge.runtime.errors import InputError, ManifestError
 from lstm_edge.runtime.manifest import Manifest, sha256_of
 from lstm_edge.runtime.model import StreamingModel
 
-BACKEND_OF = {"onnx": "onnx", "tflite": "litert"}
 REPORT_NAME = "parity.json"
 
 

@@ -22,6 +22,7 @@ class Stream:
         self.frames = 0  # frames (or steps) pushed since the last reset
         self._check = model.check_chunk
         self._run = model._run
+        self._counts_frames = model._time_axis is not None  # step models count steps
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Run a chunk (no batch dim: ``[T, F]`` features, ``[T]`` token ids, or one step's input).
@@ -30,7 +31,7 @@ class Stream:
         """
         batched = self._check(x)
         y, self._state = self._run(batched, self._state)
-        self.frames += batched.shape[1] if self.model._time_axis is not None else 1
+        self.frames += batched.shape[1] if self._counts_frames else 1
         return y[0]
 
     def reset(self) -> None:

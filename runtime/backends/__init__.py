@@ -19,6 +19,7 @@ from lstm_edge.runtime.manifest import Manifest, ModelFile
 
 BACKENDS = {"onnx": "lstm_edge.runtime.backends.onnx", "litert": "lstm_edge.runtime.backends.litert"}
 FORMAT_OF = {"onnx": "onnx", "litert": "tflite"}
+BACKEND_OF = {fmt: name for name, fmt in FORMAT_OF.items()}
 PREFERENCE = ("litert", "onnx")  # when the caller does not choose: LiteRT is the faster engine per call here
 
 
