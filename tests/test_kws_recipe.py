@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lstm_edge.recipes.kws import synth
+from lstm_edge.recipes.kws import synth, train
 from lstm_edge.recipes.kws.model import (
     build_model,
     clip_prediction,
@@ -39,6 +40,21 @@ def test_labels_are_fixed() -> None:
     assert not set(synth.UNKNOWN_WORDS) & set(synth.KEYWORDS)
 
 
+def _phonemes(word: str, voice: str) -> str:
+    result = subprocess.run(["espeak-ng", "-q", "-x", "-v", voice, word], capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-gb-x-rp"])
+def test_no_unknown_word_is_a_homophone_of_a_keyword(voice: str) -> None:
+    keyword_phonemes = {_phonemes(word, voice): word for word in synth.KEYWORDS}
+    clashes = {word: keyword_phonemes[p] for word in synth.UNKNOWN_WORDS
+               if (p := _phonemes(word, voice)) in keyword_phonemes}
+    assert clashes == {}
+    # The check itself can fail: a known homophone pair is caught.
+    assert _phonemes("know", voice) == _phonemes("no", voice)
+
+
 def test_synth_splits_are_disjoint_by_voice(tiny_dataset: Path) -> None:
     index = json.loads((tiny_dataset / "index.json").read_text())
     assert index["labels"] == list(synth.LABELS)
@@ -48,12 +64,13 @@ def test_synth_splits_are_disjoint_by_voice(tiny_dataset: Path) -> None:
         assert not set(splits[first]["voices_used"]) & set(splits[second]["voices_used"])
         assert not set(splits[first]["languages"]) & set(splits[second]["languages"])
         assert not set(splits[first]["variants"]) & set(splits[second]["variants"])
-    expected_per_class = {"train": 3, "validation": 1, "test": 1}
-    for split, per_class in expected_per_class.items():
+    # train_unknown_factor 2: twice as many _unknown_ training clips; validation and test balanced.
+    expected_counts = {"train": [3, 6] + [3] * 10, "validation": [1] * 12, "test": [1] * 12}
+    for split, counts in expected_counts.items():
         data = synth.load_split(tiny_dataset, split)
         assert data["audio"].dtype == np.int16
-        assert data["audio"].shape == (12 * per_class, synth.CLIP_SAMPLES)
-        assert np.bincount(data["labels"], minlength=12).tolist() == [per_class] * 12
+        assert data["audio"].shape == (sum(counts), synth.CLIP_SAMPLES)
+        assert np.bincount(data["labels"], minlength=12).tolist() == counts
         for voice in data["voices"]:
             if voice:
                 language, variant = str(voice).split("+")
@@ -113,3 +130,36 @@ def test_clip_prediction_rule() -> None:
     assert clip_prediction(short_blip) == 0
     with pytest.raises(ValueError, match="expected"):
         clip_prediction(np.zeros((0, 12)))
+
+
+def test_cosine_schedule_warms_up_anneals_and_can_be_shortened() -> None:
+    config = train.TrainConfig(learning_rate=1e-2, min_learning_rate=1e-4, warmup_epochs=1.0, lr_schedule="cosine")
+    schedule = train.CosineSchedule(config, total_steps=100, steps_per_epoch=10)
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(9) == pytest.approx(1.0)
+    assert schedule(10) == pytest.approx(1.0)
+    assert schedule(55) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert schedule(100) == pytest.approx(0.01) and schedule(500) == pytest.approx(0.01)
+    schedule.total_steps = 50
+    assert schedule(50) == pytest.approx(0.01)
+    assert 0.01 < schedule(30) < 1.0
+
+
+def test_training_on_the_tiny_set_lowers_the_loss_and_streams(tiny_dataset: Path) -> None:
+    torch.manual_seed(0)
+    frontend = LogMelFrontend(LogMelConfig())
+    splits = {name: train.cached_features(tiny_dataset, name, frontend) for name in ("train", "validation")}
+    assert splits["train"]["features"].shape[1:] == (98, 40)
+    model = build_model({"architecture": {"n_mels": 40, "input_size": 16, "hidden_size": 16, "num_layers": 1,
+                                          "n_labels": 12}})
+    config = train.TrainConfig(max_epochs=6, patience=100, batch_size=2, clips_per_sequence=2, learning_rate=1e-2,
+                               lr_schedule="cosine", max_train_minutes=5.0)
+    best_state, history = train.train(model, splits["train"], splits["validation"], config, hop_length=160)
+    assert len(history) == 6
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["learning_rate"] < history[0]["learning_rate"]
+    assert set(best_state) == set(model.state_dict())
+    # The validation metrics are real accuracies over the 12 validation clips.
+    for entry in history:
+        accuracy = entry["validation"]["clip_accuracy"]
+        assert 0.0 <= accuracy <= 1.0 and float(accuracy * 12).is_integer()

@@ -12,7 +12,7 @@ Output: ``DIR/{train,validation,test}-NNN.npz`` shards (``audio`` int16 [N, 1600
 ``speech_start``/``speech_end`` sample indices (-1 for silence), ``voice_ids`` int64 into ``voices``) and
 ``DIR/index.json`` describing labels, voices per split, shard files and the settings used.
 
-Run: ``python -m lstm_edge.recipes.kws.synth --out DIR [--train-per-class 800] [--eval-per-class 150]``.
+Run: ``python -m lstm_edge.recipes.kws.synth --out DIR [--train-per-class 1500] [--eval-per-class 150]``.
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ LABELS: Tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL) + KEYWORDS
 SPLITS: Tuple[str, ...] = ("train", "validation", "test")
 
 # Non-keyword words: Speech Commands' auxiliary words, near-misses of the keywords, and common English words.
+# No homophone of a keyword ("know", "write"): espeak-ng speaks those with the keyword's phonemes, so a clip of one
+# could only be labelled by guessing (a test checks the phonemes).
 UNKNOWN_WORDS: Tuple[str, ...] = (
     "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow", "zero", "one", "two", "three",
     "four", "five", "six", "seven", "eight", "nine", "learn", "follow", "forward", "backward", "visual",
-    "yet", "yeah", "yell", "know", "note", "nope", "snow", "cup", "pup", "town", "clown", "gown", "lift", "lefty",
-    "light", "bright", "write", "ride", "own", "in", "of", "often", "top", "stock", "step", "goal", "dough", "gold",
+    "yet", "yeah", "yell", "note", "nope", "snow", "cup", "pup", "town", "clown", "gown", "lift", "lefty",
+    "light", "bright", "ride", "own", "in", "of", "often", "top", "stock", "step", "goal", "dough", "gold",
     "ago", "sir", "apple", "water", "table", "paper", "music", "window", "garden", "orange", "purple", "green",
     "yellow", "monday", "friday", "morning", "evening", "coffee", "doctor", "river", "mountain", "silver", "button",
     "hello", "thanks", "maybe", "never", "always", "people", "little", "better", "under", "over", "after", "before",
@@ -86,8 +88,9 @@ class SynthError(RuntimeError):
 class SynthConfig:
     """Sizes and augmentation ranges of a generated set."""
 
-    train_per_class: int = 800
+    train_per_class: int = 1500
     eval_per_class: int = 150
+    train_unknown_factor: float = 2.0  # _unknown_ spans ~100 words: train on this many times train_per_class of it
     seed: int = 0
     workers: int = 2
     shard_size: int = 2000
@@ -224,12 +227,22 @@ def compose_clip(
     return np.round(clip * 32768.0).astype(np.int16), speech_start, speech_end
 
 
-def plan_split(split: str, n_per_class: int, config: SynthConfig, rng: np.random.Generator) -> List[Tuple[int, Optional[UtteranceRequest]]]:
+def clips_per_label(split: str, config: SynthConfig) -> Dict[str, int]:
+    """How many clips of each label a split gets (validation and test are balanced; train has more _unknown_)."""
+    per_class = config.train_per_class if split == "train" else config.eval_per_class
+    counts = {label: per_class for label in LABELS}
+    if split == "train":
+        counts[UNKNOWN_LABEL] = int(round(per_class * config.train_unknown_factor))
+    return counts
+
+
+def plan_split(split: str, config: SynthConfig, rng: np.random.Generator) -> List[Tuple[int, Optional[UtteranceRequest]]]:
     """(label index, espeak request or None for silence) for every clip of a split."""
     english, other, variants = voices_for_split(split)
+    counts = clips_per_label(split, config)
     plan: List[Tuple[int, Optional[UtteranceRequest]]] = []
     for label_index, label in enumerate(LABELS):
-        for _ in range(n_per_class):
+        for _ in range(counts[label]):
             if label == SILENCE_LABEL:
                 plan.append((label_index, None))
                 continue
@@ -253,11 +266,11 @@ def _synthesize_or_empty(request: Optional[UtteranceRequest]) -> Optional[np.nda
 
 
 def generate_split(
-    split: str, n_per_class: int, config: SynthConfig, pool: "multiprocessing.pool.Pool", seed: int
+    split: str, config: SynthConfig, pool: "multiprocessing.pool.Pool", seed: int
 ) -> Dict[str, np.ndarray]:
     """All clips of one split as arrays (audio int16 [N, 16000], labels, speech bounds, voice names)."""
     rng = np.random.default_rng(seed)
-    plan = plan_split(split, n_per_class, config, rng)
+    plan = plan_split(split, config, rng)
     utterances = list(pool.imap(_synthesize_or_empty, [request for _, request in plan], chunksize=16))
     babble_pool = [u for u in utterances if u is not None and u.size > 0]
     audio = np.zeros((len(plan), CLIP_SAMPLES), dtype=np.int16)
@@ -296,11 +309,10 @@ def generate_dataset(out_dir: Path, config: SynthConfig) -> Dict[str, object]:
         "config": asdict(config),
         "splits": {},
     }
-    sizes = {"train": config.train_per_class, "validation": config.eval_per_class, "test": config.eval_per_class}
     # spawn, not fork: the calling process may already run threads (a test process with JAX or torch loaded)
     with multiprocessing.get_context("spawn").Pool(config.workers) as pool:
         for split_number, split in enumerate(SPLITS):
-            arrays = generate_split(split, sizes[split], config, pool, seed=config.seed * 1000 + split_number)
+            arrays = generate_split(split, config, pool, seed=config.seed * 1000 + split_number)
             shards = _write_shards(out_dir, split, arrays, config.shard_size)
             english, other, variants = voices_for_split(split)
             index["splits"][split] = {  # type: ignore[index]
@@ -342,11 +354,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--train-per-class", type=int, default=SynthConfig.train_per_class)
     parser.add_argument("--eval-per-class", type=int, default=SynthConfig.eval_per_class,
                         help="clips per class in validation and in test")
+    parser.add_argument("--train-unknown-factor", type=float, default=SynthConfig.train_unknown_factor,
+                        help="training clips of _unknown_ per training clip of each other label")
     parser.add_argument("--seed", type=int, default=SynthConfig.seed)
     parser.add_argument("--workers", type=int, default=SynthConfig.workers)
     args = parser.parse_args(argv)
     config = SynthConfig(train_per_class=args.train_per_class, eval_per_class=args.eval_per_class,
-                         seed=args.seed, workers=args.workers)
+                         train_unknown_factor=args.train_unknown_factor, seed=args.seed, workers=args.workers)
     index = generate_dataset(args.out, config)
     print(json.dumps({split: info["n_clips"] for split, info in index["splits"].items()}))  # type: ignore[union-attr]
     return 0

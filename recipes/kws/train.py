@@ -171,19 +171,20 @@ def evaluate(
     }
 
 
-def cosine_factor(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+class CosineSchedule:
     """Multiplier of the base learning rate at optimizer step ``step``: linear warm-up, then half a cosine down to
-    ``min_learning_rate`` at ``total_steps``."""
-    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
-    floor = config.min_learning_rate / config.learning_rate
+    ``min_learning_rate`` at ``total_steps``. ``total_steps`` may be shortened during training (see ``train``)."""
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    def __init__(self, config: TrainConfig, total_steps: int, steps_per_epoch: int) -> None:
+        self.warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+        self.floor = config.min_learning_rate / config.learning_rate
+        self.total_steps = total_steps
 
-    return factor
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def train(
@@ -201,8 +202,8 @@ def train(
         step_scheduler: Optional[torch.optim.lr_scheduler.LambdaLR] = None
     elif config.lr_schedule == "cosine":
         plateau = None
-        step_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, cosine_factor(config, steps_per_epoch * config.max_epochs, steps_per_epoch))
+        cosine = CosineSchedule(config, steps_per_epoch * config.max_epochs, steps_per_epoch)
+        step_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     else:
         raise ValueError(f"lr_schedule: expected 'plateau' or 'cosine', got {config.lr_schedule!r}")
     class_weights = torch.ones(model.n_labels)
@@ -211,7 +212,10 @@ def train(
                                         label_smoothing=config.label_smoothing)
     best_score, best_state, epochs_without_gain, history = -1.0, None, 0, []
     started = time.time()
+    planned_epochs = config.max_epochs
     for epoch in range(config.max_epochs):
+        if epoch == planned_epochs:
+            break
         model.train()
         epoch_started, losses = time.time(), []
         streams = make_streams(train_split["features"].shape[0], config.clips_per_sequence, rng)
@@ -250,6 +254,13 @@ def train(
             epochs_without_gain += 1
         if epochs_without_gain >= config.patience or (time.time() - started) / 60 > config.max_train_minutes:
             break
+        if epoch == 0 and step_scheduler is not None:
+            # Fit the cosine into the time budget, so a run cut by max_train_minutes still ends annealed.
+            fitting = max(1, int(config.max_train_minutes * 60 // (time.time() - started)))
+            if fitting < planned_epochs:
+                planned_epochs = fitting
+                cosine.total_steps = steps_per_epoch * planned_epochs
+                print(f"[train] cosine fitted to the time budget: {planned_epochs} epochs", flush=True)
     if best_state is None:
         raise RuntimeError("training ran no epoch")
     return best_state, history
