@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_edge.recipes.kws import synth, train
+from lstm_edge.recipes.kws import evaluate, synth, train
 from lstm_edge.recipes.kws.model import (
     build_model,
     clip_prediction,
@@ -163,3 +163,21 @@ def test_training_on_the_tiny_set_lowers_the_loss_and_streams(tiny_dataset: Path
     for entry in history:
         accuracy = entry["validation"]["clip_accuracy"]
         assert 0.0 <= accuracy <= 1.0 and float(accuracy * 12).is_integer()
+
+
+def test_evaluate_runs_the_deployed_files_and_matches_torch(tiny_dataset: Path) -> None:
+    report = evaluate.evaluate(tiny_dataset, shipped_model_dir() / "export", split="test")
+    assert report["clips"] == 12 and report["voices"] >= 1
+    assert set(report["results"]) == {"onnx/float", "onnx/int8", "litert/float", "litert/int8"}
+    model, config = load_shipped_model()
+    frontend = LogMelFrontend(LogMelConfig.from_dict(config["frontend"]))
+    data = synth.load_split(tiny_dataset, "test")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.stack([frontend.compute(clip) for clip in data["audio"]])))
+    torch_accuracy = np.mean([clip_prediction(l, config["clip_rule"]) == y for l, y in zip(logits, data["labels"])])
+    assert report["results"]["onnx/float"]["accuracy"] == pytest.approx(torch_accuracy)
+    assert report["results"]["litert/float"]["accuracy"] == pytest.approx(torch_accuracy)
+    for row in report["results"].values():
+        assert float(row["accuracy"] * 12).is_integer()
+        assert row["drop_vs_onnx_float_points"] == pytest.approx(
+            100 * (report["results"]["onnx/float"]["accuracy"] - row["accuracy"]))

@@ -33,7 +33,9 @@ def evaluate(data_dir: Path, model_dir: Path, split: str = "test", chunk: int = 
     rule = manifest.extra["clip_rule"]
     features = [frontend.compute(clip) for clip in data["audio"]]
     labels = np.asarray(data["labels"])
-    report = {"split": split, "clips": int(len(labels)), "labels": list(manifest.labels), "results": {}}
+    index = json.loads((Path(data_dir) / "index.json").read_text())
+    report = {"split": split, "clips": int(len(labels)), "labels": list(manifest.labels),
+              "voices": len(index["splits"][split]["voices_used"]), "data_config": index["config"], "results": {}}
     for backend, precision in VARIANTS:
         model = StreamingModel.load(model_dir, backend=backend, precision=precision)
         began = time.perf_counter()
