@@ -27,7 +27,7 @@ N_LABELS = 12
 DEFAULT_ARCHITECTURE: Dict[str, int] = {
     "n_mels": N_MELS,
     "input_size": 96,
-    "hidden_size": 96,
+    "hidden_size": 128,
     "num_layers": 2,
     "n_labels": N_LABELS,
 }
@@ -69,7 +69,7 @@ class KeywordLSTM(nn.Module):
         self,
         n_mels: int = N_MELS,
         input_size: int = 96,
-        hidden_size: int = 96,
+        hidden_size: int = 128,
         num_layers: int = 2,
         n_labels: int = N_LABELS,
     ) -> None:

@@ -37,6 +37,7 @@ from lstm_edge.recipes.kws.model import (
     build_model,
     clip_prediction,
     count_parameters,
+    load_model,
 )
 from lstm_edge.recipes.kws.synth import CLIP_SAMPLES, LABELS, SAMPLE_RATE, SILENCE_LABEL, load_split
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
@@ -51,11 +52,11 @@ class TrainConfig:
     """Training settings (all recorded in train_report.json)."""
 
     seed: int = 0
-    max_epochs: int = 30
-    patience: int = 4
-    batch_size: int = 8
+    max_epochs: int = 40
+    patience: int = 100
+    batch_size: int = 16
     clips_per_sequence: int = 4
-    learning_rate: float = 3e-3
+    learning_rate: float = 4e-3
     weight_decay: float = 1e-5
     grad_clip: float = 1.0
     lead_frames: int = 10
@@ -64,14 +65,14 @@ class TrainConfig:
     mel_shift_bins: float = 2.0
     freq_mask_probability: float = 0.5
     freq_mask_max_bins: int = 5
-    max_train_minutes: float = 22.0
+    max_train_minutes: float = 50.0
     eval_clips_per_class: int = 5
     threads: int = 1
     input_size: int = DEFAULT_ARCHITECTURE["input_size"]
     hidden_size: int = DEFAULT_ARCHITECTURE["hidden_size"]
-    lr_schedule: str = "plateau"  # "plateau" (halve on a validation plateau) or "cosine" (per step, over max_epochs)
-    warmup_epochs: float = 0.0  # linear warm-up at the start of the cosine schedule
-    min_learning_rate: float = 0.0  # floor of the cosine schedule
+    lr_schedule: str = "cosine"  # "plateau" (halve on a validation plateau) or "cosine" (per step, over max_epochs)
+    warmup_epochs: float = 1.0  # linear warm-up at the start of the cosine schedule
+    min_learning_rate: float = 4e-5  # floor of the cosine schedule
     label_smoothing: float = 0.0
     unknown_weight: float = 1.0  # cross-entropy weight of the _unknown_ class (others 1)
 
@@ -142,15 +143,23 @@ def make_streams(
 
 
 @torch.no_grad()
+def clip_logits(model: KeywordLSTM, features: np.ndarray) -> np.ndarray:
+    """Per-frame logits [N, frames, labels] of clips run alone from a zero state."""
+    model.eval()
+    tensor = torch.from_numpy(features)
+    return torch.cat([model(tensor[i : i + 256]) for i in range(0, tensor.shape[0], 256)]).numpy()
+
+
+@torch.no_grad()
 def evaluate(
-    model: KeywordLSTM, split: Dict[str, np.ndarray], clips_per_sequence: int, seed: int
+    model: KeywordLSTM, split: Dict[str, np.ndarray], clips_per_sequence: int, seed: int,
+    clip_rule: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, float]:
     """Clip accuracy on clips alone (zero state) and on clips inside streams (state carried)."""
     model.eval()
     features = torch.from_numpy(split["features"])
     labels = split["labels"]
-    clip_logits = torch.cat([model(features[i : i + 256]) for i in range(0, features.shape[0], 256)]).numpy()
-    alone = np.array([clip_prediction(logits) for logits in clip_logits])
+    alone = np.array([clip_prediction(logits, clip_rule) for logits in clip_logits(model, split["features"])])
     streams = make_streams(features.shape[0], clips_per_sequence, np.random.default_rng(seed))
     stream_features = torch.stack([features[idx].reshape(-1, features.shape[-1]) for idx in streams])
     stream_logits = model(stream_features).numpy()
@@ -159,7 +168,7 @@ def evaluate(
     for sequence_index, idx in enumerate(streams):
         for k, clip_index in enumerate(idx):
             segment = stream_logits[sequence_index, k * n_frames : (k + 1) * n_frames]
-            streamed_correct += int(clip_prediction(segment) == labels[clip_index])
+            streamed_correct += int(clip_prediction(segment, clip_rule) == labels[clip_index])
             streamed_total += 1
     per_label = {
         LABELS[c]: float(np.mean(alone[labels == c] == c)) for c in range(len(LABELS)) if np.any(labels == c)
@@ -169,6 +178,36 @@ def evaluate(
         "stream_clip_accuracy": streamed_correct / max(1, streamed_total),
         "per_label_clip_accuracy": per_label,  # type: ignore[dict-item]
     }
+
+
+CLIP_RULE_GRID: Dict[str, Tuple[float, ...]] = {
+    "window_frames": (10, 15, 20, 25, 35),
+    "min_speech_probability": (0.3, 0.4, 0.5, 0.6),
+}
+
+
+def tune_clip_rule(
+    model: KeywordLSTM, validation_split: Dict[str, np.ndarray]
+) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """The clip rule of ``CLIP_RULE_GRID`` with the best clip accuracy on the validation split (ties go to the rule
+    closest to ``DEFAULT_CLIP_RULE``), and the whole search as rows. Test data is never looked at."""
+    logits = clip_logits(model, validation_split["features"])
+    labels = validation_split["labels"]
+    rows = []
+    for window_frames in CLIP_RULE_GRID["window_frames"]:
+        for min_speech_probability in CLIP_RULE_GRID["min_speech_probability"]:
+            rule = dict(DEFAULT_CLIP_RULE, window_frames=int(window_frames),
+                        min_speech_probability=float(min_speech_probability))
+            predictions = np.array([clip_prediction(clip, rule) for clip in logits])
+            rows.append({"rule": rule, "validation_clip_accuracy": float(np.mean(predictions == labels))})
+
+    def preference(row: Dict[str, Any]) -> Tuple[float, float, float]:
+        rule = row["rule"]
+        return (row["validation_clip_accuracy"],
+                -abs(rule["window_frames"] - DEFAULT_CLIP_RULE["window_frames"]),
+                -abs(rule["min_speech_probability"] - DEFAULT_CLIP_RULE["min_speech_probability"]))
+
+    return dict(max(rows, key=preference)["rule"]), rows
 
 
 class CosineSchedule:
@@ -267,7 +306,7 @@ def train(
 
 
 def write_eval_clips(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogMelFrontend,
-                     config: TrainConfig) -> Dict[str, Any]:
+                     config: TrainConfig, clip_rule: Dict[str, Any]) -> Dict[str, Any]:
     """A small labelled test-voice set (int16 audio) with the float model's clip predictions."""
     test = load_split(data_dir, "test")
     rng = np.random.default_rng(config.seed + 7)
@@ -278,7 +317,7 @@ def write_eval_clips(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend
     audio = test["audio"][chosen]
     with torch.no_grad():
         logits = model(torch.from_numpy(np.stack([frontend.compute(clip) for clip in audio]))).numpy()
-    predictions = np.array([clip_prediction(l) for l in logits], dtype=np.int64)
+    predictions = np.array([clip_prediction(l, clip_rule) for l in logits], dtype=np.int64)
     np.savez_compressed(
         out_dir / "eval_clips.npz", audio=audio, labels=test["labels"][chosen], label_names=np.array(LABELS),
         voices=test["voices"][chosen], float_predictions=predictions, sample_rate=np.int64(SAMPLE_RATE),
@@ -287,7 +326,7 @@ def write_eval_clips(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend
 
 
 def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogMelFrontend,
-               seed: int) -> Dict[str, Any]:
+               seed: int, clip_rule: Dict[str, Any]) -> Dict[str, Any]:
     """demo.wav: test-voice keywords separated by quiet noise; demo.json: words and their true times."""
     test = load_split(data_dir, "test")
     rng = np.random.default_rng(seed)
@@ -322,12 +361,37 @@ def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogM
     for event in events:
         first = int(event["start_s"] * SAMPLE_RATE) // hop
         last = int(event["end_s"] * SAMPLE_RATE) // hop + 30
-        detected.append(LABELS[clip_prediction(logits[first:last])])
+        detected.append(LABELS[clip_prediction(logits[first:last], clip_rule)])
     demo = {"sample_rate": SAMPLE_RATE, "duration_s": round(pcm.size / SAMPLE_RATE, 3), "events": events,
             "labels": list(LABELS)}
     (out_dir / "demo.json").write_text(json.dumps(demo, indent=1))
     return {"duration_s": demo["duration_s"], "words": words, "float_detected": detected,
             "float_correct": int(sum(d == w for d, w in zip(detected, words)))}
+
+
+def _train_new_model(
+    config: TrainConfig, splits: Dict[str, Dict[str, np.ndarray]], frontend: LogMelFrontend
+) -> Tuple[KeywordLSTM, List[Dict[str, Any]], float, Dict[str, Any]]:
+    """Build, normalise and train a model; returns (model with the best weights, history, seconds, model config)."""
+    model_config: Dict[str, Any] = {
+        "model": "KeywordLSTM",
+        "architecture": dict(DEFAULT_ARCHITECTURE, input_size=config.input_size, hidden_size=config.hidden_size),
+        "frontend": frontend.config.to_dict(),
+        "labels": list(LABELS),
+        "clip_rule": dict(DEFAULT_CLIP_RULE),
+        "input": {"name": "features", "shape": [1, "T", frontend.n_mels], "dtype": "float32"},
+        "streaming_targets": {"lead_frames": config.lead_frames, "hold_frames": config.hold_frames},
+    }
+    model = build_model(model_config)
+    model.normalize.set_statistics(
+        splits["train"]["features"].reshape(-1, frontend.n_mels).mean(axis=0),
+        splits["train"]["features"].reshape(-1, frontend.n_mels).std(axis=0),
+    )
+    training_started = time.time()
+    best_state, history = train(model, splits["train"], splits["validation"], config, frontend.config.hop_length)
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, history, time.time() - training_started, model_config
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -351,6 +415,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="cross-entropy weight of the _unknown_ class")
     parser.add_argument("--input-size", type=int, default=TrainConfig.input_size, help="width of the input projection")
     parser.add_argument("--hidden-size", type=int, default=TrainConfig.hidden_size, help="LSTM hidden size")
+    parser.add_argument("--tune-only", action="store_true",
+                        help="do not train: load the model in --out, choose its clip rule on validation again and "
+                             "rewrite its config, evaluation, eval clips and demo")
     args = parser.parse_args(argv)
     config = TrainConfig(max_epochs=args.max_epochs, max_train_minutes=args.max_train_minutes, seed=args.seed,
                          threads=args.threads, patience=args.patience, batch_size=args.batch_size,
@@ -367,33 +434,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     splits = {name: cached_features(args.data, name, frontend) for name in ("train", "validation", "test")}
     print(f"[train] features ready ({time.time() - started:.0f}s)", flush=True)
 
-    model_config: Dict[str, Any] = {
-        "model": "KeywordLSTM",
-        "architecture": dict(DEFAULT_ARCHITECTURE, input_size=config.input_size, hidden_size=config.hidden_size),
-        "frontend": frontend.config.to_dict(),
-        "labels": list(LABELS),
-        "clip_rule": dict(DEFAULT_CLIP_RULE),
-        "input": {"name": "features", "shape": [1, "T", frontend.n_mels], "dtype": "float32"},
-        "streaming_targets": {"lead_frames": config.lead_frames, "hold_frames": config.hold_frames},
-    }
-    model = build_model(model_config)
-    model.normalize.set_statistics(
-        splits["train"]["features"].reshape(-1, frontend.n_mels).mean(axis=0),
-        splits["train"]["features"].reshape(-1, frontend.n_mels).std(axis=0),
-    )
-    training_started = time.time()
-    best_state, history = train(model, splits["train"], splits["validation"], config, frontend.config.hop_length)
-    training_seconds = time.time() - training_started
-    model.load_state_dict(best_state)
-    model.eval()
+    if args.tune_only:
+        model, model_config = load_model(args.out)
+        previous = json.loads((args.out / "train_report.json").read_text())
+        config = TrainConfig(**previous["train_config"])
+        history, training_seconds = previous["history"], previous["training_seconds"]
+    else:
+        model, history, training_seconds, model_config = _train_new_model(config, splits, frontend)
+    clip_rule, clip_rule_search = tune_clip_rule(model, splits["validation"])
+    model_config["clip_rule"] = clip_rule
+    print(f"[train] clip rule chosen on validation: {clip_rule}", flush=True)
 
-    results = {name: evaluate(model, splits[name], config.clips_per_sequence, seed=config.seed + 2)
+    results = {name: evaluate(model, splits[name], config.clips_per_sequence, seed=config.seed + 2, clip_rule=clip_rule)
                for name in ("train", "validation", "test")}
     args.out.mkdir(parents=True, exist_ok=True)
     torch.save({name: value.contiguous() for name, value in model.state_dict().items()}, args.out / WEIGHTS_FILE)
     (args.out / CONFIG_FILE).write_text(json.dumps(model_config, indent=1))
-    eval_clips = write_eval_clips(args.out, args.data, model, frontend, config)
-    demo = write_demo(args.out, args.data, model, frontend, config.seed + 11)
+    eval_clips = write_eval_clips(args.out, args.data, model, frontend, config, clip_rule)
+    demo = write_demo(args.out, args.data, model, frontend, config.seed + 11, clip_rule)
 
     index = json.loads((args.data / "index.json").read_text())
     report = {
@@ -410,6 +468,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "best_epoch": 1 + int(np.argmax([0.5 * (h["validation"]["clip_accuracy"] + h["validation"]["stream_clip_accuracy"])
                                          for h in history])),
         "history": history,
+        "clip_rule_search": clip_rule_search,
         "train_config": asdict(config),
         "training_seconds": round(training_seconds, 1),
         "wall_seconds": round(time.time() - started, 1),
