@@ -222,7 +222,7 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
     float_bytes = float_path.read_bytes()
     recipe = getattr(aeq.recipe, RECIPES[mode])()
     if mode == "dynamic":
-        # One scale per weight tensor instead of per output channel. On the shipped keyword spotter (154k params):
+        # One scale per weight tensor instead of per output channel. On a 154k-parameter keyword spotter:
         # file 31% of float instead of 37%, argmax agreement with torch 99.65% instead of 99.88%, clip accuracy equal.
         for rule in recipe:
             rule["op_config"]["weight_tensor_config"]["granularity"] = "TENSORWISE"
