@@ -164,6 +164,20 @@ def test_training_on_the_tiny_set_lowers_the_loss_and_streams(tiny_dataset: Path
         accuracy = entry["validation"]["clip_accuracy"]
         assert 0.0 <= accuracy <= 1.0 and float(accuracy * 12).is_integer()
 
+    # The clip rule is chosen on validation: the best row of the grid, ties going to the rule nearest the default.
+    model.load_state_dict(best_state)
+    rule, rows = train.tune_clip_rule(model, splits["validation"])
+    assert len(rows) == len(train.CLIP_RULE_GRID["window_frames"]) * len(train.CLIP_RULE_GRID["min_speech_probability"])
+    best = max(row["validation_clip_accuracy"] for row in rows)
+    tied = [row["rule"] for row in rows if row["validation_clip_accuracy"] == best]
+    assert rule in tied
+
+    def distance(r: dict) -> tuple:
+        return (abs(r["window_frames"] - 25), abs(r["min_speech_probability"] - 0.5))
+
+    assert distance(rule) == min(distance(r) for r in tied)
+    assert train.evaluate(model, splits["validation"], 2, seed=0, clip_rule=rule)["clip_accuracy"] == best
+
 
 def test_evaluate_runs_the_deployed_files_and_matches_torch(tiny_dataset: Path) -> None:
     report = evaluate.evaluate(tiny_dataset, shipped_model_dir() / "export", split="test")
