@@ -217,13 +217,10 @@ def _prod(shape: tuple) -> int:
 def _write_sums(root: Path) -> Path:
     lines = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != SUMS_NAME):
-        lines.append(f"{_sha256(path)}  {path.relative_to(root).as_posix()}")
+        lines.append(f"{sha256_of(path)}  {path.relative_to(root).as_posix()}")
     sums = root / SUMS_NAME
     sums.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return sums
-
-
-_sha256 = sha256_of
 
 
 def _bundle_root_name(out_path: Path) -> str:
@@ -357,7 +354,7 @@ def verify_bundle(root: str | Path) -> list[str]:
         path = root / rel
         if not path.is_file():
             raise BundleError(f"{root}: {rel} is listed in {SUMS_NAME} but missing")
-        got = _sha256(path)
+        got = sha256_of(path)
         if got != expected:
             raise BundleError(f"{root}/{rel}: checksum mismatch: expected sha256 {expected}, got {got}")
     return sorted(listed)

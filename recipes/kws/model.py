@@ -67,11 +67,11 @@ class KeywordLSTM(nn.Module):
 
     def __init__(
         self,
-        n_mels: int = N_MELS,
-        input_size: int = 96,
-        hidden_size: int = 128,
-        num_layers: int = 2,
-        n_labels: int = N_LABELS,
+        n_mels: int = DEFAULT_ARCHITECTURE["n_mels"],
+        input_size: int = DEFAULT_ARCHITECTURE["input_size"],
+        hidden_size: int = DEFAULT_ARCHITECTURE["hidden_size"],
+        num_layers: int = DEFAULT_ARCHITECTURE["num_layers"],
+        n_labels: int = DEFAULT_ARCHITECTURE["n_labels"],
     ) -> None:
         super().__init__()
         self.n_mels = n_mels
