@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from lstm_edge.runtime.audio import load_mono
+from lstm_edge.runtime.audio import iter_mono
 from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
 from lstm_edge.runtime.model import StreamingModel
 
@@ -14,12 +14,13 @@ CHUNK_SECONDS = 0.1  # audio is fed as it would arrive from a microphone
 
 
 def detect_file(spotter: KeywordSpotter, path: str) -> tuple[list, list[str]]:
-    audio, notes = load_mono(path, spotter.sample_rate)
+    """Detections in a WAV file, streamed in 100 ms chunks (memory flat in file length); also the conversion notes."""
+    notes: list[str] = []
     stream = spotter.create_stream()
     step = int(spotter.sample_rate * CHUNK_SECONDS)
     detections = []
-    for start in range(0, len(audio), step):
-        detections.extend(stream.push(audio[start:start + step]))
+    for chunk in iter_mono(path, spotter.sample_rate, step, notes=notes):
+        detections.extend(stream.push(chunk))
     detections.extend(stream.flush())
     return detections, notes
 
