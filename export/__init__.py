@@ -18,6 +18,7 @@ import torch
 import lstm_edge
 from lstm_edge.export.checks import check_time_locality, probe_input
 from lstm_edge.export.wrap import SequenceStreamer, StepStreamer, is_step_model
+from lstm_edge.runtime.names import check_model_name
 from lstm_edge.runtime.errors import ExportError, expected_got
 from lstm_edge.runtime.manifest import (
     DEFAULT_TOLERANCES,
@@ -53,6 +54,8 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     outputs on it, so ``lstm-edge verify`` can later compare every file with the torch model without torch.
     """
     formats = _check_formats(formats)
+    if name is not None:
+        check_model_name(name)  # names reach file names, scripts and systemd units
     if not isinstance(model, torch.nn.Module):
         raise ExportError(expected_got("model", "a torch.nn.Module", type(model).__name__))
     example = _as_example(example)

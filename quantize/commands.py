@@ -44,7 +44,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(format_table(report))
     for failure in report["failures"]:
         print(f"FAIL {failure}")
-    return 0
+    return 1 if report["failures"] else 0  # a failed parity gate fails the command, as `verify` does
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
