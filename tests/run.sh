@@ -5,13 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-    missing=""
-    for tool in espeak-ng sox qemu-aarch64; do
-        command -v "$tool" >/dev/null 2>&1 || missing="yes"
+    # tool on PATH -> Debian package that provides it (the C frontend tests build for x86_64, aarch64 and armv7)
+    packages=""
+    for pair in espeak-ng:espeak-ng sox:sox qemu-aarch64:qemu-user qemu-arm:qemu-user gcc:gcc file:file \
+                aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || packages="$packages ${pair#*:}"
     done
-    if [ -n "$missing" ]; then
+    [ -f /usr/include/stdio.h ] || packages="$packages libc6-dev"
+    [ -f /usr/aarch64-linux-gnu/lib/libc.a ] || packages="$packages libc6-dev-arm64-cross"
+    [ -f /usr/arm-linux-gnueabihf/lib/libc.a ] || packages="$packages libc6-dev-armhf-cross"
+    if [ -n "$packages" ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox qemu-user >/dev/null
+        # shellcheck disable=SC2086 # one word per package
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
     fi
 fi
 

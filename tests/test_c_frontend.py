@@ -1,0 +1,230 @@
+"""The C99 frontend and detector (runtime/native) against the numpy frontend and runtime/kws.py.
+
+Built with gcc for this machine, and statically for aarch64 and armv7 (run under qemu-aarch64 / qemu-arm): on every
+target the features match ``LogMelFrontend`` within 1e-4 on the shipped model's demo audio and its stored reference
+input, under random chunkings, and the detections on the same logits equal ``KeywordStream``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_edge.runtime import StreamingModel
+from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter, softmax
+
+ROOT = Path(__file__).resolve().parent.parent
+NATIVE = ROOT / "runtime" / "native"
+MODEL_DIR = ROOT / "models" / "kws" / "export"
+DEMO_WAV = ROOT / "models" / "kws" / "demo.wav"
+CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2"]
+FEATURE_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    compiler: str
+    extra_flags: tuple[str, ...]
+    runner: tuple[str, ...]
+
+
+TARGETS = [
+    Target("x86_64", "gcc", (), ()),
+    Target("aarch64", "aarch64-linux-gnu-gcc", ("-static",), ("qemu-aarch64",)),
+    Target("armv7", "arm-linux-gnueabihf-gcc", ("-static",), ("qemu-arm",)),
+]
+
+
+@dataclass(frozen=True)
+class Cli:
+    target: Target
+    binary: Path
+
+    def run(self, args: list[str], stdin: bytes, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([*self.target.runner, str(self.binary), *args], input=stdin, capture_output=True,
+                                timeout=300)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{self.target.name} cli {args[:1]} exit {result.returncode}: {result.stderr!r}")
+        return result
+
+    def features(self, samples: np.ndarray, config: LogMelConfig, chunks: Path | None = None) -> np.ndarray:
+        args = ["features", "input=" + ("int16" if samples.dtype == np.int16 else "float32")]
+        args += [f"{k}={v!r}" for k, v in config.to_dict().items() if k not in ("window", "mel_scale")]
+        if chunks is not None:
+            args.append(f"chunks={chunks}")
+        out = self.run(args, samples.astype("<i2" if samples.dtype == np.int16 else "<f4").tobytes()).stdout
+        return np.frombuffer(out, dtype="<f4").reshape(-1, config.n_mels)
+
+    def detect(self, logits: np.ndarray, labels: tuple[str, ...], config: DetectorConfig,
+               chunks: Path | None = None) -> list[dict]:
+        args = ["detect", "labels=" + ",".join(labels), "scores_are_logits=1"]
+        args += [f"{k}={v!r}" for k, v in vars(config).items()]
+        if chunks is not None:
+            args.append(f"chunks={chunks}")
+        out = self.run(args, np.ascontiguousarray(logits, dtype="<f4").tobytes()).stdout.decode()
+        return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture(scope="module", params=TARGETS, ids=[t.name for t in TARGETS])
+def cli(request, tmp_path_factory) -> Cli:
+    target: Target = request.param
+    binary = tmp_path_factory.mktemp(f"native-{target.name}") / "lstm_edge_audio_cli"
+    subprocess.run([target.compiler, *CFLAGS, *target.extra_flags, "-o", str(binary),
+                    str(NATIVE / "lstm_edge_audio.c"), str(NATIVE / "lstm_edge_audio_cli.c"), "-lm"],
+                   check=True, capture_output=True, timeout=300)
+    if target.runner:
+        kind = subprocess.run(["file", str(binary)], capture_output=True, text=True).stdout
+        assert ("ARM aarch64" if target.name == "aarch64" else "ARM, EABI5") in kind, kind
+    return Cli(target, binary)
+
+
+def demo_pcm() -> np.ndarray:
+    with wave.open(str(DEMO_WAV), "rb") as handle:
+        assert handle.getframerate() == 16000 and handle.getnchannels() == 1 and handle.getsampwidth() == 2
+        return np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").astype(np.int16)
+
+
+def write_chunks(path: Path, seed: int, low: int, high: int) -> Path:
+    lengths = np.random.default_rng(seed).integers(low, high, size=500)
+    path.write_text(" ".join(str(n) for n in lengths) + "\n")
+    return path
+
+
+def python_stream_features(samples: np.ndarray, config: LogMelConfig, chunks: Path) -> np.ndarray:
+    """The numpy FrontendStream fed in the same chunks as the C program (chunk list cycled)."""
+    lengths = [int(n) for n in chunks.read_text().split()]
+    stream = LogMelFrontend(config).create_stream()
+    out, offset, index = [], 0, 0
+    while offset < samples.shape[0]:
+        n = lengths[index % len(lengths)]
+        out.append(stream.push(samples[offset:offset + n]))
+        offset, index = offset + n, index + 1
+    return np.concatenate(out)
+
+
+def test_features_match_numpy_on_demo_audio(cli: Cli, tmp_path: Path) -> None:
+    pcm = demo_pcm()
+    config = LogMelConfig()
+    expected = LogMelFrontend(config).compute(pcm)
+    whole = cli.features(pcm, config)
+    assert whole.shape == expected.shape == (865, 40)
+    assert np.abs(whole - expected).max() <= FEATURE_TOLERANCE
+    for seed, (low, high) in enumerate([(1, 50), (1, 2000), (150, 170), (399, 402)]):
+        chunks = write_chunks(tmp_path / f"chunks{seed}.txt", seed, low, high)
+        chunked = cli.features(pcm, config, chunks)
+        assert chunked.shape == expected.shape
+        assert np.abs(chunked - expected).max() <= FEATURE_TOLERANCE, (low, high)
+        assert np.abs(python_stream_features(pcm, config, chunks) - chunked).max() <= FEATURE_TOLERANCE
+
+
+def test_features_match_the_manifest_reference_input(cli: Cli) -> None:
+    """The shipped model's stored reference input is the log-mel of demo.wav: the C frontend reproduces it."""
+    manifest = json.loads((MODEL_DIR / "manifest.json").read_text())
+    reference = np.load(MODEL_DIR / manifest["reference"]["input"]).reshape(-1, manifest["frontend"]["n_mels"])
+    config = LogMelConfig.from_dict(manifest["frontend"])
+    assert np.abs(cli.features(demo_pcm(), config) - reference).max() <= FEATURE_TOLERANCE
+
+
+@pytest.mark.parametrize("settings", [
+    dict(n_fft=256, win_length=256, hop_length=100, n_mels=20, f_min=0.0, f_max=8000.0, log_floor=1e-10),
+    dict(sample_rate=8000, n_fft=1024, win_length=1000, hop_length=1000, n_mels=64, f_max=4000.0),
+    dict(n_fft=512, win_length=300, hop_length=320, n_mels=80, f_min=50.0, f_max=8000.0, log_floor=1e-3),
+], ids=["win=nfft", "hop=win", "hop>win"])
+def test_other_configs_and_float_input(cli: Cli, settings: dict, tmp_path: Path) -> None:
+    config = LogMelConfig(**settings)
+    rng = np.random.default_rng(7)
+    tone = np.sin(2 * np.pi * 440.0 * np.arange(24000) / config.sample_rate)
+    samples = (0.3 * tone + 0.05 * rng.standard_normal(24000)).astype(np.float32)
+    samples[5000:9000] = 0.0  # silence: features at the log floor
+    expected = LogMelFrontend(config).compute(samples)
+    chunks = write_chunks(tmp_path / "chunks.txt", 3, 1, 700)
+    got = cli.features(samples, config, chunks)
+    assert got.shape == expected.shape and expected.shape[0] > 10
+    assert np.abs(got - expected).max() <= FEATURE_TOLERANCE
+    assert np.isclose(got.min(), np.log(config.log_floor), atol=1e-6)
+
+
+def test_bad_config_and_nonfinite_input_are_refused(cli: Cli) -> None:
+    bad = cli.run(["features", "n_fft=500"], b"", check=False)
+    assert bad.returncode == 1 and b"n_fft: expected a power of two" in bad.stderr
+    bad = cli.run(["features", "win_length=600"], b"", check=False)
+    assert bad.returncode == 1 and b"win_length: expected in (0, n_fft]" in bad.stderr
+    samples = np.zeros(1000, dtype="<f4")
+    samples[500] = np.nan
+    bad = cli.run(["features", "input=float32"], samples.tobytes(), check=False)
+    assert bad.returncode == 1 and b"NaN or inf" in bad.stderr
+
+
+def python_detections(spotter: KeywordSpotter, pcm: np.ndarray, chunk: int) -> tuple[list[dict], np.ndarray]:
+    """KeywordStream's detections on ``pcm`` pushed in chunks, and the logits its model produced on the way
+    (recomputed by the same frontend and model stream in the same chunks: identical arithmetic)."""
+    stream = spotter.create_stream()
+    frontend, model_stream = spotter.frontend.create_stream(), spotter.model.create_stream()
+    detections, logits = [], []
+    for start in range(0, pcm.shape[0], chunk):
+        piece = pcm[start:start + chunk]
+        detections += stream.push(piece)
+        frames = frontend.push(piece)
+        if frames.shape[0]:
+            logits.append(model_stream.push(frames))
+    detections += stream.flush()
+    return [d.to_dict() for d in detections], np.concatenate(logits)
+
+
+def same_detections(c_found: list[dict], python_found: list[dict]) -> bool:
+    if len(c_found) != len(python_found):
+        return False
+    for c, p in zip(c_found, python_found):
+        if c["label"] != p["label"] or abs(c["start"] - p["start"]) > 1e-9 or abs(c["end"] - p["end"]) > 1e-9:
+            return False
+        if abs(round(c["score"], 4) - p["score"]) > 1e-9:
+            return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def onnx_model() -> StreamingModel:
+    return StreamingModel.load(MODEL_DIR, backend="onnx", precision="float")
+
+
+@pytest.mark.parametrize("detector", [
+    DetectorConfig(),
+    DetectorConfig(threshold=0.45, smoothing_frames=3, refractory_s=0.1, max_event_s=0.3),
+    DetectorConfig(threshold=0.8, smoothing_frames=20, refractory_s=1.5, onset_level=0.5, lookback_s=0.3),
+], ids=["defaults", "eager", "strict"])
+def test_detections_equal_keyword_stream_on_demo_audio(cli: Cli, onnx_model: StreamingModel,
+                                                       detector: DetectorConfig, tmp_path: Path) -> None:
+    spotter = KeywordSpotter(onnx_model, detector)
+    expected, logits = python_detections(spotter, demo_pcm(), chunk=1600)
+    assert len(expected) >= 3  # the demo holds several keywords: an empty list would prove nothing
+    assert same_detections(cli.detect(logits, spotter.labels, detector), expected)
+    chunks = write_chunks(tmp_path / "frames.txt", 11, 1, 40)
+    assert same_detections(cli.detect(logits, spotter.labels, detector, chunks), expected)
+
+
+def test_detections_on_synthetic_logits(cli: Cli, onnx_model: StreamingModel, tmp_path: Path) -> None:
+    """Bursts of every keyword, overlapping and back to back: exercises max_event_s, refractory and onsets."""
+    rng = np.random.default_rng(5)
+    labels_count = len(onnx_model.manifest.labels)
+    logits = rng.normal(0.0, 1.0, size=(3000, labels_count)).astype(np.float32)
+    logits[:, 0] += 3.0
+    position = 0
+    while position < 2900:
+        length = int(rng.integers(5, 150))
+        logits[position:position + length, int(rng.integers(2, labels_count))] += float(rng.uniform(3.0, 9.0))
+        position += length + int(rng.integers(0, 60))
+    for detector in (DetectorConfig(), DetectorConfig(threshold=0.5, smoothing_frames=2, refractory_s=0.0,
+                                                      max_event_s=0.2, onset_level=0.1)):
+        stream = KeywordSpotter(onnx_model, detector).create_stream()
+        expected = [d.to_dict() for d in stream._consume(softmax(logits.astype(np.float64))) + stream.flush()]
+        assert len(expected) >= 10
+        chunks = write_chunks(tmp_path / "frames.txt", 2, 1, 30)
+        assert same_detections(cli.detect(logits, onnx_model.manifest.labels, detector, chunks), expected)
