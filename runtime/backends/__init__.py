@@ -78,6 +78,15 @@ def for_format(fmt: str) -> BackendInfo:
     raise InputError(expected_got("model format", f"one of {[r.format for r in REGISTRY.values()]}", repr(fmt)))
 
 
+def release_of(version: str) -> tuple[int, int]:
+    """(major, minor) of an engine's version string; (0, 0) when it cannot be read (no fast paths then)."""
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
 def _module(name: str) -> ModuleType:
     return importlib.import_module(info(name).module)
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lstm_edge.runtime.backends import REGISTRY
+from lstm_edge.runtime.backends import REGISTRY, release_of
 from lstm_edge.runtime.errors import BackendUnavailableError, InputError, LstmEdgeError, ModelFileError, expected_got
 from lstm_edge.runtime.manifest import TIME, Manifest, ModelFile
 from lstm_edge.runtime.values import GraphCheck
@@ -45,7 +45,7 @@ def _import_interpreter() -> tuple[Any, str, tuple[int, int]]:
         import ai_edge_litert
         from ai_edge_litert.interpreter import Interpreter
         version = str(getattr(ai_edge_litert, "__version__", "0.0"))
-        return Interpreter, f"ai-edge-litert {version}", _release(version)
+        return Interpreter, f"ai-edge-litert {version}", release_of(version)
     except ImportError as err:
         first_error = err
     try:
@@ -55,14 +55,6 @@ def _import_interpreter() -> tuple[Any, str, tuple[int, int]]:
     except ImportError:
         raise BackendUnavailableError(f"backend 'litert' needs ai-edge-litert, which is not installed "
                                       f"({first_error}); install it with: {INFO.install_hint}") from None
-
-
-def _release(version: str) -> tuple[int, int]:
-    parts = version.split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return (0, 0)
 
 
 def _input_converter(where: str, want: str, detail: Mapping[str, Any]) -> Convert | None:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lstm_edge.runtime.backends import REGISTRY
+from lstm_edge.runtime.backends import REGISTRY, release_of
 from lstm_edge.runtime.errors import BackendUnavailableError, LstmEdgeError, ModelFileError
 from lstm_edge.runtime.manifest import Manifest, ModelFile
 from lstm_edge.runtime.values import GraphCheck
@@ -36,14 +36,6 @@ def _import_ort() -> Any:
         raise BackendUnavailableError(f"backend 'onnx' needs onnxruntime, which is not installed ({err}); "
                                       f"install it with: {INFO.install_hint}") from None
     return onnxruntime
-
-
-def _release(version: str) -> tuple[int, int]:
-    parts = version.split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return (0, 0)
 
 
 class OnnxBackend:
@@ -80,7 +72,7 @@ class OnnxBackend:
                 raise ModelFileError(f"{path}: the manifest names a check output {self._check.output!r} the "
                                      "graph lacks")
             self._outputs.append(self._check.output)
-        self.fast_path = fast_path and FAST_PATH_VERSIONS[0] <= _release(ort.__version__) <= FAST_PATH_VERSIONS[1]
+        self.fast_path = fast_path and FAST_PATH_VERSIONS[0] <= release_of(ort.__version__) <= FAST_PATH_VERSIONS[1]
         self._call: Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]] = session.run
         if self.fast_path:
             inner = session._sess  # the C++ session that InferenceSession.run calls after validating names
