@@ -228,3 +228,73 @@ def test_detections_on_synthetic_logits(cli: Cli, onnx_model: StreamingModel, tm
         assert len(expected) >= 10
         chunks = write_chunks(tmp_path / "frames.txt", 2, 1, 30)
         assert same_detections(cli.detect(logits, onnx_model.manifest.labels, detector, chunks), expected)
+
+
+# ------------------------------------------------------------------------------------------ bundles on a board
+@pytest.fixture(scope="module")
+def model_with_frontend_reference(tmp_path_factory) -> Path:
+    """A copy of the shipped model directory whose manifest also names a frontend reference vector (1 s of the
+    demo audio and its numpy features), as the bundle and `run.sh --self-test` read it."""
+    import shutil
+
+    model_dir = tmp_path_factory.mktemp("kws-model") / "export"
+    shutil.copytree(MODEL_DIR, model_dir)
+    pcm = demo_pcm()[16000:32000]
+    np.save(model_dir / "reference" / "frontend_input.npy", pcm)
+    np.save(model_dir / "reference" / "frontend_output.npy", LogMelFrontend().compute(pcm))
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest["reference"].update(frontend_input="reference/frontend_input.npy",
+                                 frontend_output="reference/frontend_output.npy")
+    (model_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return model_dir
+
+
+def test_bundles_ship_reference_arrays_and_the_c_frontend(model_with_frontend_reference: Path, tmp_path: Path) -> None:
+    from lstm_edge.devices.bundle import extract_bundle, make_bundle
+
+    archive = make_bundle(model_with_frontend_reference, "android-arm64", tmp_path / "kws-android.tar.gz",
+                          log=lambda m: None)
+    root = extract_bundle(archive, tmp_path / "phone")
+    for name in ("input", "output", "frontend_input", "frontend_output"):
+        assert (root / "model" / "reference" / f"{name}.npy").is_file(), name
+    for name in ("lstm_edge_audio.h", "lstm_edge_audio.c", "lstm_edge_audio_cli.c"):
+        assert (root / "native" / name).read_bytes() == (NATIVE / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_run_sh_self_test_on_an_x86_board(model_with_frontend_reference: Path, tmp_path: Path) -> None:
+    """install.sh then `run.sh --self-test` on this machine as an x86_64 board: passes on the intact bundle and
+    fails, naming the check, when a reference array is altered or no C compiler is found."""
+    import os
+    import sys
+
+    from lstm_edge.devices.bundle import extract_bundle, make_bundle
+
+    archive = make_bundle(model_with_frontend_reference, "x86_64-linux", tmp_path / "kws-x86.tar.gz",
+                          python="%d.%d" % sys.version_info[:2], backend="onnx", precision="float",
+                          wheel_cache=tmp_path / "wheels", log=lambda m: None)
+    root = extract_bundle(archive, tmp_path / "board")
+    env = {**os.environ, "PYTHON": sys.executable, "LSTM_EDGE_PIP_ARGS": "--no-compile"}
+    install = subprocess.run([str(root / "install.sh")], env=env, capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stdout[-2000:] + install.stderr[-2000:]
+
+    def self_test(**extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(root / "run.sh"), "--self-test"], env={**os.environ, **extra},
+                              capture_output=True, text=True, timeout=300)
+
+    passed = self_test()
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "ok    model: onnx float, 865 frames" in passed.stdout
+    assert "ok    C frontend: the manifest's frontend reference vector: 98 frames" in passed.stdout
+    assert "FAIL" not in passed.stdout
+
+    no_compiler = self_test(CC="no-such-cc")
+    assert no_compiler.returncode == 1 and "FAIL  C frontend: no C compiler 'no-such-cc'" in no_compiler.stdout
+
+    features_path = root / "model" / "reference" / "frontend_output.npy"
+    np.save(features_path, np.load(features_path) + np.float32(1e-3))
+    output_path = root / "model" / "reference" / "output.npy"
+    np.save(output_path, np.load(output_path) * np.float32(1.01))
+    altered = self_test()
+    assert altered.returncode == 1
+    assert "FAIL  model: onnx float" in altered.stdout and "FAIL  C frontend: the manifest's" in altered.stdout
