@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     # tool on PATH -> Debian package that provides it (the C frontend tests build for x86_64, aarch64 and armv7)
     packages=""
-    for pair in espeak-ng:espeak-ng sox:sox qemu-aarch64:qemu-user qemu-arm:qemu-user gcc:gcc file:file \
+    for pair in espeak-ng:espeak-ng sox:sox qemu-aarch64:qemu-user qemu-arm:qemu-user gcc:gcc file:file javac:default-jdk-headless \
                 aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf; do
         command -v "${pair%%:*}" >/dev/null 2>&1 || packages="$packages ${pair#*:}"
     done

@@ -163,7 +163,8 @@ def test_bad_config_and_nonfinite_input_are_refused(cli: Cli) -> None:
     assert bad.returncode == 1 and b"NaN or inf" in bad.stderr
 
 
-def python_detections(spotter: KeywordSpotter, pcm: np.ndarray, chunk: int) -> tuple[list[dict], np.ndarray]:
+def python_detections(spotter: KeywordSpotter, pcm: np.ndarray, chunk: int,
+                      flush: bool = True) -> tuple[list[dict], np.ndarray]:
     """KeywordStream's detections on ``pcm`` pushed in chunks, and the logits its model produced on the way
     (recomputed by the same frontend and model stream in the same chunks: identical arithmetic)."""
     stream = spotter.create_stream()
@@ -175,7 +176,8 @@ def python_detections(spotter: KeywordSpotter, pcm: np.ndarray, chunk: int) -> t
         frames = frontend.push(piece)
         if frames.shape[0]:
             logits.append(model_stream.push(frames))
-    detections += stream.flush()
+    if flush:
+        detections += stream.flush()
     return [d.to_dict() for d in detections], np.concatenate(logits)
 
 
@@ -298,3 +300,107 @@ def test_run_sh_self_test_on_an_x86_board(model_with_frontend_reference: Path, t
     altered = self_test()
     assert altered.returncode == 1
     assert "FAIL  model: onnx float" in altered.stdout and "FAIL  C frontend: the manifest's" in altered.stdout
+
+
+JAVA_HARNESS = """
+package com.example.kws;
+
+import java.io.DataInputStream;
+import java.io.FileInputStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Paths;
+
+/** The guide's NativeAudio object, as the JVM sees it (static natives), driven over files. */
+public final class NativeAudio {
+    static native long frontendCreate(int sampleRate, int nFft, int winLength, int hopLength, int nMels,
+                                      double fMin, double fMax, double logFloor);
+    static native int frontendPush(long handle, short[] pcm, int n, float[] features);
+    static native void frontendReset(long handle);
+    static native void frontendFree(long handle);
+    static native long detectorCreate(String[] labels, boolean logits, double[] settings, int[] timing);
+    static native int detectorPush(long handle, float[] scores, int frames, double[] out);
+    static native void detectorReset(long handle);
+    static native void detectorFree(long handle);
+
+    public static void main(String[] args) throws Exception {
+        System.load(args[0]);
+        ByteBuffer pcmBytes = ByteBuffer.wrap(Files.readAllBytes(Paths.get(args[1]))).order(ByteOrder.LITTLE_ENDIAN);
+        short[] pcm = new short[pcmBytes.remaining() / 2];
+        pcmBytes.asShortBuffer().get(pcm);
+        long frontend = frontendCreate(16000, 512, 400, 160, 40, 20.0, 7600.0, 1e-6);
+        float[] features = new float[1024 * 40];
+        ByteBuffer out = ByteBuffer.allocate(4 * 40 * (pcm.length / 160 + 1)).order(ByteOrder.LITTLE_ENDIAN);
+        for (int start = 0; start < pcm.length; start += 1234) {
+            int n = Math.min(1234, pcm.length - start);
+            short[] piece = java.util.Arrays.copyOfRange(pcm, start, start + n);
+            int frames = frontendPush(frontend, piece, n, features);
+            for (int i = 0; i < frames * 40; i++) out.putFloat(features[i]);
+        }
+        frontendFree(frontend);
+        Files.write(Paths.get(args[2]), java.util.Arrays.copyOf(out.array(), out.position()));
+
+        ByteBuffer logitBytes = ByteBuffer.wrap(Files.readAllBytes(Paths.get(args[3]))).order(ByteOrder.LITTLE_ENDIAN);
+        float[] logits = new float[logitBytes.remaining() / 4];
+        logitBytes.asFloatBuffer().get(logits);
+        String[] labels = args[4].split(",");
+        long detector = detectorCreate(labels, true, new double[] {0.6, 0.6, 1.0, 0.2, 1.2},
+                                       new int[] {8, 16000, 400, 160});
+        double[] found = new double[4 * 513];
+        int frames = logits.length / labels.length;
+        for (int start = 0; start < frames; start += 10) {
+            int n = Math.min(10, frames - start);
+            float[] chunk = java.util.Arrays.copyOfRange(logits, start * labels.length, (start + n) * labels.length);
+            int count = detectorPush(detector, chunk, n, found);
+            for (int k = 0; k < count; k++) {
+                System.out.println(labels[(int) found[4 * k]] + " " + found[4 * k + 1] + " " + found[4 * k + 2] + " "
+                                   + found[4 * k + 3]);
+            }
+        }
+        detectorFree(detector);
+    }
+}
+"""
+
+
+def test_android_guide_jni_glue_runs_on_a_jvm(onnx_model: StreamingModel, tmp_path: Path) -> None:
+    """The JNI file of the rendered Android guide, compiled with the C library and called from a JVM class with the
+    guide's native signatures: same features as numpy, same detections as KeywordStream (no flush in the guide)."""
+    import re
+    import shutil
+
+    from lstm_edge.devices.bundle import extract_bundle, make_bundle
+
+    root = extract_bundle(make_bundle(MODEL_DIR, "android-arm64", tmp_path / "a.tar.gz", log=lambda m: None),
+                          tmp_path / "phone")
+    guide = (root / "README.md").read_text()
+    jni_source = re.search(r"`app/src/main/cpp/lstm_edge_jni.c`.*?```c\n(.*?)```", guide, re.S).group(1)
+    (tmp_path / "lstm_edge_jni.c").write_text(jni_source)
+    java_home = Path(shutil.which("javac")).resolve().parent.parent
+    library = tmp_path / "liblstm_edge_audio.so"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror", "-O2", "-shared",
+                    "-fPIC", f"-I{java_home / 'include'}", f"-I{java_home / 'include' / 'linux'}", f"-I{root / 'native'}",
+                    "-o", str(library), str(root / "native" / "lstm_edge_audio.c"), str(tmp_path / "lstm_edge_jni.c"),
+                    "-lm"], check=True, capture_output=True, timeout=300)
+    source_dir = tmp_path / "java" / "com" / "example" / "kws"
+    source_dir.mkdir(parents=True)
+    (source_dir / "NativeAudio.java").write_text(JAVA_HARNESS)
+    subprocess.run(["javac", "-d", str(tmp_path / "classes"), str(source_dir / "NativeAudio.java")], check=True,
+                   capture_output=True, timeout=300)
+    pcm = demo_pcm()
+    (tmp_path / "pcm.raw").write_bytes(pcm.astype("<i2").tobytes())
+    spotter = KeywordSpotter(onnx_model)
+    want, logits = python_detections(spotter, pcm, chunk=1600, flush=False)
+    (tmp_path / "logits.raw").write_bytes(np.ascontiguousarray(logits, dtype="<f4").tobytes())
+    run = subprocess.run(["java", "-cp", str(tmp_path / "classes"), "com.example.kws.NativeAudio", str(library),
+                          str(tmp_path / "pcm.raw"), str(tmp_path / "features.raw"), str(tmp_path / "logits.raw"),
+                          ",".join(spotter.labels)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    features = np.frombuffer((tmp_path / "features.raw").read_bytes(), dtype="<f4").reshape(-1, 40)
+    assert np.abs(features - LogMelFrontend().compute(pcm)).max() <= FEATURE_TOLERANCE
+    got = [dict(zip(("label", "start", "end", "score"), line.split())) for line in run.stdout.splitlines()]
+    assert len(got) == len(want) >= 3
+    for g, w in zip(got, want):
+        assert g["label"] == w["label"] and abs(float(g["start"]) - w["start"]) < 1e-9
+        assert abs(float(g["end"]) - w["end"]) < 1e-9 and abs(round(float(g["score"]), 4) - w["score"]) < 1e-9
