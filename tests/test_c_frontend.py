@@ -55,8 +55,9 @@ class Cli:
             raise RuntimeError(f"{self.target.name} cli {args[:1]} exit {result.returncode}: {result.stderr!r}")
         return result
 
-    def features(self, samples: np.ndarray, config: LogMelConfig, chunks: Path | None = None) -> np.ndarray:
-        args = ["features", "input=" + ("int16" if samples.dtype == np.int16 else "float32")]
+    def features(self, samples: np.ndarray, config: LogMelConfig, chunks: Path | None = None,
+                 extra: tuple[str, ...] = ()) -> np.ndarray:
+        args = ["features", *extra, "input=" + ("int16" if samples.dtype == np.int16 else "float32")]
         args += [f"{k}={v!r}" for k, v in config.to_dict().items() if k not in ("window", "mel_scale")]
         if chunks is not None:
             args.append(f"chunks={chunks}")
@@ -64,8 +65,8 @@ class Cli:
         return np.frombuffer(out, dtype="<f4").reshape(-1, config.n_mels)
 
     def detect(self, logits: np.ndarray, labels: tuple[str, ...], config: DetectorConfig,
-               chunks: Path | None = None) -> list[dict]:
-        args = ["detect", "labels=" + ",".join(labels), "scores_are_logits=1"]
+               chunks: Path | None = None, extra: tuple[str, ...] = ()) -> list[dict]:
+        args = ["detect", *extra, "labels=" + ",".join(labels), "scores_are_logits=1"]
         args += [f"{k}={v!r}" for k, v in vars(config).items()]
         if chunks is not None:
             args.append(f"chunks={chunks}")
@@ -123,6 +124,27 @@ def test_features_match_numpy_on_demo_audio(cli: Cli, tmp_path: Path) -> None:
         assert chunked.shape == expected.shape
         assert np.abs(chunked - expected).max() <= FEATURE_TOLERANCE, (low, high)
         assert np.abs(python_stream_features(pcm, config, chunks) - chunked).max() <= FEATURE_TOLERANCE
+
+
+def test_reset_gives_a_fresh_stream(cli: Cli, onnx_model: StreamingModel, tmp_path: Path) -> None:
+    """The input twice with a reset in between: both passes equal a fresh stream, though the first one ended with
+    samples held back (frontend) and a detection open (detector)."""
+    pcm = demo_pcm()[:16000 * 3 + 250]
+    config = LogMelConfig()
+    chunks = write_chunks(tmp_path / "chunks.txt", 4, 1, 900)
+    twice = cli.features(pcm, config, chunks, extra=("repeat=2",))
+    expected = LogMelFrontend(config).compute(pcm)
+    assert twice.shape == (2 * expected.shape[0], 40)
+    assert np.abs(twice - np.concatenate([expected, expected])).max() <= FEATURE_TOLERANCE
+    logits = np.full((400, len(onnx_model.manifest.labels)), -4.0, dtype=np.float32)
+    logits[:, 0] = 2.0
+    logits[100:200, 4] = 6.0
+    logits[350:, 5] = 6.0  # still open at the end: closed by the flush
+    stream = KeywordSpotter(onnx_model).create_stream()
+    once = [d.to_dict() for d in stream._consume(softmax(logits.astype(np.float64))) + stream.flush()]
+    assert [d["label"] for d in once] == ["up", "down"]
+    got = cli.detect(logits, onnx_model.manifest.labels, DetectorConfig(), chunks, extra=("repeat=2",))
+    assert same_detections(got, once + once)
 
 
 def test_features_match_the_manifest_reference_input(cli: Cli) -> None:

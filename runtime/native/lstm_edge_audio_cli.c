@@ -5,12 +5,13 @@
  *       stdin: raw little-endian mono samples (input=int16, the default, or input=float32);
  *       stdout: raw float32 features, n_mels per frame.
  *       Keys: the le_frontend_config fields (sample_rate=16000 n_fft=512 ...), chunks=FILE (whitespace-separated
- *       chunk lengths in samples, used in turn and cycled; default 1600).
+ *       chunk lengths in samples, used in turn and cycled; default 1600), repeat=N (run the input N times,
+ *       resetting the stream in between; the output then holds N copies).
  *   lstm_edge_audio_cli detect labels=A,B,C [KEY=VALUE...] < scores > detections.jsonl
  *       stdin: raw float32 scores, one row of n_labels per frame; stdout: one JSON object per detection
  *       {"label", "index", "start", "end", "score"}, then the detection flushed at the end.
  *       Keys: the le_detector_config fields (threshold=0.6 smoothing_frames=8 scores_are_logits=1 ...),
- *       chunks=FILE (chunk lengths in frames; default 10).
+ *       chunks=FILE (chunk lengths in frames; default 10), repeat=N (as for features).
  */
 #include "lstm_edge_audio.h"
 
@@ -84,8 +85,8 @@ static const char *value_of(const char *arg, const char *key) {
 static int run_features(int argc, char **argv) {
     le_frontend_config config = le_frontend_default_config();
     const char *chunk_path = NULL, *v;
-    int float_input = 0, status, i;
-    size_t size, n_samples, n_chunks, offset = 0, next = 0, max_chunk = 0, sample_size;
+    int float_input = 0, status, i, repeat = 1, round;
+    size_t size, n_samples, n_chunks, offset, next, max_chunk = 0, sample_size;
     unsigned char *data;
     size_t *chunks;
     float *features, *samples = NULL;
@@ -102,6 +103,7 @@ static int run_features(int argc, char **argv) {
         else if ((v = value_of(a, "f_max"))) config.f_max = atof(v);
         else if ((v = value_of(a, "log_floor"))) config.log_floor = atof(v);
         else if ((v = value_of(a, "chunks"))) chunk_path = v;
+        else if ((v = value_of(a, "repeat"))) repeat = atoi(v);
         else if ((v = value_of(a, "input"))) {
             if (strcmp(v, "float32") == 0) float_input = 1;
             else if (strcmp(v, "int16") != 0) return fail("input: expected int16 or float32, got", v);
@@ -122,17 +124,20 @@ static int run_features(int argc, char **argv) {
     /* One output buffer, allocated once: the streaming loop below does not allocate. */
     features = (float *)malloc(sizeof(float) * le_frontend_max_frames(fe, max_chunk) * (size_t)config.n_mels);
     if (!features) return fail("out of memory", NULL);
-    while (offset < n_samples) {
-        size_t length = chunks[next++ % n_chunks];
-        long frames;
-        if (length > n_samples - offset) length = n_samples - offset;
-        frames = float_input ? le_frontend_push_float(fe, samples + offset, length, features,
-                                                      le_frontend_max_frames(fe, max_chunk))
-                             : le_frontend_push_int16(fe, pcm16 + offset, length, features,
-                                                      le_frontend_max_frames(fe, max_chunk));
-        if (frames < 0) return fail(le_status_string((int)frames), NULL);
-        fwrite(features, sizeof(float), (size_t)frames * (size_t)config.n_mels, stdout);
-        offset += length;
+    for (round = 0; round < repeat; round++) {
+        le_frontend_reset(fe);
+        for (offset = 0, next = 0; offset < n_samples;) {
+            size_t length = chunks[next++ % n_chunks];
+            long frames;
+            if (length > n_samples - offset) length = n_samples - offset;
+            frames = float_input ? le_frontend_push_float(fe, samples + offset, length, features,
+                                                          le_frontend_max_frames(fe, max_chunk))
+                                 : le_frontend_push_int16(fe, pcm16 + offset, length, features,
+                                                          le_frontend_max_frames(fe, max_chunk));
+            if (frames < 0) return fail(le_status_string((int)frames), NULL);
+            fwrite(features, sizeof(float), (size_t)frames * (size_t)config.n_mels, stdout);
+            offset += length;
+        }
     }
     free(features);
     free(chunks);
@@ -157,8 +162,8 @@ static int run_detect(int argc, char **argv) {
     const char *chunk_path = NULL, *labels_arg = NULL, *v;
     char *label_text, *cursor;
     const char **labels;
-    int status, i, n_labels = 1;
-    size_t size, n_rows, n_chunks, offset = 0, next = 0, max_chunk = 0;
+    int status, i, n_labels = 1, repeat = 1, round;
+    size_t size, n_rows, n_chunks, offset, next, max_chunk = 0;
     unsigned char *data;
     size_t *chunks;
     le_detection *found, last;
@@ -177,6 +182,7 @@ static int run_detect(int argc, char **argv) {
         else if ((v = value_of(a, "win_length"))) config.win_length = atoi(v);
         else if ((v = value_of(a, "hop_length"))) config.hop_length = atoi(v);
         else if ((v = value_of(a, "chunks"))) chunk_path = v;
+        else if ((v = value_of(a, "repeat"))) repeat = atoi(v);
         else return fail("unknown argument", a);
     }
     if (!labels_arg) return fail("detect needs labels=A,B,C (manifest.json labels, in order)", NULL);
@@ -207,17 +213,20 @@ static int run_detect(int argc, char **argv) {
         if (chunks[i] > max_chunk) max_chunk = chunks[i];
     found = (le_detection *)malloc(sizeof(le_detection) * (le_detector_max_detections(max_chunk) + 1));
     if (!found) return fail("out of memory", NULL);
-    while (offset < n_rows) {
-        size_t length = chunks[next++ % n_chunks];
-        long count, k;
-        if (length > n_rows - offset) length = n_rows - offset;
-        count = le_detector_push(detector, (const float *)data + offset * (size_t)n_labels, length, found,
-                                 le_detector_max_detections(max_chunk) + 1);
-        if (count < 0) return fail(le_status_string((int)count), NULL);
-        for (k = 0; k < count; k++) print_detection(&found[k]);
-        offset += length;
+    for (round = 0; round < repeat; round++) {
+        le_detector_reset(detector);
+        for (offset = 0, next = 0; offset < n_rows;) {
+            size_t length = chunks[next++ % n_chunks];
+            long count, k;
+            if (length > n_rows - offset) length = n_rows - offset;
+            count = le_detector_push(detector, (const float *)data + offset * (size_t)n_labels, length, found,
+                                     le_detector_max_detections(max_chunk) + 1);
+            if (count < 0) return fail(le_status_string((int)count), NULL);
+            for (k = 0; k < count; k++) print_detection(&found[k]);
+            offset += length;
+        }
+        if (le_detector_flush(detector, &last)) print_detection(&last);
     }
-    if (le_detector_flush(detector, &last)) print_detection(&last);
     free(found);
     free(chunks);
     free(data);
