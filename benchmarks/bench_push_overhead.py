@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from _common import interleaved_medians, reference_model, save
-
 from lstm_edge.runtime.manifest import Manifest
+
+from _common import interleaved_medians, reference_model, save
 
 
 def bare_onnx(model_dir: Path, manifest: Manifest, length: int) -> Callable[[np.ndarray], object]:
@@ -71,8 +71,8 @@ def main() -> None:
                 batched = chunk[None]
                 bare = make_bare(model_dir, manifest, length)
                 stream = model.create_stream()
-                medians = interleaved_medians({label: lambda: bare(batched), "stream.push": lambda: stream.push(chunk)},
-                                              args.repeats)
+                calls = {label: lambda b=bare, x=batched: b(x), "stream.push": lambda s=stream, x=chunk: s.push(x)}
+                medians = interleaved_medians(calls, args.repeats)
                 ratio = medians["stream.push"] / medians[label]
                 rows[f"T={length}"] = {**medians, "push_over_bare": ratio}
                 print(f"{backend:7s} T={length:2d}: {label} {medians[label]:7.2f} us   stream.push "

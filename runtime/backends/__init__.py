@@ -14,10 +14,11 @@ parity reports) reads the registry.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def _output_converter(where: str, want: str, detail: Mapping[str, Any]) -> Conve
 class SignatureCall:
     """One signature of the file, callable on manifest-typed arrays: ``call(x, states) -> (y, new_states)``."""
 
-    def __init__(self, backend: "LiteRTBackend", key: str, length: int, fast_path: bool) -> None:
+    def __init__(self, backend: LiteRTBackend, key: str, length: int, fast_path: bool) -> None:
         interpreter, manifest, path = backend.interpreter, backend.manifest, backend.path
         self.key, self.length = key, length
         self._lock = backend.lock
@@ -119,7 +120,7 @@ class SignatureCall:
                            for s in manifest.states]
         self._out_conv += [None] * len(backend.check_outputs)
         self._converts = any(c is not None for c in self._in_conv + self._out_conv)
-        wrapper = getattr(interpreter, "_interpreter", None)
+        wrapper: Any = getattr(interpreter, "_interpreter", None)
         self._subgraph = getattr(self._runner, "_subgraph_index", None)
         self.fast_path = fast_path and self._subgraph is not None and all(
             callable(getattr(wrapper, m, None)) for m in ("SetTensor", "Invoke", "GetTensor", "AllocateTensors"))

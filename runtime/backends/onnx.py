@@ -8,8 +8,9 @@ in the same call, so the runtime does not scan them in Python.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,8 +76,12 @@ class OnnxBackend:
         self.fast_path = fast_path and FAST_PATH_VERSIONS[0] <= release_of(ort.__version__) <= FAST_PATH_VERSIONS[1]
         self._call: Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]] = session.run
         if self.fast_path:
-            inner = session._sess  # the C++ session that InferenceSession.run calls after validating names
-            self._call = lambda names, feed, run=inner.run: run(names, feed, None)
+            inner_run = session._sess.run  # the C++ session that InferenceSession.run calls after validating names
+
+            def call(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+                return inner_run(names, feed, None)
+
+            self._call = call
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feed = dict(zip(self._state_inputs, states))
