@@ -159,7 +159,9 @@ def test_features_match_the_manifest_reference_input(cli: Cli) -> None:
     dict(n_fft=256, win_length=256, hop_length=100, n_mels=20, f_min=0.0, f_max=8000.0, log_floor=1e-10),
     dict(sample_rate=8000, n_fft=1024, win_length=1000, hop_length=1000, n_mels=64, f_max=4000.0),
     dict(n_fft=512, win_length=300, hop_length=320, n_mels=80, f_min=50.0, f_max=8000.0, log_floor=1e-3),
-], ids=["win=nfft", "hop=win", "hop>win"])
+    dict(n_fft=8, win_length=8, hop_length=3, n_mels=2, f_min=0.0, f_max=8000.0),
+    dict(n_fft=4, win_length=3, hop_length=1, n_mels=1, f_min=0.0, f_max=8000.0),
+], ids=["win=nfft", "hop=win", "hop>win", "nfft=8", "nfft=4"])
 def test_other_configs_and_float_input(cli: Cli, settings: dict, tmp_path: Path) -> None:
     config = LogMelConfig(**settings)
     rng = np.random.default_rng(7)

@@ -36,7 +36,7 @@ struct le_frontend {
     int n_bins;       /* n_fft / 2 + 1 */
     double *window;   /* [win_length] periodic Hann */
     int *bit_reverse; /* [half] */
-    double *twiddle;  /* [half] cos, sin of -2 pi k / half for k < half / 2 (interleaved) */
+    double *twiddle;  /* cos, sin of -2 pi k / size for each FFT stage size >= 8, k < size / 2 */
     double *split;    /* [2 * half] cos, sin of -2 pi k / n_fft for k < half (interleaved) */
     int *mel_first;   /* [n_mels] first bin of each triangle */
     int *mel_count;   /* [n_mels] bins in each triangle */
@@ -144,7 +144,7 @@ le_frontend *le_frontend_create(const le_frontend_config *config, int *status) {
     fe->n_bins = half + 1;
     fe->window = (double *)malloc(sizeof(double) * (size_t)config->win_length);
     fe->bit_reverse = (int *)malloc(sizeof(int) * (size_t)half);
-    fe->twiddle = (double *)malloc(sizeof(double) * (size_t)half);
+    fe->twiddle = (double *)malloc(sizeof(double) * 2 * (size_t)half);
     fe->split = (double *)malloc(sizeof(double) * 2 * (size_t)half);
     fe->mel_first = (int *)malloc(sizeof(int) * (size_t)config->n_mels);
     fe->mel_count = (int *)malloc(sizeof(int) * (size_t)config->n_mels);
@@ -163,9 +163,15 @@ le_frontend *le_frontend_create(const le_frontend_config *config, int *status) {
         for (b = 0; b < bits; b++) r |= ((i >> b) & 1) << (bits - 1 - b);
         fe->bit_reverse[i] = r;
     }
-    for (i = 0; i < half / 2; i++) {
-        fe->twiddle[2 * i] = cos(-2.0 * LE_PI * (double)i / (double)half);
-        fe->twiddle[2 * i + 1] = sin(-2.0 * LE_PI * (double)i / (double)half);
+    {
+        /* Twiddles exp(-2 pi i k / size) of every stage from size 8 up, k < size / 2, stage after stage. */
+        int size, k, at = 0;
+        for (size = 8; size <= half; size <<= 1) {
+            for (k = 0; k < size / 2; k++, at += 2) {
+                fe->twiddle[at] = cos(-2.0 * LE_PI * (double)k / (double)size);
+                fe->twiddle[at + 1] = sin(-2.0 * LE_PI * (double)k / (double)size);
+            }
+        }
     }
     for (i = 0; i < half; i++) {
         fe->split[2 * i] = cos(-2.0 * LE_PI * (double)i / (double)config->n_fft);
@@ -222,10 +228,13 @@ size_t le_frontend_max_frames(const le_frontend *fe, size_t n_samples) {
     return n_samples / (size_t)fe->config.hop_length + 1;
 }
 
-/* In-place radix-2 decimation-in-time complex FFT of fe->re/fe->im (length fe->half). */
+/* In-place radix-2 decimation-in-time complex FFT of fe->re/fe->im (length fe->half >= 2). The first two stages
+ * (twiddles 1 and -i) run as one radix-4 pass without multiplications; later stages read their twiddles from
+ * fe->twiddle, laid out stage after stage so that each stage reads them in order. */
 static void complex_fft(le_frontend *fe) {
     int n = fe->half, i, size;
     double *re = fe->re, *im = fe->im;
+    const double *w = fe->twiddle;
     for (i = 0; i < n; i++) {
         int j = fe->bit_reverse[i];
         if (j > i) {
@@ -237,20 +246,43 @@ static void complex_fft(le_frontend *fe) {
             im[j] = t;
         }
     }
-    for (size = 2; size <= n; size <<= 1) {
-        int halfsize = size / 2, step = n / size, start, k;
+    if (n == 2) {
+        double r0 = re[0], i0 = im[0];
+        re[0] = r0 + re[1];
+        im[0] = i0 + im[1];
+        re[1] = r0 - re[1];
+        im[1] = i0 - im[1];
+        return;
+    }
+    for (i = 0; i < n; i += 4) {
+        double ar = re[i] + re[i + 1], ai = im[i] + im[i + 1];
+        double br = re[i] - re[i + 1], bi = im[i] - im[i + 1];
+        double cr = re[i + 2] + re[i + 3], ci = im[i + 2] + im[i + 3];
+        double dr = re[i + 2] - re[i + 3], di = im[i + 2] - im[i + 3];
+        re[i] = ar + cr;
+        im[i] = ai + ci;
+        re[i + 2] = ar - cr;
+        im[i + 2] = ai - ci;
+        re[i + 1] = br + di; /* b + (-i) d */
+        im[i + 1] = bi - dr;
+        re[i + 3] = br - di;
+        im[i + 3] = bi + dr;
+    }
+    for (size = 8; size <= n; size <<= 1) {
+        int halfsize = size / 2, start, k;
         for (start = 0; start < n; start += size) {
+            double *ra = re + start, *ia = im + start, *rb = ra + halfsize, *ib = ia + halfsize;
             for (k = 0; k < halfsize; k++) {
-                double wr = fe->twiddle[2 * k * step], wi = fe->twiddle[2 * k * step + 1];
-                int a = start + k, b = a + halfsize;
-                double tr = re[b] * wr - im[b] * wi;
-                double ti = re[b] * wi + im[b] * wr;
-                re[b] = re[a] - tr;
-                im[b] = im[a] - ti;
-                re[a] += tr;
-                im[a] += ti;
+                double wr = w[2 * k], wi = w[2 * k + 1];
+                double tr = rb[k] * wr - ib[k] * wi;
+                double ti = rb[k] * wi + ib[k] * wr;
+                rb[k] = ra[k] - tr;
+                ib[k] = ia[k] - ti;
+                ra[k] += tr;
+                ia[k] += ti;
             }
         }
+        w += size; /* halfsize (cos, sin) pairs */
     }
 }
 
@@ -268,7 +300,7 @@ static void frame_to_logmel(le_frontend *fe, float *out) {
     complex_fft(fe);
     /* Split into the real spectrum X[k], k = 0..half, and keep |X[k]|^2. */
     for (k = 0; k <= half; k++) {
-        int a = k % half, b = (half - k) % half;
+        int a = k < half ? k : 0, b = k > 0 ? half - k : 0;
         double zr = fe->re[a], zi = fe->im[a], cr = fe->re[b], ci = fe->im[b];
         double er = 0.5 * (zr + cr), ei = 0.5 * (zi - ci);
         double orr = 0.5 * (zi + ci), oi = -0.5 * (zr - cr);
