@@ -6,12 +6,13 @@ cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     missing=""
-    for tool in espeak-ng sox qemu-aarch64; do
+    for tool in espeak-ng sox qemu-aarch64 xz zstd; do
         command -v "$tool" >/dev/null 2>&1 || missing="yes"
     done
+    [ -d /usr/share/games/fortunes ] || missing="yes"  # the text corpus (BSD licence)
     if [ -n "$missing" ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox qemu-user >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox qemu-user fortunes xz-utils zstd >/dev/null
     fi
 fi
 

@@ -119,7 +119,7 @@ def train_language_model(train_docs: Sequence[str], val_text: str, config: LmTra
             if step % config.eval_every_steps == 0 or last:
                 val_bpc = bits_per_char_torch(model, val_ids, config.eval_streams)
                 history.append({"step": step, "epoch": epoch, "minutes": round(elapsed / 60, 2),
-                                "train_bpc": round(float(loss) / math.log(2), 4), "val_bpc": round(val_bpc, 4),
+                                "train_bpc": round(float(loss.detach()) / math.log(2), 4), "val_bpc": round(val_bpc, 4),
                                 "lr": lr})
                 log(json.dumps(history[-1]))
                 if val_bpc < best:
