@@ -66,6 +66,29 @@ def keystroke_latency(model: StreamingModel, typed: str, k: int) -> dict[str, fl
             "keystrokes": len(times)}
 
 
+def score_memory(model: StreamingModel, text: str, sizes_mb: tuple[float, ...]) -> dict[str, dict[str, float]]:
+    """Peak Python/numpy allocation (tracemalloc) while ``score_file`` streams files of the given sizes."""
+    import tempfile
+    import tracemalloc
+
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for size in sizes_mb:
+            path = Path(folder) / f"{size}.txt"
+            data = text.encode("utf-8")
+            with open(path, "wb") as handle:
+                for _ in range(int(size * 1e6 / len(data)) + 1):
+                    handle.write(data)
+            tracemalloc.start()
+            started = time.perf_counter()
+            result = TextModel(model).score_file(path)
+            seconds = time.perf_counter() - started
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            out[f"{size}MB"] = {"chars": result["chars"], "peak_traced_bytes": peak, "seconds": seconds}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path(__file__).parents[1] / "models" / "text" / "lm")
@@ -108,6 +131,9 @@ def main() -> None:
         rows[f"{backend}/int8"]["bits_per_char_increase_over_float"] = (
             rows[f"{backend}/int8"]["test_bits_per_char"] - rows[f"{backend}/float"]["test_bits_per_char"])
     results["variants"] = rows
+    results["score_file_memory_onnx_int8"] = score_memory(
+        StreamingModel.load(model_dir, backend="onnx", precision="int8"), test_text, (0.5, 5.0))
+    print(results["score_file_memory_onnx_int8"], flush=True)
     results["greedy_prompt"] = PROMPT
     results["torch_greedy_200"] = expected
     results["suggest_k"] = args.k
