@@ -15,6 +15,9 @@ import numpy as np
 
 from _common import interleaved_medians, reference_model, save
 
+from lstm_edge.runtime.backends import NAMES
+from lstm_edge.runtime.manifest import PRECISIONS
+
 
 def wide_model():
     import torch
@@ -47,7 +50,7 @@ def measure(name: str, model, tmp: Path, repeats: int) -> dict:
     quantize(model_dir)
     streamer = SequenceStreamer(model, torch.randn(1, 10, 40))
     loaded = {(b, p): StreamingModel.load(model_dir, backend=b, precision=p)
-              for b in ("onnx", "litert") for p in ("float", "int8")}
+              for b in NAMES for p in PRECISIONS}
     sizes = {f"{f.format}/{f.precision}": f.bytes for f in loaded[("onnx", "float")].manifest.files}
     results = {}
     for frames in (1, 10):
@@ -67,7 +70,7 @@ def measure(name: str, model, tmp: Path, repeats: int) -> dict:
         results[f"T={frames}"] = medians
     flags = []
     for key, medians in results.items():
-        for backend in ("onnx", "litert"):
+        for backend in NAMES:
             ratio = medians[f"{backend} int8"] / medians[f"{backend} float"]
             if ratio > 1.0:
                 flags.append(f"{name} {key}: {backend} int8 is {100 * (ratio - 1):.0f}% SLOWER than float "

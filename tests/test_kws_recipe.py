@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from lstm_edge.recipes.kws import evaluate, synth, train
+from lstm_edge.runtime.kws import clip_prediction
 from lstm_edge.recipes.kws.model import (
     build_model,
-    clip_prediction,
     count_parameters,
     load_shipped_model,
     shipped_model_dir,

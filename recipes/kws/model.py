@@ -3,7 +3,7 @@
 ``KeywordLSTM`` maps log-mel frames ``[B, T, 40]`` (batch-first) to per-frame logits ``[B, T, 12]``. Every layer is
 time-local except the unidirectional LSTM, so the model streams frame by frame with ``(h, c)`` carried.
 
-Clip rule (``clip_prediction``): softmax per frame, moving average over ``window_frames`` frames, take the window
+Clip rule (``lstm_edge.runtime.kws.clip_prediction``, the one the device runs): softmax per frame, moving average over ``window_frames`` frames, take the window
 where the non-silence probability is highest; if that probability is below ``min_speech_probability`` the clip is
 ``_silence_``, otherwise the most probable non-silence label of that window. The same rule serves a 1 s clip and a
 segment cut out of a long stream.
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lstm_edge.runtime.kws import clip_prediction as runtime_clip_prediction
+from lstm_edge.runtime.kws import DEFAULT_CLIP_RULE as RUNTIME_CLIP_RULE
 
 N_MELS = 40
 N_LABELS = 12
@@ -31,12 +31,7 @@ DEFAULT_ARCHITECTURE: Dict[str, int] = {
     "num_layers": 2,
     "n_labels": N_LABELS,
 }
-DEFAULT_CLIP_RULE: Dict[str, Any] = {
-    "name": "max_smoothed_speech_window",
-    "window_frames": 25,
-    "min_speech_probability": 0.5,
-    "silence_index": 0,
-}
+DEFAULT_CLIP_RULE: Dict[str, Any] = dict(RUNTIME_CLIP_RULE)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "float.pt"
 
@@ -152,18 +147,3 @@ def load_shipped_model() -> Tuple[KeywordLSTM, Dict[str, Any]]:
     """The trained KWS model shipped in ``lstm_edge/models/kws`` (eval mode) and its config."""
     return load_model(shipped_model_dir())
 
-
-def clip_prediction(
-    logits_T_by_C: Union[np.ndarray, torch.Tensor], clip_rule: Optional[Mapping[str, Any]] = None
-) -> int:
-    """Label index of a clip from its per-frame logits ``[T, C]`` (see the module docstring for the rule).
-
-    The rule itself lives in the device runtime (``lstm_edge.runtime.kws.clip_prediction``) so host and device
-    decide identically; torch tensors are converted to numpy first."""
-    rule = dict(DEFAULT_CLIP_RULE if clip_rule is None else clip_rule)
-    if isinstance(logits_T_by_C, torch.Tensor):
-        logits_T_by_C = logits_T_by_C.detach().cpu().numpy()
-    logits = np.asarray(logits_T_by_C, dtype=np.float64)
-    if logits.ndim != 2 or logits.shape[0] == 0:
-        raise ValueError(f"logits: expected [T >= 1, C], got shape {logits.shape}")
-    return runtime_clip_prediction(logits, rule)

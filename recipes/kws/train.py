@@ -6,7 +6,7 @@ features are identical by construction; they are cached next to the data.
 Streaming training: each training sequence concatenates ``clips_per_sequence`` random clips (the model runs forever
 on the device with its state carried). Per-frame targets: ``_silence_`` before a word; ignored from the word's start
 until ``lead_frames`` before its end; the clip's label from there until ``hold_frames`` after the end; ``_silence_``
-again afterwards. ``_silence_`` clips are silence throughout. Clip accuracy uses ``model.clip_prediction``, on each
+again afterwards. ``_silence_`` clips are silence throughout. Clip accuracy uses ``lstm_edge.runtime.kws.clip_prediction``, on each
 clip alone (zero state) and on clips cut out of long streams (state carried).
 
 Run: ``python -m lstm_edge.recipes.kws.train --data DIR --out models/kws``.
@@ -35,10 +35,10 @@ from lstm_edge.recipes.kws.model import (
     WEIGHTS_FILE,
     KeywordLSTM,
     build_model,
-    clip_prediction,
     count_parameters,
     load_model,
 )
+from lstm_edge.runtime.kws import clip_prediction
 from lstm_edge.recipes.kws.synth import CLIP_SAMPLES, LABELS, SAMPLE_RATE, SILENCE_LABEL, load_split
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 
