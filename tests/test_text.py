@@ -325,3 +325,26 @@ def test_tiny_training_and_export(tmp_path: Path) -> None:
                  extra={"text": {"task": "language_model", "start_text": "\n\n"}})
     text = TextModel.load(out, backend="onnx")
     assert abs(text.score(SAMPLE) - report["best_val_bpc"]) < 1.5
+
+
+def test_text_runtime_needs_neither_torch_nor_onnx() -> None:
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'onnx'):
+            raise ImportError('blocked for this test: ' + name)
+sys.meta_path.insert(0, Block())
+from lstm_edge.runtime.text import TextModel, TextClassifier
+text = TextModel.load({str(LM_DIR / 'export')!r}, backend="onnx", precision="int8")
+text.feed("The best way to predict the fut")
+print(text.suggest(1)[0].word)
+TextClassifier.load({str(CLASSIFIER_DIR / 'export')!r}, backend="litert").feed("hello")
+assert not any(m.split('.')[0] in ('torch', 'onnx') for m in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "future"
