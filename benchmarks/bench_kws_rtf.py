@@ -12,9 +12,9 @@ import statistics
 import time
 from pathlib import Path
 
-from _common import save
-
 from lstm_edge.runtime.backends import NAMES
+
+from _common import save
 
 
 def main() -> None:

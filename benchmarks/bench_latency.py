@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import interleaved_medians, reference_model, save
-
 from lstm_edge.runtime.backends import NAMES
 from lstm_edge.runtime.manifest import PRECISIONS
+
+from _common import interleaved_medians, reference_model, save
 
 
 def wide_model():
@@ -58,14 +58,14 @@ def measure(name: str, model, tmp: Path, repeats: int) -> dict:
         xt = torch.from_numpy(x[None])
         state = tuple(slot.initial for slot in streamer.slots)
 
-        def torch_call():
+        def torch_call(xt=xt, state=state):
             with torch.no_grad():
                 return streamer(xt, *state)
 
         calls = {"torch eager float": torch_call}
         for (backend, precision), streaming in loaded.items():
             stream = streaming.create_stream()
-            calls[f"{backend} {precision}"] = (lambda s=stream: s.push(x))
+            calls[f"{backend} {precision}"] = (lambda s=stream, x=x: s.push(x))
         medians = interleaved_medians(calls, repeats)
         results[f"T={frames}"] = medians
     flags = []

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
+from lstm_edge.runtime.errors import InputError, LstmEdgeError, ManifestError, expected_got
 from lstm_edge.runtime.model import StreamingModel
 
 NON_KEYWORDS = ("_silence_", "_unknown_")
@@ -104,7 +105,7 @@ class KeywordSpotter:
         self.hop_s = self.frontend.config.hop_length / self.sample_rate
         self.window_s = self.frontend.config.win_length / self.sample_rate
 
-    def create_stream(self) -> "KeywordStream":
+    def create_stream(self) -> KeywordStream:
         return KeywordStream(self)
 
     def detect(self, audio: np.ndarray | Iterable[np.ndarray], chunk_seconds: float = CHUNK_SECONDS,
@@ -204,6 +205,8 @@ class KeywordStream:
 
     def _close(self, frame: int) -> Detection:
         event, self._open = self._open, None
+        if event is None:
+            raise LstmEdgeError("internal: a detection was closed that was never opened")
         spotter = self.spotter
         self._quiet_until = frame + int(round(spotter.config.refractory_s / spotter.hop_s))
         start = max(self._time(event["onset"]) - spotter.window_s, 0.0)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class StreamingModel:
         self._is_ids = spec.dtype == "int64"
         self._value_range = spec.value_range
         # Shape of one pushed chunk (no batch dim); None marks the time axis.
-        self._chunk_shape = tuple(None if d == TIME else d for d in spec.shape[1:])
+        self._chunk_shape: tuple[int | None, ...] = tuple(None if d == TIME else int(d) for d in spec.shape[1:])
         # Fast path of check_chunk: a float32 array whose non-time dims already match.
         self._float32 = np.dtype(np.float32)
         self._scan_input = not backend.checks_input_finite
@@ -52,7 +53,7 @@ class StreamingModel:
     # ----------------------------------------------------------------- loading
     @classmethod
     def load(cls, model_dir: str | Path, backend: str | None = None, precision: str = "float",
-             threads: int = 1) -> "StreamingModel":
+             threads: int = 1) -> StreamingModel:
         """Load ``model_dir`` on ``backend`` (a name from ``lstm_edge.runtime.backends.NAMES``, or None to pick an
         installed engine that has a file at this precision).
 
@@ -87,7 +88,7 @@ class StreamingModel:
         """A fresh copy of the initial state (zeros or the learned values), by name."""
         return State(self._names, [value.copy() for value in self._initial], self)
 
-    def create_stream(self) -> "Stream":
+    def create_stream(self) -> Stream:
         from lstm_edge.runtime.stream import Stream
 
         return Stream(self)

@@ -8,7 +8,7 @@ looked up name by name.
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -37,6 +37,6 @@ class State(Mapping[str, np.ndarray]):
         shapes = ", ".join(f"{n}: {v.dtype}{list(v.shape)}" for n, v in zip(self.names, self.ordered))
         return f"State({shapes})"
 
-    def copy(self) -> "State":
+    def copy(self) -> State:
         """A deep copy (the arrays too), e.g. to suspend a stream and resume it later."""
         return State(self.names, [value.copy() for value in self.ordered], self.origin)

@@ -7,7 +7,7 @@ another push on the same stream is running raises ``ConcurrentUseError`` instead
 from __future__ import annotations
 
 import threading
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

@@ -8,7 +8,7 @@ float32 limit, which are refused too, since a graph fed with them overflows insi
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class GraphCheck:
         self.covers_result = covers_result
 
     @classmethod
-    def from_checks(cls, checks: Mapping[str, str] | None) -> "GraphCheck | None":
+    def from_checks(cls, checks: Mapping[str, str] | None) -> GraphCheck | None:
         checks = checks or {}
         if "nonfinite_any" in checks:
             return cls(checks["nonfinite_any"], True)

@@ -7,8 +7,6 @@ import threading
 import numpy as np
 import pytest
 
-import zoo
-from conftest import BACKENDS
 from lstm_edge.cli import build_parser
 from lstm_edge.runtime import (
     ConcurrentUseError,
@@ -16,11 +14,14 @@ from lstm_edge.runtime import (
     NonFiniteResultError,
     State,
     StreamingModel,
+    backends,
 )
-from lstm_edge.runtime import backends
 from lstm_edge.runtime.backends.onnx import OnnxBackend
 from lstm_edge.runtime.manifest import FORMATS, Manifest
 from lstm_edge.runtime.values import GraphCheck, require_finite_result
+
+import zoo
+from conftest import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS)

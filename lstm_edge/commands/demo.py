@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lstm_edge.runtime.errors import LstmEdgeError
+
 STEPS = 5
 
 
@@ -101,7 +103,8 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
                 if shown is None:
                     shown = (backend, precision, detections)
     with _step(5, "summarising"):
-        pass
+        if shown is None:
+            raise LstmEdgeError("demo: no backend was run")
     backend, precision, detections = shown
     print(f"\ndetections ({backend}, {precision}); true keywords: "
           + ", ".join(f"{k['label']}@{k['start_s']:.2f}s" for k in truth["events"]))

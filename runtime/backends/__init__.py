@@ -14,10 +14,11 @@ parity reports) reads the registry.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -76,6 +77,15 @@ def for_format(fmt: str) -> BackendInfo:
         if record.format == fmt:
             return record
     raise InputError(expected_got("model format", f"one of {[r.format for r in REGISTRY.values()]}", repr(fmt)))
+
+
+def release_of(version: str) -> tuple[int, int]:
+    """(major, minor) of an engine's version string; (0, 0) when it cannot be read (no fast paths then)."""
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (0, 0)
 
 
 def _module(name: str) -> ModuleType:

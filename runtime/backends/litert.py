@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.backends import REGISTRY
+from lstm_edge.runtime.backends import REGISTRY, release_of
 from lstm_edge.runtime.errors import BackendUnavailableError, InputError, LstmEdgeError, ModelFileError, expected_got
 from lstm_edge.runtime.manifest import TIME, Manifest, ModelFile
 from lstm_edge.runtime.values import GraphCheck
@@ -45,7 +46,7 @@ def _import_interpreter() -> tuple[Any, str, tuple[int, int]]:
         import ai_edge_litert
         from ai_edge_litert.interpreter import Interpreter
         version = str(getattr(ai_edge_litert, "__version__", "0.0"))
-        return Interpreter, f"ai-edge-litert {version}", _release(version)
+        return Interpreter, f"ai-edge-litert {version}", release_of(version)
     except ImportError as err:
         first_error = err
     try:
@@ -55,14 +56,6 @@ def _import_interpreter() -> tuple[Any, str, tuple[int, int]]:
     except ImportError:
         raise BackendUnavailableError(f"backend 'litert' needs ai-edge-litert, which is not installed "
                                       f"({first_error}); install it with: {INFO.install_hint}") from None
-
-
-def _release(version: str) -> tuple[int, int]:
-    parts = version.split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return (0, 0)
 
 
 def _input_converter(where: str, want: str, detail: Mapping[str, Any]) -> Convert | None:
@@ -96,7 +89,7 @@ def _output_converter(where: str, want: str, detail: Mapping[str, Any]) -> Conve
 class SignatureCall:
     """One signature of the file, callable on manifest-typed arrays: ``call(x, states) -> (y, new_states)``."""
 
-    def __init__(self, backend: "LiteRTBackend", key: str, length: int, fast_path: bool) -> None:
+    def __init__(self, backend: LiteRTBackend, key: str, length: int, fast_path: bool) -> None:
         interpreter, manifest, path = backend.interpreter, backend.manifest, backend.path
         self.key, self.length = key, length
         self._lock = backend.lock
@@ -127,7 +120,7 @@ class SignatureCall:
                            for s in manifest.states]
         self._out_conv += [None] * len(backend.check_outputs)
         self._converts = any(c is not None for c in self._in_conv + self._out_conv)
-        wrapper = getattr(interpreter, "_interpreter", None)
+        wrapper: Any = getattr(interpreter, "_interpreter", None)
         self._subgraph = getattr(self._runner, "_subgraph_index", None)
         self.fast_path = fast_path and self._subgraph is not None and all(
             callable(getattr(wrapper, m, None)) for m in ("SetTensor", "Invoke", "GetTensor", "AllocateTensors"))

@@ -8,12 +8,13 @@ in the same call, so the runtime does not scan them in Python.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.backends import REGISTRY
+from lstm_edge.runtime.backends import REGISTRY, release_of
 from lstm_edge.runtime.errors import BackendUnavailableError, LstmEdgeError, ModelFileError
 from lstm_edge.runtime.manifest import Manifest, ModelFile
 from lstm_edge.runtime.values import GraphCheck
@@ -36,14 +37,6 @@ def _import_ort() -> Any:
         raise BackendUnavailableError(f"backend 'onnx' needs onnxruntime, which is not installed ({err}); "
                                       f"install it with: {INFO.install_hint}") from None
     return onnxruntime
-
-
-def _release(version: str) -> tuple[int, int]:
-    parts = version.split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return (0, 0)
 
 
 class OnnxBackend:
@@ -80,11 +73,15 @@ class OnnxBackend:
                 raise ModelFileError(f"{path}: the manifest names a check output {self._check.output!r} the "
                                      "graph lacks")
             self._outputs.append(self._check.output)
-        self.fast_path = fast_path and FAST_PATH_VERSIONS[0] <= _release(ort.__version__) <= FAST_PATH_VERSIONS[1]
+        self.fast_path = fast_path and FAST_PATH_VERSIONS[0] <= release_of(ort.__version__) <= FAST_PATH_VERSIONS[1]
         self._call: Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]] = session.run
         if self.fast_path:
-            inner = session._sess  # the C++ session that InferenceSession.run calls after validating names
-            self._call = lambda names, feed, run=inner.run: run(names, feed, None)
+            inner_run = session._sess.run  # the C++ session that InferenceSession.run calls after validating names
+
+            def call(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+                return inner_run(names, feed, None)
+
+            self._call = call
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feed = dict(zip(self._state_inputs, states))
