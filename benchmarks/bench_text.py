@@ -14,15 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import save  # noqa: E402
-
 from lstm_edge.recipes.text.corpus import DOCUMENT_SEPARATOR, VOCAB, split_by_file, tokenizer  # noqa: E402
 from lstm_edge.runtime.manifest import Manifest  # noqa: E402
 from lstm_edge.runtime.model import StreamingModel  # noqa: E402
 from lstm_edge.runtime.text import TextModel  # noqa: E402
+
+from _common import save  # noqa: E402
 
 VARIANTS = (("onnx", "float"), ("onnx", "int8"), ("litert", "float"), ("litert", "int8"))
 PROMPT = "The secret of success is"

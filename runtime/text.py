@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import codecs
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -91,7 +92,7 @@ class TextModel:
         self.reset()
 
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str | None = None, precision: str = "float") -> "TextModel":
+    def load(cls, model_dir: str | Path, backend: str | None = None, precision: str = "float") -> TextModel:
         return cls(StreamingModel.load(model_dir, backend=backend, precision=precision))
 
     # ------------------------------------------------------------ state
@@ -174,7 +175,7 @@ class TextModel:
         beams = [_Beam("", 0.0, self._state, self._logits)]
         boundary, word_ids = self._boundary_ids, self._word_ids
         for depth in range(max_chars + 1):
-            candidates = []
+            candidates: list[tuple[float, _Beam, int]] = []
             for beam in beams:
                 logp = log_softmax(beam.logits)
                 word = self._word + beam.chars
@@ -274,7 +275,7 @@ class TextClassifier:
         self.reset()
 
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str | None = None, precision: str = "float") -> "TextClassifier":
+    def load(cls, model_dir: str | Path, backend: str | None = None, precision: str = "float") -> TextClassifier:
         return cls(StreamingModel.load(model_dir, backend=backend, precision=precision))
 
     def reset(self) -> None:

@@ -9,8 +9,9 @@ Two types:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class Tokenizer:
     _index: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Tokenizer":
+    def from_dict(cls, data: Mapping[str, Any]) -> Tokenizer:
         if not isinstance(data, Mapping):
             raise ManifestError(expected_got("manifest tokenizer", "a JSON object", type(data).__name__))
         kind = data.get("type")
@@ -50,7 +51,7 @@ class Tokenizer:
         return cls("chars", tuple(vocab), unknown_id, {c: i for i, c in enumerate(vocab)})
 
     @classmethod
-    def chars(cls, vocab: Sequence[str], unknown_id: int) -> "Tokenizer":
+    def chars(cls, vocab: Sequence[str], unknown_id: int) -> Tokenizer:
         return cls.from_dict({"type": "chars", "vocab": list(vocab), "unknown_id": unknown_id})
 
     def to_dict(self) -> dict[str, Any]:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import re
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,7 +32,7 @@ from lstm_edge.recipes.text.model import CharLSTM, build_model, count_parameters
 LABELS = ("computers", "men-women", "politics", "science", "songs-poems", "work")
 REPORT_FILE = "classifier_report.json"
 PREFIX_LENGTHS = (20, 50, 100)
-Dataset = Tuple[List[str], List[int]]
+Dataset = tuple[list[str], list[int]]
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,11 @@ class ClassifierConfig:
     threads: int = 1
 
 
-def labelled_splits(root: Path = FORTUNES_DIR, seed: int = 0) -> Dict[str, Dataset]:
+def labelled_splits(root: Path = FORTUNES_DIR, seed: int = 0) -> dict[str, Dataset]:
     """Train / validation / test quotes with label indices; duplicates (anywhere) removed before splitting."""
     per_label = {label: read_documents(root / label) for label in LABELS}
     counts = Counter(d for docs in per_label.values() for d in docs)
-    splits: Dict[str, Dataset] = {"train": ([], []), "validation": ([], []), "test": ([], [])}
+    splits: dict[str, Dataset] = {"train": ([], []), "validation": ([], []), "test": ([], [])}
     for index, label in enumerate(LABELS):
         unique = sorted({d for d in per_label[label] if counts[d] == 1})
         for name, part in zip(("train", "validation", "test"), split_documents(unique, seed + index)):
@@ -65,7 +64,7 @@ def labelled_splits(root: Path = FORTUNES_DIR, seed: int = 0) -> Dict[str, Datas
 
 
 # ------------------------------------------------------------------ bag-of-words baseline
-def words(text: str) -> List[str]:
+def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
@@ -90,12 +89,12 @@ class NaiveBayes:
         return float(np.mean([self.predict(t) == y for t, y in zip(texts, labels)]))
 
 
-def naive_bayes_baseline(splits: Dict[str, Dataset]) -> Dict[str, object]:
+def naive_bayes_baseline(splits: dict[str, Dataset]) -> dict[str, object]:
     train_x, train_y = splits["train"]
     val_x, val_y = splits["validation"]
     test_x, test_y = splits["test"]
     scores = {a: NaiveBayes(train_x, train_y, len(LABELS), a).accuracy(val_x, val_y) for a in (0.03, 0.1, 0.3, 1.0)}
-    alpha = max(scores, key=scores.get)
+    alpha = max(scores, key=lambda a: scores[a])
     model = NaiveBayes(train_x, train_y, len(LABELS), alpha)
     return {"alpha": alpha, "validation_accuracy_by_alpha": scores, "test_accuracy": model.accuracy(test_x, test_y),
             "test_accuracy_prefix": {str(n): model.accuracy([t[:n] for t in test_x], test_y)
@@ -103,7 +102,7 @@ def naive_bayes_baseline(splits: Dict[str, Dataset]) -> Dict[str, object]:
 
 
 # ------------------------------------------------------------------ the LSTM
-def _batch(texts: Sequence[str], max_chars: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _batch(texts: Sequence[str], max_chars: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and lengths (padding after the end cannot change earlier outputs of a causal model)."""
     encoded = [tokenizer().encode(t[:max_chars]) for t in texts]
     lengths = torch.tensor([len(e) for e in encoded])
@@ -113,10 +112,10 @@ def _batch(texts: Sequence[str], max_chars: int) -> Tuple[torch.Tensor, torch.Te
     return ids, lengths
 
 
-def predict_logits(model: CharLSTM, texts: Sequence[str], max_chars: int, batch_size: int = 64) -> List[np.ndarray]:
+def predict_logits(model: CharLSTM, texts: Sequence[str], max_chars: int, batch_size: int = 64) -> list[np.ndarray]:
     """Per-character logits ``[len, labels]`` of each text (first ``max_chars`` characters)."""
     model.eval()
-    out = []
+    out: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             ids, lengths = _batch(texts[start:start + batch_size], max_chars)
@@ -127,11 +126,11 @@ def predict_logits(model: CharLSTM, texts: Sequence[str], max_chars: int, batch_
 
 
 def accuracy_from_logits(logits: Sequence[np.ndarray], labels: Sequence[int], prefix: int | None = None) -> float:
-    picks = [int(np.argmax(l[(min(prefix, len(l)) if prefix else len(l)) - 1])) for l in logits]
+    picks = [int(np.argmax(row[(min(prefix, len(row)) if prefix else len(row)) - 1])) for row in logits]
     return float(np.mean(np.asarray(picks) == np.asarray(labels)))
 
 
-def train_classifier(splits: Dict[str, Dataset], config: ClassifierConfig, out_dir: Path, log=print) -> Dict:
+def train_classifier(splits: dict[str, Dataset], config: ClassifierConfig, out_dir: Path, log=print) -> dict:
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -175,7 +174,7 @@ def train_classifier(splits: Dict[str, Dataset], config: ClassifierConfig, out_d
             "history": history}
 
 
-def main(argv: List[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=ClassifierConfig.max_minutes)

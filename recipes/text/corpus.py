@@ -19,9 +19,9 @@ from __future__ import annotations
 import random
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
 
 from lstm_edge.runtime.tokenizer import Tokenizer
 
@@ -62,7 +62,7 @@ def clean_document(text: str) -> str:
     return text
 
 
-def source_files(root: Path = FORTUNES_DIR) -> List[Path]:
+def source_files(root: Path = FORTUNES_DIR) -> list[Path]:
     if not root.is_dir():
         raise CorpusError(f"{root}: no fortunes here; install them with `apt-get install -y fortunes`")
     files = [p for p in sorted(root.iterdir()) if p.is_file() and not p.is_symlink() and p.suffix == ""
@@ -72,7 +72,7 @@ def source_files(root: Path = FORTUNES_DIR) -> List[Path]:
     return files
 
 
-def read_documents(path: Path) -> List[str]:
+def read_documents(path: Path) -> list[str]:
     raw = path.read_bytes().decode("utf-8", errors="replace")
     docs = (clean_document(d) for d in re.split(r"\n%\n?", raw))
     return [d for d in docs if d]
@@ -82,8 +82,8 @@ def read_documents(path: Path) -> List[str]:
 class TextSplits:
     """Files and documents per split (``files[split]`` lists file names)."""
 
-    files: Dict[str, List[str]]
-    documents: Dict[str, List[str]]
+    files: dict[str, list[str]]
+    documents: dict[str, list[str]]
 
     def text(self, split: str) -> str:
         return DOCUMENT_SEPARATOR.join(self.documents[split]) + DOCUMENT_SEPARATOR
@@ -96,7 +96,7 @@ def split_by_file(root: Path = FORTUNES_DIR, seed: int = SPLIT_SEED, fraction: f
     total = sum(sizes.values())
     names = sorted(docs_by_file)
     random.Random(seed).shuffle(names)
-    files: Dict[str, List[str]] = {"train": [], "validation": [], "test": []}
+    files: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
     filled = {"test": 0, "validation": 0}
     for name in names:
         target = next((s for s in ("test", "validation") if filled[s] < fraction * total), "train")
@@ -110,7 +110,7 @@ def split_by_file(root: Path = FORTUNES_DIR, seed: int = SPLIT_SEED, fraction: f
     return TextSplits({k: sorted(v) for k, v in files.items()}, documents)
 
 
-def split_documents(docs: Sequence[str], seed: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> List[List[str]]:
+def split_documents(docs: Sequence[str], seed: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> list[list[str]]:
     """Seeded shuffle of ``docs`` cut into parts of the given fractions (the classifier's split by document)."""
     order = list(docs)
     random.Random(seed).shuffle(order)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import List
 
 import numpy as np
 
@@ -23,8 +22,8 @@ from lstm_edge.runtime.text import TextClassifier
 VARIANTS = (("onnx", "float"), ("onnx", "int8"), ("litert", "float"), ("litert", "int8"))
 
 
-def runtime_accuracy(classifier: TextClassifier, texts: List[str], labels: List[int]) -> dict:
-    hits = {"full": [], **{str(n): [] for n in PREFIX_LENGTHS}}
+def runtime_accuracy(classifier: TextClassifier, texts: list[str], labels: list[int]) -> dict:
+    hits: dict[str, list[bool]] = {"full": [], **{str(n): [] for n in PREFIX_LENGTHS}}
     for text, label in zip(texts, labels):
         classifier.reset()
         picks = classifier.feed(text).argmax(axis=1)
@@ -34,19 +33,20 @@ def runtime_accuracy(classifier: TextClassifier, texts: List[str], labels: List[
     return {key: float(np.mean(values)) for key, values in hits.items()}
 
 
-def main(argv: List[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     splits = labelled_splits()
     test_x, test_y = splits["test"]
-    report = {"labels": list(LABELS), "test_quotes": len(test_x), "split": "by document within each label",
+    lstm: dict[str, dict[str, float]] = {}
+    report: dict[str, object] = {"labels": list(LABELS), "test_quotes": len(test_x), "split": "by document within each label",
               "majority_class": float(np.mean(np.asarray(test_y) == np.bincount(splits["train"][1]).argmax())),
-              "naive_bayes": naive_bayes_baseline(splits), "lstm": {}}
+              "naive_bayes": naive_bayes_baseline(splits), "lstm": lstm}
     for backend, precision in VARIANTS:
         model = StreamingModel.load(args.model_dir / "export", backend=backend, precision=precision)
-        report["lstm"][f"{backend}/{precision}"] = runtime_accuracy(TextClassifier(model), test_x, test_y)
-        print(backend, precision, report["lstm"][f"{backend}/{precision}"], flush=True)
+        lstm[f"{backend}/{precision}"] = runtime_accuracy(TextClassifier(model), test_x, test_y)
+        print(backend, precision, lstm[f"{backend}/{precision}"], flush=True)
     (args.model_dir / "eval_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items()}, indent=2))
 

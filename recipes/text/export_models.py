@@ -10,9 +10,7 @@ Run: ``python -m lstm_edge.recipes.text.export_models --lm models/text/lm --clas
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import List
 
 import torch
 
@@ -46,7 +44,7 @@ def export_text_model(weights_dir: Path, reference_text: str, formats=("onnx", "
     return out_dir
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lm", type=Path)
     parser.add_argument("--classifier", type=Path)

@@ -9,8 +9,9 @@ classifier: the head is applied to every step's hidden state).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from torch import nn
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "float.pt"
 
-State = Tuple[torch.Tensor, torch.Tensor]
+State = tuple[torch.Tensor, torch.Tensor]
 
 
 class CharLSTM(nn.Module):
@@ -37,7 +38,7 @@ class CharLSTM(nn.Module):
         logits, _ = self.forward_with_state(tokens, None)
         return logits
 
-    def forward_with_state(self, tokens: torch.Tensor, state: Optional[State]) -> Tuple[torch.Tensor, State]:
+    def forward_with_state(self, tokens: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """Training form: carry ``state`` (``None``: zeros) across windows."""
         hidden, new_state = self.lstm(self.drop(self.embed(tokens)), state)
         return self.head(self.drop(hidden)), new_state
@@ -61,7 +62,7 @@ def save_model(model: CharLSTM, config: Mapping[str, Any], out_dir: Path) -> Non
     (out_dir / CONFIG_FILE).write_text(json.dumps(dict(config), indent=2) + "\n")
 
 
-def load_model(model_dir: Path) -> Tuple[CharLSTM, Dict[str, Any]]:
+def load_model(model_dir: Path) -> tuple[CharLSTM, dict[str, Any]]:
     """Weights and config written by a text training script (``torch.load(weights_only=True)``)."""
     config = json.loads((Path(model_dir) / CONFIG_FILE).read_text())
     model = build_model(config)

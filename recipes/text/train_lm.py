@@ -16,15 +16,16 @@ import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from lstm_edge.recipes.text.corpus import VOCAB, split_by_file, tokenizer, DOCUMENT_SEPARATOR
+from lstm_edge.recipes.text.corpus import DOCUMENT_SEPARATOR, VOCAB, split_by_file, tokenizer
 from lstm_edge.recipes.text.model import CharLSTM, build_model, count_parameters, save_model
 
 REPORT_FILE = "lm_train_report.json"
@@ -77,7 +78,7 @@ def _epoch_streams(documents: Sequence[str], batch_size: int, rng: random.Random
 
 
 def train_language_model(train_docs: Sequence[str], val_text: str, config: LmTrainConfig, out_dir: Path,
-                         log=print) -> Dict[str, Any]:
+                         log=print) -> dict[str, Any]:
     """Train, save the best-validation weights and config into ``out_dir``, return the report."""
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -107,7 +108,7 @@ def train_language_model(train_docs: Sequence[str], val_text: str, config: LmTra
             x = data[:, start:start + config.window]
             y = data[:, start + 1:start + 1 + config.window]
             logits, state = model.forward_with_state(x, state)
-            state = tuple(s.detach() for s in state)
+            state = (state[0].detach(), state[1].detach())
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
             optimizer.zero_grad()
             loss.backward()
@@ -136,7 +137,7 @@ def train_language_model(train_docs: Sequence[str], val_text: str, config: LmTra
     return report
 
 
-def main(argv: List[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--minutes", type=float, default=LmTrainConfig.max_minutes)
