@@ -44,7 +44,8 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
            formats: Sequence[str] = ("onnx",), chunk_sizes: Iterable[int] | None = None,
            labels: Sequence[str] | None = None, frontend: Mapping[str, Any] | Any = None,
            name: str | None = None, tolerances: Mapping[str, float] | None = None,
-           extra: Mapping[str, Any] | None = None, reference_input: np.ndarray | None = None) -> Path:
+           extra: Mapping[str, Any] | None = None, reference_input: np.ndarray | None = None,
+           tokenizer: Mapping[str, Any] | Any = None) -> Path:
     """Export ``model`` as a streaming model directory and return its path.
 
     ``example`` has the batch dim: ``[1, T, F]`` float features or ``[1, T]`` int64 token ids for sequence models;
@@ -53,6 +54,7 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     object with ``to_dict()``). The exported graphs are checked against the torch model before this returns.
     ``reference_input`` (no batch dim; default: 1200 random frames, or 200 random steps) is stored with torch's
     outputs on it, so ``lstm-edge verify`` can later compare every file with the torch model without torch.
+    ``tokenizer`` (token models: a dict such as ``{"type": "bytes"}`` or a ``Tokenizer``) is recorded in the manifest.
     """
     formats = _check_formats(formats)
     if not isinstance(model, torch.nn.Module):
@@ -75,6 +77,8 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     if not isinstance(y, torch.Tensor):
         raise ExportError(expected_got("model output", "one tensor", type(y).__name__))
     manifest = _build_manifest(model, example, y, slots, step, labels, frontend, name, tolerances, extra)
+    if tokenizer is not None:
+        manifest = replace(manifest, tokenizer=_tokenizer_dict(tokenizer, manifest))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +159,17 @@ def _frontend_dict(frontend: Any) -> Mapping[str, Any] | None:
     if isinstance(frontend, Mapping):
         return dict(frontend)
     raise ExportError(expected_got("frontend", "a dict or an object with to_dict()", type(frontend).__name__))
+
+
+def _tokenizer_dict(tokenizer: Any, manifest: Manifest) -> dict[str, Any]:
+    from lstm_edge.runtime.tokenizer import Tokenizer
+
+    parsed = Tokenizer.from_dict(tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else tokenizer)
+    value_range = manifest.input.value_range
+    if manifest.input.dtype != "int64" or value_range is None or value_range[1] != parsed.vocab_size:
+        raise ExportError(expected_got("tokenizer", f"a vocabulary matching the model's token ids {value_range}",
+                                       f"{parsed.type} tokenizer of {parsed.vocab_size} tokens"))
+    return parsed.to_dict()
 
 
 def _build_manifest(model, example, y, slots, step, labels, frontend, name, tolerances, extra) -> Manifest:

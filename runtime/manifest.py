@@ -211,6 +211,7 @@ class Manifest:
     reference: Mapping[str, Any] | None = None  # torch's outputs on a stored input: {"input", "output", "sha256"...}
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    tokenizer: Mapping[str, Any] | None = None  # token models: {"type": "bytes"} or {"type": "chars", ...}
 
     @property
     def input(self) -> TensorSpec:
@@ -256,6 +257,7 @@ class Manifest:
             "producer": dict(self.producer),
             "reference": dict(self.reference) if self.reference is not None else None,
             **({"extra": dict(self.extra)} if self.extra else {}),
+            **({"tokenizer": dict(self.tokenizer)} if self.tokenizer is not None else {}),
         }
 
     @classmethod
@@ -285,10 +287,16 @@ class Manifest:
         labels = data.get("labels")
         tolerances = dict(DEFAULT_TOLERANCES)
         tolerances.update(data.get("tolerances") or {})
+        tokenizer = data.get("tokenizer")
+        if tokenizer is not None:
+            from lstm_edge.runtime.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer.from_dict(tokenizer).to_dict()  # validates it
         return cls(kind=kind, inputs=inputs, outputs=outputs, states=states, files=files,
                    name=str(data.get("name", "model")), labels=tuple(labels) if labels is not None else None,
                    frontend=data.get("frontend"), tolerances=tolerances, producer=data.get("producer") or {},
-                   reference=data.get("reference"), extra=data.get("extra") or {}, schema_version=version)
+                   reference=data.get("reference"), extra=data.get("extra") or {}, schema_version=version,
+                   tokenizer=tokenizer)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "Manifest":
