@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import lstm_edge
-from lstm_edge.export.checks import check_time_locality, probe_input
+from lstm_edge.export.checks import check_against_model, check_time_locality, probe_input
 from lstm_edge.export.wrap import SequenceStreamer, StepStreamer, is_step_model
 from lstm_edge.runtime.errors import ExportError, expected_got
 from lstm_edge.runtime.manifest import (
@@ -66,6 +66,7 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     else:
         streamer = SequenceStreamer(model, example)
         check_time_locality(streamer, example)
+        check_against_model(streamer, example)
     slots = streamer.slots
     initial = tuple(slot.initial for slot in slots)
     with torch.no_grad():
