@@ -18,7 +18,15 @@ import torch
 from torch import nn
 
 from lstm_edge.export.cells import replace_cells
-from lstm_edge.export.conv import CONVS, POOLS, ConvProbe, ConvShim, classify, probe_of, refuse_time_pooling
+from lstm_edge.export.conv import (
+    CONVS,
+    POOLS,
+    ConvProbe,
+    ConvShim,
+    classify,
+    probe_of,
+    refuse_time_pooling,
+)
 from lstm_edge.runtime.errors import ExportError
 
 RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
@@ -99,7 +107,7 @@ class _RecurrentShim(nn.Module):
         # Many-to-one models: this layer's per-frame top-layer h is handed to the head with time on the batch axis.
         self.summary = False
 
-    def forward(self, input: torch.Tensor, hx: Any = None):  # noqa: A002 - nn.LSTM's own argument name
+    def forward(self, input: torch.Tensor, hx: Any = None):
         context = self._context[0]
         context.calls[self.path] = context.calls.get(self.path, 0) + 1
         if context.mode == "probe":
@@ -151,7 +159,7 @@ class SequenceStreamer(nn.Module):
         self.many_to_one = False
         self.summary_layer: str | None = None
         for path, module in list(self.model.named_modules()):
-            if isinstance(module, RECURRENT) or isinstance(module, CONVS):
+            if isinstance(module, (*RECURRENT, *CONVS)):
                 parent_path, _, child = path.rpartition(".")
                 parent = self.model.get_submodule(parent_path) if parent_path else self.model
                 if isinstance(module, RECURRENT):
