@@ -221,7 +221,7 @@ REFUSED = {
 
 def build(name: str, seed: int = 0):
     """The seeded model and an example input for a zoo entry."""
-    table = {**SEQUENCE_MODELS, **STEP_MODELS}
+    table = {**SEQUENCE_MODELS, **STEP_MODELS, **CONV_MODELS, **MANY_TO_ONE_MODELS, **FRONT_END_STEP_MODELS}
     factory, example = table[name]
     torch.manual_seed(seed)
     model = factory().eval()
@@ -445,7 +445,7 @@ class CellStateClassifier(nn.Module):
         self.head = nn.Linear(16, 2)
 
     def forward(self, x):
-        _, (h_n, c_n) = self.lstm(x)
+        _, (_, c_n) = self.lstm(x)
         return self.head(c_n[-1])
 
 
@@ -462,9 +462,6 @@ FRONT_END_STEP_MODELS = {
     "vad_step": (VadStep, lambda: torch.randn(1, VadStep.samples) * 0.1),
     "grucell_step": (GRUCellStep, lambda: torch.randn(1, 7)),
 }
-SEQUENCE_MODELS.update(CONV_MODELS)
-SEQUENCE_MODELS.update(MANY_TO_ONE_MODELS)
-STEP_MODELS.update(FRONT_END_STEP_MODELS)
 REFUSED.update({
     "strided_conv": (StridedConv, "stride 2 over time"),
     "same_conv": (SameConv, "padding='same'"),
