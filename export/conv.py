@@ -18,6 +18,7 @@ are refused with the reason and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -65,9 +66,9 @@ def _at(axis: int, index: slice) -> tuple:
 class ConvShim(nn.Module):
     """Stands in for one Conv1d/Conv2d. Plain or probe mode: the layer itself. Stream mode: carries its context."""
 
-    def __init__(self, inner: nn.Module, path: str, context) -> None:
+    def __init__(self, inner: nn.Conv1d | nn.Conv2d, path: str, context: Any) -> None:
         super().__init__()
-        self.inner = inner
+        self.inner: nn.Conv1d | nn.Conv2d = inner
         self.path = path
         self._context = [context]
         self.time_axis: int | None = None  # axis of the layer's input that is time (None: time-local layer)
@@ -92,22 +93,25 @@ class ConvShim(nn.Module):
             raise ExportError(f"layer '{self.path}' ({type(self.inner).__name__}) runs more than once per forward; "
                               "a streaming convolution must run once per chunk so its context has one place to go")
         axis, r = self.time_axis, self.receptive
+        if axis is None:  # unreachable: carries_state checked it
+            return self.inner(x)
         carried = context.state_in[self.path][0]
         fresh = x if self.trims_output else x[_at(axis, slice(r, None))]
         window = torch.cat([carried, fresh], dim=axis)
         context.state_out[self.path] = (window[_at(axis, slice(-r, None))],)
-        y = self._conv_without_time_padding(window)
+        y = self._conv_without_time_padding(window, axis)
         if self.trims_output:  # placeholders for the frames the model trims (they would read future padding)
             pad = [0, 0] * (y.ndim - 1 - axis) + [0, r]
             y = F.pad(y, pad)
         return y
 
-    def _conv_without_time_padding(self, x: torch.Tensor) -> torch.Tensor:
+    def _conv_without_time_padding(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         conv = self.inner
-        padding = list(conv.padding)
-        padding[self.time_axis - 2] = 0
-        function = F.conv1d if isinstance(conv, nn.Conv1d) else F.conv2d
-        return function(x, conv.weight, conv.bias, conv.stride, tuple(padding), conv.dilation, conv.groups)
+        padding = [int(p) for p in conv.padding]
+        padding[axis - 2] = 0
+        if isinstance(conv, nn.Conv1d):
+            return F.conv1d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+        return F.conv2d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
 
 
 def _fix(k: int, d: int) -> str:
@@ -120,6 +124,7 @@ def _fix(k: int, d: int) -> str:
 def classify(shim: ConvShim, first: ConvProbe, second: ConvProbe) -> None:
     """Decide from two probe runs (different lengths) how the layer relates to time; configure it or refuse."""
     conv = shim.inner
+    kernel_size, dilation, stride = tuple(conv.kernel_size), tuple(conv.dilation), tuple(conv.stride)
     varying = [a for a in range(2, len(first.shape)) if first.shape[a] != second.shape[a]]
     if not varying:
         return  # the layer does not run along the time axis (e.g. a conv over frequency only)
@@ -129,7 +134,7 @@ def classify(shim: ConvShim, first: ConvProbe, second: ConvProbe) -> None:
                           f"({first.shape} vs {second.shape}); expected time on one axis only")
     axis = varying[0]
     spatial = axis - 2
-    k, d, s = conv.kernel_size[spatial], conv.dilation[spatial], conv.stride[spatial]
+    k, d, s = int(kernel_size[spatial]), int(dilation[spatial]), int(stride[spatial])
     r = (k - 1) * d
     if s > 1:
         raise ExportError(f"{where} has stride {s} over time: it downsamples the stream, which this exporter does "
@@ -142,7 +147,7 @@ def classify(shim: ConvShim, first: ConvProbe, second: ConvProbe) -> None:
                               "so a chunk's output depends on input not yet received. " + _fix(k, d) + ".")
         padding = 0
     else:
-        padding = conv.padding[spatial]
+        padding = int(conv.padding[spatial])
     if r == 0:
         if padding:
             raise ExportError(f"{where} pads {padding} frames on both ends of time with a kernel of 1: the padded "
@@ -165,7 +170,7 @@ def classify(shim: ConvShim, first: ConvProbe, second: ConvProbe) -> None:
                       + _fix(k, d) + ".")
 
 
-def refuse_time_pooling(path: str, module: nn.Module, first: ConvProbe, second: ConvProbe) -> None:
+def refuse_time_pooling(path: str, module: Any, first: ConvProbe, second: ConvProbe) -> None:
     """Pooling layers that run along time with a window or stride > 1 mix or drop frames: refuse them."""
     varying = [a for a in range(2, len(first.shape)) if first.shape[a] != second.shape[a]]
     if not varying:

@@ -66,12 +66,12 @@ def write_onnx(module: torch.nn.Module, graph_io: GraphIO, metadata: Mapping[str
 
 def _torchscript_export(module: torch.nn.Module, args: tuple, target: Any, graph_io: GraphIO | None,
                         dynamic_axes: dict | None, verbose: bool) -> None:
-    names = ({"input_names": graph_io.input_names, "output_names": graph_io.output_names}
-             if graph_io is not None else {})
     with warnings.catch_warnings(), _stderr_captured(echo=verbose):
         warnings.simplefilter("ignore")  # the exporter warns about batch_first LSTMs and tracing; both are expected
         torch.onnx.export(module, args, target, dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
-                          do_constant_folding=True, **names)
+                          do_constant_folding=True,
+                          input_names=graph_io.input_names if graph_io is not None else None,
+                          output_names=graph_io.output_names if graph_io is not None else None)
 
 
 @contextmanager

@@ -9,10 +9,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from test_parity import random_chunks, stream_in_chunks
 from torch import nn
 
-import zoo
-from conftest import BACKENDS, FORMATS
 from lstm_edge.export import export
 from lstm_edge.export.wrap import identifier
 from lstm_edge.quantize import quantize
@@ -20,7 +19,9 @@ from lstm_edge.quantize.parity import parity_report
 from lstm_edge.runtime import StreamingModel
 from lstm_edge.runtime.errors import ExportError
 from lstm_edge.runtime.manifest import ANSWER_SO_FAR, Manifest
-from test_parity import random_chunks, stream_in_chunks
+
+import zoo
+from conftest import BACKENDS, FORMATS
 
 TOL = 1e-5
 FRAMES = 90
@@ -288,3 +289,47 @@ def test_an_export_failure_is_one_readable_error_naming_the_layer(tmp_path, capf
     else:
         assert len(message.splitlines()) == 1 and "--verbose" in message
         assert "graph(" not in out + err and "%" not in out + err
+
+
+FFT_MODEL_FILE = '''
+import torch
+from torch import nn
+
+
+class Spectrum(nn.Module):
+    def forward(self, x):
+        return torch.fft.rfft(x).abs()
+
+
+class FftStep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.spectrum = Spectrum()
+        self.cell = nn.LSTMCell(9, 8)
+
+    def initial_state(self, batch_size=1):
+        return (torch.zeros(batch_size, 8), torch.zeros(batch_size, 8))
+
+    def forward(self, x, state):
+        h, c = self.cell(self.spectrum(x), state)
+        return h, (h, c)
+
+
+def make():
+    return FftStep()
+'''
+
+
+def test_cli_export_failure_prints_one_line_and_the_dump_only_with_verbose(tmp_path, capfd):
+    from lstm_edge.cli import main
+
+    source = tmp_path / "fft_model.py"
+    source.write_text(FFT_MODEL_FILE)
+    command = ["export", f"{source}:make", "--example-shape", "1,16", "-o", str(tmp_path / "out")]
+    assert main(command) == 1
+    _, err = capfd.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "layer 'spectrum' (Spectrum)" in lines[0] and lines[0].startswith("lstm-edge export")
+    assert main([*command, "--verbose"]) == 1
+    _, err = capfd.readouterr()
+    assert "graph(" in err and "layer 'spectrum' (Spectrum)" in err

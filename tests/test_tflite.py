@@ -16,10 +16,10 @@ from ai_edge_litert.interpreter import Interpreter
 
 from lstm_edge.export.graph_io import GraphIO
 from lstm_edge.export.tflite_export import write_tflite
+from lstm_edge.runtime import StreamingModel as Model
 from lstm_edge.runtime.backends import litert
 from lstm_edge.runtime.errors import ExportError, InputError, ModelFileError
 from lstm_edge.runtime.manifest import Manifest, StateSpec, TensorSpec, file_entry
-from lstm_edge.runtime import StreamingModel as Model
 
 STREAM_VS_WHOLE_ATOL = 1e-5
 SHARED_WEIGHTS_MAX_RATIO = 1.5  # a 2-signature file vs a 1-signature file; two weight copies would be > 1.9x
