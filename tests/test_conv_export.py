@@ -333,3 +333,28 @@ def test_cli_export_failure_prints_one_line_and_the_dump_only_with_verbose(tmp_p
     assert main([*command, "--verbose"]) == 1
     _, err = capfd.readouterr()
     assert "graph(" in err and "layer 'spectrum' (Spectrum)" in err
+
+
+def test_a_conv_only_model_streams_and_its_float_conv_is_not_called_int8(tmp_path):
+    from lstm_edge.quantize.onnx_quant import check_int8_structure
+    from lstm_edge.runtime.errors import QuantizationError
+
+    class ConvOnly(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(6, 4, kernel_size=4, dilation=2)
+
+        def forward(self, x):
+            return self.conv(nn.functional.pad(x.transpose(1, 2), (6, 0))).transpose(1, 2)
+
+    torch.manual_seed(0)
+    model = ConvOnly().eval()
+    out = export(model, torch.randn(1, 10, 6), tmp_path)
+    assert [s.name for s in Manifest.load(out).states] == ["conv_context"]
+    x = torch.randn(1, 33, 6)
+    with torch.no_grad():
+        expected = model(x)[0].numpy()
+    got = stream_in_chunks(StreamingModel.load(out, backend="onnx").create_stream(), x[0].numpy(), [1, 5, 2, 25])
+    assert np.abs(got - expected).max() <= TOL
+    with pytest.raises(QuantizationError, match="1 Conv ops are still float"):
+        check_int8_structure(out / "model.onnx", "dynamic")
