@@ -1,9 +1,13 @@
 """Turn a user's PyTorch model into a stateless streaming function ``(x, *state_in) -> (y, *state_out)``.
 
 Sequence models: every ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` inside is swapped for a shim that reads its initial
-state from the graph's state inputs and writes its final state to the state outputs; the user's ``forward`` runs
-unchanged around them. Step models (``forward(x, state) -> (y, new_state)`` plus ``initial_state``) already are such
-a function. Layers that cannot stream are refused with the layer's name and the reason.
+state from the graph's state inputs and writes its final state to the state outputs, and every causal
+``nn.Conv1d`` / ``nn.Conv2d`` over time for one that carries its receptive field (``export/conv.py``); the user's
+``forward`` runs unchanged around them. A many-to-one model (one answer per sequence, ``fc(h_n[-1])`` or
+``fc(out[:, -1])``) gets its last recurrent layer's per-frame h on the batch axis, so the head answers every frame.
+Step models (``forward(x, state) -> (y, new_state)`` plus ``initial_state``) already are such a function; their
+``nn.LSTMCell`` / ``nn.GRUCell`` become static-slice shims (``export/cells.py``). Layers that cannot stream are
+refused with the layer's name and the reason.
 """
 
 from __future__ import annotations
