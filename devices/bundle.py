@@ -19,7 +19,7 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import lstm_edge
 from lstm_edge.devices.archive import SUMS_NAME, extract_bundle, verify_bundle, write_sums
@@ -27,13 +27,14 @@ from lstm_edge.devices.choice import Choice, choose_model_file
 from lstm_edge.devices.errors import BundleError
 from lstm_edge.devices.profiles import ProfileError, get_profile
 from lstm_edge.devices.render import common_values, render
-from lstm_edge.devices.wheels import DEFAULT_WHEEL_CACHE, ENGINE_OF, Log, build_own_wheel, download_wheels
+from lstm_edge.devices.wheels import DEFAULT_WHEEL_CACHE, Log, build_own_wheel, download_wheels
+from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import ManifestError, expected_got
 from lstm_edge.runtime.manifest import Manifest, check_file
 from lstm_edge.runtime.names import check_model_name
 
 __all__ = ["BundleError", "Choice", "choose_model_file", "extract_bundle", "make_bundle", "verify_bundle"]
-EXTRA_OF = {"onnx": "onnx", "litert": "litert"}
+NATIVE_SOURCES = Path(__file__).resolve().parent.parent / "runtime" / "native"  # the C99 frontend
 
 
 def _bundle_root_name(out_path: Path) -> str:
@@ -74,7 +75,7 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
     root_name = _bundle_root_name(out_path)
     values = common_values(manifest, profile, choice)
     values.update({"PYTHON": python, "ARCHIVE": out_path.name, "ROOT": root_name,
-                   "EXTRA": EXTRA_OF[choice.backend], "ENGINE": ENGINE_OF[choice.backend],
+                   "EXTRA": backends.info(choice.backend).extra, "ENGINE": backends.info(choice.backend).pip_package,
                    "PLATFORMS": ", ".join(profile.platform_tags) or "-"})
 
     with tempfile.TemporaryDirectory(prefix="lstm-edge-bundle-") as tmp:
@@ -85,6 +86,11 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model_dir / choice.entry.path, target)
         replace(manifest, files=(choice.entry,)).save(model_out)
+        for rel in (manifest.reference or {}).values():  # the reference arrays the manifest names
+            if isinstance(rel, str) and rel.endswith(".npy") and ".." not in PurePosixPath(rel).parts:
+                (model_out / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(model_dir / rel, model_out / rel)
+        shutil.copytree(NATIVE_SOURCES, root / "native", ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.so"))
         values["FILES"] = (f"- `model/{choice.entry.path}`: {choice.entry.format}, {choice.entry.precision}, "
                            f"{choice.entry.bytes} bytes, sha256 {choice.entry.sha256}")
         info = {"device": profile.name, "backend": choice.backend, "precision": choice.precision,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from lstm_edge.devices.errors import BundleError
 from lstm_edge.devices.profiles import Profile
-from lstm_edge.runtime.backends import FORMAT_OF
+from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import expected_got
 from lstm_edge.runtime.manifest import Manifest, ModelFile
 
@@ -29,23 +29,25 @@ def choose_model_file(manifest: Manifest, profile: Profile, backend: str | None,
     falls back to float, and its preferred backend to the other one, each with a note.
     """
     notes: list[str] = []
-    if backend is not None and backend not in FORMAT_OF:
-        raise BundleError(expected_got("backend", f"one of {sorted(FORMAT_OF)}", repr(backend)))
+    if backend is not None and backend not in backends.REGISTRY:
+        raise BundleError(expected_got("backend", f"one of {list(backends.NAMES)}", repr(backend)))
     have = ", ".join(f.key for f in manifest.files) or "none"
     if backend is None:
         backend = profile.backend
-        if not any(f.format == FORMAT_OF[backend] for f in manifest.files):
-            other = next(b for b in FORMAT_OF if b != backend)
-            if not any(f.format == FORMAT_OF[other] for f in manifest.files):
+        formats = {f.format for f in manifest.files}
+        if backends.info(backend).format not in formats:
+            others = [b for b in backends.NAMES if b != backend and backends.info(b).format in formats]
+            if not others:
                 raise BundleError(f"the model directory has no model files (manifest lists: {have})")
+            other = others[0]
             notes.append(f"The {profile.name} profile prefers {backend}, but the model directory has no "
-                         f"{FORMAT_OF[backend]} file; using {other} instead (export with formats=('onnx', 'tflite') "
-                         f"to get it).")
+                         f"{backends.info(backend).format} file; using {other} instead (export with "
+                         "formats=('onnx', 'tflite') to get it).")
             backend = other
-    elif not any(f.format == FORMAT_OF[backend] for f in manifest.files):
-        raise BundleError(expected_got(f"a {FORMAT_OF[backend]} file for backend {backend!r}",
+    elif not any(f.format == backends.info(backend).format for f in manifest.files):
+        raise BundleError(expected_got(f"a {backends.info(backend).format} file for backend {backend!r}",
                                        "one in the model directory", f"only {have}"))
-    fmt = FORMAT_OF[backend]
+    fmt = backends.info(backend).format
     if precision is None:
         precision = profile.precision
         if not manifest.has_file(fmt, precision):

@@ -16,9 +16,9 @@ from typing import Callable
 import lstm_edge
 from lstm_edge.devices.errors import BundleError
 from lstm_edge.devices.profiles import Profile
+from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import expected_got
 
-ENGINE_OF = {"onnx": "onnxruntime", "litert": "ai-edge-litert"}
 DEFAULT_WHEEL_CACHE = Path(os.environ.get("LSTM_EDGE_WHEEL_CACHE", Path.home() / ".cache" / "lstm-edge" / "wheels"))
 # Host-side parts and training assets: the device wheel holds the runtime, the CLI and device tools only.
 HOST_ONLY = ("models", "recipes", "export", "quantize", "demo.py")
@@ -80,7 +80,7 @@ def download_wheels(profile: Profile, python: str, backend: str, cache_dir: Path
     if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         platforms = [arg for tag in profile.pip_platforms() for arg in ("--platform", tag)]
-        requirements = ["numpy>=1.22", f"{ENGINE_OF[backend]}", "soxr>=0.3", "pip"]
+        requirements = ["numpy>=1.22", backends.info(backend).pip_package, "soxr>=0.3", "pip"]
         log(f"downloading wheels for {key} into {folder}")
         result = subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", *platforms,
                                  "--python-version", python, "--implementation", "cp", "--disable-pip-version-check",
@@ -91,8 +91,9 @@ def download_wheels(profile: Profile, python: str, backend: str, cache_dir: Path
         done.write_text(json.dumps({"requirements": requirements, "platforms": profile.pip_platforms()}) + "\n")
     wheels = sorted(folder.glob("*.whl"))
     names = {w.name.split("-")[0].lower().replace("_", "-") for w in wheels}
-    missing = [n for n in ("numpy", ENGINE_OF[backend], "soxr", "pip") if n not in names]
+    engine = backends.info(backend).pip_package
+    missing = [n for n in ("numpy", engine, "soxr", "pip") if n not in names]
     if missing:
-        raise BundleError(expected_got(f"wheels in {folder}", f"numpy, {ENGINE_OF[backend]}, soxr and pip",
+        raise BundleError(expected_got(f"wheels in {folder}", f"numpy, {engine}, soxr and pip",
                                        f"{sorted(names)} (missing {missing}); delete the folder to download again"))
     return wheels

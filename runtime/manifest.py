@@ -23,16 +23,39 @@ SCHEMA = "lstm-edge/manifest"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TIME = "T"  # marks the time axis in a shape
+# An output's "per_frame" value for many-to-one models: row t is the model's answer on the frames up to t.
+ANSWER_SO_FAR = "answer_so_far"
 KINDS = ("sequence", "step")
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("float", "int8")
 DTYPES = ("float32", "int64", "int8", "int16", "int32")
 
-DEFAULT_TOLERANCES = {
+# How "float agrees with torch" is decided, named in the manifest's tolerances as ``float_rule``:
+#   "scaled":   max|got - torch| <= float_max_abs_diff * (1 + max|torch|)  (float32 error grows with the outputs'
+#               magnitude, so a model with large logits is held to the same relative precision as a small one)
+#   "absolute": max|got - torch| <= float_max_abs_diff
+FLOAT_RULES = ("scaled", "absolute")
+DEFAULT_TOLERANCES: dict[str, Any] = {
     "float_max_abs_diff": 1e-4,
+    "float_rule": "scaled",
     "int8_argmax_agreement": 0.98,
     "int8_accuracy_drop": 0.01,
 }
+
+
+def float_limit(tolerances: Mapping[str, Any], reference_peak: float) -> float:
+    """The largest max-abs difference from the torch float outputs that counts as agreement, for outputs whose
+    largest magnitude is ``reference_peak``. The one rule used by export, verify and the tests."""
+    rule = tolerances.get("float_rule", "scaled")
+    if rule not in FLOAT_RULES:
+        raise ManifestError(expected_got("tolerances.float_rule", f"one of {FLOAT_RULES}", repr(rule)))
+    tolerance = float(tolerances["float_max_abs_diff"])
+    return tolerance * (1.0 + float(reference_peak)) if rule == "scaled" else tolerance
+
+
+def within_tolerance(max_abs_diff: float, reference_peak: float, tolerances: Mapping[str, Any]) -> bool:
+    """True when a float file's max-abs difference from torch is within the manifest's float tolerance (NaN: no)."""
+    return bool(max_abs_diff <= float_limit(tolerances, reference_peak))
 
 
 def sha256_of(path: Path) -> str:
@@ -59,6 +82,7 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str, ...]
     value_range: tuple[int, int] | None = None  # token ids: valid ids are [low, high)
+    per_frame: str | None = None  # outputs only: None (one output per frame) or ANSWER_SO_FAR (many-to-one)
 
     @property
     def time_axis(self) -> int | None:
@@ -69,6 +93,8 @@ class TensorSpec:
                                "time_axis": self.time_axis}
         if self.value_range is not None:
             out["value_range"] = list(self.value_range)
+        if self.per_frame is not None:
+            out["per_frame"] = self.per_frame
         return out
 
     @classmethod
@@ -81,7 +107,11 @@ class TensorSpec:
         if not isinstance(shape, list) or not all(isinstance(d, int) or d == TIME for d in shape):
             raise ManifestError(expected_got(f"{where}.shape", f"a list of ints and {TIME!r}", shape))
         value_range = data.get("value_range")
-        return cls(str(name), dtype, tuple(shape), tuple(value_range) if value_range is not None else None)
+        per_frame = data.get("per_frame")
+        if per_frame not in (None, ANSWER_SO_FAR):
+            raise ManifestError(expected_got(f"{where}.per_frame", f"absent or {ANSWER_SO_FAR!r}", repr(per_frame)))
+        return cls(str(name), dtype, tuple(shape), tuple(value_range) if value_range is not None else None,
+                   per_frame)
 
 
 @dataclass(frozen=True)
@@ -185,11 +215,12 @@ class Manifest:
     name: str = "model"
     labels: tuple[str, ...] | None = None
     frontend: Mapping[str, Any] | None = None
-    tolerances: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    tolerances: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     producer: Mapping[str, Any] = field(default_factory=dict)
     reference: Mapping[str, Any] | None = None  # torch's outputs on a stored input: {"input", "output", "sha256"...}
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    tokenizer: Mapping[str, Any] | None = None  # token models: {"type": "bytes"} or {"type": "chars", ...}
 
     @property
     def input(self) -> TensorSpec:
@@ -215,7 +246,8 @@ class Manifest:
         kept = tuple(f for f in self.files if f.key != entry.key)
         return replace(self, files=kept + (entry,))
 
-    def initial_state(self) -> tuple[np.ndarray, ...]:
+    def initial_values(self) -> tuple[np.ndarray, ...]:
+        """The initial value of every state tensor, in manifest order (the graph's state inputs)."""
         return tuple(s.initial_value() for s in self.states)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,6 +266,7 @@ class Manifest:
             "producer": dict(self.producer),
             "reference": dict(self.reference) if self.reference is not None else None,
             **({"extra": dict(self.extra)} if self.extra else {}),
+            **({"tokenizer": dict(self.tokenizer)} if self.tokenizer is not None else {}),
         }
 
     @classmethod
@@ -263,10 +296,16 @@ class Manifest:
         labels = data.get("labels")
         tolerances = dict(DEFAULT_TOLERANCES)
         tolerances.update(data.get("tolerances") or {})
+        tokenizer = data.get("tokenizer")
+        if tokenizer is not None:
+            from lstm_edge.runtime.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer.from_dict(tokenizer).to_dict()  # validates it
         return cls(kind=kind, inputs=inputs, outputs=outputs, states=states, files=files,
                    name=str(data.get("name", "model")), labels=tuple(labels) if labels is not None else None,
                    frontend=data.get("frontend"), tolerances=tolerances, producer=data.get("producer") or {},
-                   reference=data.get("reference"), extra=data.get("extra") or {}, schema_version=version)
+                   reference=data.get("reference"), extra=data.get("extra") or {}, schema_version=version,
+                   tokenizer=tokenizer)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "Manifest":

@@ -26,7 +26,7 @@ os.environ["LSTM_EDGE_ARM_CACHE"] = str(_CACHE / "arm")
 import zoo  # noqa: E402
 
 FORMATS = ("onnx", "tflite")
-BACKENDS = ("onnx", "litert")
+from lstm_edge.runtime.backends import NAMES as BACKENDS  # noqa: E402
 
 
 @pytest.fixture(scope="session")

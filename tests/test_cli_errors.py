@@ -43,7 +43,7 @@ def test_export_finds_a_module_in_the_current_directory_and_warns_about_random_w
 
 
 def test_export_leaves_sys_path_as_it_was(tagger, monkeypatch):
-    from lstm_edge.cli import _load_factory
+    from lstm_edge.commands.core import _load_factory
 
     monkeypatch.chdir(tagger)
     before = list(sys.path)
