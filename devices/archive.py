@@ -87,13 +87,13 @@ def verify_bundle(root: str | Path) -> list[str]:
     unlisted = sorted(present - set(listed))
     if unlisted:
         raise BundleError(f"{root}: files not listed in {SUMS_NAME}: {unlisted}")
-    for rel, expected in listed.items():
-        path = root / rel
+    for listed_name, expected in listed.items():
+        path = root / listed_name
         if not path.is_file():
-            raise BundleError(f"{root}: {rel} is listed in {SUMS_NAME} but missing")
+            raise BundleError(f"{root}: {listed_name} is listed in {SUMS_NAME} but missing")
         got = sha256_of(path)
         if got != expected:
-            raise BundleError(f"{root}/{rel}: checksum mismatch: expected sha256 {expected}, got {got}")
+            raise BundleError(f"{root}/{listed_name}: checksum mismatch: expected sha256 {expected}, got {got}")
     return sorted(listed)
 
 

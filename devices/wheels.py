@@ -10,8 +10,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import lstm_edge
 from lstm_edge.devices.errors import BundleError

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lstm_edge.devices.bundle import BundleError, extract_bundle, make_bundle
+
 from zoo import SmallKws
 
 

@@ -8,8 +8,8 @@ import importlib.util
 import json
 import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from lstm_edge.commands import add_engine_options
 from lstm_edge.runtime.errors import LstmEdgeError, expected_got
@@ -36,6 +36,8 @@ def _load_factory(spec: str) -> Callable:
             if not path.is_file():
                 raise LstmEdgeError(f"model: file {path} does not exist")
             module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None:
+                raise LstmEdgeError(f"model: cannot load {path} as a Python module")
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
         else:
