@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import zoo  # noqa: E402
 
 FORMATS = ("onnx", "tflite")
-from lstm_edge.runtime.backends import NAMES as BACKENDS  # noqa: E402
+from lstm_edge.runtime.backends import NAMES  # noqa: E402
+
+BACKENDS = NAMES
 
 
 @pytest.fixture(scope="session")
