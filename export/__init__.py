@@ -42,7 +42,9 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
            formats: Sequence[str] = ("onnx",), chunk_sizes: Iterable[int] | None = None,
            labels: Sequence[str] | None = None, frontend: Mapping[str, Any] | Any = None,
            name: str | None = None, tolerances: Mapping[str, float] | None = None,
-           extra: Mapping[str, Any] | None = None, reference_input: np.ndarray | None = None) -> Path:
+           extra: Mapping[str, Any] | None = None, reference_input: np.ndarray | None = None,
+           output_semantics: str | None = None, detector: Mapping[str, Any] | None = None,
+           tokenizer: Mapping[str, Any] | None = None) -> Path:
     """Export ``model`` as a streaming model directory and return its path.
 
     ``example`` has the batch dim: ``[1, T, F]`` float features or ``[1, T]`` int64 token ids for sequence models;
@@ -51,6 +53,9 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     object with ``to_dict()``). The exported graphs are checked against the torch model before this returns.
     ``reference_input`` (no batch dim; default: 1200 random frames, or 200 random steps) is stored with torch's
     outputs on it, so ``lstm-edge verify`` can later compare every file with the torch model without torch.
+    ``output_semantics`` says what ``y`` holds: "logits" (default when ``labels`` are given), "probabilities",
+    "log_probabilities" or "values" (default otherwise). ``detector`` (keyword spotting settings) and ``tokenizer``
+    go into the manifest as given; docs/manifest.md describes every field.
     """
     formats = _check_formats(formats)
     if not isinstance(model, torch.nn.Module):
@@ -73,6 +78,9 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     if not isinstance(y, torch.Tensor):
         raise ExportError(expected_got("model output", "one tensor", type(y).__name__))
     manifest = _build_manifest(model, example, y, slots, step, labels, frontend, name, tolerances, extra)
+    manifest = replace(manifest, detector=dict(detector) if detector is not None else None,
+                       tokenizer=dict(tokenizer) if tokenizer is not None else None,
+                       outputs=(replace(manifest.output, semantics=_semantics(output_semantics, labels)),))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,14 +95,20 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     if "tflite" in formats:
         from lstm_edge.export.tflite_export import write_tflite
 
-        signatures = write_tflite(streamer, example, initial, INPUT_NAME, OUTPUT_NAME,
-                                  [s.input for s in manifest.states], [s.output for s in manifest.states],
-                                  lengths, out_dir / TFLITE_FILE)
+        signatures, tflite_checks = write_tflite(streamer, example, initial, INPUT_NAME, OUTPUT_NAME,
+                                                 [s.input for s in manifest.states], [s.output for s in manifest.states],
+                                                 lengths, out_dir / TFLITE_FILE, _tflite_metadata(manifest))
         sizes = sorted((int(k) for k in signatures), reverse=True) if lengths else None
-        files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures))
+        files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures,
+                                checks=tflite_checks))
     for entry in files:
         manifest = manifest.with_file(entry)
-    manifest = replace(manifest, reference=_write_reference(streamer, example, manifest, out_dir, reference_input))
+    reference = _write_reference(streamer, example, manifest, out_dir, reference_input)
+    if manifest.frontend is not None:
+        from lstm_edge.export.spec_files import write_frontend_reference
+
+        reference |= write_frontend_reference(manifest.frontend, out_dir)
+    manifest = replace(manifest, reference=reference)
     manifest.save(out_dir)
     _self_check(streamer, example, manifest, out_dir)
     return out_dir
@@ -151,7 +165,10 @@ def _frontend_dict(frontend: Any) -> Mapping[str, Any] | None:
     if hasattr(frontend, "to_dict"):
         return frontend.to_dict()
     if isinstance(frontend, Mapping):
-        return dict(frontend)
+        from lstm_edge.runtime.frontend import LogMelConfig
+
+        # v1-style dicts (tunable keys only) are completed with the fixed choices (schema v2).
+        return LogMelConfig.from_dict(frontend).to_dict(frontend.get("feature_normalization"))
     raise ExportError(expected_got("frontend", "a dict or an object with to_dict()", type(frontend).__name__))
 
 
@@ -184,9 +201,31 @@ def _build_manifest(model, example, y, slots, step, labels, frontend, name, tole
                     frontend=_frontend_dict(frontend), tolerances=merged, producer=producer, extra=dict(extra or {}))
 
 
+def _semantics(output_semantics: str | None, labels: Sequence[str] | None) -> str:
+    from lstm_edge.runtime.manifest import SEMANTICS
+
+    if output_semantics is None:
+        return "logits" if labels is not None else "values"
+    if output_semantics not in SEMANTICS:
+        raise ExportError(expected_got("output_semantics", f"one of {SEMANTICS}", repr(output_semantics)))
+    return output_semantics
+
+
+def _tflite_metadata(manifest: Manifest) -> dict[str, Any]:
+    """The essentials of the contract, stored in the .tflite file as the metadata buffer "lstm_edge" (JSON)."""
+    from lstm_edge.export.spec_files import essentials
+
+    return essentials(manifest)
+
+
 def _onnx_metadata(manifest: Manifest) -> dict[str, Any]:
     """The essentials of the contract, duplicated into the ONNX file for runtimes that only see the file."""
     return {
+        "lstm_edge.tolerances": dict(manifest.tolerances),
+        "lstm_edge.checks": {"nonfinite_input": "x_nonfinite"} if manifest.input.dtype == "float32" else {},
+        "lstm_edge.output_semantics": manifest.output.semantics,
+        "lstm_edge.detector": dict(manifest.detector) if manifest.detector else {},
+        "lstm_edge.tokenizer": dict(manifest.tokenizer) if manifest.tokenizer else {},
         "lstm_edge.schema_version": str(manifest.schema_version),
         "lstm_edge.kind": manifest.kind,
         "lstm_edge.input": manifest.input.to_dict(),

@@ -41,6 +41,7 @@ def write_onnx(module: torch.nn.Module, example_x: torch.Tensor, example_states:
             raise ExportError(f"torch.onnx.export failed: {str(err).splitlines()[0]}") from None
     graph = onnx.load_from_string(buffer.getvalue())
     graph.producer_name = "lstm-edge"
+    graph.producer_version = str(metadata.get("lstm_edge.version", ""))  # torch writes its own version here
     checks = {}
     if example_x.dtype.is_floating_point:
         _add_nonfinite_output(graph, input_name)

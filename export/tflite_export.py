@@ -18,6 +18,7 @@ import torch
 from lstm_edge.runtime.errors import ExportError, expected_got
 
 STEP_SIGNATURE = "step"
+NONFINITE_OUTPUT = "x_nonfinite"  # sum of (x - x): 0 when the chunk is finite, NaN otherwise (as in the ONNX graph)
 
 
 def chunk_signature(length: int) -> str:
@@ -33,12 +34,13 @@ class _NamedIO(torch.nn.Module):
     """
 
     def __init__(self, module: torch.nn.Module, input_name: str, state_inputs: list[str], output_name: str,
-                 state_outputs: list[str]) -> None:
+                 state_outputs: list[str], check_finite: bool = False) -> None:
         super().__init__()
         self.module = module
         self.input_name = input_name
         self.state_inputs = list(state_inputs)
         self.output_names = [output_name, *state_outputs]
+        self.check_finite = check_finite
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.module(inputs[self.input_name], *(inputs[name] for name in self.state_inputs))
@@ -46,7 +48,11 @@ class _NamedIO(torch.nn.Module):
             got = f"{len(outputs)} values" if isinstance(outputs, (tuple, list)) else type(outputs).__name__
             raise ExportError(expected_got("wrapped module outputs",
                                            f"a tuple of {len(self.output_names)} tensors (y, *state_out)", got))
-        return dict(zip(self.output_names, outputs))
+        named = dict(zip(self.output_names, outputs))
+        if self.check_finite:
+            x = inputs[self.input_name]
+            named[NONFINITE_OUTPUT] = (x - x).sum()
+        return named
 
 
 def _check_names(input_name: str, output_name: str, state_inputs: list[str], state_outputs: list[str],
@@ -87,11 +93,14 @@ def _signature_examples(example_x: torch.Tensor, lengths: tuple[int, ...] | None
 
 def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_states: tuple[torch.Tensor, ...],
                  input_name: str, output_name: str, state_inputs: list[str], state_outputs: list[str],
-                 lengths: tuple[int, ...] | None, path: Path) -> dict[str, str]:
+                 lengths: tuple[int, ...] | None, path: Path,
+                 metadata: dict | None = None) -> tuple[dict[str, str], dict[str, str]]:
     """Convert ``module`` to one ``.tflite`` at ``path``: a signature per chunk length, weights shared.
 
     ``lengths`` None writes a step model with one signature ``step`` at the example's shape.
-    Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model).
+    Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model) and the manifest's ``checks``:
+    float inputs get an extra scalar output ``x_nonfinite`` per signature. ``metadata`` is stored as the file's
+    metadata entry "lstm_edge" (JSON).
     """
     _check_names(input_name, output_name, state_inputs, state_outputs, len(example_states))
     examples = _signature_examples(example_x, lengths)
@@ -101,7 +110,8 @@ def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_state
         raise ExportError(f"TFLite export needs litert-torch ({err}); install it with: "
                           "pip install 'lstm-edge[tflite]'") from None
 
-    adapter = _NamedIO(module, input_name, state_inputs, output_name, state_outputs)
+    check_finite = example_x.dtype.is_floating_point
+    adapter = _NamedIO(module, input_name, state_inputs, output_name, state_outputs, check_finite)
     modes = {sub: sub.training for sub in module.modules()}
     adapter.eval()
     show_progress = litert_torch.config.show_progress
@@ -130,13 +140,14 @@ def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_state
         litert_torch.config.show_progress = show_progress
         for sub, training in modes.items():
             sub.training = training
-    _shorten_tensor_names(path)
-    _check_written(path, {key for key, _ in examples.values()}, [input_name, *state_inputs],
-                   [output_name, *state_outputs])
-    return {length: key for length, (key, _) in examples.items()}
+    _shorten_tensor_names(path, metadata)
+    checked_outputs = [output_name, *state_outputs] + ([NONFINITE_OUTPUT] if check_finite else [])
+    _check_written(path, {key for key, _ in examples.values()}, [input_name, *state_inputs], checked_outputs)
+    checks = {"nonfinite_input": NONFINITE_OUTPUT} if check_finite else {}
+    return {length: key for length, (key, _) in examples.items()}, checks
 
 
-def _shorten_tensor_names(path: Path) -> None:
+def _shorten_tensor_names(path: Path, metadata: dict | None = None) -> None:
     """Replace the converter's long debug names of inner tensors (module paths, ~20% of a small file) with short
     ones. Signature inputs/outputs keep their names; signatures refer to tensors by index, so nothing else changes."""
     try:
@@ -151,6 +162,10 @@ def _shorten_tensor_names(path: Path) -> None:
         for tensor_index, tensor in enumerate(subgraph.tensors or []):
             if tensor_index not in keep:
                 tensor.name = f"s{graph_index}t{tensor_index}"
+    if metadata is not None:
+        from lstm_edge.export.spec_files import add_tflite_metadata
+
+        add_tflite_metadata(model, schema, metadata)
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))

@@ -6,6 +6,9 @@ looked up once at load; a call then sets the inputs, invokes that signature's su
 Files whose inputs/outputs are quantized (int8 static) are fed and read in float: each tensor is quantized with
 its own (scale, zero point) on the way in and dequantized on the way out. Token ids are cast to the file's
 integer dtype (int32 in files written by litert-torch).
+When the manifest lists ``checks.nonfinite_input`` for the file, every signature has that extra scalar output (0
+for a finite chunk, NaN otherwise) and a chunk holding NaN/inf is refused from it, as on ONNX; files whose input is
+quantized cannot receive NaN, so the model checks their float chunk in numpy before quantizing it.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def _output_converter(where: str, want: str, detail: dict) -> Convert | None:
 
 class LiteRTBackend:
     name = "litert"
+    checks_finite = False  # True when every signature reports non-finite input values itself
 
     def __init__(self, path: Path, manifest: Manifest, entry: ModelFile, threads: int, direct: bool = True) -> None:
         interpreter_class, self.engine = _import_interpreter()
@@ -94,6 +98,8 @@ class LiteRTBackend:
         self._manifest = manifest
         self._input_names = [manifest.input.name] + [s.input for s in manifest.states]
         self._output_names = [manifest.output.name] + [s.output for s in manifest.states]
+        self._check_name = (entry.checks or {}).get("nonfinite_input")
+        self.checks_finite = self._check_name is not None
         keys = self._signature_keys(signatures, manifest, entry)
         self._calls: dict[int, Call] = {}
         for length, key in keys.items():
@@ -135,10 +141,20 @@ class LiteRTBackend:
         path, manifest = self.path, self._manifest
         runner = self._interpreter.get_signature_runner(key)
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
-        if set(inputs) != set(self._input_names) or set(outputs) != set(self._output_names):
+        check = self._check_name
+        want_outputs = set(self._output_names) | ({check} if check else set())
+        if set(inputs) != set(self._input_names) or set(outputs) != want_outputs:
             raise ModelFileError(expected_got(f"{path}: signature {key!r} names",
-                                              f"inputs {sorted(self._input_names)}, outputs {sorted(self._output_names)}",
+                                              f"inputs {sorted(self._input_names)}, outputs {sorted(want_outputs)}",
                                               f"inputs {sorted(inputs)}, outputs {sorted(outputs)}"))
+        use_check = check is not None and np.dtype(inputs[manifest.input.name]["dtype"]) == np.float32
+        if not use_check:
+            self.checks_finite = False
+
+        def refuse_nonfinite(flag: object, x: np.ndarray) -> None:
+            if float(flag) != 0.0:  # NaN when any input value is NaN or inf
+                bad = int(np.size(x) - np.isfinite(x).sum())
+                raise InputError(expected_got("chunk values", "finite numbers", f"{bad} NaN/inf values"))
         spec = manifest.input
         expected_x = [length if d == "T" else d for d in spec.shape]
         if list(inputs[spec.name]["shape"]) != expected_x:
@@ -182,6 +198,7 @@ class LiteRTBackend:
             state_indices = [inputs[name]["index"] for name in in_names[1:]]
             y_index = outputs[out_names[0]]["index"]
             out_indices = [outputs[name]["index"] for name in out_names[1:]]
+            check_index = outputs[check]["index"] if use_check else None
             subgraphs = [subgraph] * n_states
 
             def call(x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -192,11 +209,15 @@ class LiteRTBackend:
                     set_tensor(x_index, x, subgraph)
                     list(map(set_tensor, state_indices, states, subgraphs))
                     invoke(subgraph)
-                    return get_tensor(y_index, subgraph), list(map(get_tensor, out_indices, subgraphs))
+                    result = get_tensor(y_index, subgraph), list(map(get_tensor, out_indices, subgraphs))
+                    flag = 0.0 if check_index is None else get_tensor(check_index, subgraph)
                 except (ValueError, RuntimeError) as err:
                     raise bad_call(err, x, states) from None
                 finally:
                     release()
+                if check_index is not None:
+                    refuse_nonfinite(flag, x)
+                return result
         else:
             def call(x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
                 if len(states) != n_states:
@@ -208,6 +229,8 @@ class LiteRTBackend:
                         result = runner(**feed)
                 except (ValueError, RuntimeError) as err:
                     raise bad_call(err, x, states) from None
+                if use_check:
+                    refuse_nonfinite(result[check], x)
                 return result[out_names[0]], [result[name] for name in out_names[1:]]
 
         if not convert:
