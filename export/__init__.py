@@ -93,14 +93,14 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
                             [s.output for s in manifest.states], not step, metadata, out_dir / ONNX_FILE)
         files.append(file_entry(out_dir, ONNX_FILE, "onnx", "float", checks=checks))
     if "tflite" in formats:
-        from lstm_edge.export.tflite_export import write_tflite
+        from lstm_edge.export.tflite_export import tflite_checks, write_tflite
 
-        signatures, tflite_checks = write_tflite(streamer, example, initial, INPUT_NAME, OUTPUT_NAME,
-                                                 [s.input for s in manifest.states], [s.output for s in manifest.states],
-                                                 lengths, out_dir / TFLITE_FILE, _tflite_metadata(manifest))
+        signatures = write_tflite(streamer, example, initial, INPUT_NAME, OUTPUT_NAME,
+                                  [s.input for s in manifest.states], [s.output for s in manifest.states],
+                                  lengths, out_dir / TFLITE_FILE, _tflite_metadata(manifest))
         sizes = sorted((int(k) for k in signatures), reverse=True) if lengths else None
         files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures,
-                                checks=tflite_checks))
+                                checks=tflite_checks(example)))
     for entry in files:
         manifest = manifest.with_file(entry)
     reference = _write_reference(streamer, example, manifest, out_dir, reference_input)

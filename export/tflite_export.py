@@ -94,13 +94,13 @@ def _signature_examples(example_x: torch.Tensor, lengths: tuple[int, ...] | None
 def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_states: tuple[torch.Tensor, ...],
                  input_name: str, output_name: str, state_inputs: list[str], state_outputs: list[str],
                  lengths: tuple[int, ...] | None, path: Path,
-                 metadata: dict | None = None) -> tuple[dict[str, str], dict[str, str]]:
+                 metadata: dict | None = None) -> dict[str, str]:
     """Convert ``module`` to one ``.tflite`` at ``path``: a signature per chunk length, weights shared.
 
     ``lengths`` None writes a step model with one signature ``step`` at the example's shape.
-    Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model) and the manifest's ``checks``:
-    float inputs get an extra scalar output ``x_nonfinite`` per signature. ``metadata`` is stored as the file's
-    metadata entry "lstm_edge" (JSON).
+    Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model). Float inputs get an extra
+    scalar output ``x_nonfinite`` per signature (``tflite_checks`` gives the manifest's ``checks``). ``metadata``
+    is stored as the file's metadata entry "lstm_edge" (JSON).
     """
     _check_names(input_name, output_name, state_inputs, state_outputs, len(example_states))
     examples = _signature_examples(example_x, lengths)
@@ -143,8 +143,12 @@ def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_state
     _shorten_tensor_names(path, metadata)
     checked_outputs = [output_name, *state_outputs] + ([NONFINITE_OUTPUT] if check_finite else [])
     _check_written(path, {key for key, _ in examples.values()}, [input_name, *state_inputs], checked_outputs)
-    checks = {"nonfinite_input": NONFINITE_OUTPUT} if check_finite else {}
-    return {length: key for length, (key, _) in examples.items()}, checks
+    return {length: key for length, (key, _) in examples.items()}
+
+
+def tflite_checks(example_x: torch.Tensor) -> dict[str, str]:
+    """The manifest's ``checks`` of a file written by ``write_tflite`` for this example input."""
+    return {"nonfinite_input": NONFINITE_OUTPUT} if example_x.dtype.is_floating_point else {}
 
 
 def _shorten_tensor_names(path: Path, metadata: dict | None = None) -> None:

@@ -354,7 +354,10 @@ def check_file(model_dir: str | Path, entry: ModelFile) -> Path:
     if entry.format == "onnx":
         from lstm_edge.runtime.onnx_scan import external_tensors
 
-        external = external_tensors(path.read_bytes())
+        try:
+            external = external_tensors(path.read_bytes())
+        except ModelFileError as err:
+            raise ModelFileError(f"{Path(model_dir) / entry.path}: cannot load this file as ONNX ({err})") from None
         if external:
             shown = ", ".join(external[:3]) + (f" and {len(external) - 3} more" if len(external) > 3 else "")
             raise ModelFileError(expected_got(f"{Path(model_dir) / entry.path}", "every tensor inside the file "
