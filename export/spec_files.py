@@ -59,7 +59,7 @@ def essentials(manifest: Manifest) -> dict[str, Any]:
         "frontend": dict(manifest.frontend) if manifest.frontend else None,
         "detector": dict(manifest.detector) if manifest.detector else None,
         "tokenizer": dict(manifest.tokenizer) if manifest.tokenizer else None,
-        "checks": {"nonfinite_input": "x_nonfinite"} if manifest.input.dtype == "float32" else {},
+        "checks": {"nonfinite_any": "nonfinite"},
     }
 
 

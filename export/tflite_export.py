@@ -18,7 +18,8 @@ import torch
 from lstm_edge.runtime.errors import ExportError, expected_got
 
 STEP_SIGNATURE = "step"
-NONFINITE_OUTPUT = "x_nonfinite"  # sum of (x - x): 0 when the chunk is finite, NaN otherwise (as in the ONNX graph)
+# Sum of every value of the float input, the output and the new state: finite when they all are (as in the ONNX graph).
+NONFINITE_OUTPUT = "nonfinite"
 
 
 def chunk_signature(length: int) -> str:
@@ -34,13 +35,13 @@ class _NamedIO(torch.nn.Module):
     """
 
     def __init__(self, module: torch.nn.Module, input_name: str, state_inputs: list[str], output_name: str,
-                 state_outputs: list[str], check_finite: bool = False) -> None:
+                 state_outputs: list[str], check_input: bool = False) -> None:
         super().__init__()
         self.module = module
         self.input_name = input_name
         self.state_inputs = list(state_inputs)
         self.output_names = [output_name, *state_outputs]
-        self.check_finite = check_finite
+        self.check_input = check_input
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.module(inputs[self.input_name], *(inputs[name] for name in self.state_inputs))
@@ -49,9 +50,8 @@ class _NamedIO(torch.nn.Module):
             raise ExportError(expected_got("wrapped module outputs",
                                            f"a tuple of {len(self.output_names)} tensors (y, *state_out)", got))
         named = dict(zip(self.output_names, outputs))
-        if self.check_finite:
-            x = inputs[self.input_name]
-            named[NONFINITE_OUTPUT] = (x - x).sum()
+        checked = ([inputs[self.input_name]] if self.check_input else []) + list(outputs)
+        named[NONFINITE_OUTPUT] = torch.stack([t.float().sum() for t in checked]).sum()
         return named
 
 
@@ -98,9 +98,10 @@ def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_state
     """Convert ``module`` to one ``.tflite`` at ``path``: a signature per chunk length, weights shared.
 
     ``lengths`` None writes a step model with one signature ``step`` at the example's shape.
-    Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model). Float inputs get an extra
-    scalar output ``x_nonfinite`` per signature (``tflite_checks`` gives the manifest's ``checks``). ``metadata``
-    is stored as the file's metadata entry "lstm_edge" (JSON).
+    Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model). Every signature gets an extra
+    scalar output ``nonfinite``, the sum of the (float) input, the output and the new state, as the ONNX graph has
+    (``tflite_checks`` gives the manifest's ``checks``). ``metadata`` is stored as the file's metadata entry
+    "lstm_edge" (JSON).
     """
     _check_names(input_name, output_name, state_inputs, state_outputs, len(example_states))
     examples = _signature_examples(example_x, lengths)
@@ -110,8 +111,7 @@ def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_state
         raise ExportError(f"TFLite export needs litert-torch ({err}); install it with: "
                           "pip install 'lstm-edge[tflite]'") from None
 
-    check_finite = example_x.dtype.is_floating_point
-    adapter = _NamedIO(module, input_name, state_inputs, output_name, state_outputs, check_finite)
+    adapter = _NamedIO(module, input_name, state_inputs, output_name, state_outputs, example_x.dtype.is_floating_point)
     modes = {sub: sub.training for sub in module.modules()}
     adapter.eval()
     show_progress = litert_torch.config.show_progress
@@ -141,14 +141,14 @@ def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_state
         for sub, training in modes.items():
             sub.training = training
     _shorten_tensor_names(path, metadata)
-    checked_outputs = [output_name, *state_outputs] + ([NONFINITE_OUTPUT] if check_finite else [])
+    checked_outputs = [output_name, *state_outputs, NONFINITE_OUTPUT]
     _check_written(path, {key for key, _ in examples.values()}, [input_name, *state_inputs], checked_outputs)
     return {length: key for length, (key, _) in examples.items()}
 
 
 def tflite_checks(example_x: torch.Tensor) -> dict[str, str]:
-    """The manifest's ``checks`` of a file written by ``write_tflite`` for this example input."""
-    return {"nonfinite_input": NONFINITE_OUTPUT} if example_x.dtype.is_floating_point else {}
+    """The manifest's ``checks`` of a file written by ``write_tflite`` (the same for every example input)."""
+    return {"nonfinite_any": NONFINITE_OUTPUT}
 
 
 def _shorten_tensor_names(path: Path, metadata: dict | None = None) -> None:

@@ -50,9 +50,9 @@ def record_feeds(model_dir: Path, calibration: Iterable[np.ndarray], lengths: It
                 chunks = [sequence[i:i + length] for i in range(0, len(sequence) - length + 1, length)]
             for chunk in chunks:
                 batched = model.check_chunk(chunk)
-                feed = {manifest.input.name: batched, **dict(zip(state_inputs, (s.copy() for s in state)))}
+                feed = {manifest.input.name: batched, **dict(zip(state_inputs, (s.copy() for s in state.ordered)))}
                 collected.append(feed)
-                _, state = model._run(batched, state)
+                _, state = model.step(chunk, state)
         if not collected:
             raise QuantizationError(f"calibration: no sequence is at least {length} frames long")
         if len(collected) > max_feeds:  # keep an even spread over time, so late-stream states are represented

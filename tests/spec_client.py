@@ -61,22 +61,36 @@ def initial_state(spec: dict) -> np.ndarray:
     return np.asarray(spec["init"], dtype=spec["dtype"]).reshape(spec["shape"])  # row-major (C order)
 
 
+def check_output(entry: dict) -> str | None:
+    checks = entry.get("checks") or {}
+    return checks.get("nonfinite_any") or checks.get("nonfinite_input")
+
+
+def refuse_nonfinite(flag: np.ndarray, x: np.ndarray, y: np.ndarray, state: list[np.ndarray]) -> None:
+    """The graph's check output: the sum of x, y and the new state (finite when all are finite)."""
+    if np.isfinite(flag):
+        return
+    if not all(np.isfinite(a).all() for a in [x, y, *state]):  # a finite sum can overflow: scan to be sure
+        raise SystemExit("non-finite input or result: the call is refused, the state kept")
+
+
 class OnnxRunner:
     def __init__(self, path: Path, manifest: dict, entry: dict) -> None:
         import onnxruntime
 
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.x, self.y, self.states = manifest["inputs"][0], manifest["outputs"][0], manifest["states"]
-        self.check = (entry.get("checks") or {}).get("nonfinite_input")
+        self.check = check_output(entry)
         self.fixed = None
 
     def run(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feed = {self.x["name"]: x, **{s["input"]: v for s, v in zip(self.states, state)}}
         names = [self.y["name"]] + [s["output"] for s in self.states] + ([self.check] if self.check else [])
         out = self.session.run(names, feed)
-        if self.check and float(out[-1]) != 0.0:
-            raise SystemExit("non-finite input")
-        return out[0], out[1:1 + len(self.states)]
+        y, new_state = out[0], out[1:1 + len(self.states)]
+        if self.check:
+            refuse_nonfinite(out[-1], x, y, new_state)
+        return y, new_state
 
 
 class LiteRTRunner:
@@ -85,7 +99,7 @@ class LiteRTRunner:
 
         self.interpreter = Interpreter(model_path=str(path))
         self.x, self.y, self.states = manifest["inputs"][0], manifest["outputs"][0], manifest["states"]
-        self.check = (entry.get("checks") or {}).get("nonfinite_input")
+        self.check = check_output(entry)
         io = (entry.get("quantization") or {}).get("io_quantization") or {}
         signatures = entry["signatures"]
         # chunk length -> (signature key, runner, that signature's I/O quantization or {})
@@ -110,8 +124,6 @@ class LiteRTRunner:
             elif details[name]["dtype"] != value.dtype:  # token ids: int32 in the file
                 feed[name] = value.astype(details[name]["dtype"])
         out = runner(**feed)
-        if self.check and self.x["dtype"] == "float32" and self.x["name"] not in io and float(out[self.check]) != 0.0:
-            raise SystemExit("non-finite input")
         names = [self.y["name"]] + [s["output"] for s in self.states]
         values = []
         for name in names:
@@ -119,6 +131,10 @@ class LiteRTRunner:
             if name in io:  # v = (q - zero_point) * scale
                 v = (v.astype(np.float32) - io[name]["zero_point"]) * np.float32(io[name]["scale"])
             values.append(v)
+        if self.check and self.x["name"] not in io:  # static int8 input: checked before quantizing instead
+            refuse_nonfinite(out[self.check], x, values[0], values[1:])
+        elif not np.isfinite(x).all():
+            raise SystemExit("non-finite input")
         return values[0], values[1:]
 
     def run(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:

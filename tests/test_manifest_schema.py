@@ -68,7 +68,7 @@ def test_every_manifest_the_project_writes_passes_both_validators(written):
     feature = Manifest.load(written["feature_lstm"])
     assert feature.output.semantics == "logits" and Manifest.load(written["gru"]).output.semantics == "values"
     assert {f.key for f in feature.files} == {"onnx/float", "tflite/float", "onnx/int8", "tflite/int8"}
-    assert all(f.checks == {"nonfinite_input": "x_nonfinite"} for f in feature.files)
+    assert all(f.checks == {"nonfinite_any": "nonfinite"} for f in feature.files)
     learned = Manifest.load(written["learned_h0"])
     assert all(s.init != "zeros" for s in learned.states)
 
@@ -206,7 +206,7 @@ def test_tflite_refuses_nonfinite_chunks_in_the_graph_and_keeps_the_state(writte
     folder = written["feature_lstm"]
     for precision in ("float", "int8"):
         model = StreamingModel.load(folder, backend="litert", precision=precision)
-        assert model._backend.checks_finite  # the graph's x_nonfinite output, not a numpy pass
+        assert model._backend.checks_input_finite  # the graph's nonfinite output, not a numpy pass
         stream = model.create_stream()
         stream.push(np.ones((3, 20), np.float32))
         before = stream.state
@@ -228,7 +228,7 @@ def test_model_files_carry_the_contract(written):
     graph = onnx.load(folder / "model.onnx")
     props = {p.key: p.value for p in graph.metadata_props}
     assert json.loads(props["lstm_edge.tolerances"]) == dict(manifest.tolerances)
-    assert json.loads(props["lstm_edge.checks"]) == {"nonfinite_input": "x_nonfinite"}
+    assert json.loads(props["lstm_edge.checks"]) == {"nonfinite_any": "nonfinite"}
     assert props["lstm_edge.output_semantics"] == "logits"
     assert graph.producer_name == "lstm-edge" and graph.producer_version == lstm_edge.__version__
 
