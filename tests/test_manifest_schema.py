@@ -248,3 +248,21 @@ def test_a_frontend_gets_reference_arrays(written, tmp_path):
     assert pcm.dtype == np.int16 and pcm.ndim == 1
     assert features.shape == (config.n_frames(len(pcm)), 20)
     assert np.array_equal(features, LogMelFrontend(config).compute(pcm))
+
+
+def test_the_keyword_spotter_takes_its_settings_from_the_manifest(tmp_path):
+    from lstm_edge.export import export
+    from lstm_edge.runtime.frontend import LogMelConfig
+    from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
+
+    model, _ = zoo.build("feature_lstm")
+    settings = DetectorConfig(threshold=0.7, smoothing_frames=5, refractory_s=0.4)
+    folder = export(model, np.zeros((1, 10, 20), np.float32), tmp_path / "kws", formats=("onnx",),
+                    frontend=LogMelConfig(n_mels=20), labels=["_silence_", "_unknown_", *"abcde"],
+                    detector=settings.to_manifest(clip_rule={"name": "max_smoothed_speech_window", "window_frames": 9,
+                                                             "min_speech_probability": 0.4, "silence_index": 0}))
+    spotter = KeywordSpotter(StreamingModel.load(folder, backend="onnx"))
+    assert spotter.config == settings
+    both_accept(json.loads((folder / "manifest.json").read_text()))
+    # Without a detector section the defaults apply.
+    assert DetectorConfig.from_manifest(None) == DetectorConfig()
