@@ -37,10 +37,10 @@ def main() -> None:
             "Manifest.load (parse + validate + build)": median_ms(lambda: Manifest.load(model_dir))}
     for entry in Manifest.load(model_dir).files:
         path = model_dir / entry.path
-        rows[f"sha256 {entry.path} ({entry.bytes} B)"] = median_ms(lambda: sha256_of(path))
+        rows[f"sha256 {entry.path} ({entry.bytes} B)"] = median_ms(lambda path=path: sha256_of(path))
         if entry.format == "onnx":
             data = path.read_bytes()
-            rows[f"external-data scan {entry.path}"] = median_ms(lambda: external_tensors(data))
+            rows[f"external-data scan {entry.path}"] = median_ms(lambda data=data: external_tensors(data))
     for name, ms in rows.items():
         print(f"{name:60s} {ms:8.3f} ms")
     out = Path(__file__).parent / "results" / "model_dir_checks.json"

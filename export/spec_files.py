@@ -4,8 +4,9 @@ contract's essentials carried inside the model files (docs/manifest.md)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -16,8 +16,9 @@ and ``docs/manifest.md`` gives the formulas. ``from_dict`` reads both that form 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ _INT16_SCALE = np.float32(1.0 / 32768.0)
 
 
 # The choices this frontend implements, written into every v2 manifest so a client need not guess them.
-FIXED_CHOICES: Dict[str, Any] = {
+FIXED_CHOICES: dict[str, Any] = {
     "type": "log_mel",
     "int16_scale": 1.0 / 32768.0,  # int16 samples are multiplied by this; float input is taken as is
     "pre_emphasis": 0,  # none
@@ -102,17 +103,17 @@ class LogMelConfig:
             return 0
         return (n_samples - self.win_length) // self.hop_length + 1
 
-    def to_dict(self, feature_normalization: Mapping[str, Any] | None = None) -> Dict[str, Any]:
+    def to_dict(self, feature_normalization: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The manifest's (schema v2) frontend section: every setting, the fixed choices, and how features are
         normalised (default ``{"where": "none"}``; ``{"where": "graph", "mean": [...], "std": [...]}`` when the
         model's graph normalises its input itself, so a client must not normalise again)."""
-        out: Dict[str, Any] = dict(FIXED_CHOICES)
+        out: dict[str, Any] = dict(FIXED_CHOICES)
         out.update(dataclasses.asdict(self))
         out[NORMALIZATION_KEY] = dict(feature_normalization) if feature_normalization is not None else {"where": "none"}
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LogMelConfig":
+    def from_dict(cls, d: Mapping[str, Any]) -> LogMelConfig:
         """Build from a manifest's frontend section: the v2 form of ``to_dict()``, or the v1 form (the tunable keys
         only); raises ``FrontendConfigError`` on missing or unknown keys or a fixed choice this frontend lacks."""
         if not isinstance(d, Mapping):
@@ -231,7 +232,7 @@ class LogMelFrontend:
         samples = np.ascontiguousarray(_validate_pcm(pcm))
         return self._frames_to_logmel(samples, self.config.n_frames(samples.shape[0]))
 
-    def create_stream(self) -> "FrontendStream":
+    def create_stream(self) -> FrontendStream:
         """A new stream that owns its leftover samples."""
         return FrontendStream(self)
 

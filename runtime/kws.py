@@ -64,7 +64,7 @@ class DetectorConfig:
         return section | ({"clip_rule": dict(clip_rule)} if clip_rule is not None else {})
 
     @classmethod
-    def from_manifest(cls, section: Mapping[str, Any] | None) -> "DetectorConfig":
+    def from_manifest(cls, section: Mapping[str, Any] | None) -> DetectorConfig:
         """Settings from a manifest's ``detector`` section (validated by the manifest schema); defaults without one."""
         if not section:
             return cls()

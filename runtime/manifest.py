@@ -16,9 +16,10 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -105,7 +106,7 @@ class TensorSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> "TensorSpec":
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> TensorSpec:
         name = _require(data, "name", where)
         dtype = _require(data, "dtype", where)
         shape = _require(data, "shape", where)
@@ -141,7 +142,7 @@ class StateSpec:
                 "source": self.source}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> "StateSpec":
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> StateSpec:
         shape = _require(data, "shape", where)
         if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
             raise ManifestError(expected_got(f"{where}.shape", "a list of positive ints", shape))
@@ -192,7 +193,7 @@ class ModelFile:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> "ModelFile":
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> ModelFile:
         fmt = _require(data, "format", where)
         precision = _require(data, "precision", where)
         if fmt not in FORMATS:
@@ -247,7 +248,7 @@ class Manifest:
     def has_file(self, fmt: str, precision: str) -> bool:
         return any(f.format == fmt and f.precision == precision for f in self.files)
 
-    def with_file(self, entry: ModelFile) -> "Manifest":
+    def with_file(self, entry: ModelFile) -> Manifest:
         """A copy with ``entry`` added (replacing any file of the same format and precision)."""
         kept = tuple(f for f in self.files if f.key != entry.key)
         return replace(self, files=kept + (entry,))
@@ -277,7 +278,7 @@ class Manifest:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Manifest":
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
         if not isinstance(data, Mapping):
             raise ManifestError(expected_got("manifest", "a JSON object", type(data).__name__))
         schema = data.get("schema")
@@ -311,7 +312,7 @@ class Manifest:
                    detector=data.get("detector"), tokenizer=data.get("tokenizer"))
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "Manifest":
+    def load(cls, model_dir: str | Path) -> Manifest:
         if not Path(model_dir).is_dir():
             raise ManifestError(expected_got("model directory", "an existing directory", str(model_dir)))
         path = Path(model_dir) / MANIFEST_NAME
@@ -368,7 +369,8 @@ def check_file(model_dir: str | Path, entry: ModelFile) -> Path:
     ONNX files whose tensors live in external data files are refused: the manifest's checksum covers one file.
     """
     if not (Path(model_dir) / entry.path).is_file():
-        raise ModelFileError(f"{entry.key} model file {Path(model_dir) / entry.path} is missing (the manifest lists it)")
+        missing = Path(model_dir) / entry.path
+        raise ModelFileError(f"{entry.key} model file {missing} is missing (the manifest lists it)")
     path = inside_model_dir(model_dir, entry.path, f"{entry.key} model file")
     digest = sha256_of(path)
     if digest != entry.sha256:

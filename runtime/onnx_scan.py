@@ -8,7 +8,7 @@ functions, training info) and reports such tensors, so the runtime can refuse th
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from lstm_edge.runtime.errors import ModelFileError
 
@@ -39,7 +39,7 @@ def _varint(data: memoryview, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(data: memoryview) -> Iterator[tuple[int, int, object]]:
+def _fields(data: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
     """(field number, wire type, value): ints for varints, memoryviews for length-delimited fields."""
     pos = 0
     while pos < len(data):
@@ -76,21 +76,21 @@ def external_tensors(data: bytes | memoryview) -> list[str]:
         message, layout, depth = stack.pop()
         if depth > MAX_GRAPH_DEPTH * 4:
             raise ModelFileError(f"ONNX file: graphs nested deeper than {MAX_GRAPH_DEPTH}")
-        for number, wire, value in _fields(message):
+        for number, _, value in _fields(message):
             kind = layout.get(number)
-            if kind is None or wire != 2:
+            if kind is None or not isinstance(value, memoryview):
                 continue
             if kind == "tensor":
                 name, external = "", False
-                for t_number, t_wire, t_value in _fields(value):  # type: ignore[arg-type]
-                    if t_number == _TENSOR_NAME and t_wire == 2:
-                        name = bytes(t_value).decode("utf-8", "replace")  # type: ignore[arg-type]
-                    elif t_number == _TENSOR_DATA_LOCATION and t_wire == 0 and t_value == EXTERNAL:
+                for t_number, _, t_value in _fields(value):
+                    if t_number == _TENSOR_NAME and isinstance(t_value, memoryview):
+                        name = bytes(t_value).decode("utf-8", "replace")
+                    elif t_number == _TENSOR_DATA_LOCATION and t_value == EXTERNAL:
                         external = True
                     elif t_number == _TENSOR_EXTERNAL_DATA:
                         external = True
                 if external:
                     found.append(name or "(unnamed tensor)")
             else:
-                stack.append((value, _LAYOUTS[kind], depth + 1))  # type: ignore[arg-type]
+                stack.append((value, _LAYOUTS[kind], depth + 1))
     return found

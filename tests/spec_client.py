@@ -43,8 +43,12 @@ def log_mel(pcm: np.ndarray, fe: dict) -> np.ndarray:
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
     frames = np.stack([x[i * hop:i * hop + win] * window for i in range(n_frames)])
     power = np.abs(np.fft.rfft(frames, n=n_fft, axis=1)) ** 2
-    mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-    hz = lambda m: 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+    def mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
     edges = hz(np.linspace(mel(fe["f_min"]), mel(fe["f_max"]), n_mels + 2))
     bins = np.arange(n_fft // 2 + 1) * fe["sample_rate"] / n_fft
     filters = np.zeros((n_mels, len(bins)))
@@ -120,7 +124,8 @@ class LiteRTRunner:
             if name in io:  # static int8: q = clip(round(v / scale) + zero_point)
                 q = io[name]
                 info = np.iinfo(q["dtype"])
-                feed[name] = np.clip(np.rint(value / q["scale"]) + q["zero_point"], info.min, info.max).astype(q["dtype"])
+                quantized = np.rint(value / q["scale"]) + q["zero_point"]
+                feed[name] = np.clip(quantized, info.min, info.max).astype(q["dtype"])
             elif details[name]["dtype"] != value.dtype:  # token ids: int32 in the file
                 feed[name] = value.astype(details[name]["dtype"])
         out = runner(**feed)

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-import zoo
 from lstm_edge.export import export
 from lstm_edge.quantize import quantize
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 from lstm_edge.runtime.manifest import Manifest
 from lstm_edge.runtime.model import StreamingModel
+
+import zoo
 
 CLIENT = Path(__file__).with_name("spec_client.py")
 CHUNK = 7  # not a signature length: TFLite chunks are composed (7 = 7 x 1, 10 + 4 x 1 ...)
