@@ -5,9 +5,8 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import onnx
 import torch
