@@ -33,6 +33,8 @@ SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
 MAX_MANIFEST_BYTES = 64 << 20  # learned initial states are stored inline; 64 MB holds 16M-value states
 SEMANTICS = ("logits", "probabilities", "log_probabilities", "values")
 TIME = "T"  # marks the time axis in a shape
+# An output's "per_frame" value for many-to-one models: row t is the model's answer on the frames up to t.
+ANSWER_SO_FAR = "answer_so_far"
 KINDS = ("sequence", "step")
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("float", "int8")
@@ -90,6 +92,7 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str, ...]
     value_range: tuple[int, int] | None = None  # token ids: valid ids are [low, high)
+    per_frame: str | None = None  # outputs only: None (one output per frame) or ANSWER_SO_FAR (many-to-one)
     semantics: str | None = None  # outputs: "logits", "probabilities", "log_probabilities" or "values"
 
     @property
@@ -103,6 +106,8 @@ class TensorSpec:
             out["value_range"] = list(self.value_range)
         if self.semantics is not None:
             out["semantics"] = self.semantics
+        if self.per_frame is not None:
+            out["per_frame"] = self.per_frame
         return out
 
     @classmethod
@@ -115,8 +120,11 @@ class TensorSpec:
         if not isinstance(shape, list) or not all(isinstance(d, int) or d == TIME for d in shape):
             raise ManifestError(expected_got(f"{where}.shape", f"a list of ints and {TIME!r}", shape))
         value_range = data.get("value_range")
+        per_frame = data.get("per_frame")
+        if per_frame not in (None, ANSWER_SO_FAR):
+            raise ManifestError(expected_got(f"{where}.per_frame", f"absent or {ANSWER_SO_FAR!r}", repr(per_frame)))
         return cls(str(name), dtype, tuple(shape), tuple(value_range) if value_range is not None else None,
-                   data.get("semantics"))
+                   per_frame, data.get("semantics"))
 
 
 @dataclass(frozen=True)
@@ -305,11 +313,16 @@ class Manifest:
         labels = data.get("labels")
         tolerances = dict(DEFAULT_TOLERANCES)
         tolerances.update(data.get("tolerances") or {})
+        tokenizer = data.get("tokenizer")
+        if tokenizer is not None:
+            from lstm_edge.runtime.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer.from_dict(tokenizer).to_dict()  # validates it
         return cls(kind=kind, inputs=inputs, outputs=outputs, states=states, files=files,
                    name=str(data.get("name", "model")), labels=tuple(labels) if labels is not None else None,
                    frontend=data.get("frontend"), tolerances=tolerances, producer=data.get("producer") or {},
                    reference=data.get("reference"), extra=data.get("extra") or {}, schema_version=version,
-                   detector=data.get("detector"), tokenizer=data.get("tokenizer"))
+                   detector=data.get("detector"), tokenizer=tokenizer)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Manifest:
