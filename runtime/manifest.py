@@ -311,6 +311,10 @@ class Manifest:
         states = tuple(StateSpec.from_dict(s, f"states[{i}]") for i, s in enumerate(_require(data, "states", "manifest")))
         files = tuple(ModelFile.from_dict(f, f"files[{i}]") for i, f in enumerate(data.get("files", [])))
         labels = data.get("labels")
+        classes = outputs[0].shape[-1]
+        if labels is not None and isinstance(classes, int) and len(labels) != classes:
+            raise ManifestError(expected_got("manifest labels", f"{classes} labels (one per output index)",
+                                             f"{len(labels)} labels"))
         tolerances = dict(DEFAULT_TOLERANCES)
         tolerances.update(data.get("tolerances") or {})
         tokenizer = data.get("tokenizer")

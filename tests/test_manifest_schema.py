@@ -118,6 +118,16 @@ def test_both_validators_refuse_the_same_broken_manifests(path, value, field):
     assert field in message and "expected" in message and "got" in message
 
 
+def test_rules_across_fields_are_checked_after_the_schema():
+    document = json.loads((SHIPPED / "manifest.json").read_text())
+    for path, value, message in [(("labels",), ["yes", "no"], "12 labels"),
+                                 (("states", 0, "init"), [0.5, 0.5], "values")]:
+        changed = _set(document, path, value)
+        assert REFERENCE.is_valid(changed)  # not expressible in JSON Schema
+        with pytest.raises(ManifestError, match=message):
+            Manifest.from_dict(changed)
+
+
 def test_broken_v2_sections_are_refused_by_both(written):
     document = json.loads((written["feature_lstm"] / "manifest.json").read_text())
     broken = [
