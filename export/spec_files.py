@@ -14,8 +14,8 @@ import lstm_edge
 from lstm_edge.runtime.manifest import Manifest, sha256_of
 
 TFLITE_METADATA_NAME = "lstm_edge"  # name of the TFLite metadata entry holding the essentials as UTF-8 JSON
-FRONTEND_PCM = "reference/frontend_pcm.npy"
-FRONTEND_FEATURES = "reference/frontend_features.npy"
+FRONTEND_INPUT = "reference/frontend_input.npy"
+FRONTEND_OUTPUT = "reference/frontend_output.npy"
 FRONTEND_REFERENCE_SECONDS = 0.3
 
 
@@ -37,10 +37,10 @@ def write_frontend_reference(frontend: Mapping[str, Any], out_dir: Path) -> dict
     pcm = reference_pcm(config.sample_rate)
     features = LogMelFrontend(config).compute(pcm)
     (out_dir / "reference").mkdir(exist_ok=True)
-    np.save(out_dir / FRONTEND_PCM, pcm, allow_pickle=False)
-    np.save(out_dir / FRONTEND_FEATURES, features, allow_pickle=False)
-    return {"frontend_pcm": FRONTEND_PCM, "frontend_pcm_sha256": sha256_of(out_dir / FRONTEND_PCM),
-            "frontend_features": FRONTEND_FEATURES, "frontend_features_sha256": sha256_of(out_dir / FRONTEND_FEATURES)}
+    np.save(out_dir / FRONTEND_INPUT, pcm, allow_pickle=False)
+    np.save(out_dir / FRONTEND_OUTPUT, features, allow_pickle=False)
+    return {"frontend_input": FRONTEND_INPUT, "frontend_input_sha256": sha256_of(out_dir / FRONTEND_INPUT),
+            "frontend_output": FRONTEND_OUTPUT, "frontend_output_sha256": sha256_of(out_dir / FRONTEND_OUTPUT)}
 
 
 def essentials(manifest: Manifest) -> dict[str, Any]:

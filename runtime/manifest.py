@@ -409,7 +409,7 @@ def check_file(model_dir: str | Path, entry: ModelFile) -> Path:
 
 
 def check_reference(model_dir: str | Path, reference: Mapping[str, Any], key: str) -> Path:
-    """The path of reference array ``key`` ("input", "output", "frontend_pcm", ...) after its checks."""
+    """The path of reference array ``key`` ("input", "output", "frontend_input", ...) after its checks."""
     if key not in reference:
         raise ManifestError(f"manifest reference: no {key!r} array in this model directory")
     relpath = str(reference[key])

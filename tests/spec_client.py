@@ -7,7 +7,7 @@ It deliberately imports nothing from lstm_edge: it is what an app developer writ
 For every model file of the directory it checks the sha256, streams the reference input through the file (chunks
 of ``--chunk`` frames, state carried from the manifest's initial state; TFLite chunks composed from the chunk
 signatures; static int8 I/O quantized with the manifest's scales) and stores the outputs as ``<format>/<precision>``.
-With a frontend it computes log-mel features of ``reference.frontend_pcm`` as ``features``. It exits 1 when its own
+With a frontend it computes log-mel features of ``reference.frontend_input`` as ``features``. It exits 1 when its own
 results are off the directory's reference arrays (features 1e-4; float outputs: the manifest's tolerance).
 """
 
@@ -178,8 +178,8 @@ def main(argv: list[str]) -> int:
     results: dict[str, np.ndarray] = {}
     failures = []
     if manifest.get("frontend"):
-        features = log_mel(load_reference(model_dir, reference, "frontend_pcm"), manifest["frontend"])
-        expected = load_reference(model_dir, reference, "frontend_features")
+        features = log_mel(load_reference(model_dir, reference, "frontend_input"), manifest["frontend"])
+        expected = load_reference(model_dir, reference, "frontend_output")
         results["features"] = features
         if features.shape != expected.shape or np.abs(features - expected).max() > 1e-4:
             failures.append("features")

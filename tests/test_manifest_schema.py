@@ -255,8 +255,8 @@ def test_a_frontend_gets_reference_arrays(written, tmp_path):
     folder = export(model, np.zeros((1, 10, 20), np.float32), tmp_path / "fe", formats=("onnx",), frontend=config)
     manifest = Manifest.load(folder)
     assert manifest.frontend == config.to_dict() and manifest.frontend["feature_normalization"] == {"where": "none"}
-    pcm = np.load(check_reference(folder, manifest.reference, "frontend_pcm"))
-    features = np.load(check_reference(folder, manifest.reference, "frontend_features"))
+    pcm = np.load(check_reference(folder, manifest.reference, "frontend_input"))
+    features = np.load(check_reference(folder, manifest.reference, "frontend_output"))
     assert pcm.dtype == np.int16 and pcm.ndim == 1
     assert features.shape == (config.n_frames(len(pcm)), 20)
     assert np.array_equal(features, LogMelFrontend(config).compute(pcm))

@@ -53,7 +53,7 @@ def compare_with_runtime(model_dir: Path, results: dict[str, np.ndarray]) -> Non
         assert got.shape == expected.shape
         assert float(np.abs(got - expected).max()) <= 1e-5, entry.key
     if manifest.frontend is not None:
-        pcm = np.load(model_dir / manifest.reference["frontend_pcm"])
+        pcm = np.load(model_dir / manifest.reference["frontend_input"])
         features = LogMelFrontend(LogMelConfig.from_dict(manifest.frontend)).compute(pcm)
         assert results["features"].shape == features.shape and features.shape[0] > 10
         assert float(np.abs(results["features"] - features).max()) <= 1e-4
