@@ -84,7 +84,7 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
                 calibration_by_signature = {signatures.get(str(length), "step"): feeds[length] for length in feeds}
             info = quantize_tflite(model_dir / entry.path, model_dir / out_name, mode.value, calibration_by_signature)
             new_entry = file_entry(model_dir, out_name, "tflite", "int8", chunk_sizes=entry.chunk_sizes,
-                                   signatures=entry.signatures, quantization=info)
+                                   signatures=entry.signatures, quantization=info, checks=entry.checks)
         manifest = manifest.with_file(new_entry)
         manifest.save(model_dir)
     return model_dir

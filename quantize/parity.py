@@ -66,7 +66,7 @@ def load_eval(path: str | Path, manifest: Manifest) -> tuple[list[np.ndarray], n
 def clip_prediction(logits: np.ndarray, manifest: Manifest) -> int:
     """The class of one clip: the manifest's ``extra.clip_rule`` when it has one (keyword spotting), else the
     argmax of the mean output over the clip."""
-    rule = manifest.extra.get("clip_rule")
+    rule = (manifest.detector or {}).get("clip_rule") or manifest.extra.get("clip_rule")
     if rule:
         from lstm_edge.runtime.kws import clip_prediction as rule_prediction
 

@@ -26,7 +26,9 @@ os.environ["LSTM_EDGE_ARM_CACHE"] = str(_CACHE / "arm")
 import zoo  # noqa: E402
 
 FORMATS = ("onnx", "tflite")
-from lstm_edge.runtime.backends import NAMES as BACKENDS  # noqa: E402
+from lstm_edge.runtime.backends import NAMES  # noqa: E402
+
+BACKENDS = NAMES
 
 
 @pytest.fixture(scope="session")

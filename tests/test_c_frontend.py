@@ -7,6 +7,7 @@ input, under random chunkings, and the detections on the same logits equal ``Key
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import wave
@@ -58,7 +59,8 @@ class Cli:
     def features(self, samples: np.ndarray, config: LogMelConfig, chunks: Path | None = None,
                  extra: tuple[str, ...] = ()) -> np.ndarray:
         args = ["features", *extra, "input=" + ("int16" if samples.dtype == np.int16 else "float32")]
-        args += [f"{k}={v!r}" for k, v in config.to_dict().items() if k not in ("window", "mel_scale")]
+        # The tunable settings only (to_dict() also states the fixed choices, which the C frontend implements).
+        args += [f"{k}={v!r}" for k, v in dataclasses.asdict(config).items() if k not in ("window", "mel_scale")]
         if chunks is not None:
             args.append(f"chunks={chunks}")
         out = self.run(args, samples.astype("<i2" if samples.dtype == np.int16 else "<f4").tobytes()).stdout
