@@ -6,8 +6,8 @@ import re
 
 from lstm_edge.runtime.errors import ManifestError, expected_got
 
-MODEL_NAME_RULE = "1-64 characters of letters, digits, '.', '_' and '-', starting with a letter or digit"
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MODEL_NAME_RULE = "1-64 characters of letters, digits, '.', '_', '+' and '-', starting with a letter or digit"
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")  # the manifest schema's pattern, bounded
 
 
 def check_model_name(name: object) -> str:

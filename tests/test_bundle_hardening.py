@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lstm_edge.devices.bundle import BundleError, extract_bundle, make_bundle
+from lstm_edge.runtime.errors import ManifestError
 
 from zoo import SmallKws
 
@@ -47,9 +48,17 @@ def with_name(model_dir: Path, tmp_path: Path, name: str) -> Path:
 def test_bundle_refuses_a_hostile_model_name(model_dir, tmp_path, name):
     directory = with_name(model_dir, tmp_path, name)
     out = tmp_path / "b.tar.gz"
-    with pytest.raises(BundleError, match="model name: expected 1-64 characters"):
+    # Refused when the manifest is read (its schema's name pattern) or by the bundle's own check (length, the same
+    # characters): either way before any file is written.
+    with pytest.raises((BundleError, ManifestError), match="name"):
         make_bundle(directory, "x86_64-linux", out, log=lambda m: None)
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_bundle_time_name_check_refuses_what_the_schema_lets_through(model_dir, tmp_path):
+    with pytest.raises(BundleError, match="model name: expected 1-64 characters"):
+        make_bundle(with_name(model_dir, tmp_path, "k" * 65), "x86_64-linux", tmp_path / "b.tar.gz",
+                    log=lambda m: None)
 
 
 def test_phone_guide_values_cannot_add_lines(model_dir, tmp_path):
