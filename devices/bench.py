@@ -46,7 +46,7 @@ def frame_seconds(manifest: Manifest) -> float | None:
 
 def _example_chunk(manifest: Manifest, chunk_frames: int, rng: np.random.Generator) -> np.ndarray:
     spec = manifest.input
-    shape = tuple(chunk_frames if d == "T" else d for d in spec.shape[1:])
+    shape = tuple(chunk_frames if d == "T" else int(d) for d in spec.shape[1:])
     if spec.dtype == "int64":
         low, high = spec.value_range or (0, 2)
         return rng.integers(low, high, size=shape, dtype=np.int64)

@@ -88,12 +88,12 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
         raise ExportError(expected_got("example for a sequence model", "[1, T, F] floats or [1, T] token ids",
                                        f"shape {tuple(example.shape)}"))
     if step:
-        streamer: torch.nn.Module = StepStreamer(model, example)
+        streamer: StepStreamer | SequenceStreamer = StepStreamer(model, example)
     else:
         streamer = SequenceStreamer(model, example)
         check_time_locality(streamer, example)
         check_against_model(streamer, example)
-    slots = streamer.slots
+    slots: list[StateSlot] = list(streamer.slots)
     initial = tuple(slot.initial for slot in slots)
     with torch.no_grad():
         y, *_ = streamer(example, *initial)

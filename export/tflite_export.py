@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -80,7 +81,8 @@ def _with_length(example_x: torch.Tensor, length: int) -> torch.Tensor:
     return example_x.repeat(*repeats)[:, :length].contiguous()
 
 
-def _signature_examples(example_x: torch.Tensor, lengths: tuple[int, ...] | None) -> dict[str, tuple[str, torch.Tensor]]:
+def _signature_examples(example_x: torch.Tensor,
+                        lengths: tuple[int, ...] | None) -> dict[str, tuple[str, torch.Tensor]]:
     """``{str(length): (signature key, example x)}``; one ``step`` signature when ``lengths`` is None."""
     if lengths is None:
         return {STEP_SIGNATURE: (STEP_SIGNATURE, example_x)}
@@ -124,7 +126,7 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path,
             # nn.LSTM re-assigns its flat weight list while torch.export traces it: harmless here.
             warnings.filterwarnings("ignore", message=".*were assigned during export.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-            converter = None
+            converter: Any = None
             for key, x in examples.values():
                 sample = {input_name: x, **dict(zip(state_inputs, example_states))}
                 converter = (litert_torch if converter is None else converter).signature(key, adapter, (), sample)

@@ -154,7 +154,7 @@ def periodic_hann(win_length: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
 
 
-def hz_to_mel_htk(freq_hz: np.ndarray) -> np.ndarray:
+def hz_to_mel_htk(freq_hz: np.ndarray | float) -> np.ndarray:
     """HTK mel scale."""
     return 2595.0 * np.log10(1.0 + np.asarray(freq_hz, dtype=np.float64) / 700.0)
 

@@ -251,7 +251,8 @@ class Manifest:
                 return entry
         have = ", ".join(f.key for f in self.files) or "none"
         raise ModelFileError(f"no {fmt} model at precision {precision!r} in this directory (it has: {have})"
-                             + ("; run `lstm-edge quantize MODEL_DIR` to make the int8 files" if precision == "int8" else ""))
+                             + ("; run `lstm-edge quantize MODEL_DIR` to make the int8 files"
+                                if precision == "int8" else ""))
 
     def has_file(self, fmt: str, precision: str) -> bool:
         return any(f.format == fmt and f.precision == precision for f in self.files)
@@ -303,12 +304,15 @@ class Manifest:
         kind = _require(data, "kind", "manifest")
         if kind not in KINDS:
             raise ManifestError(expected_got("manifest kind", f"one of {KINDS}", kind))
-        inputs = tuple(TensorSpec.from_dict(t, f"inputs[{i}]") for i, t in enumerate(_require(data, "inputs", "manifest")))
-        outputs = tuple(TensorSpec.from_dict(t, f"outputs[{i}]") for i, t in enumerate(_require(data, "outputs", "manifest")))
+        inputs = tuple(TensorSpec.from_dict(t, f"inputs[{i}]")
+                       for i, t in enumerate(_require(data, "inputs", "manifest")))
+        outputs = tuple(TensorSpec.from_dict(t, f"outputs[{i}]")
+                        for i, t in enumerate(_require(data, "outputs", "manifest")))
         if len(inputs) != 1 or len(outputs) != 1:
             raise ManifestError(expected_got("manifest inputs/outputs", "exactly one of each",
                                              f"{len(inputs)} inputs, {len(outputs)} outputs"))
-        states = tuple(StateSpec.from_dict(s, f"states[{i}]") for i, s in enumerate(_require(data, "states", "manifest")))
+        states = tuple(StateSpec.from_dict(s, f"states[{i}]")
+                       for i, s in enumerate(_require(data, "states", "manifest")))
         files = tuple(ModelFile.from_dict(f, f"files[{i}]") for i, f in enumerate(data.get("files", [])))
         labels = data.get("labels")
         classes = outputs[0].shape[-1]

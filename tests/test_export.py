@@ -10,10 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import zoo
 from lstm_edge.export import export
 from lstm_edge.runtime.errors import ExportError
 from lstm_edge.runtime.manifest import Manifest, sha256_of
+
+import zoo
 
 
 def test_manifest_describes_names_shapes_and_checksums(exported):

@@ -14,8 +14,8 @@ import pytest
 from lstm_edge.recipes.kws.model import shipped_model_dir
 from lstm_edge.runtime import StreamingModel
 from lstm_edge.runtime.audio import load_mono
-from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
 from lstm_edge.runtime.errors import InputError
+from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
 
 ASSETS = shipped_model_dir()
 EXPORTED = ASSETS / "export"

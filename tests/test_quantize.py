@@ -14,8 +14,6 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-import toy
-import zoo
 from lstm_edge.export import export
 from lstm_edge.quantize import quantize
 from lstm_edge.quantize.onnx_quant import check_int8_structure, count_onnx_ops
@@ -23,6 +21,9 @@ from lstm_edge.quantize.parity import parity_report
 from lstm_edge.runtime import InputError, StreamingModel
 from lstm_edge.runtime.errors import QuantizationError
 from lstm_edge.runtime.manifest import Manifest, file_entry
+
+import toy
+import zoo
 
 
 class Mid(torch.nn.Module):

@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import zoo
-from conftest import BACKENDS
 from lstm_edge.runtime import (
     BackendUnavailableError,
     InputError,
@@ -21,6 +19,9 @@ from lstm_edge.runtime import (
     ModelFileError,
     StreamingModel,
 )
+
+import zoo
+from conftest import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS)

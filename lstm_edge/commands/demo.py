@@ -58,11 +58,10 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     from lstm_edge.export import export
     from lstm_edge.quantize import quantize
     from lstm_edge.quantize.parity import format_table, parity_report
-    from lstm_edge.recipes.kws.model import load_shipped_model
+    from lstm_edge.recipes.kws.model import feature_normalization, load_shipped_model
     from lstm_edge.runtime.audio import load_mono
     from lstm_edge.runtime.backends import info
     from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
-    from lstm_edge.recipes.kws.model import feature_normalization
     from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
     from lstm_edge.runtime.model import StreamingModel
 

@@ -31,7 +31,7 @@ def _disable_tqdm() -> None:
         kwargs["disable"] = True
         original(self, *args, **kwargs)
 
-    tqdm.tqdm.__init__ = quiet_init  # type: ignore[method-assign]
+    tqdm.tqdm.__init__ = quiet_init
 
 
 def quiet_third_party(host_side: bool = False) -> None:

@@ -61,7 +61,7 @@ class FeatureNormalization(nn.Module):
         return (features - self.mean) / self.std
 
 
-def feature_normalization(model: "KeywordLSTM") -> Dict[str, Any]:
+def feature_normalization(model: KeywordLSTM) -> dict[str, Any]:
     """The manifest's ``frontend.feature_normalization``: the graph itself computes ``(x - mean) / std`` per mel bin
     (``KeywordLSTM.normalize``), so a client feeds raw log-mel features and must not normalise them again."""
     return {"where": "graph", "formula": "(x - mean) / std",
