@@ -60,7 +60,7 @@ def test_dynamic_int8_is_integer_and_small(quantized_dir):
 
 
 def test_dynamic_tflite_int8_has_integer_weights(quantized_dir):
-    from lstm_edge.quantize.tflite_quant import count_tflite_ops
+    from lstm_edge.quantize.tflite_inspect import count_tflite_ops
 
     manifest = Manifest.load(quantized_dir)
     entry = manifest.file("tflite", "int8")
@@ -74,7 +74,7 @@ def test_dynamic_tflite_int8_has_integer_weights(quantized_dir):
 
 
 def test_static_tflite_is_full_integer_and_the_runtime_hides_it(quantized_dir, tmp_path):
-    from lstm_edge.quantize.tflite_quant import count_tflite_ops
+    from lstm_edge.quantize.tflite_inspect import count_tflite_ops
 
     target = _copy(quantized_dir, tmp_path / "static_tflite")
     calibration = [toy.make_sequences(1, 400, seed)[0][0] for seed in range(4)]

@@ -1,0 +1,40 @@
+"""Task metrics for ``verify --eval``: how one clip's outputs become one predicted class, per task.
+
+Generic parity takes any ``ClipPredictor``; this registry picks the one a model directory's manifest asks for.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from lstm_edge.runtime.manifest import Manifest
+
+ClipPredictor = Callable[[np.ndarray], int]
+
+
+def mean_argmax(logits: np.ndarray) -> int:
+    """The class whose output, averaged over the clip's frames, is largest."""
+    return int(np.argmax(logits.reshape(len(logits), -1).mean(axis=0)))
+
+
+def _keyword_spotting(manifest: Manifest) -> ClipPredictor:
+    from lstm_edge.runtime.kws import clip_prediction
+
+    rule = dict(manifest.extra["clip_rule"])
+    return lambda logits: clip_prediction(logits, rule)
+
+
+# task name -> (does this manifest declare it?, predictor factory)
+TASKS: dict[str, tuple[Callable[[Manifest], bool], Callable[[Manifest], ClipPredictor]]] = {
+    "keyword-spotting": (lambda m: bool(m.extra.get("clip_rule")), _keyword_spotting),
+}
+
+
+def clip_predictor_for(manifest: Manifest) -> ClipPredictor:
+    """The clip metric of the manifest's task; the mean-argmax rule when it declares none."""
+    for declares, factory in TASKS.values():
+        if declares(manifest):
+            return factory(manifest)
+    return mean_argmax
