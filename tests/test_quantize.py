@@ -263,3 +263,11 @@ def test_verify_plot_writes_a_png(quantized_dir, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "by chunk size" in result.stdout
+
+
+def test_bench_plot_writes_a_png(quantized_dir, tmp_path):
+    png = tmp_path / "bench.png"
+    result = subprocess.run([sys.executable, "-m", "lstm_edge", "bench", str(quantized_dir), "--seconds", "0.2",
+                             "--plot", str(png)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
