@@ -271,3 +271,19 @@ def test_bench_plot_writes_a_png(quantized_dir, tmp_path):
                              "--plot", str(png)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_quantize_times_both_precisions_and_recommends_one(quantized_dir, tmp_path):
+    target = _copy(quantized_dir, tmp_path / "speed")
+    result = subprocess.run([sys.executable, "-m", "lstm_edge", "quantize", str(target)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for backend in ("onnx", "litert"):
+        line = next(l for l in result.stdout.splitlines() if l.startswith(f"recommended for {backend}"))
+        assert line.split(": ", 1)[1] in ("float", "int8", "depends on chunk size (see above)")
+    slower = [l for l in result.stdout.splitlines() if "T=" in l and "int8" in l]
+    assert len(slower) == 4  # two backends x T=1, T=10
+    for row in slower:  # the SLOWER note is there exactly when the int8 time is the larger one
+        float_us, int8_us = float(row.split("float")[1].split()[0]), float(row.split("int8")[1].split()[0])
+        if int8_us != float_us:  # equal after rounding to 0.1 us: either note is right
+            assert ("SLOWER" in row) == (int8_us > float_us), row

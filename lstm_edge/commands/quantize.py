@@ -50,6 +50,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(format_table(report))
     for failure in report["failures"]:
         print(f"FAIL {failure}")
+    if not args.no_speed:
+        from lstm_edge.quantize.speed import compare_precisions, format_recommendation
+
+        print(format_recommendation(compare_precisions(args.model_dir)))
     return 0
 
 
@@ -72,6 +76,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"{100 * tolerances['int8_accuracy_drop']:g} point(s) (with --eval)")
         for failure in report["failures"]:
             print(f"FAIL {failure}")
+        if not args.no_speed:
+            from lstm_edge.quantize.speed import compare_precisions, format_recommendation
+
+            print(format_recommendation(compare_precisions(args.model_dir)))
         print("PASS" if not report["failures"] else f"{len(report['failures'])} gate(s) failed; report in "
               f"{Path(args.model_dir) / 'parity.json'}")
     return 1 if report["failures"] else 0
@@ -88,6 +96,7 @@ def register(sub) -> None:
     p.add_argument("--calibration", help=".npy/.npz of realistic inputs without batch dim (required for static)")
     p.add_argument("--formats", help="comma-separated formats to quantize (default: all float files)")
     p.add_argument("--eval", help="labelled evaluation .npz for the accuracy columns")
+    p.add_argument("--no-speed", action="store_true", help="skip the float vs int8 timing and recommendation")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("verify", help="check every file against the float torch model; exit 1 outside tolerances",
@@ -98,6 +107,7 @@ def register(sub) -> None:
     p.add_argument("--eval", help="labelled evaluation .npz: 'labels' plus 'inputs' [N,T,...] or 'audio' [N,samples]")
     p.add_argument("--chunk", type=int, default=10, help="frames per push (default 10)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-speed", action="store_true", help="skip the float vs int8 timing")
     p.add_argument("--plot", metavar="FILE.png", help="draw the error along the stream and int8 vs float outputs "
                                                       "(needs the 'plot' extra: matplotlib)")
     p.set_defaults(func=cmd_verify)
