@@ -12,6 +12,8 @@ import statistics
 import time
 from pathlib import Path
 
+from lstm_edge.runtime.backends import NAMES
+
 from _common import save
 
 
@@ -31,7 +33,7 @@ def main() -> None:
     assets = shipped_model_dir()
     model_dir = Path(args.model_dir) if args.model_dir else assets / "export"
     spotters = {}
-    for backend in ("onnx", "litert"):
+    for backend in NAMES:
         for precision in ("float", "int8"):
             spotters[f"{backend} {precision}"] = KeywordSpotter(StreamingModel.load(model_dir, backend=backend,
                                                                                     precision=precision))
@@ -47,11 +49,7 @@ def main() -> None:
             stream.push(audio[start:start + chunk])
 
     def run(spotter):
-        stream = spotter.create_stream()
-        found = []
-        for start in range(0, len(audio), chunk):
-            found.extend(stream.push(audio[start:start + chunk]))
-        return found
+        return spotter.detect(audio, chunk_seconds=chunk / spotter.sample_rate)
 
     timings: dict[str, list[float]] = {name: [] for name in [*spotters, "frontend only"]}
     for _ in range(2):  # warm-up

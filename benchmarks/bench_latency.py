@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lstm_edge.runtime.backends import NAMES
+from lstm_edge.runtime.manifest import PRECISIONS
+
 from _common import interleaved_medians, reference_model, save
 
 
@@ -47,7 +50,7 @@ def measure(name: str, model, tmp: Path, repeats: int) -> dict:
     quantize(model_dir)
     streamer = SequenceStreamer(model, torch.randn(1, 10, 40))
     loaded = {(b, p): StreamingModel.load(model_dir, backend=b, precision=p)
-              for b in ("onnx", "litert") for p in ("float", "int8")}
+              for b in NAMES for p in PRECISIONS}
     sizes = {f"{f.format}/{f.precision}": f.bytes for f in loaded[("onnx", "float")].manifest.files}
     results = {}
     for frames in (1, 10):
@@ -55,19 +58,19 @@ def measure(name: str, model, tmp: Path, repeats: int) -> dict:
         xt = torch.from_numpy(x[None])
         state = tuple(slot.initial for slot in streamer.slots)
 
-        def torch_call():
+        def torch_call(xt=xt, state=state):
             with torch.no_grad():
                 return streamer(xt, *state)
 
         calls = {"torch eager float": torch_call}
         for (backend, precision), streaming in loaded.items():
             stream = streaming.create_stream()
-            calls[f"{backend} {precision}"] = (lambda s=stream: s.push(x))
+            calls[f"{backend} {precision}"] = (lambda s=stream, x=x: s.push(x))
         medians = interleaved_medians(calls, repeats)
         results[f"T={frames}"] = medians
     flags = []
     for key, medians in results.items():
-        for backend in ("onnx", "litert"):
+        for backend in NAMES:
             ratio = medians[f"{backend} int8"] / medians[f"{backend} float"]
             if ratio > 1.0:
                 flags.append(f"{name} {key}: {backend} int8 is {100 * (ratio - 1):.0f}% SLOWER than float "

@@ -23,8 +23,6 @@ from lstm_edge.runtime.errors import InputError, expected_got
 from lstm_edge.runtime.manifest import PRECISIONS, Manifest
 from lstm_edge.runtime.model import StreamingModel
 
-ENGINE_MODULE = {"onnx": "onnxruntime", "litert": "ai_edge_litert.interpreter"}
-BACKEND_OF = {fmt: name for name, fmt in backends.FORMAT_OF.items()}
 WARMUP_CHUNKS = 20
 MIN_CHUNKS = 50
 RESULT_FIELDS = ("backend", "precision", "engine", "import_seconds", "load_seconds", "chunks", "chunk_frames",
@@ -56,7 +54,7 @@ def _example_chunk(manifest: Manifest, chunk_frames: int, rng: np.random.Generat
 
 def _import_engine(backend: str) -> float | None:
     """Seconds to import the engine if this is its first import here, else None (already imported)."""
-    module = ENGINE_MODULE[backend]
+    module = backends.info(backend).engine_import
     if module in sys.modules:
         return None
     start = time.perf_counter()
@@ -120,8 +118,8 @@ def bench(model_dir: str | Path, backend: str | None = None, precision: str | No
     """Benchmark every model file of ``model_dir`` (or the chosen backend/precision) whose engine is installed."""
     model_dir = Path(model_dir)
     manifest = Manifest.load(model_dir)
-    if backend is not None and backend not in backends.BACKENDS:
-        raise InputError(expected_got("backend", f"one of {sorted(backends.BACKENDS)}", repr(backend)))
+    if backend is not None:
+        backends.info(backend)  # an InputError naming the choices for an unknown name
     if precision is not None and precision not in PRECISIONS:
         raise InputError(expected_got("precision", f"one of {PRECISIONS}", repr(precision)))
     if chunk_frames < 1:
@@ -130,12 +128,12 @@ def bench(model_dir: str | Path, backend: str | None = None, precision: str | No
         raise InputError(expected_got("seconds", "a positive duration", seconds))
     results, skipped = [], []
     for entry in manifest.files:
-        name = BACKEND_OF[entry.format]
+        name = backends.for_format(entry.format).name
         if (backend is not None and name != backend) or (precision is not None and entry.precision != precision):
             continue
         if not backends.engine_available(name):
             skipped.append({"backend": name, "precision": entry.precision,
-                            "reason": f"{ENGINE_MODULE[name].split('.')[0]} is not installed"})
+                            "reason": f"{backends.info(name).pip_package} is not installed"})
             continue
         results.append(bench_one(model_dir, manifest, name, entry.precision, chunk_frames, seconds, threads))
     if not results and not skipped:

@@ -26,14 +26,12 @@ from typing import Callable
 
 import lstm_edge
 from lstm_edge.devices.profiles import Profile, ProfileError, get_profile
-from lstm_edge.runtime.backends import FORMAT_OF
+from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import LstmEdgeError, expected_got
 from lstm_edge.runtime.manifest import Manifest, ModelFile, check_file, sha256_of
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SUMS_NAME = "SHA256SUMS"
-ENGINE_OF = {"onnx": "onnxruntime", "litert": "ai-edge-litert"}
-EXTRA_OF = {"onnx": "onnx", "litert": "litert"}
 DEFAULT_WHEEL_CACHE = Path.home() / ".cache" / "lstm-edge" / "wheels"
 
 Log = Callable[[str], None]
@@ -62,23 +60,25 @@ def choose_model_file(manifest: Manifest, profile: Profile, backend: str | None,
     falls back to float, and its preferred backend to the other one, each with a note.
     """
     notes: list[str] = []
-    if backend is not None and backend not in FORMAT_OF:
-        raise BundleError(expected_got("backend", f"one of {sorted(FORMAT_OF)}", repr(backend)))
+    if backend is not None and backend not in backends.REGISTRY:
+        raise BundleError(expected_got("backend", f"one of {list(backends.NAMES)}", repr(backend)))
     have = ", ".join(f.key for f in manifest.files) or "none"
     if backend is None:
         backend = profile.backend
-        if not any(f.format == FORMAT_OF[backend] for f in manifest.files):
-            other = next(b for b in FORMAT_OF if b != backend)
-            if not any(f.format == FORMAT_OF[other] for f in manifest.files):
+        formats = {f.format for f in manifest.files}
+        if backends.info(backend).format not in formats:
+            others = [b for b in backends.NAMES if b != backend and backends.info(b).format in formats]
+            if not others:
                 raise BundleError(f"the model directory has no model files (manifest lists: {have})")
+            other = others[0]
             notes.append(f"The {profile.name} profile prefers {backend}, but the model directory has no "
-                         f"{FORMAT_OF[backend]} file; using {other} instead (export with formats=('onnx', 'tflite') "
+                         f"{backends.info(backend).format} file; using {other} instead (export with formats=('onnx', 'tflite') "
                          f"to get it).")
             backend = other
-    elif not any(f.format == FORMAT_OF[backend] for f in manifest.files):
-        raise BundleError(expected_got(f"a {FORMAT_OF[backend]} file for backend {backend!r}",
+    elif not any(f.format == backends.info(backend).format for f in manifest.files):
+        raise BundleError(expected_got(f"a {backends.info(backend).format} file for backend {backend!r}",
                                        "one in the model directory", f"only {have}"))
-    fmt = FORMAT_OF[backend]
+    fmt = backends.info(backend).format
     if precision is None:
         precision = profile.precision
         if not manifest.has_file(fmt, precision):
@@ -133,7 +133,7 @@ def download_wheels(profile: Profile, python: str, backend: str, cache_dir: Path
     if not done.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         platforms = [arg for tag in profile.pip_platforms() for arg in ("--platform", tag)]
-        requirements = ["numpy>=1.22", f"{ENGINE_OF[backend]}", "pip"]
+        requirements = ["numpy>=1.22", backends.info(backend).pip_package, "pip"]
         log(f"downloading wheels for {key} into {folder}")
         result = subprocess.run([sys.executable, "-m", "pip", "download", "--only-binary=:all:", *platforms,
                                  "--python-version", python, "--implementation", "cp", "--disable-pip-version-check",
@@ -144,9 +144,10 @@ def download_wheels(profile: Profile, python: str, backend: str, cache_dir: Path
         done.write_text(json.dumps({"requirements": requirements, "platforms": profile.pip_platforms()}) + "\n")
     wheels = sorted(folder.glob("*.whl"))
     names = {w.name.split("-")[0].lower().replace("_", "-") for w in wheels}
-    missing = [n for n in ("numpy", ENGINE_OF[backend], "pip") if n not in names]
+    engine = backends.info(backend).pip_package
+    missing = [n for n in ("numpy", engine, "pip") if n not in names]
     if missing:
-        raise BundleError(expected_got(f"wheels in {folder}", f"numpy, {ENGINE_OF[backend]} and pip",
+        raise BundleError(expected_got(f"wheels in {folder}", f"numpy, {engine} and pip",
                                        f"{sorted(names)} (missing {missing}); delete the folder to download again"))
     return wheels
 
@@ -257,7 +258,7 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
     root_name = _bundle_root_name(out_path)
     values = _common_values(manifest, profile, choice)
     values.update({"PYTHON": python, "ARCHIVE": out_path.name, "ROOT": root_name,
-                   "EXTRA": EXTRA_OF[choice.backend], "ENGINE": ENGINE_OF[choice.backend],
+                   "EXTRA": backends.info(choice.backend).extra, "ENGINE": backends.info(choice.backend).pip_package,
                    "PLATFORMS": ", ".join(profile.platform_tags) or "-"})
 
     with tempfile.TemporaryDirectory(prefix="lstm-edge-bundle-") as tmp:

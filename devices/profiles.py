@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from lstm_edge.runtime.errors import LstmEdgeError, expected_got
+from lstm_edge.runtime.backends import NAMES as BACKENDS
 from lstm_edge.runtime.manifest import PRECISIONS
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 KINDS = ("linux", "android", "ios")
-BACKENDS = ("onnx", "litert")
 OLDEST_MANYLINUX_GLIBC = 17  # manylinux_2_17 == manylinux2014
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _VERSION = re.compile(r"^3\.\d+$")

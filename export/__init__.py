@@ -27,6 +27,8 @@ from lstm_edge.runtime.manifest import (
     StateSpec,
     TensorSpec,
     file_entry,
+    float_limit,
+    within_tolerance,
 )
 
 __all__ = ["export", "ExportError"]
@@ -220,7 +222,7 @@ def _write_reference(streamer: torch.nn.Module, example: torch.Tensor, manifest:
         if got != want:
             raise ExportError(expected_got("reference_input shape (no batch dim)", f"[N, {', '.join(map(str, want))}]",
                                            tuple(data.shape)))
-    state = tuple(torch.from_numpy(s) for s in manifest.initial_state())
+    state = tuple(torch.from_numpy(s) for s in manifest.initial_values())
     with torch.no_grad():
         if step:
             outputs = []
@@ -243,21 +245,22 @@ def _write_reference(streamer: torch.nn.Module, example: torch.Tensor, manifest:
 
 def _self_check(streamer: torch.nn.Module, example: torch.Tensor, manifest: Manifest, out_dir: Path) -> None:
     """Run each written file on its backend against torch; refuse to hand over a directory that disagrees."""
-    from lstm_edge.runtime.backends import BACKEND_OF, engine_available
+    from lstm_edge.runtime.backends import engine_available, for_format
     from lstm_edge.runtime.model import StreamingModel
 
     x = example if manifest.kind == "step" else probe_input(example, 23, seed=7)
     with torch.no_grad():
-        expected, *_ = streamer(x, *(torch.from_numpy(s) for s in manifest.initial_state()))
+        expected, *_ = streamer(x, *(torch.from_numpy(s) for s in manifest.initial_values()))
     expected = expected[0].numpy()
     for entry in manifest.files:
-        backend = BACKEND_OF[entry.format]
+        backend = for_format(entry.format).name
         if not engine_available(backend):
             continue
         model = StreamingModel.load(out_dir, backend=backend, precision=entry.precision)
         got = model.create_stream().push(x[0].numpy())
         diff = float(np.abs(got - expected).max())
-        tolerance = manifest.tolerances["float_max_abs_diff"] * (1.0 + float(np.abs(expected).max()))
-        if not diff <= tolerance:
+        peak = float(np.abs(expected).max())
+        tolerance = float_limit(manifest.tolerances, peak)
+        if not within_tolerance(diff, peak, manifest.tolerances):
             raise ExportError(f"{entry.path} disagrees with the torch model on a {x.shape[1]}-frame input: max abs "
                               f"diff {diff:.3g}, expected <= {tolerance:.3g}")

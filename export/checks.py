@@ -10,6 +10,7 @@ from torch import nn
 
 from lstm_edge.export.wrap import SequenceStreamer
 from lstm_edge.runtime.errors import ExportError
+from lstm_edge.runtime.manifest import DEFAULT_TOLERANCES, float_limit
 
 PROBE_FRAMES = 37  # an unusual length, so the time axis of each layer's output can be told from the others
 PROBE_CHUNKS = (1, 6, 13, 17)
@@ -73,7 +74,8 @@ def _run_chunks(streamer: SequenceStreamer, x: torch.Tensor, chunks: tuple[int, 
     return torch.cat(pieces, dim=1), state
 
 
-def check_time_locality(streamer: SequenceStreamer, example: torch.Tensor, tolerance: float = 1e-4) -> float:
+def check_time_locality(streamer: SequenceStreamer, example: torch.Tensor,
+                        tolerance: float = DEFAULT_TOLERANCES["float_max_abs_diff"]) -> float:
     """Refuse a model whose chunked outputs differ from its whole-sequence outputs. Returns the max diff seen."""
     x = probe_input(example, PROBE_FRAMES)
     with torch.no_grad():
@@ -84,13 +86,13 @@ def check_time_locality(streamer: SequenceStreamer, example: torch.Tensor, toler
         chunked, chunked_state = _run_chunks(streamer, x, PROBE_CHUNKS)
     diff = float((whole - chunked).abs().max())
     state_diff = max((float((a - b).abs().max()) for a, b in zip(whole_state, chunked_state)), default=0.0)
-    scale = 1.0 + float(whole.abs().max())
-    if diff <= tolerance * scale and state_diff <= tolerance * scale:
+    limit = float_limit({"float_max_abs_diff": tolerance}, float(whole.abs().max()))
+    if diff <= limit and state_diff <= limit:
         return max(diff, state_diff)
     culprit = _locate(streamer, x, tolerance)
     raise ExportError(
         f"the model cannot stream: run in chunks {PROBE_CHUNKS} with state carried, its output differs from one "
-        f"pass over the whole {PROBE_FRAMES}-frame sequence by {diff:.3g} (expected <= {tolerance * scale:.3g}). "
+        f"pass over the whole {PROBE_FRAMES}-frame sequence by {diff:.3g} (expected <= {limit:.3g}). "
         f"{culprit} A streaming model may only carry information across time through its nn.LSTM/nn.GRU state; "
         "a layer with its own context (e.g. a causal convolution) must be written as a step model with that "
         "context as explicit state.")
@@ -124,7 +126,7 @@ def _same(full: torch.Tensor, parts: list[torch.Tensor], tolerance: float) -> bo
     if len(axes) != 1:
         return False
     joined = torch.cat(parts, dim=axes[0])
-    return float((joined - full).abs().max()) <= tolerance * (1.0 + float(full.abs().max()))
+    return float((joined - full).abs().max()) <= float_limit({"float_max_abs_diff": tolerance}, float(full.abs().max()))
 
 
 def _describe(module: nn.Module) -> str:

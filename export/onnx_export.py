@@ -14,7 +14,7 @@ import torch
 from lstm_edge.runtime.errors import ExportError
 
 OPSET = 17
-NONFINITE_OUTPUT = "x_nonfinite"
+NONFINITE_OUTPUT = "nonfinite"
 
 
 def write_onnx(module: torch.nn.Module, example_x: torch.Tensor, example_states: tuple[torch.Tensor, ...],
@@ -24,8 +24,9 @@ def write_onnx(module: torch.nn.Module, example_x: torch.Tensor, example_states:
 
     Uses the TorchScript exporter: it gives one fused ``LSTM``/``GRU`` op per layer and a time axis that stays
     dynamic (the dynamo exporter records the example's length inside Reshape nodes).
-    Float inputs also get an auxiliary scalar output ``x_nonfinite`` (sum of ``x - x``: 0 when every value is
-    finite, NaN otherwise), so the runtime validates values inside the call. Returns the manifest's ``checks``.
+    The graph also gets an auxiliary scalar output ``nonfinite``: the sum of every value of the float input, the
+    output and the new state. It is finite when they all are, so the runtime validates a call's input and result
+    with one float comparison inside the same call. Returns the manifest's ``checks``.
     """
     dynamic_axes = {input_name: {1: "T"}, output_name: {1: "T"}} if dynamic_time else None
     buffer = io.BytesIO()
@@ -41,10 +42,9 @@ def write_onnx(module: torch.nn.Module, example_x: torch.Tensor, example_states:
             raise ExportError(f"torch.onnx.export failed: {str(err).splitlines()[0]}") from None
     graph = onnx.load_from_string(buffer.getvalue())
     graph.producer_name = "lstm-edge"
-    checks = {}
-    if example_x.dtype.is_floating_point:
-        _add_nonfinite_output(graph, input_name)
-        checks["nonfinite_input"] = NONFINITE_OUTPUT
+    checked = ([input_name] if example_x.dtype.is_floating_point else []) + [output_name, *state_outputs]
+    _add_nonfinite_output(graph, checked)
+    checks = {"nonfinite_any": NONFINITE_OUTPUT}
     for key, value in metadata.items():
         entry = graph.metadata_props.add()
         entry.key = key
@@ -58,13 +58,13 @@ def write_onnx(module: torch.nn.Module, example_x: torch.Tensor, example_states:
     return checks
 
 
-def _add_nonfinite_output(graph: onnx.ModelProto, input_name: str) -> None:
-    """Append ``x_nonfinite = ReduceSum(x - x)`` (keepdims 0) as a graph output."""
+def _add_nonfinite_output(graph: onnx.ModelProto, names: list[str]) -> None:
+    """Append ``nonfinite = Sum(ReduceSum(t) for t in names)`` (a scalar) as a graph output."""
     from onnx import TensorProto, helper
 
-    difference = f"{NONFINITE_OUTPUT}_difference"
-    graph.graph.node.extend([
-        helper.make_node("Sub", [input_name, input_name], [difference], name="lstm_edge_nonfinite_sub"),
-        helper.make_node("ReduceSum", [difference], [NONFINITE_OUTPUT], name="lstm_edge_nonfinite_sum", keepdims=0),
-    ])
+    sums = [f"{NONFINITE_OUTPUT}_{index}" for index in range(len(names))]
+    nodes = [helper.make_node("ReduceSum", [name], [total], name=f"lstm_edge_nonfinite_sum_{index}", keepdims=0)
+             for index, (name, total) in enumerate(zip(names, sums))]
+    nodes.append(helper.make_node("Sum", sums, [NONFINITE_OUTPUT], name="lstm_edge_nonfinite_total"))
+    graph.graph.node.extend(nodes)
     graph.graph.output.append(helper.make_tensor_value_info(NONFINITE_OUTPUT, TensorProto.FLOAT, []))

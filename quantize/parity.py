@@ -13,10 +13,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from lstm_edge.runtime.backends import BACKEND_OF, engine_available
 from lstm_edge.quantize.tasks import mean_argmax
+from lstm_edge.runtime.backends import engine_available, for_format
 from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
-from lstm_edge.runtime.manifest import Manifest, sha256_of
+from lstm_edge.runtime.manifest import Manifest, float_limit, sha256_of
 from lstm_edge.runtime.model import StreamingModel
 
 REPORT_NAME = "parity.json"
@@ -99,7 +99,7 @@ def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, ch
     float_sizes = {f.format: f.bytes for f in manifest.files if f.precision == "float"}
     rows = []
     for entry in manifest.files:
-        backend = BACKEND_OF[entry.format]
+        backend = for_format(entry.format).name
         row: dict[str, Any] = {"format": entry.format, "precision": entry.precision, "backend": backend,
                                "file": entry.path, "bytes": entry.bytes,
                                "size_ratio": entry.bytes / float_sizes[entry.format] if entry.format in float_sizes
@@ -137,6 +137,7 @@ def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, ch
             row["eval_clips"] = int(len(labels))
         rows.append(row)
     report = {"model": manifest.name, "reference_frames": int(len(ref_input)), "chunk": chunk, "chunk_sweep": sweep,
+              "reference_peak": float(np.abs(ref_output).max()),
               "tolerances": dict(manifest.tolerances), "eval_data": Path(eval_data).name if eval_data else None,
               "results": rows}
     report["failures"] = gate_failures(report)
@@ -155,9 +156,10 @@ def gate_failures(report: Mapping[str, Any]) -> list[str]:
             failures.append(f"{name}: {row['error']}")
             continue
         if row["precision"] == "float":
-            if not row["max_abs_diff"] <= tolerances["float_max_abs_diff"]:
-                failures.append(f"{name}: max abs diff vs torch {row['max_abs_diff']:.3g} > "
-                                f"{tolerances['float_max_abs_diff']:.3g}")
+            limit = float_limit(tolerances, report["reference_peak"])
+            if not row["max_abs_diff"] <= limit:
+                failures.append(f"{name}: max abs diff vs torch {row['max_abs_diff']:.3g} > {limit:.3g} "
+                                f"({tolerances.get('float_rule', 'scaled')} rule)")
             continue
         agreement = row.get("argmax_agreement")
         if agreement is not None and not agreement >= tolerances["int8_argmax_agreement"]:

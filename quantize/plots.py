@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from lstm_edge.runtime.backends import BACKEND_OF
+from lstm_edge.runtime.backends import for_format
 from lstm_edge.runtime.errors import InputError
 from lstm_edge.runtime.model import StreamingModel
 
@@ -34,7 +34,7 @@ def plot_parity(model_dir: str | Path, report: Mapping[str, Any], out_path: str 
     plt = import_pyplot()
     model_dir = Path(model_dir)
     rows = [r for r in report["results"] if "error" not in r]
-    manifest = StreamingModel.load(model_dir, backend=BACKEND_OF[rows[0]["format"]]).manifest
+    manifest = StreamingModel.load(model_dir, backend=for_format(rows[0]["format"]).name).manifest
     ref_input, ref_output = _reference(model_dir, manifest)
     figure, (along, scatter) = plt.subplots(1, 2, figsize=(12, 4.5))
     for row in rows:

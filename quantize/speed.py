@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.backends import BACKEND_OF, engine_available
+from lstm_edge.runtime.backends import engine_available, for_format
 from lstm_edge.runtime.manifest import Manifest
 from lstm_edge.runtime.model import StreamingModel
 
@@ -29,7 +29,7 @@ def compare_precisions(model_dir: str | Path, chunk_sizes: tuple[int, ...] = (1,
     manifest = Manifest.load(model_dir)
     rows = []
     for fmt in sorted({f.format for f in manifest.files}):
-        backend = BACKEND_OF[fmt]
+        backend = for_format(fmt).name
         if not (engine_available(backend) and manifest.has_file(fmt, "float") and manifest.has_file(fmt, "int8")):
             continue
         models = {p: StreamingModel.load(model_dir, backend=backend, precision=p) for p in ("float", "int8")}

@@ -8,22 +8,28 @@
 
 from lstm_edge.runtime.errors import (
     BackendUnavailableError,
+    ConcurrentUseError,
     InputError,
     LstmEdgeError,
     ManifestError,
     ModelFileError,
+    NonFiniteResultError,
 )
 from lstm_edge.runtime.manifest import Manifest
 from lstm_edge.runtime.model import StreamingModel
+from lstm_edge.runtime.state import State
 from lstm_edge.runtime.stream import Stream
 
 __all__ = [
     "StreamingModel",
     "Stream",
+    "State",
     "Manifest",
     "LstmEdgeError",
     "InputError",
     "ManifestError",
     "ModelFileError",
     "BackendUnavailableError",
+    "ConcurrentUseError",
+    "NonFiniteResultError",
 ]

@@ -15,6 +15,14 @@ class InputError(LstmEdgeError, ValueError):
     """An input chunk (or a state) does not match the model's contract."""
 
 
+class NonFiniteResultError(InputError):
+    """A chunk made the graph overflow: its outputs or new state are not finite (the state was kept)."""
+
+
+class ConcurrentUseError(LstmEdgeError, RuntimeError):
+    """One Stream was pushed from two threads at once (a Stream belongs to one thread at a time)."""
+
+
 class ManifestError(LstmEdgeError, ValueError):
     """A model directory's manifest is missing, malformed, of an unknown schema, or inconsistent."""
 

@@ -8,16 +8,25 @@ same utterance. Everything here is numpy on top of ``Stream``; the model may be 
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
+from lstm_edge.runtime.errors import InputError, LstmEdgeError, ManifestError, expected_got
 from lstm_edge.runtime.model import StreamingModel
 
 NON_KEYWORDS = ("_silence_", "_unknown_")
+CHUNK_SECONDS = 0.1  # audio from a file is fed as it would arrive from a microphone
+DEFAULT_CLIP_RULE: Mapping[str, Any] = {
+    "name": "max_smoothed_speech_window",
+    "window_frames": 25,
+    "min_speech_probability": 0.5,
+    "silence_index": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -55,9 +64,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
-def clip_prediction(logits: np.ndarray, rule: Mapping[str, Any]) -> int:
+def clip_prediction(logits: Any, rule: Mapping[str, Any] | None = None) -> int:
     """The class of one clip from its per-frame logits [T, C]: average posteriors over the ``window_frames`` window
-    where speech (1 - P(silence)) is most likely; silence if that stays under ``min_speech_probability``."""
+    where speech (1 - P(silence)) is most likely; silence if that stays under ``min_speech_probability``.
+
+    The one clip rule of lstm-edge (training, evaluation, verify and the device agree by construction); ``rule``
+    defaults to ``DEFAULT_CLIP_RULE``, a trained model's rule is in its manifest (``extra.clip_rule``)."""
+    rule = DEFAULT_CLIP_RULE if rule is None else rule
     probabilities = softmax(np.asarray(logits, dtype=np.float64))
     if probabilities.ndim != 2 or probabilities.shape[0] == 0:
         raise InputError(expected_got("clip logits", "[T >= 1, C]", probabilities.shape))
@@ -92,8 +105,29 @@ class KeywordSpotter:
         self.hop_s = self.frontend.config.hop_length / self.sample_rate
         self.window_s = self.frontend.config.win_length / self.sample_rate
 
-    def create_stream(self) -> "KeywordStream":
+    def create_stream(self) -> KeywordStream:
         return KeywordStream(self)
+
+    def detect(self, audio: np.ndarray | Iterable[np.ndarray], chunk_seconds: float = CHUNK_SECONDS,
+               timings: list[float] | None = None) -> list[Detection]:
+        """Every detection in a recording: ``audio`` is one PCM array (fed in ``chunk_seconds`` pieces, as a
+        microphone would deliver it) or an iterable of PCM chunks. With a ``timings`` list, the processing time of
+        each chunk (frontend + model + detection, seconds) is appended to it."""
+        if isinstance(audio, np.ndarray):
+            step = max(int(self.sample_rate * chunk_seconds), 1)
+            chunks: Iterable[np.ndarray] = (audio[start:start + step] for start in range(0, len(audio), step))
+        else:
+            chunks = audio
+        stream = self.create_stream()
+        detections: list[Detection] = []
+        clock = time.perf_counter
+        for chunk in chunks:
+            began = clock()
+            detections.extend(stream.push(chunk))
+            if timings is not None:
+                timings.append(clock() - began)
+        detections.extend(stream.flush())
+        return detections
 
 
 class KeywordStream:
@@ -171,6 +205,8 @@ class KeywordStream:
 
     def _close(self, frame: int) -> Detection:
         event, self._open = self._open, None
+        if event is None:
+            raise LstmEdgeError("internal: a detection was closed that was never opened")
         spotter = self.spotter
         self._quiet_until = frame + int(round(spotter.config.refractory_s / spotter.hop_s))
         start = max(self._time(event["onset"]) - spotter.window_s, 0.0)

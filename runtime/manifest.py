@@ -28,11 +28,32 @@ FORMATS = ("onnx", "tflite")
 PRECISIONS = ("float", "int8")
 DTYPES = ("float32", "int64", "int8", "int16", "int32")
 
-DEFAULT_TOLERANCES = {
+# How "float agrees with torch" is decided, named in the manifest's tolerances as ``float_rule``:
+#   "scaled":   max|got - torch| <= float_max_abs_diff * (1 + max|torch|)  (float32 error grows with the outputs'
+#               magnitude, so a model with large logits is held to the same relative precision as a small one)
+#   "absolute": max|got - torch| <= float_max_abs_diff
+FLOAT_RULES = ("scaled", "absolute")
+DEFAULT_TOLERANCES: dict[str, Any] = {
     "float_max_abs_diff": 1e-4,
+    "float_rule": "scaled",
     "int8_argmax_agreement": 0.98,
     "int8_accuracy_drop": 0.01,
 }
+
+
+def float_limit(tolerances: Mapping[str, Any], reference_peak: float) -> float:
+    """The largest max-abs difference from the torch float outputs that counts as agreement, for outputs whose
+    largest magnitude is ``reference_peak``. The one rule used by export, verify and the tests."""
+    rule = tolerances.get("float_rule", "scaled")
+    if rule not in FLOAT_RULES:
+        raise ManifestError(expected_got("tolerances.float_rule", f"one of {FLOAT_RULES}", repr(rule)))
+    tolerance = float(tolerances["float_max_abs_diff"])
+    return tolerance * (1.0 + float(reference_peak)) if rule == "scaled" else tolerance
+
+
+def within_tolerance(max_abs_diff: float, reference_peak: float, tolerances: Mapping[str, Any]) -> bool:
+    """True when a float file's max-abs difference from torch is within the manifest's float tolerance (NaN: no)."""
+    return bool(max_abs_diff <= float_limit(tolerances, reference_peak))
 
 
 def sha256_of(path: Path) -> str:
@@ -185,7 +206,7 @@ class Manifest:
     name: str = "model"
     labels: tuple[str, ...] | None = None
     frontend: Mapping[str, Any] | None = None
-    tolerances: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
+    tolerances: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_TOLERANCES))
     producer: Mapping[str, Any] = field(default_factory=dict)
     reference: Mapping[str, Any] | None = None  # torch's outputs on a stored input: {"input", "output", "sha256"...}
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -215,7 +236,8 @@ class Manifest:
         kept = tuple(f for f in self.files if f.key != entry.key)
         return replace(self, files=kept + (entry,))
 
-    def initial_state(self) -> tuple[np.ndarray, ...]:
+    def initial_values(self) -> tuple[np.ndarray, ...]:
+        """The initial value of every state tensor, in manifest order (the graph's state inputs)."""
         return tuple(s.initial_value() for s in self.states)
 
     def to_dict(self) -> dict[str, Any]:

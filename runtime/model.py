@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import BackendUnavailableError, InputError, expected_got
-from lstm_edge.runtime.manifest import PRECISIONS, Manifest, check_file
+from lstm_edge.runtime.manifest import PRECISIONS, TIME, Manifest, check_file
+from lstm_edge.runtime.state import State
+from lstm_edge.runtime.values import require_finite_chunk, require_finite_result
 
 if TYPE_CHECKING:
     from lstm_edge.runtime.stream import Stream
 
-State = tuple[np.ndarray, ...]
+__all__ = ["StreamingModel", "State"]
 
 
 class StreamingModel:
@@ -32,27 +35,27 @@ class StreamingModel:
         self.backend: str = backend.name
         self.engine: str = backend.engine
         spec = manifest.input
-        self._kind = manifest.kind
-        self._input_name = spec.name
         self._is_ids = spec.dtype == "int64"
         self._value_range = spec.value_range
-        self._time_axis = spec.time_axis
         # Shape of one pushed chunk (no batch dim); None marks the time axis.
-        self._chunk_shape = tuple(None if d == "T" else d for d in spec.shape[1:])
-        self._fixed = backend.fixed_lengths
+        self._chunk_shape: tuple[int | None, ...] = tuple(None if d == TIME else int(d) for d in spec.shape[1:])
         # Fast path of check_chunk: a float32 array whose non-time dims already match.
         self._float32 = np.dtype(np.float32)
-        self._finite_checked_by_backend = bool(getattr(backend, "checks_finite", False))
+        self._scan_input = not backend.checks_input_finite
+        self._scan_result = not backend.checks_result_finite
         self._fast_shape = (tuple(d for d in self._chunk_shape[1:]) if self._chunk_shape[:1] == (None,)
                             and None not in self._chunk_shape[1:] and not self._is_ids else None)
-        self._initial = manifest.initial_state()
         self._state_specs = manifest.states
+        self._names = tuple(s.name for s in manifest.states)
+        self._initial = tuple(s.initial_value() for s in manifest.states)
+        self._run = backend.run
 
     # ----------------------------------------------------------------- loading
     @classmethod
     def load(cls, model_dir: str | Path, backend: str | None = None, precision: str = "float",
-             threads: int = 1) -> "StreamingModel":
-        """Load ``model_dir`` on ``backend`` ("onnx", "litert", or None to pick an installed engine).
+             threads: int = 1) -> StreamingModel:
+        """Load ``model_dir`` on ``backend`` (a name from ``lstm_edge.runtime.backends.NAMES``, or None to pick an
+        installed engine that has a file at this precision).
 
         The manifest's schema version and the model file's sha256 are checked here.
         """
@@ -60,11 +63,10 @@ class StreamingModel:
         manifest = Manifest.load(model_dir)
         if precision not in PRECISIONS:
             raise InputError(expected_got("precision", f"one of {PRECISIONS}", repr(precision)))
-        if not isinstance(threads, int) or threads < 1:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InputError(expected_got("threads", "a positive integer", repr(threads)))
         name = backend if backend is not None else _pick_backend(manifest, precision)
-        backends.backend_module(name)  # rejects unknown names
-        entry = manifest.file(backends.FORMAT_OF[name], precision)
+        entry = manifest.file(backends.info(name).format, precision)
         check_file(model_dir, entry)
         return cls(model_dir, manifest, backends.open_backend(name, model_dir, manifest, entry, threads), precision)
 
@@ -74,14 +76,19 @@ class StreamingModel:
         return self.manifest.labels
 
     @property
-    def state_names(self) -> list[str]:
-        return [s.name for s in self._state_specs]
+    def state_names(self) -> tuple[str, ...]:
+        return self._names
+
+    @property
+    def counts_frames(self) -> bool:
+        """True when inputs have a time axis (a push of T frames advances the stream by T); step models: False."""
+        return self._chunk_shape[:1] == (None,)
 
     def initial_state(self) -> State:
-        """A fresh copy of the initial state (zeros or the learned values), in manifest order."""
-        return tuple(s.copy() for s in self._initial)
+        """A fresh copy of the initial state (zeros or the learned values), by name."""
+        return State(self._names, [value.copy() for value in self._initial], self)
 
-    def create_stream(self) -> "Stream":
+    def create_stream(self) -> Stream:
         from lstm_edge.runtime.stream import Stream
 
         return Stream(self)
@@ -90,51 +97,27 @@ class StreamingModel:
         return f"{self.manifest.name} on {self.backend} ({self.engine}), {self.precision}"
 
     # ------------------------------------------------------------------ step
-    def step(self, x: np.ndarray, state: Sequence[np.ndarray]) -> tuple[np.ndarray, State]:
-        """Run one chunk: ``x`` without the batch dim, ``state`` in manifest order. Returns (y, new_state).
+    def step(self, x: object, state: Mapping[str, np.ndarray]) -> tuple[np.ndarray, State]:
+        """Run one chunk: ``x`` without the batch dim, ``state`` by name. Returns ``(y, new_state)``.
 
-        Pure: nothing is kept between calls. ``y`` has no batch dim either.
+        Pure: nothing is kept between calls. ``y`` has no batch dim either. A chunk that holds NaN/inf, or whose
+        output or new state would (the graph overflowed), raises and leaves ``state`` as it was.
         """
         batched = self.check_chunk(x)
-        self.check_state(state)
-        y, new_state = self._run(batched, tuple(state))
-        return y[0], new_state
-
-    def _run(self, batched: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        fixed = self._fixed
-        if fixed is None or self._kind == "step":
-            y, new_state = self._backend.run(batched, state)
-            return y, tuple(new_state)
-        return self._run_composed(batched, state, fixed)
-
-    def _run_composed(self, batched: np.ndarray, state: State, lengths: tuple[int, ...]) -> tuple[np.ndarray, State]:
-        """Cover T with the available fixed chunk lengths, largest first (23 = 2 x 10 + 3 x 1)."""
-        total = batched.shape[1]
-        pieces = []
-        start = 0
-        for length in lengths:  # sorted largest first by the backend
-            while total - start >= length:
-                y, state = self._backend.run(batched[:, start:start + length], state)
-                pieces.append(y)
-                start += length
-        if start != total:  # unreachable while 1 is a chunk size (the exporter requires it)
-            raise InputError(expected_got("chunk length", f"a sum of {lengths}", total))
-        y = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
-        return y, tuple(state)
+        values = state.ordered if type(state) is State and state.origin is self else self.check_state(state)
+        y, new_values = self._run(batched, values)
+        if self._scan_result:
+            require_finite_result(y, new_values, self._names)
+        return y[0], State(self._names, new_values, self)
 
     # ------------------------------------------------------------ validation
     def check_chunk(self, x: object) -> np.ndarray:
         """Validate one pushed chunk and return it batched, in the graph's dtype."""
         if (type(x) is np.ndarray and x.dtype == self._float32 and x.shape[1:] == self._fast_shape
                 and x.ndim == len(self._chunk_shape) and x.shape[0] > 0):
-            if self._finite_checked_by_backend:
-                return x[np.newaxis]  # the graph reports NaN/inf itself, before any state is kept
-            flat = x.reshape(-1)
-            energy = float(np.dot(flat, flat))  # NaN or inf in, NaN or inf out
-            if energy - energy == 0.0 or np.isfinite(x).all():  # inf here may be an overflow of finite values
-                return x[np.newaxis]
-            bad = np.size(x) - int(np.isfinite(x).sum())
-            raise InputError(expected_got("chunk values", "finite numbers", f"{bad} NaN/inf values"))
+            if self._scan_input:
+                require_finite_chunk(x)
+            return x[np.newaxis]  # else the graph reports NaN/inf itself, before any state is kept
         return self._check_chunk_slow(x)
 
     def _check_chunk_slow(self, x: object) -> np.ndarray:
@@ -167,22 +150,56 @@ class StreamingModel:
             if kind != "f":
                 raise InputError(expected_got("chunk dtype", "float32 features", x.dtype))
             if x.dtype != np.float32:
-                x = x.astype(np.float32)
-            # One reduction catches NaN and inf (a finite sum of float32 features cannot overflow here).
-            if not np.isfinite(np.add.reduce(x, axis=None)) and not np.isfinite(x).all():
-                bad = np.size(x) - int(np.isfinite(x).sum())
-                raise InputError(expected_got("chunk values", "finite numbers", f"{bad} NaN/inf values"))
+                x = _to_float32(x, "chunk values")
+            if self._scan_input:
+                require_finite_chunk(x)
         return x[np.newaxis]
 
-    def check_state(self, state: Sequence[np.ndarray]) -> None:
-        specs = self._state_specs
-        if len(state) != len(specs):
-            raise InputError(expected_got("state", f"{len(specs)} tensors {self.state_names}", f"{len(state)}"))
-        for spec, value in zip(specs, state):
-            if not isinstance(value, np.ndarray) or value.shape != spec.shape or value.dtype != spec.dtype:
-                got = (f"{value.dtype}{list(value.shape)}" if isinstance(value, np.ndarray)
-                       else type(value).__name__)
-                raise InputError(expected_got(f"state {spec.name!r}", f"{spec.dtype}{list(spec.shape)}", got))
+    def check_state(self, state: object) -> tuple[np.ndarray, ...]:
+        """Validate a caller's state (a mapping by name) and return its values in manifest order, as copies in the
+        manifest's dtypes. Refuses missing or extra names, wrong shapes, non-numbers, NaN/inf and values that do not
+        fit the dtype (1e300 does not fit float32)."""
+        if not isinstance(state, Mapping):
+            raise InputError(expected_got("state", f"a mapping of {list(self._names)} to arrays",
+                                          type(state).__name__))
+        if set(state) != set(self._names):
+            raise InputError(expected_got("state names", sorted(self._names), sorted(map(str, state))))
+        return tuple(_state_value(spec.name, spec.dtype, spec.shape, state[spec.name]) for spec in self._state_specs)
+
+
+def _to_float32(x: np.ndarray, what: str) -> np.ndarray:
+    """Cast float64/float16 values to float32, refusing finite values that do not fit (they would become inf)."""
+    with np.errstate(over="ignore"):
+        converted = x.astype(np.float32)
+    if x.dtype.itemsize > 4 and np.isfinite(x).all() and not np.isfinite(converted).all():
+        raise InputError(expected_got(what, "values within float32 range (|x| < 3.4e38)",
+                                      f"max |x| = {float(np.abs(x).max()):.3g}"))
+    return converted
+
+
+def _state_value(name: str, dtype: str, shape: tuple[int, ...], value: object) -> np.ndarray:
+    where = f"state {name!r}"
+    if not isinstance(value, np.ndarray):
+        if value is None or isinstance(value, (str, bytes)):
+            raise InputError(expected_got(where, f"a {dtype} array of shape {list(shape)}", type(value).__name__))
+        try:
+            value = np.asarray(value)
+        except Exception:
+            raise InputError(expected_got(where, f"a {dtype} array of shape {list(shape)}",
+                                          type(value).__name__)) from None
+    if value.dtype.kind not in "fiu" or value.dtype.kind == "b":
+        raise InputError(expected_got(where, f"a {dtype} array of shape {list(shape)}", f"{value.dtype} values"))
+    if tuple(value.shape) != shape:
+        raise InputError(expected_got(where, f"{dtype}{list(shape)}", f"{value.dtype}{list(value.shape)}"))
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise InputError(expected_got(where, "finite numbers",
+                                      f"{int(value.size - np.count_nonzero(np.isfinite(value)))} NaN/inf values"))
+    if dtype == "float32":
+        return _to_float32(value, where) if value.dtype != np.float32 else value.copy()
+    converted = value.astype(dtype)
+    if not np.array_equal(converted, value):
+        raise InputError(expected_got(where, f"values that fit {dtype}", f"{value.dtype} values that do not"))
+    return converted
 
 
 def _shape_text(shape: tuple[int | None, ...]) -> str:
@@ -193,7 +210,7 @@ def _pick_backend(manifest: Manifest, precision: str) -> str:
     """The first installed engine (in preference order) that has a file at this precision."""
     tried = []
     for name in backends.PREFERENCE:
-        fmt = backends.FORMAT_OF[name]
+        fmt = backends.info(name).format
         if not manifest.has_file(fmt, precision):
             tried.append(f"{name}: no {fmt} file at {precision}")
             continue
@@ -201,5 +218,6 @@ def _pick_backend(manifest: Manifest, precision: str) -> str:
             tried.append(f"{name}: engine not installed")
             continue
         return name
+    hints = " or ".join(f"{backends.info(name).install_hint}" for name in backends.PREFERENCE)
     raise BackendUnavailableError("no backend can load this model: " + "; ".join(tried)
-                                  + ". Install an engine: pip install 'lstm-edge[onnx]' or 'lstm-edge[litert]'")
+                                  + f". Install an engine: {hints}")

@@ -1,13 +1,19 @@
-"""``Stream``: one caller's position in a stream. Owns the carried state; the model is shared."""
+"""``Stream``: one caller's position in a stream. Owns the carried state; the model is shared.
+
+A Stream belongs to one thread at a time (the model may be shared by many threads): a push that starts while
+another push on the same stream is running raises ``ConcurrentUseError`` instead of silently losing an update.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+import threading
+from collections.abc import Mapping
 
 import numpy as np
 
-from lstm_edge.runtime.errors import InputError, expected_got
-from lstm_edge.runtime.model import State, StreamingModel
+from lstm_edge.runtime.errors import ConcurrentUseError
+from lstm_edge.runtime.model import StreamingModel
+from lstm_edge.runtime.state import State
 
 
 class Stream:
@@ -19,20 +25,25 @@ class Stream:
     def __init__(self, model: StreamingModel) -> None:
         self.model = model
         self._state: State = model.initial_state()
-        self.frames = 0  # frames (or steps) pushed since the last reset
-        self._check = model.check_chunk
-        self._run = model._run
-        self._counts_frames = model._time_axis is not None  # step models count steps
+        self.frames = 0  # output frames (or steps) produced since the last reset
+        self._step = model.step
+        self._counts_frames = model.counts_frames
+        self._busy = threading.Lock()
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Run a chunk (no batch dim: ``[T, F]`` features, ``[T]`` token ids, or one step's input).
 
         Returns the outputs for these frames, without the batch dim.
         """
-        batched = self._check(x)
-        y, self._state = self._run(batched, self._state)
-        self.frames += batched.shape[1] if self._counts_frames else 1
-        return y[0]
+        if not self._busy.acquire(blocking=False):
+            raise ConcurrentUseError("this Stream is being pushed from another thread; a Stream belongs to one "
+                                     "thread at a time (create one stream per thread: model.create_stream())")
+        try:
+            y, self._state = self._step(x, self._state)
+            self.frames += len(y) if self._counts_frames else 1
+            return y
+        finally:
+            self._busy.release()
 
     def reset(self) -> None:
         """Back to the initial state, as a fresh stream."""
@@ -40,20 +51,11 @@ class Stream:
         self.frames = 0
 
     @property
-    def state(self) -> dict[str, np.ndarray]:
+    def state(self) -> State:
         """A copy of the carried state, by name (for suspend/resume)."""
-        return {spec.name: value.copy() for spec, value in zip(self.model.manifest.states, self._state)}
+        return self._state.copy()
 
     @state.setter
     def state(self, value: Mapping[str, np.ndarray]) -> None:
-        names = self.model.state_names
-        if not isinstance(value, Mapping):
-            raise InputError(expected_got("stream state", f"a mapping of {names}", type(value).__name__))
-        if set(value) != set(names):
-            raise InputError(expected_got("stream state names", sorted(names), sorted(value)))
-        new_state = []
-        for spec in self.model.manifest.states:
-            array = np.array(value[spec.name], dtype=spec.dtype, copy=True)
-            new_state.append(array)
-        self.model.check_state(new_state)
-        self._state = tuple(new_state)
+        """Resume from a state by name (validated: names, shapes, dtypes, finite values)."""
+        self._state = State(self.model.state_names, self.model.check_state(value), self.model)

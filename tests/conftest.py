@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import zoo  # noqa: E402
 
 FORMATS = ("onnx", "tflite")
-BACKENDS = ("onnx", "litert")
+from lstm_edge.runtime.backends import NAMES as BACKENDS  # noqa: E402
 
 
 @pytest.fixture(scope="session")

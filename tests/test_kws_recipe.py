@@ -13,12 +13,12 @@ import torch
 from lstm_edge.recipes.kws import evaluate, synth, train
 from lstm_edge.recipes.kws.model import (
     build_model,
-    clip_prediction,
     count_parameters,
     load_shipped_model,
     shipped_model_dir,
 )
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+from lstm_edge.runtime.kws import clip_prediction
 
 MIN_PARAMETERS, MAX_PARAMETERS = 100_000, 300_000
 # The shipped model must stay clearly better than chance (1/12) on its own test-voice evaluation clips.
@@ -188,7 +188,7 @@ def test_evaluate_runs_the_deployed_files_and_matches_torch(tiny_dataset: Path) 
     data = synth.load_split(tiny_dataset, "test")
     with torch.no_grad():
         logits = model(torch.from_numpy(np.stack([frontend.compute(clip) for clip in data["audio"]])))
-    torch_accuracy = np.mean([clip_prediction(l, config["clip_rule"]) == y for l, y in zip(logits, data["labels"])])
+    torch_accuracy = np.mean([clip_prediction(c, config["clip_rule"]) == y for c, y in zip(logits, data["labels"])])
     assert report["results"]["onnx/float"]["accuracy"] == pytest.approx(torch_accuracy)
     assert report["results"]["litert/float"]["accuracy"] == pytest.approx(torch_accuracy)
     for row in report["results"].values():

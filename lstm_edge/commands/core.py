@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from lstm_edge.commands import add_engine_options
 from lstm_edge.runtime.errors import LstmEdgeError
 
 
@@ -111,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from lstm_edge.runtime.backends import BACKENDS, engine_available
+    from lstm_edge.runtime.backends import NAMES, engine_available
     from lstm_edge.runtime.manifest import Manifest, sha256_of
 
     manifest = Manifest.load(args.model_dir)
@@ -137,7 +138,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         status = "ok" if path.is_file() and sha256_of(path) == entry.sha256 else "CHECKSUM MISMATCH OR MISSING"
         chunks = f" chunks {list(entry.chunk_sizes)}" if entry.chunk_sizes else " any T"
         print(f"    {entry.key:13s} {entry.path:22s} {entry.bytes / 1024:8.1f} KB{chunks}  sha256 {status}")
-    engines = ", ".join(f"{name}={'installed' if engine_available(name) else 'missing'}" for name in BACKENDS)
+    engines = ", ".join(f"{name}={'installed' if engine_available(name) else 'missing'}" for name in NAMES)
     print(f"  engines here: {engines}")
     return 0
 
@@ -165,8 +166,7 @@ def register(sub) -> None:
     p.add_argument("model_dir")
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True, help="where to save the outputs (.npy)")
-    p.add_argument("--backend", choices=("onnx", "litert"), default=None, help="default: an installed engine")
-    p.add_argument("--precision", choices=("float", "int8"), default="float")
+    add_engine_options(p)
     p.add_argument("--chunk", type=int, default=10, help="frames per push (default 10)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.set_defaults(func=cmd_run)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lstm_edge.runtime.errors import LstmEdgeError
+
 STEPS = 5
 
 
@@ -50,18 +52,6 @@ def _assets() -> Path:
     return shipped_model_dir()
 
 
-def _time_stream(spotter, audio: np.ndarray, chunk: int) -> tuple[list, list[float]]:
-    stream = spotter.create_stream()
-    detections, times = [], []
-    clock = time.perf_counter
-    for start in range(0, len(audio), chunk):
-        began = clock()
-        detections.extend(stream.push(audio[start:start + chunk]))
-        times.append(clock() - began)
-    detections.extend(stream.flush())
-    return detections, times
-
-
 def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> int:
     import torch
 
@@ -72,7 +62,7 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     from lstm_edge.runtime.manifest import Manifest
     from lstm_edge.recipes.kws.model import load_shipped_model
     from lstm_edge.runtime.audio import load_mono
-    from lstm_edge.runtime.backends import FORMAT_OF
+    from lstm_edge.runtime.backends import info
     from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
     from lstm_edge.runtime.kws import KeywordSpotter
     from lstm_edge.runtime.model import StreamingModel
@@ -102,21 +92,22 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
 
     rows = []
     duration = len(audio) / frontend_config.sample_rate
-    chunk = int(frontend_config.sample_rate * 0.1)
     shown = None
     with _step(4, f"streaming demo.wav ({duration:.1f} s) in 100 ms chunks on each backend x precision"):
         for backend in backends:
             for precision in ("float", "int8"):
                 spotter = KeywordSpotter(StreamingModel.load(out_dir, backend=backend, precision=precision))
-                _time_stream(spotter, audio, chunk)  # warm-up
-                detections, times = _time_stream(spotter, audio, chunk)
-                size = spotter.model.manifest.file(FORMAT_OF[backend], precision).bytes
+                spotter.detect(audio)  # warm-up
+                times: list[float] = []
+                detections = spotter.detect(audio, timings=times)
+                size = spotter.model.manifest.file(info(backend).format, precision).bytes
                 rows.append((backend, precision, spotter.model.engine, size, np.median(times) * 1e3,
                              np.percentile(times, 99) * 1e3, sum(times) / duration, detections))
                 if shown is None:
                     shown = (backend, precision, detections)
     with _step(5, "summarising"):
-        pass
+        if shown is None:
+            raise LstmEdgeError("demo: no backend was run")
     backend, precision, detections = shown
     print(f"\ndetections ({backend}, {precision}); true keywords: "
           + ", ".join(f"{k['label']}@{k['start_s']:.2f}s" for k in truth["events"]))

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from lstm_edge.commands import add_engine_options
 from lstm_edge.runtime.errors import LstmEdgeError
 
 
@@ -77,9 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", required=True, help="a profile name (see `lstm-edge devices`)")
     p.add_argument("-o", "--output", required=True, help="bundle to write (.tar.gz)")
     p.add_argument("--python", default="3.11", help="the board's Python version X.Y (default 3.11)")
-    p.add_argument("--backend", choices=("onnx", "litert"), default=None, help="default: the profile's")
-    p.add_argument("--precision", choices=("float", "int8"), default=None,
-                   help="default: the profile's (int8 falls back to float, with a note, when absent)")
+    add_engine_options(p, None, "default: the profile's",
+                       "default: the profile's (int8 falls back to float, with a note, when absent)")
     p.add_argument("--wheel", default=None, help="a built lstm-edge wheel (default: build one from the source tree)")
     p.add_argument("--wheel-cache", default=None, help="dependency wheel cache (default ~/.cache/lstm-edge/wheels)")
     p.set_defaults(func=cmd_bundle)
@@ -90,8 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "(with an audio frontend), peak RSS; flags int8 slower than float.")
     p.add_argument("model_dir")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--backend", choices=("onnx", "litert"), default=None, help="only this backend")
-    p.add_argument("--precision", choices=("float", "int8"), default=None, help="only this precision")
+    add_engine_options(p, None, "only this backend (default: every installed one)",
+                       "only this precision (default: both)")
     p.add_argument("--chunk", type=int, default=10, help="frames per chunk (default 10)")
     p.add_argument("--seconds", type=float, default=2.0, help="measuring time per backend x precision (default 2)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")

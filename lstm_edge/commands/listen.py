@@ -6,28 +6,18 @@ import argparse
 import json
 import sys
 
+from lstm_edge.commands import add_engine_options
 from lstm_edge.runtime.audio import load_mono
 from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
 from lstm_edge.runtime.model import StreamingModel
 
-CHUNK_SECONDS = 0.1  # audio is fed as it would arrive from a microphone
-
-
-def detect_file(spotter: KeywordSpotter, path: str) -> tuple[list, list[str]]:
-    audio, notes = load_mono(path, spotter.sample_rate)
-    stream = spotter.create_stream()
-    step = int(spotter.sample_rate * CHUNK_SECONDS)
-    detections = []
-    for start in range(0, len(audio), step):
-        detections.extend(stream.push(audio[start:start + step]))
-    detections.extend(stream.flush())
-    return detections, notes
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
     model = StreamingModel.load(args.model_dir, backend=args.backend, precision=args.precision)
     spotter = KeywordSpotter(model, DetectorConfig(threshold=args.threshold))
-    detections, notes = detect_file(spotter, args.wav)
+    audio, notes = load_mono(args.wav, spotter.sample_rate)
+    detections = spotter.detect(audio)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     for detection in detections:
@@ -46,8 +36,7 @@ def register(sub) -> None:
                                    "multi-channel audio is downmixed, with a note on stderr.")
     p.add_argument("model_dir")
     p.add_argument("wav")
-    p.add_argument("--backend", choices=("onnx", "litert"), default=None)
-    p.add_argument("--precision", choices=("float", "int8"), default="float")
+    add_engine_options(p)
     p.add_argument("--threshold", type=float, default=DetectorConfig.threshold,
                    help=f"smoothed posterior that triggers a detection (default {DetectorConfig.threshold})")
     p.add_argument("--json", action="store_true", help='one JSON object per line: {"label", "start", "end", "score"}')

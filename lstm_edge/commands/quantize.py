@@ -71,7 +71,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(format_table(report))
         tolerances = report["tolerances"]
-        print(f"gates: float max|diff| <= {tolerances['float_max_abs_diff']:g}; int8 argmax agreement >= "
+        rule = tolerances.get("float_rule", "scaled")
+        bound = (f"{tolerances['float_max_abs_diff']:g} x (1 + max|torch|)" if rule == "scaled"
+                 else f"{tolerances['float_max_abs_diff']:g}")
+        print(f"gates: float max|diff| <= {bound}; int8 argmax agreement >= "
               f"{100 * tolerances['int8_argmax_agreement']:g}%; int8 accuracy drop <= "
               f"{100 * tolerances['int8_accuracy_drop']:g} point(s) (with --eval)")
         for failure in report["failures"]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
 from lstm_edge.recipes.kws.synth import load_split
-from lstm_edge.runtime import StreamingModel
+from lstm_edge.runtime import ManifestError, StreamingModel
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 from lstm_edge.runtime.kws import clip_prediction
 
@@ -29,34 +29,38 @@ def evaluate(data_dir: Path, model_dir: Path, split: str = "test", chunk: int = 
     data = load_split(data_dir, split)
     first = StreamingModel.load(model_dir, backend="onnx")
     manifest = first.manifest
+    if manifest.frontend is None or manifest.labels is None or "clip_rule" not in manifest.extra:
+        raise ManifestError(f"{model_dir}: expected a keyword-spotting model directory (frontend, labels and a "
+                            "clip rule in its manifest)")
+    labels_of_model = manifest.labels
     frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
     rule = manifest.extra["clip_rule"]
     features = [frontend.compute(clip) for clip in data["audio"]]
     labels = np.asarray(data["labels"])
     index = json.loads((Path(data_dir) / "index.json").read_text())
-    report = {"split": split, "clips": int(len(labels)), "labels": list(manifest.labels),
+    report = {"split": split, "clips": int(len(labels)), "labels": list(labels_of_model),
               "voices": len(index["splits"][split]["voices_used"]), "data_config": index["config"], "results": {}}
     for backend, precision in VARIANTS:
         model = StreamingModel.load(model_dir, backend=backend, precision=precision)
         began = time.perf_counter()
-        predictions = []
+        predicted: list[int] = []
         for clip in features:
             stream = model.create_stream()
             logits = np.concatenate([stream.push(clip[i:i + chunk]) for i in range(0, len(clip), chunk)])
-            predictions.append(clip_prediction(logits, rule))
-        predictions = np.asarray(predictions)
+            predicted.append(clip_prediction(logits, rule))
+        predictions = np.asarray(predicted)
         per_label = {label: float(np.mean(predictions[labels == index] == index))
-                     for index, label in enumerate(manifest.labels) if np.any(labels == index)}
+                     for index, label in enumerate(labels_of_model) if np.any(labels == index)}
         report["results"][f"{backend}/{precision}"] = {
             "accuracy": float(np.mean(predictions == labels)), "per_label": per_label, "engine": model.engine,
             "seconds": time.perf_counter() - began}
     float_accuracy = report["results"]["onnx/float"]["accuracy"]
-    for key, row in report["results"].items():
+    for row in report["results"].values():
         row["drop_vs_onnx_float_points"] = 100 * (float_accuracy - row["accuracy"])
     return report
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="output folder of lstm_edge.recipes.kws.synth")
     parser.add_argument("--model-dir", required=True, type=Path, help="exported model directory (float and int8)")

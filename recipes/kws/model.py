@@ -3,40 +3,36 @@
 ``KeywordLSTM`` maps log-mel frames ``[B, T, 40]`` (batch-first) to per-frame logits ``[B, T, 12]``. Every layer is
 time-local except the unidirectional LSTM, so the model streams frame by frame with ``(h, c)`` carried.
 
-Clip rule (``clip_prediction``): softmax per frame, moving average over ``window_frames`` frames, take the window
-where the non-silence probability is highest; if that probability is below ``min_speech_probability`` the clip is
-``_silence_``, otherwise the most probable non-silence label of that window. The same rule serves a 1 s clip and a
-segment cut out of a long stream.
+Clip rule (``lstm_edge.runtime.kws.clip_prediction``, run on the device too): softmax per frame, moving average
+over ``window_frames`` frames, take the window where the non-silence probability is highest; if that probability is
+below ``min_speech_probability`` the clip is ``_silence_``, otherwise the most probable non-silence label of that
+window. The same rule serves a 1 s clip and a segment cut out of a long stream.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from lstm_edge.runtime.kws import clip_prediction as runtime_clip_prediction
+from lstm_edge.runtime.kws import DEFAULT_CLIP_RULE as RUNTIME_CLIP_RULE
 
 N_MELS = 40
 N_LABELS = 12
-DEFAULT_ARCHITECTURE: Dict[str, int] = {
+DEFAULT_ARCHITECTURE: dict[str, int] = {
     "n_mels": N_MELS,
     "input_size": 96,
     "hidden_size": 128,
     "num_layers": 2,
     "n_labels": N_LABELS,
 }
-DEFAULT_CLIP_RULE: Dict[str, Any] = {
-    "name": "max_smoothed_speech_window",
-    "window_frames": 25,
-    "min_speech_probability": 0.5,
-    "silence_index": 0,
-}
+DEFAULT_CLIP_RULE: dict[str, Any] = dict(RUNTIME_CLIP_RULE)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "float.pt"
 
@@ -47,6 +43,9 @@ class KwsConfigError(ValueError):
 
 class FeatureNormalization(nn.Module):
     """Fixed per-mel-bin ``(x - mean) / std`` (time-local); the statistics come from training features."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, n_mels: int) -> None:
         super().__init__()
@@ -84,14 +83,14 @@ class KeywordLSTM(nn.Module):
         self.lstm = nn.LSTM(input_size, hidden_size, num_layers=num_layers, batch_first=True)
         self.classifier = nn.Linear(hidden_size, n_labels)
 
-    def initial_state(self, batch_size: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
+    def initial_state(self, batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero ``(h, c)``, each ``[num_layers, batch, hidden_size]``."""
         zeros = torch.zeros(self.num_layers, batch_size, self.hidden_size)
         return zeros, zeros.clone()
 
     def forward_with_state(
         self, features: torch.Tensor, h_in: torch.Tensor, c_in: torch.Tensor
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One streaming step: ``(features [B, T, n_mels], h, c) -> (logits [B, T, n_labels], h, c)``."""
         if features.dim() != 3 or features.shape[-1] != self.n_mels:
             raise ValueError(f"features: expected [batch, time, {self.n_mels}], got {tuple(features.shape)}")
@@ -106,7 +105,7 @@ class KeywordLSTM(nn.Module):
         return logits
 
 
-def architecture_from_config(config: Mapping[str, Any]) -> Dict[str, int]:
+def architecture_from_config(config: Mapping[str, Any]) -> dict[str, int]:
     """Validated ``architecture`` section of a model config."""
     if "architecture" not in config:
         raise KwsConfigError(f"KWS config: expected key 'architecture', got keys {sorted(config)}")
@@ -131,7 +130,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def load_model(model_dir: Union[str, Path]) -> Tuple[KeywordLSTM, Dict[str, Any]]:
+def load_model(model_dir: str | Path) -> tuple[KeywordLSTM, dict[str, Any]]:
     """Rebuild a trained model from ``model_dir/config.json`` and ``model_dir/float.pt``; returns (model, config)."""
     model_dir = Path(model_dir)
     config = json.loads((model_dir / CONFIG_FILE).read_text())
@@ -148,22 +147,7 @@ def shipped_model_dir() -> Path:
     return Path(next(iter(models_package.__path__))) / "kws"
 
 
-def load_shipped_model() -> Tuple[KeywordLSTM, Dict[str, Any]]:
+def load_shipped_model() -> tuple[KeywordLSTM, dict[str, Any]]:
     """The trained KWS model shipped in ``lstm_edge/models/kws`` (eval mode) and its config."""
     return load_model(shipped_model_dir())
 
-
-def clip_prediction(
-    logits_T_by_C: Union[np.ndarray, torch.Tensor], clip_rule: Optional[Mapping[str, Any]] = None
-) -> int:
-    """Label index of a clip from its per-frame logits ``[T, C]`` (see the module docstring for the rule).
-
-    The rule itself lives in the device runtime (``lstm_edge.runtime.kws.clip_prediction``) so host and device
-    decide identically; torch tensors are converted to numpy first."""
-    rule = dict(DEFAULT_CLIP_RULE if clip_rule is None else clip_rule)
-    if isinstance(logits_T_by_C, torch.Tensor):
-        logits_T_by_C = logits_T_by_C.detach().cpu().numpy()
-    logits = np.asarray(logits_T_by_C, dtype=np.float64)
-    if logits.ndim != 2 or logits.shape[0] == 0:
-        raise ValueError(f"logits: expected [T >= 1, C], got shape {logits.shape}")
-    return runtime_clip_prediction(logits, rule)

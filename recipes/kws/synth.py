@@ -23,25 +23,26 @@ import multiprocessing
 import struct
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 from scipy.signal import fftconvolve, resample_poly
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = SAMPLE_RATE
-KEYWORDS: Tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+KEYWORDS: tuple[str, ...] = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SILENCE_LABEL = "_silence_"
 UNKNOWN_LABEL = "_unknown_"
-LABELS: Tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL) + KEYWORDS
-SPLITS: Tuple[str, ...] = ("train", "validation", "test")
+LABELS: tuple[str, ...] = (SILENCE_LABEL, UNKNOWN_LABEL) + KEYWORDS
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 # Non-keyword words: Speech Commands' auxiliary words, near-misses of the keywords, and common English words.
 # No homophone of a keyword ("know", "write"): espeak-ng speaks those with the keyword's phonemes, so a clip of one
 # could only be labelled by guessing (a test checks the phonemes).
-UNKNOWN_WORDS: Tuple[str, ...] = (
+UNKNOWN_WORDS: tuple[str, ...] = (
     "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow", "zero", "one", "two", "three",
     "four", "five", "six", "seven", "eight", "nine", "learn", "follow", "forward", "backward", "visual",
     "yet", "yeah", "yell", "note", "nope", "snow", "cup", "pup", "town", "clown", "gown", "lift", "lefty",
@@ -52,12 +53,12 @@ UNKNOWN_WORDS: Tuple[str, ...] = (
     "nothing", "something", "open", "close", "start", "pause", "play", "next", "back", "home", "phone", "camera",
 )
 
-ENGLISH_LANGUAGES: Dict[str, Tuple[str, ...]] = {
+ENGLISH_LANGUAGES: dict[str, tuple[str, ...]] = {
     "train": ("en-us", "en-gb", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029"),
     "validation": ("en-gb-scotland",),
     "test": ("en-gb-x-rp", "en-us-nyc"),
 }
-OTHER_LANGUAGES: Dict[str, Tuple[str, ...]] = {
+OTHER_LANGUAGES: dict[str, tuple[str, ...]] = {
     "train": ("de", "fr-fr", "es", "it", "nl", "sv", "pl", "pt-br", "fi", "hu", "cs", "id"),
     "validation": ("da", "sk"),
     "test": ("ro", "hr", "nb"),
@@ -65,7 +66,7 @@ OTHER_LANGUAGES: Dict[str, Tuple[str, ...]] = {
 ENGLISH_LANGUAGE_SHARE = 0.7
 
 # espeak-ng voice variants (files in espeak-ng-data/voices/!v) with single-word names.
-VARIANTS: Tuple[str, ...] = (
+VARIANTS: tuple[str, ...] = (
     "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5", "croak", "whisper", "whisperf",
     "klatt", "klatt2", "klatt3", "klatt4", "klatt5", "klatt6", "Alex", "Alicia", "Andrea", "Andy", "Annie",
     "AnxiousAndy", "Denis", "Diogo", "Gene", "Gene2", "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario",
@@ -94,18 +95,18 @@ class SynthConfig:
     seed: int = 0
     workers: int = 2
     shard_size: int = 2000
-    speed_wpm: Tuple[int, int] = (110, 230)
-    pitch: Tuple[int, int] = (15, 85)
-    amplitude: Tuple[int, int] = (60, 180)
-    peak_dbfs: Tuple[float, float] = (-28.0, -1.0)
+    speed_wpm: tuple[int, int] = (110, 230)
+    pitch: tuple[int, int] = (15, 85)
+    amplitude: tuple[int, int] = (60, 180)
+    peak_dbfs: tuple[float, float] = (-28.0, -1.0)
     reverb_probability: float = 0.35
-    rt60_seconds: Tuple[float, float] = (0.08, 0.6)
+    rt60_seconds: tuple[float, float] = (0.08, 0.6)
     noise_probability: float = 0.85
-    snr_db: Tuple[float, float] = (3.0, 35.0)
+    snr_db: tuple[float, float] = (3.0, 35.0)
     babble_probability: float = 0.3
 
 
-def split_variants(seed: int = VARIANT_SPLIT_SEED) -> Dict[str, List[str]]:
+def split_variants(seed: int = VARIANT_SPLIT_SEED) -> dict[str, list[str]]:
     """Deterministic disjoint partition of the voice variants over the three splits."""
     order = np.random.default_rng(seed).permutation(len(VARIANTS))
     n_train = int(round(VARIANT_SPLIT_FRACTIONS["train"] * len(VARIANTS)))
@@ -118,7 +119,7 @@ def split_variants(seed: int = VARIANT_SPLIT_SEED) -> Dict[str, List[str]]:
     }
 
 
-def voices_for_split(split: str) -> Tuple[List[str], List[str], List[str]]:
+def voices_for_split(split: str) -> tuple[list[str], list[str], list[str]]:
     """(English languages, other languages, variants) of one split."""
     return list(ENGLISH_LANGUAGES[split]), list(OTHER_LANGUAGES[split]), split_variants()[split]
 
@@ -192,11 +193,11 @@ def _rms(x: np.ndarray) -> float:
 
 
 def compose_clip(
-    speech: Optional[np.ndarray],
+    speech: np.ndarray | None,
     babble_pool: Sequence[np.ndarray],
     config: SynthConfig,
     rng: np.random.Generator,
-) -> Tuple[np.ndarray, int, int]:
+) -> tuple[np.ndarray, int, int]:
     """Place a word (or nothing) in a 1 s clip with reverb/noise; returns (int16 clip, speech_start, speech_end)."""
     clip = np.zeros(CLIP_SAMPLES, dtype=np.float32)
     speech_start, speech_end = -1, -1
@@ -227,7 +228,7 @@ def compose_clip(
     return np.round(clip * 32768.0).astype(np.int16), speech_start, speech_end
 
 
-def clips_per_label(split: str, config: SynthConfig) -> Dict[str, int]:
+def clips_per_label(split: str, config: SynthConfig) -> dict[str, int]:
     """How many clips of each label a split gets (validation and test are balanced; train has more _unknown_)."""
     per_class = config.train_per_class if split == "train" else config.eval_per_class
     counts = {label: per_class for label in LABELS}
@@ -236,11 +237,11 @@ def clips_per_label(split: str, config: SynthConfig) -> Dict[str, int]:
     return counts
 
 
-def plan_split(split: str, config: SynthConfig, rng: np.random.Generator) -> List[Tuple[int, Optional[UtteranceRequest]]]:
+def plan_split(split: str, config: SynthConfig, rng: np.random.Generator) -> list[tuple[int, UtteranceRequest | None]]:
     """(label index, espeak request or None for silence) for every clip of a split."""
     english, other, variants = voices_for_split(split)
     counts = clips_per_label(split, config)
-    plan: List[Tuple[int, Optional[UtteranceRequest]]] = []
+    plan: list[tuple[int, UtteranceRequest | None]] = []
     for label_index, label in enumerate(LABELS):
         for _ in range(counts[label]):
             if label == SILENCE_LABEL:
@@ -261,13 +262,13 @@ def plan_split(split: str, config: SynthConfig, rng: np.random.Generator) -> Lis
     return [plan[i] for i in order]
 
 
-def _synthesize_or_empty(request: Optional[UtteranceRequest]) -> Optional[np.ndarray]:
+def _synthesize_or_empty(request: UtteranceRequest | None) -> np.ndarray | None:
     return None if request is None else synthesize(request)
 
 
 def generate_split(
-    split: str, config: SynthConfig, pool: "multiprocessing.pool.Pool", seed: int
-) -> Dict[str, np.ndarray]:
+    split: str, config: SynthConfig, pool: multiprocessing.pool.Pool, seed: int
+) -> dict[str, np.ndarray]:
     """All clips of one split as arrays (audio int16 [N, 16000], labels, speech bounds, voice names)."""
     rng = np.random.default_rng(seed)
     plan = plan_split(split, config, rng)
@@ -275,8 +276,8 @@ def generate_split(
     babble_pool = [u for u in utterances if u is not None and u.size > 0]
     audio = np.zeros((len(plan), CLIP_SAMPLES), dtype=np.int16)
     speech_bounds = np.full((len(plan), 2), -1, dtype=np.int64)
-    voices: List[str] = []
-    for i, ((label_index, request), speech) in enumerate(zip(plan, utterances)):
+    voices: list[str] = []
+    for i, ((_, request), speech) in enumerate(zip(plan, utterances)):
         audio[i], speech_bounds[i, 0], speech_bounds[i, 1] = compose_clip(speech, babble_pool, config, rng)
         voices.append("" if request is None else request.voice)
     return {
@@ -289,20 +290,21 @@ def generate_split(
     }
 
 
-def _write_shards(out_dir: Path, split: str, arrays: Dict[str, np.ndarray], shard_size: int) -> List[str]:
+def _write_shards(out_dir: Path, split: str, arrays: dict[str, np.ndarray], shard_size: int) -> list[str]:
     names = []
     for shard_index, start in enumerate(range(0, arrays["labels"].shape[0], shard_size)):
         name = f"{split}-{shard_index:03d}.npz"
-        np.savez_compressed(out_dir / name, **{key: value[start : start + shard_size] for key, value in arrays.items()})
+        shard = {key: value[start : start + shard_size] for key, value in arrays.items()}
+        np.savez_compressed(out_dir / name, allow_pickle=False, **shard)
         names.append(name)
     return names
 
 
-def generate_dataset(out_dir: Path, config: SynthConfig) -> Dict[str, object]:
+def generate_dataset(out_dir: Path, config: SynthConfig) -> dict[str, Any]:
     """Generate all splits into ``out_dir`` and write ``index.json``; returns the index."""
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    index: Dict[str, object] = {
+    index: dict[str, object] = {
         "labels": list(LABELS),
         "sample_rate": SAMPLE_RATE,
         "clip_samples": CLIP_SAMPLES,
@@ -329,12 +331,12 @@ def generate_dataset(out_dir: Path, config: SynthConfig) -> Dict[str, object]:
     return index
 
 
-def load_split(data_dir: Path, split: str) -> Dict[str, np.ndarray]:
+def load_split(data_dir: Path, split: str) -> dict[str, np.ndarray]:
     """Concatenate the shards of one split written by ``generate_dataset``."""
     index = json.loads((Path(data_dir) / "index.json").read_text())
     if list(index["labels"]) != list(LABELS):
         raise SynthError(f"{data_dir}/index.json labels: expected {list(LABELS)}, got {index['labels']}")
-    parts: Dict[str, List[np.ndarray]] = {}
+    parts: dict[str, list[np.ndarray]] = {}
     for shard in index["splits"][split]["shards"]:
         with np.load(Path(data_dir) / shard) as data:
             for key in data.files:
@@ -348,7 +350,7 @@ def iter_label_names(labels: np.ndarray) -> Iterator[str]:
         yield LABELS[int(label)]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--train-per-class", type=int, default=SynthConfig.train_per_class)
@@ -362,7 +364,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = SynthConfig(train_per_class=args.train_per_class, eval_per_class=args.eval_per_class,
                          train_unknown_factor=args.train_unknown_factor, seed=args.seed, workers=args.workers)
     index = generate_dataset(args.out, config)
-    print(json.dumps({split: info["n_clips"] for split, info in index["splits"].items()}))  # type: ignore[union-attr]
+    splits: dict[str, Any] = index["splits"]
+    print(json.dumps({split: info["n_clips"] for split, info in splits.items()}))
     return 0
 
 

@@ -6,7 +6,7 @@ features are identical by construction; they are cached next to the data.
 Streaming training: each training sequence concatenates ``clips_per_sequence`` random clips (the model runs forever
 on the device with its state carried). Per-frame targets: ``_silence_`` before a word; ignored from the word's start
 until ``lead_frames`` before its end; the clip's label from there until ``hold_frames`` after the end; ``_silence_``
-again afterwards. ``_silence_`` clips are silence throughout. Clip accuracy uses ``model.clip_prediction``, on each
+again afterwards. ``_silence_`` clips are silence throughout. Clip accuracy uses ``kws.clip_prediction``, on each
 clip alone (zero state) and on clips cut out of long streams (state carried).
 
 Run: ``python -m lstm_edge.recipes.kws.train --data DIR --out models/kws``.
@@ -20,9 +20,10 @@ import json
 import math
 import time
 import wave
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,12 +36,12 @@ from lstm_edge.recipes.kws.model import (
     WEIGHTS_FILE,
     KeywordLSTM,
     build_model,
-    clip_prediction,
     count_parameters,
     load_model,
 )
 from lstm_edge.recipes.kws.synth import CLIP_SAMPLES, LABELS, SAMPLE_RATE, SILENCE_LABEL, load_split
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+from lstm_edge.runtime.kws import clip_prediction
 
 IGNORE_TARGET = -100
 SILENCE_INDEX = LABELS.index(SILENCE_LABEL)
@@ -77,7 +78,7 @@ class TrainConfig:
     unknown_weight: float = 1.0  # cross-entropy weight of the _unknown_ class (others 1)
 
 
-def cached_features(data_dir: Path, split: str, frontend: LogMelFrontend) -> Dict[str, np.ndarray]:
+def cached_features(data_dir: Path, split: str, frontend: LogMelFrontend) -> dict[str, np.ndarray]:
     """Log-mel features [N, frames, n_mels] plus labels and speech bounds of a split, cached on disk."""
     key = hashlib.sha1(json.dumps(frontend.config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
     cache_file = data_dir / f"features-{split}-{key}.npz"
@@ -92,7 +93,7 @@ def cached_features(data_dir: Path, split: str, frontend: LogMelFrontend) -> Dic
         "speech_start": data["speech_start"],
         "speech_end": data["speech_end"],
     }
-    np.savez(cache_file, **result)
+    np.savez(cache_file, allow_pickle=False, **result)
     return result
 
 
@@ -135,7 +136,7 @@ def augment_features(features: np.ndarray, config: TrainConfig, rng: np.random.G
 
 def make_streams(
     n_clips: int, clips_per_sequence: int, rng: np.random.Generator
-) -> List[np.ndarray]:
+) -> list[np.ndarray]:
     """Random grouping of clip indices into sequences."""
     order = rng.permutation(n_clips)
     n_sequences = n_clips // clips_per_sequence
@@ -152,9 +153,9 @@ def clip_logits(model: KeywordLSTM, features: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate(
-    model: KeywordLSTM, split: Dict[str, np.ndarray], clips_per_sequence: int, seed: int,
-    clip_rule: Optional[Dict[str, Any]] = None,
-) -> Dict[str, float]:
+    model: KeywordLSTM, split: dict[str, np.ndarray], clips_per_sequence: int, seed: int,
+    clip_rule: dict[str, Any] | None = None,
+) -> dict[str, float]:
     """Clip accuracy on clips alone (zero state) and on clips inside streams (state carried)."""
     model.eval()
     features = torch.from_numpy(split["features"])
@@ -180,20 +181,20 @@ def evaluate(
     }
 
 
-CLIP_RULE_GRID: Dict[str, Tuple[float, ...]] = {
+CLIP_RULE_GRID: dict[str, tuple[float, ...]] = {
     "window_frames": (10, 15, 20, 25, 35),
     "min_speech_probability": (0.3, 0.4, 0.5, 0.6),
 }
 
 
 def tune_clip_rule(
-    model: KeywordLSTM, validation_split: Dict[str, np.ndarray]
-) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    model: KeywordLSTM, validation_split: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The clip rule of ``CLIP_RULE_GRID`` with the best clip accuracy on the validation split (ties go to the rule
     closest to ``DEFAULT_CLIP_RULE``), and the whole search as rows. Test data is never looked at."""
     logits = clip_logits(model, validation_split["features"])
     labels = validation_split["labels"]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for window_frames in CLIP_RULE_GRID["window_frames"]:
         for min_speech_probability in CLIP_RULE_GRID["min_speech_probability"]:
             rule = dict(DEFAULT_CLIP_RULE, window_frames=int(window_frames),
@@ -201,7 +202,7 @@ def tune_clip_rule(
             predictions = np.array([clip_prediction(clip, rule) for clip in logits])
             rows.append({"rule": rule, "validation_clip_accuracy": float(np.mean(predictions == labels))})
 
-    def preference(row: Dict[str, Any]) -> Tuple[float, float, float]:
+    def preference(row: dict[str, Any]) -> tuple[float, float, float]:
         rule = row["rule"]
         return (row["validation_clip_accuracy"],
                 -abs(rule["window_frames"] - DEFAULT_CLIP_RULE["window_frames"]),
@@ -227,18 +228,18 @@ class CosineSchedule:
 
 
 def train(
-    model: KeywordLSTM, train_split: Dict[str, np.ndarray], validation_split: Dict[str, np.ndarray],
+    model: KeywordLSTM, train_split: dict[str, np.ndarray], validation_split: dict[str, np.ndarray],
     config: TrainConfig, hop_length: int,
-) -> Tuple[Dict[str, torch.Tensor], List[Dict[str, Any]]]:
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     """Train with early stopping on validation; returns the best state_dict and per-epoch history."""
     rng = np.random.default_rng(config.seed)
     n_frames = train_split["features"].shape[1]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = -(-(train_split["features"].shape[0] // config.clips_per_sequence) // config.batch_size)
     if config.lr_schedule == "plateau":
-        plateau: Optional[torch.optim.lr_scheduler.ReduceLROnPlateau] = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=0.5, patience=1)
-        step_scheduler: Optional[torch.optim.lr_scheduler.LambdaLR] = None
+        step_scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
     elif config.lr_schedule == "cosine":
         plateau = None
         cosine = CosineSchedule(config, steps_per_epoch * config.max_epochs, steps_per_epoch)
@@ -306,7 +307,7 @@ def train(
 
 
 def write_eval_clips(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogMelFrontend,
-                     config: TrainConfig, clip_rule: Dict[str, Any]) -> Dict[str, Any]:
+                     config: TrainConfig, clip_rule: dict[str, Any]) -> dict[str, Any]:
     """A small labelled test-voice set (int16 audio) with the float model's clip predictions."""
     test = load_split(data_dir, "test")
     rng = np.random.default_rng(config.seed + 7)
@@ -317,7 +318,7 @@ def write_eval_clips(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend
     audio = test["audio"][chosen]
     with torch.no_grad():
         logits = model(torch.from_numpy(np.stack([frontend.compute(clip) for clip in audio]))).numpy()
-    predictions = np.array([clip_prediction(l, clip_rule) for l in logits], dtype=np.int64)
+    predictions = np.array([clip_prediction(clip, clip_rule) for clip in logits], dtype=np.int64)
     np.savez_compressed(
         out_dir / "eval_clips.npz", audio=audio, labels=test["labels"][chosen], label_names=np.array(LABELS),
         voices=test["voices"][chosen], float_predictions=predictions, sample_rate=np.int64(SAMPLE_RATE),
@@ -326,16 +327,18 @@ def write_eval_clips(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend
 
 
 def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogMelFrontend,
-               seed: int, clip_rule: Dict[str, Any]) -> Dict[str, Any]:
+               seed: int, clip_rule: dict[str, Any]) -> dict[str, Any]:
     """demo.wav: test-voice keywords separated by quiet noise; demo.json: words and their true times."""
     test = load_split(data_dir, "test")
     rng = np.random.default_rng(seed)
     words = ["yes", "stop", "left", "go", "off", "right", "down", "no", "up"]
     gap_samples = int(0.45 * SAMPLE_RATE)
-    pieces: List[np.ndarray] = [np.zeros(int(0.6 * SAMPLE_RATE))]
-    events, position = [], pieces[0].size
+    pieces: list[np.ndarray] = [np.zeros(int(0.6 * SAMPLE_RATE))]
+    events: list[dict[str, Any]] = []
+    position = pieces[0].size
     for word in words:
-        candidates = np.flatnonzero((test["labels"] == LABELS.index(word)) & (test["speech_end"] - test["speech_start"] < 9000))
+        short = test["speech_end"] - test["speech_start"] < 9000
+        candidates = np.flatnonzero((test["labels"] == LABELS.index(word)) & short)
         clip_index = int(rng.choice(candidates))
         start, end = int(test["speech_start"][clip_index]), int(test["speech_end"][clip_index])
         cut_from, cut_to = max(0, start - 800), min(CLIP_SAMPLES, end + 800)
@@ -370,10 +373,10 @@ def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogM
 
 
 def _train_new_model(
-    config: TrainConfig, splits: Dict[str, Dict[str, np.ndarray]], frontend: LogMelFrontend
-) -> Tuple[KeywordLSTM, List[Dict[str, Any]], float, Dict[str, Any]]:
+    config: TrainConfig, splits: dict[str, dict[str, np.ndarray]], frontend: LogMelFrontend
+) -> tuple[KeywordLSTM, list[dict[str, Any]], float, dict[str, Any]]:
     """Build, normalise and train a model; returns (model with the best weights, history, seconds, model config)."""
-    model_config: Dict[str, Any] = {
+    model_config: dict[str, Any] = {
         "model": "KeywordLSTM",
         "architecture": dict(DEFAULT_ARCHITECTURE, input_size=config.input_size, hidden_size=config.hidden_size),
         "frontend": frontend.config.to_dict(),
@@ -394,7 +397,7 @@ def _train_new_model(
     return model, history, time.time() - training_started, model_config
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="directory written by the synth recipe")
     parser.add_argument("--out", type=Path, required=True, help="model directory to write (e.g. models/kws)")
@@ -465,7 +468,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  for name, info in index["splits"].items()},
         "data_generation_seconds": index.get("wall_seconds"),
         "epochs_run": len(history),
-        "best_epoch": 1 + int(np.argmax([0.5 * (h["validation"]["clip_accuracy"] + h["validation"]["stream_clip_accuracy"])
+        "best_epoch": 1 + int(np.argmax([h["validation"]["clip_accuracy"] + h["validation"]["stream_clip_accuracy"]
                                          for h in history])),
         "history": history,
         "clip_rule_search": clip_rule_search,

@@ -1,8 +1,9 @@
 """LiteRT backend: one interpreter per model file, one signature per fixed chunk length.
 
-Every signature takes and returns tensors under the manifest's names. The tensor indices of each signature are
-looked up once at load; a call then sets the inputs, invokes that signature's subgraph and reads the outputs
-(copies), under one lock per interpreter, since an interpreter must not run two calls at once.
+Every signature takes and returns tensors under the manifest's names. ``run`` covers any ``T`` with the file's
+signatures, largest first (23 frames = 2 x 10 + 3 x 1), so the tensors are never resized. Each signature's tensor
+indices are looked up once at load; a call then sets the inputs, invokes that signature's subgraph and reads the
+outputs (copies), under one lock per interpreter, since an interpreter must not run two calls at once.
 Files whose inputs/outputs are quantized (int8 static) are fed and read in float: each tensor is quantized with
 its own (scale, zero point) on the way in and dequantized on the way out. Token ids are cast to the file's
 integer dtype (int32 in files written by litert-torch).
@@ -12,20 +13,26 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.errors import (BackendUnavailableError, InputError, LstmEdgeError, ModelFileError,
-                                      expected_got)
-from lstm_edge.runtime.manifest import Manifest, ModelFile
+from lstm_edge.runtime.backends import REGISTRY, release_of
+from lstm_edge.runtime.errors import BackendUnavailableError, InputError, LstmEdgeError, ModelFileError, expected_got
+from lstm_edge.runtime.manifest import TIME, Manifest, ModelFile
+from lstm_edge.runtime.values import GraphCheck
 
-INSTALL = "pip install 'lstm-edge[litert]'  (or: pip install ai-edge-litert)"
-_QUANTIZED = (np.int8, np.uint8, np.int16)
+INFO = REGISTRY["litert"]
+_QUANTIZED = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
+# The public signature runner resizes and re-allocates its tensors on every call. These files have fixed shapes,
+# so on the ai-edge-litert releases this was measured on, allocate once and call the interpreter wrapper's
+# SetTensor/Invoke/GetTensor for the signature's subgraph (what the runner calls underneath). Elsewhere (other
+# releases, tflite-runtime) the public runner is used; tests run both paths.
+FAST_PATH_VERSIONS = ((1, 2), (2, 3))
 
 Convert = Callable[[np.ndarray], np.ndarray]
-Call = Callable[[np.ndarray, Sequence[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
 
 
 def available() -> bool:
@@ -33,24 +40,25 @@ def available() -> bool:
             or importlib.util.find_spec("tflite_runtime") is not None)
 
 
-def _import_interpreter() -> tuple[type, str]:
-    """The Interpreter class and the engine's name and version."""
+def _import_interpreter() -> tuple[Any, str, tuple[int, int]]:
+    """The Interpreter class, the engine's name with its version, and (major, minor) of ai-edge-litert."""
     try:
         import ai_edge_litert
         from ai_edge_litert.interpreter import Interpreter
-        return Interpreter, f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"
+        version = str(getattr(ai_edge_litert, "__version__", "0.0"))
+        return Interpreter, f"ai-edge-litert {version}", release_of(version)
     except ImportError as err:
         first_error = err
     try:
         import tflite_runtime
         from tflite_runtime.interpreter import Interpreter
-        return Interpreter, f"tflite-runtime {getattr(tflite_runtime, '__version__', '?')}"
+        return Interpreter, f"tflite-runtime {getattr(tflite_runtime, '__version__', '?')}", (0, 0)
     except ImportError:
         raise BackendUnavailableError(f"backend 'litert' needs ai-edge-litert, which is not installed "
-                                      f"({first_error}); install it with: {INSTALL}") from None
+                                      f"({first_error}); install it with: {INFO.install_hint}") from None
 
 
-def _input_converter(where: str, want: str, detail: dict) -> Convert | None:
+def _input_converter(where: str, want: str, detail: Mapping[str, Any]) -> Convert | None:
     """How to turn the caller's array (manifest dtype ``want``) into what the tensor holds; None: as is."""
     have = np.dtype(detail["dtype"])
     if have == np.dtype(want):
@@ -59,16 +67,15 @@ def _input_converter(where: str, want: str, detail: dict) -> Convert | None:
         scale, zero_point = detail["quantization"]
         if scale <= 0:
             raise ModelFileError(expected_got(f"{where} quantization", "a positive scale", scale))
-        info = np.iinfo(have)
-        low, high, inverse = info.min, info.max, np.float32(1.0 / scale)
-        zero = np.float32(zero_point)
+        limits = np.iinfo(have)
+        low, high, inverse, zero = limits.min, limits.max, np.float32(1.0 / scale), np.float32(zero_point)
         return lambda x: np.clip(np.rint(x * inverse) + zero, low, high).astype(have)
     if want == "int64" and have.kind == "i":
         return lambda x: x.astype(have)
     raise ModelFileError(expected_got(f"{where} dtype", f"{want} (or its quantized form)", have.name))
 
 
-def _output_converter(where: str, want: str, detail: dict) -> Convert | None:
+def _output_converter(where: str, want: str, detail: Mapping[str, Any]) -> Convert | None:
     have = np.dtype(detail["dtype"])
     if have == np.dtype(want):
         return None
@@ -79,32 +86,107 @@ def _output_converter(where: str, want: str, detail: dict) -> Convert | None:
     raise ModelFileError(expected_got(f"{where} dtype", f"{want} (or its quantized form)", have.name))
 
 
-class LiteRTBackend:
-    name = "litert"
+class SignatureCall:
+    """One signature of the file, callable on manifest-typed arrays: ``call(x, states) -> (y, new_states)``."""
 
-    def __init__(self, path: Path, manifest: Manifest, entry: ModelFile, threads: int, direct: bool = True) -> None:
-        interpreter_class, self.engine = _import_interpreter()
-        self.path = path
+    def __init__(self, backend: LiteRTBackend, key: str, length: int, fast_path: bool) -> None:
+        interpreter, manifest, path = backend.interpreter, backend.manifest, backend.path
+        self.key, self.length = key, length
+        self._lock = backend.lock
+        self._in_names = [manifest.input.name] + [s.input for s in manifest.states]
+        self._out_names = [manifest.output.name] + [s.output for s in manifest.states] + backend.check_outputs
+        self._runner = interpreter.get_signature_runner(key)
+        inputs, outputs = self._runner.get_input_details(), self._runner.get_output_details()
+        if set(inputs) != set(self._in_names) or set(outputs) != set(self._out_names):
+            raise ModelFileError(expected_got(f"{path}: signature {key!r} names",
+                                              f"inputs {sorted(self._in_names)}, outputs {sorted(self._out_names)}",
+                                              f"inputs {sorted(inputs)}, outputs {sorted(outputs)}"))
+        spec = manifest.input
+        expected_x = [length if d == TIME else d for d in spec.shape]
+        if list(inputs[spec.name]["shape"]) != expected_x:
+            raise ModelFileError(expected_got(f"{path}: signature {key!r} input {spec.name!r} shape",
+                                              expected_x, list(inputs[spec.name]["shape"])))
+        for state in manifest.states:
+            for name, details in ((state.input, inputs), (state.output, outputs)):
+                if tuple(details[name]["shape"]) != state.shape:
+                    raise ModelFileError(expected_got(f"{path}: signature {key!r} state {name!r} shape",
+                                                      list(state.shape), list(details[name]["shape"])))
+        where = f"{path}: {key}"
+        self._in_conv = [_input_converter(f"{where}/{spec.name}", spec.dtype, inputs[spec.name])]
+        self._in_conv += [_input_converter(f"{where}/{s.input}", s.dtype, inputs[s.input]) for s in manifest.states]
+        self._out_conv = [_output_converter(f"{where}/{manifest.output.name}", manifest.output.dtype,
+                                            outputs[manifest.output.name])]
+        self._out_conv += [_output_converter(f"{where}/{s.output}", s.dtype, outputs[s.output])
+                           for s in manifest.states]
+        self._out_conv += [None] * len(backend.check_outputs)
+        self._converts = any(c is not None for c in self._in_conv + self._out_conv)
+        wrapper: Any = getattr(interpreter, "_interpreter", None)
+        self._subgraph = getattr(self._runner, "_subgraph_index", None)
+        self.fast_path = fast_path and self._subgraph is not None and all(
+            callable(getattr(wrapper, m, None)) for m in ("SetTensor", "Invoke", "GetTensor", "AllocateTensors"))
+        if self.fast_path:
+            wrapper.AllocateTensors(self._subgraph)
+            self._set, self._invoke, self._get = wrapper.SetTensor, wrapper.Invoke, wrapper.GetTensor
+            self._in_indices = [inputs[name]["index"] for name in self._in_names]
+            self._out_indices = [outputs[name]["index"] for name in self._out_names]
+
+    def __call__(self, x: np.ndarray, states: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The outputs in order: y, the new states, then any check outputs."""
+        values = [x, *states]
+        if len(values) != len(self._in_names):
+            raise InputError(expected_got("states", f"{len(self._in_names) - 1} arrays {self._in_names[1:]}",
+                                          len(states)))
+        if self._converts:
+            values = [value if c is None else c(value) for c, value in zip(self._in_conv, values)]
         try:
-            self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
-            signatures = self._interpreter.get_signature_list()
+            with self._lock:
+                if self.fast_path:
+                    subgraph = self._subgraph
+                    for index, value in zip(self._in_indices, values):
+                        self._set(index, value, subgraph)
+                    self._invoke(subgraph)
+                    results = [self._get(index, subgraph) for index in self._out_indices]
+                else:
+                    named = self._runner(**dict(zip(self._in_names, values)))
+                    results = [named[name] for name in self._out_names]
+        except ValueError as err:
+            raise InputError(f"LiteRT signature {self.key!r} rejected the chunk of shape {x.shape} dtype "
+                             f"{x.dtype}: {err}") from None
+        except RuntimeError as err:
+            raise LstmEdgeError(f"LiteRT failed on signature {self.key!r}: {err}") from None
+        if self._converts:
+            results = [value if c is None else c(value) for c, value in zip(self._out_conv, results)]
+        return results
+
+
+class LiteRTBackend:
+    name = INFO.name
+
+    def __init__(self, path: Path, manifest: Manifest, entry: ModelFile, threads: int, fast_path: bool = True) -> None:
+        interpreter_class, self.engine, release = _import_interpreter()
+        self.path, self.manifest = path, manifest
+        try:
+            self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            signatures = self.interpreter.get_signature_list()
         except Exception as err:  # the interpreter raises ValueError/RuntimeError for unreadable flatbuffers
             raise ModelFileError(f"{path}: LiteRT cannot load this file: {err}") from None
-        self._lock = threading.Lock()
-        self._manifest = manifest
-        self._input_names = [manifest.input.name] + [s.input for s in manifest.states]
-        self._output_names = [manifest.output.name] + [s.output for s in manifest.states]
-        keys = self._signature_keys(signatures, manifest, entry)
-        self._calls: dict[int, Call] = {}
-        for length, key in keys.items():
-            self._calls[length] = self._make_call(key, length, direct)
-        self.fixed_lengths: tuple[int, ...] = tuple(sorted(self._calls, reverse=True))
-        if manifest.kind == "step":
-            self.run = self._calls[self.fixed_lengths[0]]  # one fixed shape: no dispatch on T
+        self.lock = threading.Lock()
+        self._check = GraphCheck.from_checks(entry.checks)
+        self.check_outputs = [self._check.output] if self._check is not None else []
+        self.checks_input_finite = self._check is not None
+        self.checks_result_finite = self._check is not None and self._check.covers_result
+        self._state_names = [s.name for s in manifest.states]
+        fast_path = fast_path and FAST_PATH_VERSIONS[0] <= release <= FAST_PATH_VERSIONS[1]
+        keys = self._signature_keys(signatures, entry)
+        self._calls = {length: SignatureCall(self, key, length, fast_path)
+                       for length, key in sorted(keys.items(), reverse=True)}
+        self.lengths = tuple(self._calls)  # largest first
+        self.fast_path = all(call.fast_path for call in self._calls.values())
+        self._step = manifest.kind == "step" or manifest.input.time_axis is None
 
-    def _signature_keys(self, signatures: dict, manifest: Manifest, entry: ModelFile) -> dict[int, str]:
+    def _signature_keys(self, signatures: Mapping[str, Any], entry: ModelFile) -> dict[int, str]:
         """``{chunk length: signature key}`` from the manifest entry, checked against the file."""
-        path = self.path
+        path, manifest = self.path, self.manifest
         if manifest.kind == "step":
             keys = list(entry.signatures.values()) if entry.signatures else list(signatures)
             if len(keys) != 1:
@@ -112,8 +194,8 @@ class LiteRTBackend:
             length = 1
             time_axis = manifest.input.time_axis
             if time_axis is not None and keys[0] in signatures:
-                length = int(self._interpreter.get_signature_runner(keys[0]).get_input_details()
-                             [manifest.input.name]["shape"][time_axis])
+                details = self.interpreter.get_signature_runner(keys[0]).get_input_details()
+                length = int(details[manifest.input.name]["shape"][time_axis])
             by_length = {length: keys[0]}
         elif entry.signatures:
             try:
@@ -121,6 +203,9 @@ class LiteRTBackend:
             except ValueError:
                 raise ModelFileError(expected_got(f"{path}: manifest signatures", "chunk lengths as keys",
                                                   sorted(entry.signatures))) from None
+            if 1 not in by_length:
+                raise ModelFileError(expected_got(f"{path}: signature chunk lengths", "a set that includes 1 "
+                                                  "(so any T can be composed)", sorted(by_length)))
         else:
             raise ModelFileError(f"{path}: the manifest lists no signatures for this TFLite file "
                                  f"(expected chunk length -> signature key, e.g. {{'10': 'chunk_10'}})")
@@ -130,106 +215,30 @@ class LiteRTBackend:
                                               f"{sorted(signatures)} (missing {missing})"))
         return by_length
 
-    def _make_call(self, key: str, length: int, direct: bool) -> Call:
-        """The function that runs signature ``key`` (chunk length ``length``) on float/int64 arrays."""
-        path, manifest = self.path, self._manifest
-        runner = self._interpreter.get_signature_runner(key)
-        inputs, outputs = runner.get_input_details(), runner.get_output_details()
-        if set(inputs) != set(self._input_names) or set(outputs) != set(self._output_names):
-            raise ModelFileError(expected_got(f"{path}: signature {key!r} names",
-                                              f"inputs {sorted(self._input_names)}, outputs {sorted(self._output_names)}",
-                                              f"inputs {sorted(inputs)}, outputs {sorted(outputs)}"))
-        spec = manifest.input
-        expected_x = [length if d == "T" else d for d in spec.shape]
-        if list(inputs[spec.name]["shape"]) != expected_x:
-            raise ModelFileError(expected_got(f"{path}: signature {key!r} input {spec.name!r} shape",
-                                              expected_x, list(inputs[spec.name]["shape"])))
-        for state in manifest.states:
-            for name, details in ((state.input, inputs), (state.output, outputs)):
-                if tuple(details[name]["shape"]) != state.shape:
-                    raise ModelFileError(expected_got(f"{path}: signature {key!r} state {name!r} shape",
-                                                      list(state.shape), list(details[name]["shape"])))
-        in_conv = [_input_converter(f"{path}: {key}/{spec.name}", spec.dtype, inputs[spec.name])]
-        in_conv += [_input_converter(f"{path}: {key}/{s.input}", s.dtype, inputs[s.input]) for s in manifest.states]
-        out_conv = [_output_converter(f"{path}: {key}/{manifest.output.name}", manifest.output.dtype,
-                                      outputs[manifest.output.name])]
-        out_conv += [_output_converter(f"{path}: {key}/{s.output}", s.dtype, outputs[s.output])
-                     for s in manifest.states]
-        convert = any(c is not None for c in in_conv + out_conv)
-        in_names, out_names = self._input_names, self._output_names
-        lock = self._lock
-        n_states = len(in_names) - 1
-
-        def bad_call(err: Exception, x: np.ndarray, states: Sequence[np.ndarray]) -> LstmEdgeError:
-            if len(states) != n_states:
-                return InputError(expected_got("states", f"{n_states} arrays {in_names[1:]}", len(states)))
-            if isinstance(err, ValueError):
-                return InputError(f"LiteRT signature {key!r} rejected the chunk of shape {x.shape} "
-                                  f"dtype {x.dtype}: {err}")
-            return LstmEdgeError(f"LiteRT failed on signature {key!r}: {err}")
-
-        wrapper = getattr(self._interpreter, "_interpreter", None)
-        subgraph = getattr(runner, "_subgraph_index", None)
-        direct = direct and subgraph is not None and all(
-            hasattr(wrapper, m) for m in ("SetTensor", "Invoke", "GetTensor", "AllocateTensors"))
-        if direct:
-            # The signature runner resizes and re-allocates on every call; the tensors have fixed shapes, so
-            # allocate once and then only set, invoke, get (the same wrapper calls the runner makes).
-            wrapper.AllocateTensors(subgraph)
-            set_tensor, invoke, get_tensor = wrapper.SetTensor, wrapper.Invoke, wrapper.GetTensor
-            acquire, release = lock.acquire, lock.release
-            x_index = inputs[in_names[0]]["index"]
-            state_indices = [inputs[name]["index"] for name in in_names[1:]]
-            y_index = outputs[out_names[0]]["index"]
-            out_indices = [outputs[name]["index"] for name in out_names[1:]]
-            subgraphs = [subgraph] * n_states
-
-            def call(x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-                if len(states) != n_states:
-                    raise bad_call(ValueError(), x, states)
-                acquire()
-                try:
-                    set_tensor(x_index, x, subgraph)
-                    list(map(set_tensor, state_indices, states, subgraphs))
-                    invoke(subgraph)
-                    return get_tensor(y_index, subgraph), list(map(get_tensor, out_indices, subgraphs))
-                except (ValueError, RuntimeError) as err:
-                    raise bad_call(err, x, states) from None
-                finally:
-                    release()
-        else:
-            def call(x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-                if len(states) != n_states:
-                    raise bad_call(ValueError(), x, states)
-                feed = dict(zip(in_names[1:], states))
-                feed[in_names[0]] = x
-                try:
-                    with lock:
-                        result = runner(**feed)
-                except (ValueError, RuntimeError) as err:
-                    raise bad_call(err, x, states) from None
-                return result[out_names[0]], [result[name] for name in out_names[1:]]
-
-        if not convert:
-            return call
-
-        def converted(x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-            feed = [x, *states]
-            feed = [value if c is None else c(value) for c, value in zip(in_conv, feed)]
-            y, new_states = call(feed[0], feed[1:])
-            out = [value if c is None else c(value) for c, value in zip(out_conv, [y, *new_states])]
-            return out[0], out[1:]
-
-        return converted
+    def _call(self, call: SignatureCall, x: np.ndarray,
+              states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        results = call(x, states)
+        if self._check is not None:
+            y, new_states = results[0], results[1:-1]
+            self._check.verify(results[-1], x, y, new_states, self._state_names)
+            return y, new_states
+        return results[0], results[1:]
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Run one chunk whose length is one of ``fixed_lengths``."""
-        try:
-            call = self._calls[x.shape[1]]
-        except (KeyError, IndexError):
-            raise InputError(expected_got("chunk length for the LiteRT backend",
-                                          f"one of {self.fixed_lengths}", x.shape[1] if x.ndim > 1 else x.shape)) from None
-        return call(x, states)
+        """Run one chunk of any length, composed from the file's signatures."""
+        if self._step:
+            return self._call(self._calls[self.lengths[0]], x, states)
+        total = x.shape[1]
+        call = self._calls.get(total)
+        if call is not None:
+            return self._call(call, x, states)
+        pieces, start = [], 0
+        for length, call in self._calls.items():
+            while total - start >= length:
+                y, states = self._call(call, x[:, start:start + length], states)
+                pieces.append(y)
+                start += length
+        return np.concatenate(pieces, axis=1), list(states)
 
 
 def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> LiteRTBackend:

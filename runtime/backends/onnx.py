@@ -1,38 +1,49 @@
-"""ONNX backend on onnxruntime: one session per model, shared by every stream (``session.run`` is thread-safe)."""
+"""ONNX backend on onnxruntime: one session per model, shared by every stream (``session.run`` is thread-safe).
+
+Graphs have a dynamic time axis, so one call covers any ``T``. Graphs with a check output (the manifest file
+entry's ``checks``, see ``runtime.values.GraphCheck``) report NaN/inf in the chunk, the output and the new state
+in the same call, so the runtime does not scan them in Python.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.errors import BackendUnavailableError, InputError, LstmEdgeError, ModelFileError, expected_got
+from lstm_edge.runtime.backends import REGISTRY, release_of
+from lstm_edge.runtime.errors import BackendUnavailableError, LstmEdgeError, ModelFileError
 from lstm_edge.runtime.manifest import Manifest, ModelFile
+from lstm_edge.runtime.values import GraphCheck
 
-INSTALL = "pip install 'lstm-edge[onnx]'  (or: pip install onnxruntime)"
+INFO = REGISTRY["onnx"]
+# ``InferenceSession.run`` re-validates the feed's names on every call (~2-3 us here); they are checked once at
+# load, so on the onnxruntime releases this was measured on, call the session object underneath it instead.
+# Outside this range the public ``run`` is used; tests run both paths.
+FAST_PATH_VERSIONS = ((1, 17), (1, 32))
 
 
 def available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def _import_ort():
+def _import_ort() -> Any:
     try:
         import onnxruntime
     except ImportError as err:
         raise BackendUnavailableError(f"backend 'onnx' needs onnxruntime, which is not installed ({err}); "
-                                      f"install it with: {INSTALL}") from None
+                                      f"install it with: {INFO.install_hint}") from None
     return onnxruntime
 
 
 class OnnxBackend:
-    name = "onnx"
-    fixed_lengths = None
-    checks_finite = False  # True when the graph itself reports non-finite input values
+    name = INFO.name
 
-    def __init__(self, path: Path, manifest: Manifest, threads: int, checks: dict | None = None) -> None:
+    def __init__(self, path: Path, manifest: Manifest, threads: int, checks: Mapping[str, str] | None = None,
+                 fast_path: bool = True) -> None:
         ort = _import_ort()
         self.engine = f"onnxruntime {ort.__version__}"
         options = ort.SessionOptions()
@@ -41,44 +52,48 @@ class OnnxBackend:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
             raise ModelFileError(f"{path}: onnxruntime cannot load this file: {err}") from None
         self._input = manifest.input.name
         self._state_inputs = [s.input for s in manifest.states]
         self._outputs = [manifest.output.name] + [s.output for s in manifest.states]
-        graph_inputs = {i.name for i in self._session.get_inputs()}
-        graph_outputs = {o.name for o in self._session.get_outputs()}
+        graph_inputs = {i.name for i in session.get_inputs()}
+        graph_outputs = {o.name for o in session.get_outputs()}
         missing = ({self._input, *self._state_inputs} - graph_inputs) | (set(self._outputs) - graph_outputs)
         if missing:
             raise ModelFileError(f"{path}: graph does not match the manifest: names {sorted(missing)} are missing "
                                  f"(graph inputs {sorted(graph_inputs)}, outputs {sorted(graph_outputs)})")
-        nonfinite = (checks or {}).get("nonfinite_input")
-        if nonfinite is not None:
-            if nonfinite not in graph_outputs:
-                raise ModelFileError(f"{path}: the manifest names a check output {nonfinite!r} the graph lacks")
-            self._outputs.append(nonfinite)
-            self.checks_finite = True
-        # InferenceSession.run re-validates the feed's names on every call; they were checked above, once.
-        # Call the session underneath directly when this onnxruntime has it (the public run otherwise).
-        inner = getattr(self._session, "_sess", None)
-        if inner is not None and callable(getattr(inner, "run", None)):
-            self._run = lambda names, feed, run=inner.run: run(names, feed, None)
-        else:
-            self._run = self._session.run
+        self._state_names = [s.name for s in manifest.states]
+        self._check = GraphCheck.from_checks(checks)
+        self.checks_input_finite = self._check is not None
+        self.checks_result_finite = self._check is not None and self._check.covers_result
+        if self._check is not None:
+            if self._check.output not in graph_outputs:
+                raise ModelFileError(f"{path}: the manifest names a check output {self._check.output!r} the "
+                                     "graph lacks")
+            self._outputs.append(self._check.output)
+        self.fast_path = fast_path and FAST_PATH_VERSIONS[0] <= release_of(ort.__version__) <= FAST_PATH_VERSIONS[1]
+        self._call: Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]] = session.run
+        if self.fast_path:
+            inner_run = session._sess.run  # the C++ session that InferenceSession.run calls after validating names
+
+            def call(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+                return inner_run(names, feed, None)
+
+            self._call = call
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feed = dict(zip(self._state_inputs, states))
         feed[self._input] = x
         try:
-            outputs = self._run(self._outputs, feed)
+            outputs = self._call(self._outputs, feed)
         except Exception as err:
             raise LstmEdgeError(f"onnxruntime failed on a chunk of shape {x.shape}: {err}") from None
-        if self.checks_finite:
-            if float(outputs[-1]) != 0.0:  # NaN when any input value is NaN or inf
-                bad = int(np.size(x) - np.isfinite(x).sum())
-                raise InputError(expected_got("chunk values", "finite numbers", f"{bad} NaN/inf values"))
-            return outputs[0], outputs[1:-1]
+        if self._check is not None:
+            states_out = outputs[1:-1]
+            self._check.verify(outputs[-1], x, outputs[0], states_out, self._state_names)
+            return outputs[0], states_out
         return outputs[0], outputs[1:]
 
 
