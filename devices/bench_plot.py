@@ -3,8 +3,9 @@ matplotlib from the ``plot`` extra, never imported by the runtime)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,8 +12,8 @@ so the ranges gathered for the state are the ones a real stream reaches. One qua
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
                                       [f.key for f in manifest.files]))
     if mode is QuantizeMode.STATIC and calibration is None:
         raise InputError("static quantization needs calibration data: pass calibration= an iterable of realistic "
-                         "inputs (no batch dim), e.g. a few hundred frames from real recordings; dynamic mode needs none")
+                         "inputs (no batch dim), e.g. a few hundred training-like utterances; dynamic mode needs none")
     recorded = (Calibration.from_sequences(model_dir, calibration, config)
                 if calibration is not None and mode is QuantizeMode.STATIC else None)
     for entry in targets:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -25,10 +25,9 @@ def check_sequences(calibration: Iterable[np.ndarray], manifest: Manifest, min_f
     for index, item in enumerate(calibration):
         array = np.asarray(item)
         if array.ndim != len(frame_shape) + 1 or tuple(array.shape[1:]) != frame_shape:
-            raise InputError(expected_got(f"calibration item {index} shape",
-                                          f"[T, {', '.join(str(d) for d in frame_shape)}] (model input without the "
-                                          "batch dim; audio must go through the frontend first)".replace("[T, ]", "[T]"),
-                                          list(array.shape)))
+            layout = "[" + ", ".join(["T", *(str(d) for d in frame_shape)]) + "]"
+            raise InputError(expected_got(f"calibration item {index} shape", f"{layout} (model input without the "
+                                          "batch dim; audio must go through the frontend first)", list(array.shape)))
         if (array.dtype.kind in "iu") != is_ids or array.dtype.kind not in "iuf":
             raise InputError(expected_got(f"calibration item {index} dtype", spec.dtype, array.dtype))
         sequences.append(array.astype(spec.dtype))
@@ -53,7 +52,7 @@ class Calibration:
 
     @classmethod
     def from_sequences(cls, model_dir: Path, calibration: Iterable[np.ndarray],
-                       config: QuantizeConfig) -> "Calibration":
+                       config: QuantizeConfig) -> Calibration:
         manifest = Manifest.load(model_dir)
         return cls(model_dir, check_sequences(calibration, manifest, config.min_calibration_frames), config)
 

@@ -174,8 +174,8 @@ class OnnxQuantizer:
 
     format = "onnx"
 
-    def quantize(self, src: Path, dst: Path, config: "QuantizeConfig", calibration: "Calibration | None",
-                 manifest: "Manifest", entry: "ModelFile") -> dict[str, Any]:
+    def quantize(self, src: Path, dst: Path, config: QuantizeConfig, calibration: Calibration | None,
+                 manifest: Manifest, entry: ModelFile) -> dict[str, Any]:
         feeds = None
         if calibration is not None and config.mode.value == "static":
             feeds = calibration.feeds(config.onnx_calibration_chunk)

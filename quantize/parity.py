@@ -8,8 +8,9 @@ and optionally over labelled evaluation clips for the task metric. Only the runt
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

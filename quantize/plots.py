@@ -5,8 +5,9 @@ Host-side only; matplotlib comes from the ``plot`` extra and is imported here, n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

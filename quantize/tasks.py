@@ -5,7 +5,7 @@ Generic parity takes any ``ClipPredictor``; this registry picks the one a model 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

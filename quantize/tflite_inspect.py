@@ -39,7 +39,7 @@ class _Model:
     type_names: dict[int, str]
 
     @classmethod
-    def read(cls, path: Path) -> "_Model":
+    def read(cls, path: Path) -> _Model:
         schema = _schema()
         try:
             data = Path(path).read_bytes()
@@ -47,7 +47,8 @@ class _Model:
         except OSError as err:
             raise QuantizationError(f"{path}: cannot read the file: {err}") from None
         except Exception as err:  # a truncated or foreign file fails deep in the flatbuffer reader
-            raise QuantizationError(f"{path}: not a readable .tflite flatbuffer ({type(err).__name__}: {err})") from None
+            raise QuantizationError(f"{path}: not a readable .tflite flatbuffer "
+                                    f"({type(err).__name__}: {err})") from None
         return cls(model, _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType))
 
     def op_name(self, op: Any) -> str:

@@ -13,9 +13,10 @@ Two modes, each writing one file that keeps every signature of the float file an
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -284,8 +285,8 @@ class TFLiteQuantizer:
 
     format = "tflite"
 
-    def quantize(self, src: Path, dst: Path, config: "QuantizeConfig", calibration: "Calibration | None",
-                 manifest: "Manifest", entry: "ModelFile") -> dict[str, Any]:
+    def quantize(self, src: Path, dst: Path, config: QuantizeConfig, calibration: Calibration | None,
+                 manifest: Manifest, entry: ModelFile) -> dict[str, Any]:
         mode = config.mode.value
         by_signature = None
         if calibration is not None and mode == "static":
