@@ -58,7 +58,9 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     from lstm_edge.export import export
     from lstm_edge.quantize import quantize
     from lstm_edge.quantize.parity import format_table, parity_report
+    from lstm_edge.quantize.tasks import clip_predictor_for
     from lstm_edge.recipes.kws.model import feature_normalization, load_shipped_model
+    from lstm_edge.runtime.manifest import Manifest
     from lstm_edge.runtime.audio import load_mono
     from lstm_edge.runtime.backends import info
     from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
@@ -84,7 +86,8 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     with _step(2, "quantizing to int8 (dynamic: int8 weights, float state)"):
         quantize(out_dir)
     with _step(3, "verifying parity against the float torch model, and accuracy on unseen voices"):
-        report = parity_report(out_dir, eval_data=assets / "eval_clips.npz")
+        report = parity_report(out_dir, eval_data=assets / "eval_clips.npz",
+                               clip_predictor=clip_predictor_for(Manifest.load(out_dir)))
     print(format_table(report))
     print("parity gates:", "PASS" if not report["failures"] else "; ".join(report["failures"]))
 
