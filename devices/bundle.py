@@ -31,6 +31,7 @@ from lstm_edge.runtime.errors import LstmEdgeError, expected_got
 from lstm_edge.runtime.manifest import Manifest, ModelFile, check_file, sha256_of
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+NATIVE_SOURCES = Path(__file__).resolve().parent.parent / "runtime" / "native"  # the C99 frontend
 SUMS_NAME = "SHA256SUMS"
 DEFAULT_WHEEL_CACHE = Path.home() / ".cache" / "lstm-edge" / "wheels"
 
@@ -269,6 +270,11 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model_dir / choice.entry.path, target)
         replace(manifest, files=(choice.entry,)).save(model_out)
+        for rel in (manifest.reference or {}).values():  # the reference arrays the manifest names
+            if isinstance(rel, str) and rel.endswith(".npy") and ".." not in PurePosixPath(rel).parts:
+                (model_out / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(model_dir / rel, model_out / rel)
+        shutil.copytree(NATIVE_SOURCES, root / "native", ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.so"))
         values["FILES"] = (f"- `model/{choice.entry.path}`: {choice.entry.format}, {choice.entry.precision}, "
                            f"{choice.entry.bytes} bytes, sha256 {choice.entry.sha256}")
         info = {"device": profile.name, "backend": choice.backend, "precision": choice.precision,

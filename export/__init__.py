@@ -6,20 +6,30 @@
 
 from __future__ import annotations
 
-
-
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 import lstm_edge
-from lstm_edge.export.checks import check_time_locality, probe_input
-from lstm_edge.export.wrap import SequenceStreamer, StepStreamer, is_step_model
+from lstm_edge.export.checks import (
+    check_against_model,
+    check_time_locality,
+    probe_input,
+)
+from lstm_edge.export.graph_io import GraphIO
+from lstm_edge.export.wrap import (
+    SequenceStreamer,
+    StateSlot,
+    StepStreamer,
+    is_step_model,
+)
 from lstm_edge.runtime.errors import ExportError, expected_got
 from lstm_edge.runtime.manifest import (
+    ANSWER_SO_FAR,
     DEFAULT_TOLERANCES,
     FORMATS,
     TIME,
@@ -31,7 +41,7 @@ from lstm_edge.runtime.manifest import (
     within_tolerance,
 )
 
-__all__ = ["export", "ExportError"]
+__all__ = ["ExportError", "export"]
 
 INPUT_NAME = "x"
 OUTPUT_NAME = "y"
@@ -44,7 +54,8 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
            formats: Sequence[str] = ("onnx",), chunk_sizes: Iterable[int] | None = None,
            labels: Sequence[str] | None = None, frontend: Mapping[str, Any] | Any = None,
            name: str | None = None, tolerances: Mapping[str, float] | None = None,
-           extra: Mapping[str, Any] | None = None, reference_input: np.ndarray | None = None) -> Path:
+           extra: Mapping[str, Any] | None = None, reference_input: np.ndarray | None = None,
+           tokenizer: Mapping[str, Any] | Any = None, verbose: bool = False) -> Path:
     """Export ``model`` as a streaming model directory and return its path.
 
     ``example`` has the batch dim: ``[1, T, F]`` float features or ``[1, T]`` int64 token ids for sequence models;
@@ -53,6 +64,12 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     object with ``to_dict()``). The exported graphs are checked against the torch model before this returns.
     ``reference_input`` (no batch dim; default: 1200 random frames, or 200 random steps) is stored with torch's
     outputs on it, so ``lstm-edge verify`` can later compare every file with the torch model without torch.
+    ``tokenizer`` (token models: a dict such as ``{"type": "bytes"}`` or a ``Tokenizer``) is recorded in the manifest.
+    An export failure raises one ExportError naming the layer; ``verbose`` adds the exporter's own report.
+
+    Many-to-one models (``fc(h_n[-1])``, ``fc(out[:, -1])``) stream one answer per frame: the output is
+    ``[1, T, ...]``, row t being the model's answer on the frames so far; the manifest's output has
+    ``"per_frame": "answer_so_far"``.
     """
     formats = _check_formats(formats)
     if not isinstance(model, torch.nn.Module):
@@ -68,30 +85,34 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     else:
         streamer = SequenceStreamer(model, example)
         check_time_locality(streamer, example)
+        check_against_model(streamer, example)
     slots = streamer.slots
     initial = tuple(slot.initial for slot in slots)
     with torch.no_grad():
         y, *_ = streamer(example, *initial)
     if not isinstance(y, torch.Tensor):
         raise ExportError(expected_got("model output", "one tensor", type(y).__name__))
-    manifest = _build_manifest(model, example, y, slots, step, labels, frontend, name, tolerances, extra)
+    described = ModelDescription(model=model, example=example, output=y, slots=tuple(slots), step=step,
+                                 many_to_one=bool(getattr(streamer, "many_to_one", False)),
+                                 labels=labels, frontend=frontend, name=name, tolerances=tolerances, extra=extra)
+    manifest = _build_manifest(described)
+    graph_io = GraphIO(example, initial, INPUT_NAME, OUTPUT_NAME, tuple(s.input for s in manifest.states),
+                       tuple(s.output for s in manifest.states), lengths)
+    if tokenizer is not None:
+        manifest = replace(manifest, tokenizer=_tokenizer_dict(tokenizer, manifest))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = []
-    metadata = _onnx_metadata(manifest)
     if "onnx" in formats:
         from lstm_edge.export.onnx_export import write_onnx
 
-        checks = write_onnx(streamer, example, initial, INPUT_NAME, OUTPUT_NAME, [s.input for s in manifest.states],
-                            [s.output for s in manifest.states], not step, metadata, out_dir / ONNX_FILE)
+        checks = write_onnx(streamer, graph_io, _onnx_metadata(manifest), out_dir / ONNX_FILE, verbose=verbose)
         files.append(file_entry(out_dir, ONNX_FILE, "onnx", "float", checks=checks))
     if "tflite" in formats:
         from lstm_edge.export.tflite_export import write_tflite
 
-        signatures = write_tflite(streamer, example, initial, INPUT_NAME, OUTPUT_NAME,
-                                  [s.input for s in manifest.states], [s.output for s in manifest.states],
-                                  lengths, out_dir / TFLITE_FILE)
+        signatures = write_tflite(streamer, graph_io, out_dir / TFLITE_FILE)
         sizes = sorted((int(k) for k in signatures), reverse=True) if lengths else None
         files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures))
     for entry in files:
@@ -157,7 +178,38 @@ def _frontend_dict(frontend: Any) -> Mapping[str, Any] | None:
     raise ExportError(expected_got("frontend", "a dict or an object with to_dict()", type(frontend).__name__))
 
 
-def _build_manifest(model, example, y, slots, step, labels, frontend, name, tolerances, extra) -> Manifest:
+def _tokenizer_dict(tokenizer: Any, manifest: Manifest) -> dict[str, Any]:
+    from lstm_edge.runtime.tokenizer import Tokenizer
+
+    parsed = Tokenizer.from_dict(tokenizer.to_dict() if hasattr(tokenizer, "to_dict") else tokenizer)
+    value_range = manifest.input.value_range
+    if manifest.input.dtype != "int64" or value_range is None or value_range[1] != parsed.vocab_size:
+        raise ExportError(expected_got("tokenizer", f"a vocabulary matching the model's token ids {value_range}",
+                                       f"{parsed.type} tokenizer of {parsed.vocab_size} tokens"))
+    return parsed.to_dict()
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What the manifest is built from: the model, its example I/O, its state slots and the caller's options."""
+
+    model: torch.nn.Module
+    example: torch.Tensor
+    output: torch.Tensor  # the streaming function's y on the example
+    slots: tuple[StateSlot, ...]
+    step: bool
+    many_to_one: bool = False
+    labels: Sequence[str] | None = None
+    frontend: Mapping[str, Any] | Any = None
+    name: str | None = None
+    tolerances: Mapping[str, float] | None = None
+    extra: Mapping[str, Any] | None = None
+
+
+def _build_manifest(described: ModelDescription) -> Manifest:
+    model, example, y, slots, step = (described.model, described.example, described.output, described.slots,
+                                      described.step)
+    labels = described.labels
     dtype = "int64" if example.dtype == torch.int64 else "float32"
     if step:
         in_shape: tuple = tuple(example.shape)
@@ -167,7 +219,8 @@ def _build_manifest(model, example, y, slots, step, labels, frontend, name, tole
         out_shape = (1, TIME, *y.shape[2:])
     vocab = _vocab_size(model) if dtype == "int64" else None
     input_spec = TensorSpec(INPUT_NAME, dtype, in_shape, (0, vocab) if vocab else None)
-    output_spec = TensorSpec(OUTPUT_NAME, "float32", out_shape)
+    output_spec = TensorSpec(OUTPUT_NAME, "float32", out_shape,
+                             per_frame=ANSWER_SO_FAR if described.many_to_one else None)
     states = tuple(
         StateSpec(slot.name, slot.input, slot.output, "float32", slot.shape,
                   "zeros" if not bool(slot.initial.any()) else tuple(float(v) for v in slot.initial.flatten()),
@@ -178,12 +231,13 @@ def _build_manifest(model, example, y, slots, step, labels, frontend, name, tole
         if out_shape[-1] != len(labels):
             raise ExportError(expected_got("labels", f"{out_shape[-1]} labels (the output's last dim)", len(labels)))
     merged = dict(DEFAULT_TOLERANCES)
-    merged.update(tolerances or {})
+    merged.update(described.tolerances or {})
     producer = {"lstm_edge": lstm_edge.__version__, "torch": torch.__version__.split("+")[0],
                 "exporter": "torch.onnx (TorchScript) + lstm-edge state threading", "model_class": type(model).__name__}
     return Manifest(kind="step" if step else "sequence", inputs=(input_spec,), outputs=(output_spec,),
-                    states=states, name=name or type(model).__name__, labels=labels,
-                    frontend=_frontend_dict(frontend), tolerances=merged, producer=producer, extra=dict(extra or {}))
+                    states=states, name=described.name or type(model).__name__, labels=labels,
+                    frontend=_frontend_dict(described.frontend), tolerances=merged, producer=producer,
+                    extra=dict(described.extra or {}))
 
 
 def _onnx_metadata(manifest: Manifest) -> dict[str, Any]:

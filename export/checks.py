@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lstm_edge.export.wrap import SequenceStreamer
+from lstm_edge.export.wrap import SequenceStreamer, random_like
 from lstm_edge.runtime.errors import ExportError
 from lstm_edge.runtime.manifest import DEFAULT_TOLERANCES, float_limit
 
@@ -18,13 +18,7 @@ PROBE_CHUNKS = (1, 6, 13, 17)
 
 def probe_input(example: torch.Tensor, frames: int, seed: int = 0) -> torch.Tensor:
     """A random input like ``example`` with ``frames`` time steps (token ids stay in the example's range)."""
-    generator = torch.Generator().manual_seed(seed)
-    shape = (example.shape[0], frames, *example.shape[2:])
-    if example.dtype.is_floating_point:
-        scale = float(example.float().std()) if example.numel() > 1 else 1.0
-        return torch.randn(shape, generator=generator) * (scale if scale > 0 else 1.0)
-    high = int(example.max()) + 1
-    return torch.randint(0, max(high, 2), shape, generator=generator, dtype=example.dtype)
+    return random_like(example, frames, seed)
 
 
 def _first_tensor(output: Any) -> torch.Tensor | None:
@@ -93,9 +87,9 @@ def check_time_locality(streamer: SequenceStreamer, example: torch.Tensor,
     raise ExportError(
         f"the model cannot stream: run in chunks {PROBE_CHUNKS} with state carried, its output differs from one "
         f"pass over the whole {PROBE_FRAMES}-frame sequence by {diff:.3g} (expected <= {limit:.3g}). "
-        f"{culprit} A streaming model may only carry information across time through its nn.LSTM/nn.GRU state; "
-        "a layer with its own context (e.g. a causal convolution) must be written as a step model with that "
-        "context as explicit state.")
+        f"{culprit} A streaming model carries information across time only through its nn.LSTM/nn.GRU state "
+        "and the context of causal nn.Conv1d/nn.Conv2d layers; any other layer with its own context must be "
+        "written as a step model with that context as explicit state.")
 
 
 def _locate(streamer: SequenceStreamer, x: torch.Tensor, tolerance: float) -> str:
@@ -132,3 +126,45 @@ def _same(full: torch.Tensor, parts: list[torch.Tensor], tolerance: float) -> bo
 def _describe(module: nn.Module) -> str:
     text = repr(module).splitlines()[0]
     return text if len(text) < 120 else text[:117] + "..."
+
+
+MANY_TO_ONE_FRAMES = 17
+
+
+def check_against_model(streamer: SequenceStreamer, example: torch.Tensor, tolerance: float = 1e-5) -> None:
+    """The streaming rewrite (state-carrying convolutions, many-to-one answers) must equal the model itself.
+
+    Per-frame models: the rewrite on the whole sequence equals the model on it. Many-to-one models: row t of the
+    rewrite's output equals the model's answer on the first t+1 frames.
+    """
+    initial = [slot.initial for slot in streamer.slots]
+    if streamer.many_to_one:
+        x = probe_input(example, MANY_TO_ONE_FRAMES, seed=5)
+        with torch.no_grad():
+            rows = streamer(x, *initial)[0][0]
+        for t in range(MANY_TO_ONE_FRAMES):
+            answer = streamer._call_plain(x[:, :t + 1], "plain")
+            diff = float((rows[t] - answer[0]).abs().max())
+            if not diff <= tolerance * (1.0 + float(answer.abs().max())):
+                raise ExportError(
+                    f"many-to-one model: its answer after {t + 1} frames is not the head applied to the top layer's "
+                    f"h_t of '{streamer.summary_layer}' (differs by {diff:.3g}). A many-to-one model streams when it "
+                    "returns head(h_n[-1]) or head(out[:, -1]) of its last recurrent layer; a head that reads c_n, "
+                    "a lower layer's h_n or a pooled sequence cannot be answered frame by frame.")
+        return
+    x = probe_input(example, PROBE_FRAMES, seed=5)
+    with torch.no_grad():
+        streamed = streamer(x, *initial)[0]
+        plain = streamer._call_plain(x, "plain")
+    if streamed.shape == plain.shape:
+        diff = float((streamed - plain).abs().max())
+        if diff <= tolerance * (1.0 + float(plain.abs().max())):
+            return
+    else:
+        diff = float("nan")
+    layers = [p for p in streamer.conv_paths if streamer.model.get_submodule(p).carries_state]
+    raise ExportError(
+        f"streaming the causal convolutions {layers} changes the model's output (shape {tuple(plain.shape)} -> "
+        f"{tuple(streamed.shape)}, max diff {diff:.3g}): a layer with padding=(k-1)*d must have its last (k-1)*d "
+        "output frames dropped (y[..., :-(k-1)*d]) and nothing else, and a layer after F.pad must get exactly "
+        "(k-1)*d zero frames on the left.")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lstm_edge.export.graph_io import GraphIO
 from lstm_edge.runtime.errors import ExportError, expected_got
 
 STEP_SIGNATURE = "step"
@@ -85,14 +86,16 @@ def _signature_examples(example_x: torch.Tensor, lengths: tuple[int, ...] | None
     return {str(n): (chunk_signature(n), _with_length(example_x, n)) for n in lengths}
 
 
-def write_tflite(module: torch.nn.Module, example_x: torch.Tensor, example_states: tuple[torch.Tensor, ...],
-                 input_name: str, output_name: str, state_inputs: list[str], state_outputs: list[str],
-                 lengths: tuple[int, ...] | None, path: Path) -> dict[str, str]:
+def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path) -> dict[str, str]:
     """Convert ``module`` to one ``.tflite`` at ``path``: a signature per chunk length, weights shared.
 
-    ``lengths`` None writes a step model with one signature ``step`` at the example's shape.
+    A step model (``graph_io.chunk_lengths`` None) gets one signature ``step`` at the example's shape.
     Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model).
     """
+    example_x, example_states = graph_io.example_x, graph_io.example_states
+    input_name, output_name = graph_io.input_name, graph_io.output_name
+    state_inputs, state_outputs = list(graph_io.state_inputs), list(graph_io.state_outputs)
+    lengths = graph_io.chunk_lengths
     _check_names(input_name, output_name, state_inputs, state_outputs, len(example_states))
     examples = _signature_examples(example_x, lengths)
     try:

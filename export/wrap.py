@@ -1,9 +1,13 @@
 """Turn a user's PyTorch model into a stateless streaming function ``(x, *state_in) -> (y, *state_out)``.
 
 Sequence models: every ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` inside is swapped for a shim that reads its initial
-state from the graph's state inputs and writes its final state to the state outputs; the user's ``forward`` runs
-unchanged around them. Step models (``forward(x, state) -> (y, new_state)`` plus ``initial_state``) already are such
-a function. Layers that cannot stream are refused with the layer's name and the reason.
+state from the graph's state inputs and writes its final state to the state outputs, and every causal
+``nn.Conv1d`` / ``nn.Conv2d`` over time for one that carries its receptive field (``export/conv.py``); the user's
+``forward`` runs unchanged around them. A many-to-one model (one answer per sequence, ``fc(h_n[-1])`` or
+``fc(out[:, -1])``) gets its last recurrent layer's per-frame h on the batch axis, so the head answers every frame.
+Step models (``forward(x, state) -> (y, new_state)`` plus ``initial_state``) already are such a function; their
+``nn.LSTMCell`` / ``nn.GRUCell`` become static-slice shims (``export/cells.py``). Layers that cannot stream are
+refused with the layer's name and the reason.
 """
 
 from __future__ import annotations
@@ -17,6 +21,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from lstm_edge.export.cells import replace_cells
+from lstm_edge.export.conv import (
+    CONVS,
+    POOLS,
+    ConvProbe,
+    ConvShim,
+    classify,
+    probe_of,
+    refuse_time_pooling,
+)
 from lstm_edge.runtime.errors import ExportError
 
 RECURRENT = (nn.LSTM, nn.GRU, nn.RNN)
@@ -82,6 +96,7 @@ class _Context:
         self.state_out: dict[str, tuple[torch.Tensor, ...]] = {}
         self.probed_hx: dict[str, Any] = {}
         self.calls: dict[str, int] = {}
+        self.conv_probes: dict[str, list[ConvProbe]] = {}
 
 
 class _RecurrentShim(nn.Module):
@@ -93,8 +108,10 @@ class _RecurrentShim(nn.Module):
         self.path = path
         self._context = [context]  # a list so nn.Module does not register it
         self.unprojected = _UnprojectedLSTM(inner) if getattr(inner, "proj_size", 0) > 0 else None
+        # Many-to-one models: this layer's per-frame top-layer h is handed to the head with time on the batch axis.
+        self.summary = False
 
-    def forward(self, input: torch.Tensor, hx: Any = None):  # noqa: A002 - nn.LSTM's own argument name
+    def forward(self, input: torch.Tensor, hx: Any = None):
         context = self._context[0]
         context.calls[self.path] = context.calls.get(self.path, 0) + 1
         if context.mode == "probe":
@@ -112,7 +129,25 @@ class _RecurrentShim(nn.Module):
         else:
             output, hx_out = self.inner(input, hx_in)
         context.state_out[self.path] = tuple(hx_out) if isinstance(self.inner, nn.LSTM) else (hx_out,)
+        if self.summary:
+            return self._as_summary(output)
         return output, hx_out
+
+    def _as_summary(self, output: torch.Tensor):
+        """Time moved onto the batch axis: ``out[:, -1]`` / ``out[-1]`` and ``h_n[-1]`` become every frame's h_t.
+
+        Lower layers' h and every c read as zeros here: a head that uses them is caught by the prefix check.
+        """
+        inner = self.inner
+        top = output[0] if inner.batch_first else output[:, 0]  # [T, H]: the top layer's h at every frame
+        layers = inner.num_layers
+        h_all = top.unsqueeze(0)
+        if layers > 1:
+            h_all = torch.cat([torch.zeros_like(top).unsqueeze(0).expand(layers - 1, -1, -1), h_all], dim=0)
+        if isinstance(inner, nn.LSTM):
+            c_all = torch.zeros_like(top[:, :1]).expand(-1, inner.hidden_size).unsqueeze(0).expand(layers, -1, -1)
+            return output.transpose(0, 1), (h_all, c_all)
+        return output.transpose(0, 1), h_all
 
 
 class SequenceStreamer(nn.Module):
@@ -124,19 +159,80 @@ class SequenceStreamer(nn.Module):
         self.model = copy.deepcopy(model).eval()
         self._context = _Context()
         self.rnn_paths: list[str] = []
+        self.conv_paths: list[str] = []
+        self.many_to_one = False
+        self.summary_layer: str | None = None
         for path, module in list(self.model.named_modules()):
-            if isinstance(module, RECURRENT):
+            if isinstance(module, (*RECURRENT, *CONVS)):
                 parent_path, _, child = path.rpartition(".")
                 parent = self.model.get_submodule(parent_path) if parent_path else self.model
-                parent._modules[child] = _RecurrentShim(module, path, self._context)
-                self.rnn_paths.append(path)
-        if not self.rnn_paths:
-            raise ExportError(f"{type(model).__name__} has no nn.LSTM/nn.GRU/nn.RNN layer and no initial_state(): "
-                              "nothing to stream. A step model defines forward(x, state) and initial_state().")
+                if isinstance(module, RECURRENT):
+                    parent._modules[child] = _RecurrentShim(module, path, self._context)
+                    self.rnn_paths.append(path)
+                else:
+                    parent._modules[child] = ConvShim(module, path, self._context)
+                    self.conv_paths.append(path)
         self.slots: list[StateSlot] = []
         self._slot_index: list[tuple[str, int]] = []
         self._probe_initial_state(example)
+        self._probe_time_axes(example)
+        if not self.slots:
+            raise ExportError(f"{type(model).__name__} has no nn.LSTM/nn.GRU/nn.RNN layer, no causal convolution "
+                              "over time and no initial_state(): nothing to stream. A step model defines "
+                              "forward(x, state) and initial_state().")
         self.eval()  # exporters restore the mode they found; dropout must stay off afterwards
+
+    def _probe_time_axes(self, example: torch.Tensor) -> None:
+        """Run at two lengths: which axis of each conv/pool input is time, and is the output per frame?"""
+        context = self._context
+        lengths = (PROBE_LONG, PROBE_SHORT)
+        pools: dict[str, list[ConvProbe]] = {}
+        handles = []
+        for path, module in self.model.named_modules():
+            if isinstance(module, POOLS):
+                def hook(module, args, path=path):
+                    pools.setdefault(path, []).append(probe_of(args[0]))
+                handles.append(module.register_forward_pre_hook(hook))
+        outputs, order = [], []
+        try:
+            for index, frames in enumerate(lengths):
+                context.conv_probes = {}
+                outputs.append(self._call_plain(random_like(example, frames, seed=11 + index), "probe"))
+                order = list(context.calls)
+                if index == 0:
+                    first_probes = dict(context.conv_probes)
+        finally:
+            for handle in handles:
+                handle.remove()
+        for path, module in self.model.named_modules():
+            if isinstance(module, POOLS) and len(pools.get(path, [])) == 2:
+                refuse_time_pooling(path, module, *pools[path])
+        for path in self.conv_paths:
+            shim = self.model.get_submodule(path)
+            probes = first_probes.get(path, []) + context.conv_probes.get(path, [])
+            if len(probes) != 2:
+                continue  # not run, or run more than once: the time-locality check judges it
+            classify(shim, probes[0], probes[1])
+            if shim.carries_state:
+                shape = list(probes[0].shape)
+                shape[shim.time_axis] = shim.receptive
+                shape[0] = 1
+                self.slots.append(StateSlot(f"{identifier(path)}_context", tuple(shape), torch.float32,
+                                            torch.zeros(shape), f"{path} context: the last {shim.receptive} input "
+                                            f"frames ({type(shim.inner).__name__} input, time on axis "
+                                            f"{shim.time_axis}, batch 1)"))
+                self._slot_index.append((path, 1))
+        long_out, short_out = outputs
+        per_frame = (long_out.ndim >= 2 and long_out.shape[1] == lengths[0] and short_out.shape[1] == lengths[1])
+        if not per_frame and self.rnn_paths:
+            if long_out.shape != short_out.shape or long_out.ndim < 2 or long_out.shape[0] != 1:
+                raise ExportError(f"a sequence model must return [1, T, ...] (one row per frame) or one answer "
+                                  f"[1, ...] per sequence (many-to-one); got {tuple(long_out.shape)} for T="
+                                  f"{lengths[0]} and {tuple(short_out.shape)} for T={lengths[1]}")
+            last = [p for p in order if p in self.rnn_paths][-1]
+            self.model.get_submodule(last).summary = True
+            self.many_to_one = True
+            self.summary_layer = last
 
     def _modules_by_path(self) -> dict[str, nn.Module]:
         return {path: self.model.get_submodule(path).inner for path in self.rnn_paths}
@@ -203,8 +299,11 @@ class SequenceStreamer(nn.Module):
         outs: list[torch.Tensor] = []
         for path in dict.fromkeys(p for p, _ in self._slot_index):
             if path not in context.state_out:
-                raise ExportError(f"layer '{path}' did not run in forward(); every recurrent layer must run each chunk")
+                raise ExportError(f"layer '{path}' did not run in forward(); every streaming layer must run each "
+                                  "chunk")
             outs.extend(context.state_out[path])
+        if self.many_to_one:
+            y = y.unsqueeze(0)  # [T, ...] answers (time on the batch axis) -> [1, T, ...]
         return (y, *outs)
 
 
@@ -258,6 +357,20 @@ def _state_shapes(module: nn.Module) -> tuple[tuple[int, ...], ...]:
     return ((layers, 1, module.hidden_size),)
 
 
+PROBE_LONG, PROBE_SHORT = 29, 19
+
+
+def random_like(example: torch.Tensor, frames: int, seed: int) -> torch.Tensor:
+    """A random input like ``example`` with ``frames`` time steps (token ids stay in the example's range)."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (example.shape[0], frames, *example.shape[2:])
+    if example.dtype.is_floating_point:
+        scale = float(example.float().std()) if example.numel() > 1 else 1.0
+        return torch.randn(shape, generator=generator) * (scale if scale > 0 else 1.0)
+    high = int(example.max()) + 1
+    return torch.randint(0, max(high, 2), shape, generator=generator, dtype=example.dtype)
+
+
 def _other_input(example: torch.Tensor) -> torch.Tensor:
     generator = torch.Generator().manual_seed(1234)
     if example.dtype.is_floating_point:
@@ -273,6 +386,7 @@ class StepStreamer(nn.Module):
         super().__init__()
         refuse_unstreamable_layers(model)
         self.model = copy.deepcopy(model).eval()
+        self.cell_paths = replace_cells(self.model)
         with torch.no_grad():
             initial = self.model.initial_state(1)
         if isinstance(initial, torch.Tensor):

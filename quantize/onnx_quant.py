@@ -57,6 +57,8 @@ def check_int8_structure(path: Path, mode: str) -> dict[str, Any]:
     if mode == "dynamic" and matmuls_left:
         raise QuantizationError(f"{path.name}: {matmuls_left} MatMul/Gemm ops are still float (expected "
                                 "MatMulInteger)")
+    if mode == "dynamic" and ops.get("Conv", 0):
+        raise QuantizationError(f"{path.name}: {ops['Conv']} Conv ops are still float (expected ConvInteger)")
     if mode == "static" and not ops.get("QuantizeLinear", 0):
         raise QuantizationError(f"{path.name}: expected QuantizeLinear/DequantizeLinear pairs from static "
                                 "quantization, found none")

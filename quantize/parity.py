@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from lstm_edge.quantize import text_parity
 from lstm_edge.runtime.backends import engine_available, for_format
 from lstm_edge.runtime.errors import InputError, ManifestError
 from lstm_edge.runtime.manifest import Manifest, float_limit, sha256_of
@@ -101,6 +102,7 @@ def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, ch
                     "max_abs_diff_first_10pct": float(diff[:tenth].max()),
                     "max_abs_diff_last_10pct": float(diff[-tenth:].max())})
         row["error_growth"] = row["max_abs_diff_last_10pct"] / max(row["max_abs_diff_first_10pct"], 1e-12)
+        row.update(text_parity.row_metrics(manifest, ref_input, got))
         if classifier:
             row["argmax_agreement"] = float((got.argmax(-1) == ref_output.argmax(-1)).mean())
         if evaluation is not None:
@@ -145,7 +147,7 @@ def gate_failures(report: Mapping[str, Any]) -> list[str]:
                 failures.append(f"{name}: accuracy {100 * row['eval_accuracy']:.2f}% is {100 * drop:.2f} points "
                                 f"below float ({100 * reference_accuracy:.2f}%); allowed "
                                 f"{100 * tolerances['int8_accuracy_drop']:.2f}")
-    return failures
+    return failures + text_parity.gate_failures(report)
 
 
 def format_table(report: Mapping[str, Any]) -> str:
@@ -163,6 +165,8 @@ def format_table(report: Mapping[str, Any]) -> str:
         lines.append(f"{row['format']:7s} {row['precision']:9s} {row['bytes'] / 1024:8.1f} {ratio:>6s} "
                      f"{row['max_abs_diff']:10.2e} {row['max_abs_diff_first_10pct']:9.2e} "
                      f"{row['max_abs_diff_last_10pct']:9.2e} {agreement:>7s} {accuracy:>8s}")
+    lines.extend(f"{r['format']}/{r['precision']}: {r['bits_per_char']:.4f} bits/char on the reference text"
+                 for r in report["results"] if r.get("bits_per_char") is not None)
     lines.append(f"reference: torch float on {report['reference_frames']} frames, one stream, chunks of "
                  f"{report['chunk']}, state carried")
     return "\n".join(lines)

@@ -213,6 +213,7 @@ class FrontendStream:
     def __init__(self, frontend: LogMelFrontend) -> None:
         self.frontend = frontend
         self._leftover = np.zeros(0, dtype=np.float32)
+        self._skip = 0  # samples still to drop before the next frame (when hop_length > win_length)
         self.frames_emitted = 0
 
     @property
@@ -223,18 +224,25 @@ class FrontendStream:
     def push(self, pcm: np.ndarray) -> np.ndarray:
         """Append a mono chunk (int16, float32 or float64, any length) and return the newly completed frames."""
         chunk = _validate_pcm(pcm)
+        if self._skip:
+            dropped = min(self._skip, chunk.shape[0])
+            chunk, self._skip = chunk[dropped:], self._skip - dropped
         if chunk.shape[0] == 0:
             return self.frontend._empty
         samples = np.concatenate((self._leftover, chunk)) if self._leftover.shape[0] else np.ascontiguousarray(chunk)
         cfg = self.frontend.config
         n_frames = cfg.n_frames(samples.shape[0])
         features = self.frontend._frames_to_logmel(samples, n_frames)
-        # Keep only what a future frame still needs; copy so the caller's buffer is not retained.
-        self._leftover = samples[n_frames * cfg.hop_length :].copy()
+        # Keep only what a future frame still needs; copy so the caller's buffer is not retained. With a hop longer
+        # than the window, the next frame may start beyond these samples: skip the gap in what comes next.
+        consumed = n_frames * cfg.hop_length
+        self._leftover = samples[consumed:].copy()
+        self._skip = max(consumed - samples.shape[0], 0)
         self.frames_emitted += n_frames
         return features
 
     def reset(self) -> None:
         """Forget leftover samples, as a fresh stream."""
         self._leftover = np.zeros(0, dtype=np.float32)
+        self._skip = 0
         self.frames_emitted = 0

@@ -23,6 +23,8 @@ SCHEMA = "lstm-edge/manifest"
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TIME = "T"  # marks the time axis in a shape
+# An output's "per_frame" value for many-to-one models: row t is the model's answer on the frames up to t.
+ANSWER_SO_FAR = "answer_so_far"
 KINDS = ("sequence", "step")
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("float", "int8")
@@ -80,6 +82,7 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str, ...]
     value_range: tuple[int, int] | None = None  # token ids: valid ids are [low, high)
+    per_frame: str | None = None  # outputs only: None (one output per frame) or ANSWER_SO_FAR (many-to-one)
 
     @property
     def time_axis(self) -> int | None:
@@ -90,6 +93,8 @@ class TensorSpec:
                                "time_axis": self.time_axis}
         if self.value_range is not None:
             out["value_range"] = list(self.value_range)
+        if self.per_frame is not None:
+            out["per_frame"] = self.per_frame
         return out
 
     @classmethod
@@ -102,7 +107,11 @@ class TensorSpec:
         if not isinstance(shape, list) or not all(isinstance(d, int) or d == TIME for d in shape):
             raise ManifestError(expected_got(f"{where}.shape", f"a list of ints and {TIME!r}", shape))
         value_range = data.get("value_range")
-        return cls(str(name), dtype, tuple(shape), tuple(value_range) if value_range is not None else None)
+        per_frame = data.get("per_frame")
+        if per_frame not in (None, ANSWER_SO_FAR):
+            raise ManifestError(expected_got(f"{where}.per_frame", f"absent or {ANSWER_SO_FAR!r}", repr(per_frame)))
+        return cls(str(name), dtype, tuple(shape), tuple(value_range) if value_range is not None else None,
+                   per_frame)
 
 
 @dataclass(frozen=True)
@@ -211,6 +220,7 @@ class Manifest:
     reference: Mapping[str, Any] | None = None  # torch's outputs on a stored input: {"input", "output", "sha256"...}
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    tokenizer: Mapping[str, Any] | None = None  # token models: {"type": "bytes"} or {"type": "chars", ...}
 
     @property
     def input(self) -> TensorSpec:
@@ -256,6 +266,7 @@ class Manifest:
             "producer": dict(self.producer),
             "reference": dict(self.reference) if self.reference is not None else None,
             **({"extra": dict(self.extra)} if self.extra else {}),
+            **({"tokenizer": dict(self.tokenizer)} if self.tokenizer is not None else {}),
         }
 
     @classmethod
@@ -285,10 +296,16 @@ class Manifest:
         labels = data.get("labels")
         tolerances = dict(DEFAULT_TOLERANCES)
         tolerances.update(data.get("tolerances") or {})
+        tokenizer = data.get("tokenizer")
+        if tokenizer is not None:
+            from lstm_edge.runtime.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer.from_dict(tokenizer).to_dict()  # validates it
         return cls(kind=kind, inputs=inputs, outputs=outputs, states=states, files=files,
                    name=str(data.get("name", "model")), labels=tuple(labels) if labels is not None else None,
                    frontend=data.get("frontend"), tolerances=tolerances, producer=data.get("producer") or {},
-                   reference=data.get("reference"), extra=data.get("extra") or {}, schema_version=version)
+                   reference=data.get("reference"), extra=data.get("extra") or {}, schema_version=version,
+                   tokenizer=tokenizer)
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "Manifest":

@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs on a fresh Debian machine, then runs it.
+# Installs everything the test suite needs on a fresh Debian machine, lints and type-checks, then runs the tests.
 # Usage: bash tests/run.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-    missing=""
-    for tool in espeak-ng sox qemu-aarch64; do
-        command -v "$tool" >/dev/null 2>&1 || missing="yes"
+    # tool on PATH -> Debian package that provides it: speech synthesis and audio (keyword spotting, speech
+    # recognition), emulation and cross compilers (ARM bundles, the C frontend on aarch64 and armv7), a JVM (the
+    # Android guide's JNI glue), compressors (text baselines)
+    packages=""
+    for pair in espeak-ng:espeak-ng flite:flite sox:sox qemu-aarch64:qemu-user qemu-arm:qemu-user gcc:gcc file:file \
+                javac:default-jdk-headless aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu \
+                arm-linux-gnueabihf-gcc:gcc-arm-linux-gnueabihf xz:xz-utils zstd:zstd; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || packages="$packages ${pair#*:}"
     done
-    if [ -n "$missing" ]; then
+    [ -f /usr/include/stdio.h ] || packages="$packages libc6-dev"
+    [ -f /usr/aarch64-linux-gnu/lib/libc.a ] || packages="$packages libc6-dev-arm64-cross"
+    [ -f /usr/arm-linux-gnueabihf/lib/libc.a ] || packages="$packages libc6-dev-armhf-cross"
+    [ -d /usr/share/games/fortunes ] || packages="$packages fortunes"  # the text corpus (BSD licence)
+    if [ -n "$packages" ]; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng sox qemu-user >/dev/null
+        # shellcheck disable=SC2086 # one word per package
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
     fi
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
+python3 -m ruff check .
+python3 -m mypy
 python3 -m pytest -q tests "$@"

@@ -70,6 +70,18 @@ def test_any_chunking_equals_whole_signal(frontend: LogMelFrontend, speech_pcm: 
     np.testing.assert_allclose(streamed, whole, rtol=0, atol=STREAM_VS_WHOLE_ATOL)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hop_longer_than_window_streams_like_the_whole_signal(speech_pcm: np.ndarray, seed: int) -> None:
+    """With hop > window some samples belong to no frame; a chunk boundary inside that gap must not shift frames."""
+    gapped = LogMelFrontend(LogMelConfig(win_length=300, hop_length=320))
+    rng = np.random.default_rng(seed)
+    chunk_sizes = [int(rng.choice([1, 7, 15, 160, 333, 1000])) for _ in range(300)]
+    whole = gapped.compute(speech_pcm)
+    streamed = _stream_in_chunks(gapped, speech_pcm, chunk_sizes)
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, rtol=0, atol=STREAM_VS_WHOLE_ATOL)
+
+
 def test_sample_by_sample_and_float64_chunks(frontend: LogMelFrontend, speech_pcm: np.ndarray) -> None:
     short = speech_pcm[:4000]
     whole = frontend.compute(short)

@@ -14,11 +14,12 @@ import pytest
 import torch
 from ai_edge_litert.interpreter import Interpreter
 
+from lstm_edge.export.graph_io import GraphIO
 from lstm_edge.export.tflite_export import write_tflite
+from lstm_edge.runtime import StreamingModel as Model
 from lstm_edge.runtime.backends import litert
 from lstm_edge.runtime.errors import ExportError, InputError, ModelFileError
 from lstm_edge.runtime.manifest import Manifest, StateSpec, TensorSpec, file_entry
-from lstm_edge.runtime import StreamingModel as Model
 
 STREAM_VS_WHOLE_ATOL = 1e-5
 SHARED_WEIGHTS_MAX_RATIO = 1.5  # a 2-signature file vs a 1-signature file; two weight copies would be > 1.9x
@@ -64,6 +65,15 @@ class StepLstm(FeatureLstm):
         return y[:, 0], h_out, c_out
 
 
+def _write(module: torch.nn.Module, example_x: torch.Tensor, states: tuple[torch.Tensor, ...], input_name: str,
+           output_name: str, state_inputs: list[str], state_outputs: list[str], lengths: tuple[int, ...] | None,
+           path: Path) -> dict[str, str]:
+    """The writer, given its graph I/O record."""
+    graph_io = GraphIO(example_x, tuple(states), input_name, output_name, tuple(state_inputs), tuple(state_outputs),
+                       lengths)
+    return write_tflite(module, graph_io, path)
+
+
 def _zeros_state(hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.zeros(LAYERS, 1, hidden), torch.zeros(LAYERS, 1, hidden)
 
@@ -74,7 +84,7 @@ def _write_model_dir(model_dir: Path, module: torch.nn.Module, example_x: torch.
     """Write ``model.tflite`` with the writer and a manifest describing it."""
     model_dir.mkdir(parents=True, exist_ok=True)
     state_in, state_out = STATE_NAMES
-    signatures = write_tflite(module, example_x, _zeros_state(hidden), input_spec.name, output_spec.name,
+    signatures = _write(module, example_x, _zeros_state(hidden), input_spec.name, output_spec.name,
                               state_in, state_out, lengths, model_dir / "model.tflite")
     states = tuple(StateSpec(name, name + "_in", name + "_out", "float32", (LAYERS, 1, hidden))
                    for name in ("lstm_h", "lstm_c"))
@@ -150,7 +160,7 @@ def test_signature_names_are_the_manifest_names(feature_model: tuple[FeatureLstm
 def test_one_file_shares_weights_between_signatures(feature_model: tuple[FeatureLstm, Path], tmp_path: Path) -> None:
     module, model_dir = feature_model
     single = tmp_path / "single.tflite"
-    signatures = write_tflite(module, torch.randn(1, 10, FEATURES), _zeros_state(HIDDEN), "x", "y",
+    signatures = _write(module, torch.randn(1, 10, FEATURES), _zeros_state(HIDDEN), "x", "y",
                               *STATE_NAMES, (1,), single)
     assert signatures == {"1": "chunk_1"}
     two = (model_dir / "model.tflite").stat().st_size
@@ -283,12 +293,12 @@ def test_writer_rejects_bad_arguments(tmp_path: Path) -> None:
     module = FeatureLstm().eval()
     example = torch.randn(1, 10, FEATURES)
     with pytest.raises(ExportError, match="Python identifiers"):
-        write_tflite(module, example, _zeros_state(HIDDEN), "x", "y", ["h-in", "c_in"], ["h_out", "c_out"],
+        _write(module, example, _zeros_state(HIDDEN), "x", "y", ["h-in", "c_in"], ["h_out", "c_out"],
                      LENGTHS, tmp_path / "m.tflite")
     with pytest.raises(ExportError, match="distinct positive ints"):
-        write_tflite(module, example, _zeros_state(HIDDEN), "x", "y", *STATE_NAMES, (10, 0), tmp_path / "m.tflite")
+        _write(module, example, _zeros_state(HIDDEN), "x", "y", *STATE_NAMES, (10, 0), tmp_path / "m.tflite")
     with pytest.raises(ExportError, match="2 input and 2 output names"):
-        write_tflite(module, example, _zeros_state(HIDDEN), "x", "y", ["h_in"], ["h_out"], LENGTHS,
+        _write(module, example, _zeros_state(HIDDEN), "x", "y", ["h_in"], ["h_out"], LENGTHS,
                      tmp_path / "m.tflite")
 
 

@@ -221,7 +221,7 @@ REFUSED = {
 
 def build(name: str, seed: int = 0):
     """The seeded model and an example input for a zoo entry."""
-    table = {**SEQUENCE_MODELS, **STEP_MODELS}
+    table = {**SEQUENCE_MODELS, **STEP_MODELS, **CONV_MODELS, **MANY_TO_ONE_MODELS, **FRONT_END_STEP_MODELS}
     factory, example = table[name]
     torch.manual_seed(seed)
     model = factory().eval()
@@ -268,3 +268,202 @@ def step_reference(model: nn.Module, inputs: list[torch.Tensor]):
             y, state = model(x, state)
             outputs.append(y[0].numpy())
     return outputs, [s.numpy() for s in state]
+
+
+# ------------------------------------------------------------------ convolutions, step front ends, many-to-one
+class CausalCRNN(nn.Module):
+    """Conv2d over (time, freq) with causal time padding (padding=k-1, trailing frames trimmed), then an LSTM."""
+
+    def __init__(self, features: int = 16) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, kernel_size=(3, 3), padding=(2, 1))
+        self.conv2 = nn.Conv2d(4, 4, kernel_size=(2, 3), stride=(1, 2), padding=(0, 1))
+        self.lstm = nn.LSTM(4 * (features // 2), 24, batch_first=True)
+        self.head = nn.Linear(24, 5)
+
+    def forward(self, x):  # x [1, T, F]
+        h = torch.relu(self.conv(x.unsqueeze(1))[:, :, :-2])  # [1, C, T, F]
+        h = torch.relu(self.conv2(nn.functional.pad(h, (0, 0, 1, 0))))  # left pad 1 frame in time
+        h = h.permute(0, 2, 1, 3).flatten(2)
+        return self.head(self.lstm(h)[0])
+
+
+class DilatedTCN(nn.Module):
+    """Two dilated causal Conv1d (F.pad on the left) with a residual, then a 2-layer LSTM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(10, 16, kernel_size=3, dilation=1)
+        self.conv2 = nn.Conv1d(16, 16, kernel_size=3, dilation=4)
+        self.lstm = nn.LSTM(16, 20, num_layers=2, batch_first=True)
+        self.head = nn.Linear(20, 4)
+
+    def forward(self, x):
+        h = x.transpose(1, 2)
+        a = torch.relu(self.conv1(nn.functional.pad(h, (2, 0))))
+        b = torch.relu(self.conv2(nn.functional.pad(a, (8, 0)))) + a
+        return self.head(self.lstm(b.transpose(1, 2))[0])
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depthwise (groups=channels) causal Conv1d + pointwise Conv1d, twice, then an LSTM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        for _ in range(2):
+            self.blocks.append(nn.ModuleDict({
+                "depthwise": nn.Conv1d(12, 12, kernel_size=5, groups=12, padding=4),
+                "pointwise": nn.Conv1d(12, 12, kernel_size=1),
+                "norm": nn.BatchNorm1d(12),
+            }))
+        self.lstm = nn.LSTM(12, 16, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = x.transpose(1, 2)
+        for block in self.blocks:
+            h = torch.relu(block["norm"](block["pointwise"](block["depthwise"](h)[:, :, :-4])))
+        return self.head(self.lstm(h.transpose(1, 2))[0])
+
+
+class StridedConv(nn.Module):
+    """A causal Conv1d with stride 2 over time before an LSTM (downsamples the stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(8, 8, kernel_size=3, stride=2)
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = self.conv(nn.functional.pad(x.transpose(1, 2), (2, 0)))
+        return self.head(self.lstm(h.transpose(1, 2))[0])
+
+
+class SameConv(nn.Module):
+    """padding='same' over time: output frame t reads frame t+1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(8, 8, kernel_size=3, padding="same")
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.head(self.lstm(self.conv(x.transpose(1, 2)).transpose(1, 2))[0])
+
+
+class VadStep(nn.Module):
+    """A voice-activity-detector-style step model over a raw-audio window.
+
+    Context buffer of past samples + new samples -> reflect pad -> STFT as a strided Conv1d -> magnitude ->
+    strided convs -> squeeze -> LSTMCell -> 1x1 conv head -> sigmoid. State: stacked (h, c) and the context.
+    """
+
+    state_names = ("hc", "context")
+    samples, context_samples, n_fft, hop = 128, 32, 64, 32
+
+    def __init__(self) -> None:
+        super().__init__()
+        bins = self.n_fft // 2 + 1
+        self.stft = nn.Conv1d(1, 2 * bins, self.n_fft, stride=self.hop, bias=False)
+        self.encoder = nn.Sequential(
+            nn.Conv1d(bins, 16, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv1d(16, 16, 3, stride=2, padding=0), nn.ReLU())
+        self.cell = nn.LSTMCell(16, 16)
+        self.head = nn.Conv1d(16, 1, 1)
+
+    def initial_state(self, batch_size: int = 1):
+        return (torch.zeros(2, batch_size, 16), torch.zeros(batch_size, self.context_samples))
+
+    def forward(self, x, state):  # x [1, samples]
+        hc, context = state
+        window = torch.cat([context, x], dim=1)
+        padded = nn.functional.pad(window.unsqueeze(1), (self.n_fft // 4, self.n_fft // 4), mode="reflect")
+        real, imag = self.stft(padded).chunk(2, dim=1)
+        magnitude = torch.sqrt(real ** 2 + imag ** 2 + 1e-9)
+        feature = self.encoder(magnitude).squeeze(-1)
+        h, c = self.cell(feature, (hc[0], hc[1]))
+        out = torch.sigmoid(self.head(h.unsqueeze(-1))).squeeze(-1)
+        return out, (torch.stack([h, c]), window[:, -self.context_samples:])
+
+
+class GRUCellStep(nn.Module):
+    """A step model of two GRUCells."""
+
+    state_names = ("h1", "h2")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.GRUCell(7, 20)
+        self.second = nn.GRUCell(20, 12)
+        self.head = nn.Linear(12, 3)
+
+    def initial_state(self, batch_size: int = 1):
+        return (torch.zeros(batch_size, 20), torch.zeros(batch_size, 12))
+
+    def forward(self, x, state):
+        h1 = self.first(x, state[0])
+        h2 = self.second(torch.tanh(h1), state[1])
+        return self.head(h2), (h1, h2)
+
+
+class LastStateClassifier(nn.Module):
+    """``_, (h_n, c_n) = lstm(x); return fc(h_n[-1])``: one answer per sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(10, 24, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(24, 4)
+
+    def forward(self, x):
+        _, (h_n, c_n) = self.lstm(x)
+        return self.fc(h_n[-1])
+
+
+class LastFrameTokenClassifier(nn.Module):
+    """Embedding -> LSTM -> ``fc(out[:, -1])``: a sentiment-style token classifier."""
+
+    def __init__(self, vocab: int = 50) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, 12)
+        self.lstm = nn.LSTM(12, 20, batch_first=True)
+        self.fc = nn.Linear(20, 2)
+
+    def forward(self, tokens):
+        out, _ = self.lstm(self.embed(tokens))
+        return self.fc(out[:, -1])
+
+
+class CellStateClassifier(nn.Module):
+    """``fc(c_n[-1])``: the cell state is not an answer the stream can give frame by frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        _, (_, c_n) = self.lstm(x)
+        return self.head(c_n[-1])
+
+
+CONV_MODELS = {
+    "causal_crnn": (CausalCRNN, lambda: torch.randn(1, 10, 16)),
+    "dilated_tcn": (DilatedTCN, lambda: torch.randn(1, 10, 10)),
+    "depthwise_separable": (DepthwiseSeparable, lambda: torch.randn(1, 10, 12)),
+}
+MANY_TO_ONE_MODELS = {
+    "last_state_classifier": (LastStateClassifier, lambda: torch.randn(1, 10, 10)),
+    "last_frame_tokens": (LastFrameTokenClassifier, lambda: torch.randint(0, 50, (1, 10))),
+}
+FRONT_END_STEP_MODELS = {
+    "vad_step": (VadStep, lambda: torch.randn(1, VadStep.samples) * 0.1),
+    "grucell_step": (GRUCellStep, lambda: torch.randn(1, 7)),
+}
+REFUSED.update({
+    "strided_conv": (StridedConv, "stride 2 over time"),
+    "same_conv": (SameConv, "padding='same'"),
+    "cell_state_classifier": (CellStateClassifier, "many-to-one"),
+})

@@ -76,7 +76,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.labels:
         labels = [label.strip() for label in args.labels.split(",")]
     out = export(model, example, args.output, formats=tuple(args.formats.split(",")), chunk_sizes=args.chunk_sizes,
-                 labels=labels, name=args.name)
+                 labels=labels, name=args.name, verbose=args.verbose)
     print(f"exported {args.model} -> {out}")
     return cmd_info(argparse.Namespace(model_dir=out, json=False))
 
@@ -158,6 +158,8 @@ def register(sub) -> None:
     p.add_argument("--chunk-sizes", type=_int_list, default=None, help="TFLite signature lengths, e.g. 10,1")
     p.add_argument("--labels", help="comma-separated class labels for the output's last dim")
     p.add_argument("--name", help="model name for the manifest")
+    p.add_argument("--verbose", action="store_true",
+                   help="on an export failure, also print the exporter's own report and graph dump")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="stream a .npy input through a model directory",

@@ -1,0 +1,307 @@
+"""Text on top of a stream: a character language model (``TextModel``) and an as-you-type classifier.
+
+    model = StreamingModel.load("models/text/export", backend="onnx")   # shared by every text box
+    text = TextModel(model)          # one per text box: owns the carried state
+    text.feed("the quick bro")       # keystrokes as they arrive; state carried across calls
+    text.suggest(3)                  # [Suggestion("brown", 0.41), ...]: completions of the current word
+    text.generate(50)                # greedy continuation (the stream moves on with it)
+    text.score("some text")          # bits per character, from the start state, chunked (flat memory)
+
+The tokenizer comes from the manifest (``tokenizer``); characters outside its vocabulary map to its unknown id.
+Text settings live in the manifest's ``extra.text``: ``start_text`` (fed at reset, e.g. the document separator the
+model was trained with) and ``task`` ("language_model" or "classifier"). Everything here is numpy only.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
+from lstm_edge.runtime.model import StreamingModel
+from lstm_edge.runtime.tokenizer import Tokenizer
+
+SCORE_CHUNK = 2048  # token ids per model call when scoring
+READ_BYTES = 1 << 16
+
+
+def is_word_char(char: str) -> bool:
+    """Letters, digits and the apostrophe make words; anything else ends one."""
+    return char.isalnum() or char == "'"
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def text_settings(model: StreamingModel) -> dict[str, Any]:
+    return dict(model.manifest.extra.get("text") or {})
+
+
+def model_tokenizer(model: StreamingModel) -> Tokenizer:
+    """The tokenizer stated in the model's manifest (a token model without one is refused)."""
+    if model.manifest.input.dtype != "int64":
+        raise ManifestError(expected_got("text model input", "int64 token ids", model.manifest.input.dtype))
+    if model.manifest.tokenizer is None:
+        raise ManifestError("this model directory has no tokenizer in its manifest; export it with "
+                            "export(..., tokenizer={'type': 'bytes'} or a character vocabulary)")
+    return Tokenizer.from_dict(model.manifest.tokenizer)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A completion of the current word: the whole word and its probability given the text so far."""
+
+    word: str
+    probability: float
+
+
+@dataclass
+class _Beam:
+    chars: str
+    logprob: float
+    state: Any
+    logits: np.ndarray
+
+
+class TextModel:
+    """One text stream over a shared ``StreamingModel`` of next-character logits."""
+
+    def __init__(self, model: StreamingModel) -> None:
+        self.model = model
+        self.tokenizer = model_tokenizer(model)
+        settings = text_settings(model)
+        self.start_text: str = str(settings.get("start_text", ""))
+        vocab_size = self.tokenizer.vocab_size
+        if model.manifest.output.shape[-1] != vocab_size:
+            raise ManifestError(expected_got("language model output size", f"{vocab_size} (the vocabulary)",
+                                             model.manifest.output.shape[-1]))
+        token_texts = [self.tokenizer.token_text(i) for i in range(vocab_size)]
+        self._word_ids = np.array([i for i, t in enumerate(token_texts) if is_word_char(t)
+                                   and i != self.tokenizer.unknown_id], dtype=np.int64)
+        self._boundary_ids = np.array([i for i, t in enumerate(token_texts) if not is_word_char(t)
+                                       and i != self.tokenizer.unknown_id], dtype=np.int64)
+        self._start = self._primed_start()
+        self.reset()
+
+    @classmethod
+    def load(cls, model_dir: str | Path, backend: str | None = None, precision: str = "float") -> TextModel:
+        return cls(StreamingModel.load(model_dir, backend=backend, precision=precision))
+
+    # ------------------------------------------------------------ state
+    def _primed_start(self) -> tuple[Any, np.ndarray]:
+        """State and next-character logits after ``start_text`` (uniform logits when there is none)."""
+        state = self.model.initial_state()
+        if not self.start_text:
+            return state, np.zeros(self.tokenizer.vocab_size, dtype=np.float32)
+        y, state = self.model.step(self.tokenizer.encode(self.start_text), state)
+        return state, y[-1]
+
+    def reset(self) -> None:
+        """Forget everything fed: back to the start state (after ``start_text``)."""
+        self._state, self._logits = self._start
+        self._word = ""  # characters of the current (unfinished) word
+
+    @property
+    def current_word(self) -> str:
+        return self._word
+
+    def feed(self, text: str) -> None:
+        """Advance the stream over ``text`` (any length; '' does nothing). The state is carried to the next call."""
+        if not isinstance(text, str):
+            raise InputError(expected_got("text", "a str", type(text).__name__))
+        if not text:
+            return
+        ids = self.tokenizer.encode(text)
+        for start in range(0, len(ids), SCORE_CHUNK):
+            y, self._state = self.model.step(ids[start:start + SCORE_CHUNK], self._state)
+        self._logits = y[-1]
+        tail = len(text)
+        while tail > 0 and is_word_char(text[tail - 1]):
+            tail -= 1
+        self._word = (self._word + text) if tail == 0 else text[tail:]
+
+    def next_distribution(self) -> np.ndarray:
+        """Probabilities of the next token ``[vocab]`` (float64, sums to 1) given everything fed."""
+        return np.exp(log_softmax(self._logits))
+
+    # ------------------------------------------------------------ generation
+    def generate(self, n: int, temperature: float = 0.0, seed: int | None = None) -> str:
+        """Continue the text by ``n`` characters and feed them (the stream moves on).
+
+        ``temperature`` 0 is greedy (argmax); > 0 samples from softmax(logits / temperature) with ``seed``.
+        ``n`` = 0 returns ''. Negative ``n`` or ``temperature`` is an error.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise InputError(expected_got("n (characters to generate)", "an integer >= 0", repr(n)))
+        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
+            raise InputError(expected_got("temperature", "a finite number >= 0 (0 = greedy)", repr(temperature)))
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(int(n)):
+            if temperature == 0:
+                token = int(np.argmax(self._logits))
+            else:
+                probs = np.exp(log_softmax(self._logits / temperature))
+                token = int(rng.choice(len(probs), p=probs))
+            text = self.tokenizer.token_text(token)
+            out.append(text)
+            y, self._state = self.model.step(np.array([token], dtype=np.int64), self._state)
+            self._logits = y[-1]
+            self._word = self._word + text if is_word_char(text) else ""
+        return "".join(out)
+
+    # ------------------------------------------------------------ suggestions
+    def suggest(self, k: int = 3, beam_width: int | None = None, max_chars: int = 24) -> list[Suggestion]:
+        """The ``k`` most probable completions of the current word, most probable first.
+
+        Beam search over characters from the carried state (the text is not re-read; each beam steps its own copy
+        of the state through the model's pure ``step``). A hypothesis ends when the next character is a word
+        boundary; its probability is P(its characters) x P(some boundary next), so distinct words are disjoint
+        events and the probabilities sum to at most 1. Completions equal to the current word (nothing added) count
+        too (the word may already be complete). Stops when no live beam can beat the k-th completion.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(expected_got("k (suggestions)", "an integer >= 1", repr(k)))
+        width = int(beam_width or max(k, 3))
+        done: dict[str, float] = {}
+        beams = [_Beam("", 0.0, self._state, self._logits)]
+        boundary, word_ids = self._boundary_ids, self._word_ids
+        for depth in range(max_chars + 1):
+            candidates: list[tuple[float, _Beam, int]] = []
+            for beam in beams:
+                logp = log_softmax(beam.logits)
+                word = self._word + beam.chars
+                if word:
+                    end = beam.logprob + float(np.log(np.exp(logp[boundary]).sum()))
+                    done[word] = end
+                if depth == max_chars:
+                    continue
+                top = word_ids[np.argsort(logp[word_ids])[::-1][:width]]
+                candidates.extend((beam.logprob + float(logp[t]), beam, int(t)) for t in top)
+            if not candidates:
+                break
+            candidates.sort(key=lambda c: -c[0])
+            kth = sorted(done.values(), reverse=True)[k - 1] if len(done) >= k else -math.inf
+            candidates = [c for c in candidates[:width] if c[0] > kth]
+            if not candidates:
+                break
+            beams = []
+            for logprob, beam, token in candidates:
+                y, state = self.model.step(np.array([token], dtype=np.int64), beam.state)
+                beams.append(_Beam(beam.chars + self.tokenizer.token_text(token), logprob, state, y[-1]))
+        best = sorted(done.items(), key=lambda item: -item[1])[:k]
+        return [Suggestion(word, math.exp(logprob)) for word, logprob in best]
+
+    # ------------------------------------------------------------ scoring
+    def score(self, text: str) -> float:
+        """Bits per character of ``text`` from the start state (the fed state is untouched)."""
+        bits, chars, _ = self.score_pieces([text])
+        if chars == 0:
+            raise InputError(expected_got("text to score", "at least one character", "an empty text"))
+        return bits / chars
+
+    def score_pieces(self, pieces: Iterator[str] | Sequence[str]) -> tuple[float, int, int]:
+        """Total bits, characters and unknown characters of the concatenated ``pieces``, streamed in chunks."""
+        state, logits = self._start
+        bits, chars, unknown = 0.0, 0, 0
+        for piece in pieces:
+            ids = self.tokenizer.encode(piece)
+            if self.tokenizer.unknown_id is not None:
+                unknown += int((ids == self.tokenizer.unknown_id).sum())
+            for start in range(0, len(ids), SCORE_CHUNK):
+                chunk = ids[start:start + SCORE_CHUNK]
+                y, state = self.model.step(chunk, state)
+                rows = np.concatenate([logits[None], y[:-1]])
+                logp = log_softmax(rows)
+                bits -= float(logp[np.arange(len(chunk)), chunk].sum()) / math.log(2)
+                logits = y[-1]
+                chars += len(chunk)
+        return bits, chars, unknown
+
+    def score_file(self, path: str | Path, errors: str = "strict") -> dict[str, Any]:
+        """Bits per character of a UTF-8 file, read in 64 KB pieces (memory stays flat for any size).
+
+        Invalid UTF-8 raises ``InputError`` naming the byte offset (``errors="replace"``: such bytes become U+FFFD,
+        an unknown character). An empty file is an error.
+        """
+        if errors not in ("strict", "replace"):
+            raise InputError(expected_got("errors", "'strict' or 'replace'", repr(errors)))
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(expected_got("text file", "an existing file", str(path)))
+        with open(path, "rb") as handle:
+            bits, chars, unknown = self.score_pieces(_decoded_pieces(handle, errors, str(path)))
+        if chars == 0:
+            raise InputError(expected_got(f"{path}", "at least one character", "an empty file"))
+        return {"bits_per_char": bits / chars, "chars": chars, "unknown_chars": unknown}
+
+
+def _decoded_pieces(handle: BinaryIO, errors: str, name: str) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")(errors=errors)
+    offset = 0
+    while True:
+        block = handle.read(READ_BYTES)
+        try:
+            text = decoder.decode(block, final=not block)
+        except UnicodeDecodeError as err:
+            raise InputError(expected_got(f"{name}", "UTF-8 text",
+                                          f"invalid byte 0x{block[err.start]:02x} at byte offset {offset + err.start}"
+                                          " (pass errors='replace' / --errors replace to score it anyway)")) from None
+        if text:
+            yield text
+        if not block:
+            return
+        offset += len(block)
+
+
+class TextClassifier:
+    """As-you-type classification over a shared model whose row t is the answer for the first t+1 characters."""
+
+    def __init__(self, model: StreamingModel) -> None:
+        self.model = model
+        self.tokenizer = model_tokenizer(model)
+        labels = model.labels
+        if not labels:
+            raise ManifestError("a text classifier needs labels in its manifest")
+        self.labels: tuple[str, ...] = tuple(labels)
+        self.reset()
+
+    @classmethod
+    def load(cls, model_dir: str | Path, backend: str | None = None, precision: str = "float") -> TextClassifier:
+        return cls(StreamingModel.load(model_dir, backend=backend, precision=precision))
+
+    def reset(self) -> None:
+        self._state = self.model.initial_state()
+        self._logits: np.ndarray | None = None
+
+    def feed(self, text: str) -> np.ndarray:
+        """Feed characters; returns the label probabilities after each of them ``[len(text), labels]``."""
+        if not isinstance(text, str):
+            raise InputError(expected_got("text", "a str", type(text).__name__))
+        if not text:
+            return np.zeros((0, len(self.labels)))
+        ids = self.tokenizer.encode(text)
+        rows = []
+        for start in range(0, len(ids), SCORE_CHUNK):
+            y, self._state = self.model.step(ids[start:start + SCORE_CHUNK], self._state)
+            rows.append(y)
+        logits = np.concatenate(rows)
+        self._logits = logits[-1]
+        return np.exp(log_softmax(logits))
+
+    def probabilities(self) -> np.ndarray:
+        """Label probabilities for everything fed so far (an error before the first character)."""
+        if self._logits is None:
+            raise InputError(expected_got("text fed before classifying", "at least one character", "nothing"))
+        return np.exp(log_softmax(self._logits))
+
+    def label(self) -> str:
+        return self.labels[int(np.argmax(self.probabilities()))]
