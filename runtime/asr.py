@@ -41,7 +41,7 @@ class EndpointRule:
     min_utterance_length: float = 0.0
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EndpointRule":
+    def from_dict(cls, data: Mapping[str, Any]) -> EndpointRule:
         try:
             return cls(str(data["name"]), bool(data["must_contain_speech"]), float(data["min_trailing_silence"]),
                        float(data.get("min_utterance_length", 0.0)))
@@ -100,7 +100,7 @@ class RecognizerSettings:
     output: str = "log_probabilities"
 
     @classmethod
-    def from_manifest(cls, extra: Mapping[str, Any]) -> "RecognizerSettings":
+    def from_manifest(cls, extra: Mapping[str, Any]) -> RecognizerSettings:
         asr = extra.get("asr")
         if not isinstance(asr, Mapping):
             raise ManifestError("a speech recognizer needs a manifest with an 'extra.asr' block (tokens, lexicon, ...)")
@@ -135,7 +135,7 @@ class SpeechRecognizer:
         self.sample_rate = int(self.frontend.config.sample_rate)
         self.frame_seconds = self.settings.frame_stack * self.frontend.config.hop_length / self.sample_rate
 
-    def create_stream(self) -> "RecognizerStream":
+    def create_stream(self) -> RecognizerStream:
         return RecognizerStream(self)
 
     def transcribe(self, audio: np.ndarray | Iterable[np.ndarray], chunk_seconds: float = CHUNK_SECONDS,
@@ -224,6 +224,5 @@ class RecognizerStream:
         if not text:
             return None
         offset = u.start_frame * recognizer.frame_seconds
-        local = tuple(f - 0 for f in frames)
-        words = tuple(words_of(text, local, recognizer.frame_seconds, offset))
+        words = tuple(words_of(text, frames, recognizer.frame_seconds, offset))
         return Result(text, final=True, start=words[0].start, end=words[-1].end, words=words, endpoint=reason)

@@ -95,7 +95,7 @@ class BeamSettings:
             raise ManifestError(expected_got("decoder.token_top_k", "an int >= 1", repr(self.token_top_k)))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BeamSettings":
+    def from_dict(cls, data: Mapping[str, Any]) -> BeamSettings:
         known = {"beam_size", "token_top_k", "token_min_log_prob"}
         unknown = set(data) - known - {"method"}
         if unknown:
@@ -182,6 +182,15 @@ class BeamState:
     frame: int = 0
 
 
+def _add(beams: dict[str, _Beam], text: str, blank_score: float, token_score: float, frames: tuple[int, ...]) -> None:
+    beam = beams.get(text)
+    if beam is None:
+        beams[text] = _Beam(blank_score, token_score, frames)
+    else:
+        beam.blank = float(np.logaddexp(beam.blank, blank_score))
+        beam.token = float(np.logaddexp(beam.token, token_score))
+
+
 def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings: BeamSettings) -> BeamState:
     """Advance the constrained prefix beam search over a chunk of frames (returns a new state)."""
     array = _check_log_probs(log_probs).astype(np.float64)
@@ -196,20 +205,12 @@ def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings
         candidates = [int(c) for c in candidates if c != blank and row[c] >= settings.token_min_log_prob]
         new: dict[str, _Beam] = {}
 
-        def add(text: str, blank_score: float, token_score: float, frames: tuple[int, ...]) -> None:
-            beam = new.get(text)
-            if beam is None:
-                new[text] = _Beam(blank_score, token_score, frames)
-            else:
-                beam.blank = float(np.logaddexp(beam.blank, blank_score))
-                beam.token = float(np.logaddexp(beam.token, token_score))
-
         for text, beam in beams.items():
             total = beam.total
-            add(text, total + row[blank], NEG_INF, beam.frames)
+            _add(new, text, total + row[blank], NEG_INF, beam.frames)
             last = text[-1] if text else None
             if last is not None:
-                add(text, NEG_INF, beam.token + row[tokens.index(last)], beam.frames)
+                _add(new, text, NEG_INF, beam.token + row[tokens.index(last)], beam.frames)
             previous, partial = _split_text(text)
             for c in candidates:
                 if c == separator:
@@ -221,7 +222,7 @@ def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings
                         continue
                     extended = text + tokens[c]
                 score = beam.blank + row[c] if tokens[c] == last else total + row[c]
-                add(extended, NEG_INF, score, beam.frames + (frame,))
+                _add(new, extended, NEG_INF, score, beam.frames + (frame,))
         ranked = sorted(new.items(), key=lambda item: item[1].total, reverse=True)[: settings.beam_size]
         beams = dict(ranked)
         frame += 1

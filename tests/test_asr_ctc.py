@@ -7,8 +7,16 @@ import pytest
 
 from lstm_edge.runtime.asr import EndpointRule, fired_rule, stack_frames
 from lstm_edge.runtime.ctc import (
-    BeamSettings, BeamState, GreedyState, Vocabulary, beam_step, best_text, greedy_decode, greedy_step,
-    prefix_beam_search, words_of,
+    BeamSettings,
+    BeamState,
+    GreedyState,
+    Vocabulary,
+    beam_step,
+    best_text,
+    greedy_decode,
+    greedy_step,
+    prefix_beam_search,
+    words_of,
 )
 from lstm_edge.runtime.errors import InputError, ManifestError
 

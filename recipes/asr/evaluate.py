@@ -4,7 +4,8 @@ Each utterance of the split is streamed in 100 ms chunks through ``SpeechRecogni
 search + endpointing, one thread), followed by 1 s of low noise so the endpoint rules can fire. The hypothesis is
 the concatenation of the final results. Reports WER per kind (digit strings, numbers, commands), the real-time
 factor (processing time / audio time) and the final-result latency: audio time from the end of speech to the end
-of the chunk that produced the final result, plus that chunk's processing time.
+of the chunk that produced the last final result, plus that chunk's processing time (the end of the input if
+only the flush produced it).
 
 Run: ``python -m lstm_edge.recipes.asr.evaluate MODEL_DIR --data DIR [--split test] [--out FILE.json]``.
 """
@@ -43,7 +44,7 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
         tail = (rng.normal(size=int(TAIL_SECONDS * rate)) * 3.0).astype(np.int16)
         signal = np.concatenate([audio, tail])
         stream = recognizer.create_stream()
-        finals, first_final_at = [], None
+        finals, last_final_at = [], None
         for start in range(0, len(signal), step):
             began = time.perf_counter()
             results = stream.push(signal[start:start + step])
@@ -52,14 +53,13 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
             for result in results:
                 if result.final:
                     finals.append(result.text)
-                    if first_final_at is None:
-                        first_final_at = min(start + step, len(signal)) / rate + spent
+                    last_final_at = min(start + step, len(signal)) / rate + spent
         began = time.perf_counter()
         finals.extend(r.text for r in stream.flush())
         processing += time.perf_counter() - began
         duration += len(signal) / rate
         end_of_speech = int(arrays["speech_end"][i]) / rate
-        latencies.append((first_final_at if first_final_at is not None else len(signal) / rate) - end_of_speech)
+        latencies.append((last_final_at if last_final_at is not None else len(signal) / rate) - end_of_speech)
         hypothesis = " ".join(finals).split()
         reference = str(arrays["texts"][i]).split()
         kind = str(arrays["kinds"][i])

@@ -30,7 +30,12 @@ from scipy.signal import resample_poly
 
 from lstm_edge.recipes.asr.grammar import sample_sentence
 from lstm_edge.recipes.kws.synth import (
-    SAMPLE_RATE, SynthError, coloured_noise, split_variants, synthetic_reverb, trim_silence,
+    SAMPLE_RATE,
+    SynthError,
+    coloured_noise,
+    split_variants,
+    synthetic_reverb,
+    trim_silence,
 )
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
