@@ -201,8 +201,8 @@ def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings
     tokens, blank, separator = vocabulary.tokens, vocabulary.blank, vocabulary.separator
     k = min(settings.token_top_k, array.shape[1])
     for row in array:
-        candidates = np.argpartition(-row, k - 1)[:k]
-        candidates = [int(c) for c in candidates if c != blank and row[c] >= settings.token_min_log_prob]
+        top = np.argpartition(-row, k - 1)[:k]
+        candidates = [int(c) for c in top if c != blank and row[c] >= settings.token_min_log_prob]
         new: dict[str, _Beam] = {}
 
         for text, beam in beams.items():

@@ -16,6 +16,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +24,29 @@ import numpy as np
 
 from lstm_edge.recipes.asr.synth import load_split, utterances
 from lstm_edge.recipes.asr.train import edit_distance
-from lstm_edge.runtime.asr import CHUNK_SECONDS, SpeechRecognizer
+from lstm_edge.runtime.asr import CHUNK_SECONDS, RecognizerSettings, SpeechRecognizer
+from lstm_edge.runtime.ctc import BeamSettings
 from lstm_edge.runtime.model import StreamingModel
 
 TAIL_SECONDS = 1.0
 
 
 def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: str | None, precision: str,
-                       limit: int | None = None) -> dict[str, Any]:
-    """WER per kind, RTF and final latency for one precision."""
-    recognizer = SpeechRecognizer(StreamingModel.load(model_dir, backend=backend, precision=precision))
+                       limit: int | None = None, decoder: dict[str, Any] | None = None) -> dict[str, Any]:
+    """WER per kind, RTF and final latency for one precision (``decoder`` overrides the manifest's settings)."""
+    model = StreamingModel.load(model_dir, backend=backend, precision=precision)
+    settings = RecognizerSettings.from_manifest(model.manifest.extra)
+    if decoder:
+        settings = replace(settings, decoder=BeamSettings.from_dict(decoder))
+    recognizer = SpeechRecognizer(model, settings)
     rate = recognizer.sample_rate
     step = int(rate * CHUNK_SECONDS)
     rng = np.random.default_rng(0)
     audio_list = utterances(arrays)[:limit]
     errors: dict[str, list[int]] = {}
-    latencies, processing, duration, examples = [], 0.0, 0.0, []
+    latencies: list[float] = []
+    examples: list[dict[str, str]] = []
+    processing, duration = 0.0, 0.0
     recognizer.transcribe(audio_list[0])  # warm-up
     for i, audio in enumerate(audio_list):
         tail = (rng.normal(size=int(TAIL_SECONDS * rate)) * 3.0).astype(np.int16)
@@ -94,14 +102,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precisions", default="float,int8")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--decoder", type=json.loads, default=None, help="decoder settings (JSON) to try instead of "
+                                                                          "the manifest's")
     args = parser.parse_args(argv)
 
     arrays = load_split(args.data, args.split)
     voices = sorted(set(str(v) for v in arrays["voices"]))
-    report: dict[str, Any] = {"split": args.split, "voices": voices, "chunk_seconds": CHUNK_SECONDS,
+    report: dict[str, Any] = {"split": args.split, "decoder_override": args.decoder, "voices": voices, "chunk_seconds": CHUNK_SECONDS,
                               "tail_seconds": TAIL_SECONDS, "results": []}
     for precision in args.precisions.split(","):
-        result = evaluate_precision(args.model_dir, arrays, args.backend, precision, args.limit)
+        result = evaluate_precision(args.model_dir, arrays, args.backend, precision, args.limit, args.decoder)
         report["results"].append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "errors"}), flush=True)
     if args.out:

@@ -120,7 +120,9 @@ def word_graph() -> dict[str, object]:
         for part in template:
             partial = [p + fill for p in partial for fill in _slot_fills(part)]
         sequences.extend(partial)
-    start, final, following = set(), set(), {}
+    start: set[str] = set()
+    final: set[str] = set()
+    following: dict[str, set[str]] = {}
     for words in sequences:
         start.add(words[0])
         final.add(words[-1])
