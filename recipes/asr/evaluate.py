@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     arrays = load_split(args.data, args.split)
     voices = sorted(set(str(v) for v in arrays["voices"]))
-    report: dict[str, Any] = {"split": args.split, "decoder_override": args.decoder, "voices": voices, "chunk_seconds": CHUNK_SECONDS,
+    report: dict[str, Any] = {"split": args.split, "decoder_override": args.decoder, "voices": voices,
+                              "chunk_seconds": CHUNK_SECONDS,
                               "tail_seconds": TAIL_SECONDS, "results": []}
     for precision in args.precisions.split(","):
         result = evaluate_precision(args.model_dir, arrays, args.backend, precision, args.limit, args.decoder)
