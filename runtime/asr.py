@@ -209,8 +209,10 @@ class RecognizerStream:
                 u.partial = text
                 results.append(Result(text, final=False))
             silence_from = u.last_speech_frame + 1 if u.last_speech_frame >= 0 else u.start_frame
-            rule = fired_rule(settings.endpoint, (self._frame - u.start_frame) * frame_seconds,
-                              (self._frame - silence_from) * frame_seconds, bool(u.partial))
+            trailing = (self._frame - silence_from) * frame_seconds
+            # "Speech" = a complete, grammatical hypothesis exists (a stray character is not speech).
+            has_speech = bool(u.partial) and trailing > 0 and bool(best_text(u.beams, recognizer.vocabulary, True)[0])
+            rule = fired_rule(settings.endpoint, (self._frame - u.start_frame) * frame_seconds, trailing, has_speech)
             if rule is not None:
                 final = self._finish(rule.name)
                 if final:

@@ -42,6 +42,7 @@ class TrainConfig:
     feature_noise: float = 0.1
     patience: int = 3  # epochs without a better validation CER before the learning rate halves
     max_steps: int = 0  # > 0: stop after this many steps (smoke runs)
+    start_blank_frames: int = 2  # frames at the start that must be blank (see train())
 
 
 def split_features(data_dir: Path, split: str, frontend: LogMelFrontend, stack: int,
@@ -109,6 +110,10 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
                 x = x + config.feature_noise * torch.randn_like(x) * model.std
             log_probs = model(x).transpose(0, 1)
             loss = ctc(log_probs, targets, lengths, target_lengths)
+            if config.start_blank_frames:
+                # No speech in the first frames (every utterance has >= 50 ms of lead-in): blank there, so the
+                # LSTM cannot settle on guessing the first characters from the prior before hearing them.
+                loss = loss - log_probs[: config.start_blank_frames, :, 0].mean()
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -143,9 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--budget-seconds", type=float, default=TrainConfig.budget_seconds)
     parser.add_argument("--max-steps", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only this many utterances per split")
+    parser.add_argument("--init", type=Path, default=None, help="start from this float.pt (same architecture)")
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     parser.add_argument("--hidden-size", type=int, default=DEFAULT_ARCHITECTURE["hidden_size"])
     args = parser.parse_args(argv)
-    config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps)
+    config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps,
+                         learning_rate=args.learning_rate)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -158,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = CtcLSTM(**architecture)
     stacked = np.concatenate(train_features)
     model.set_statistics(stacked.mean(axis=0), stacked.std(axis=0))
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, weights_only=True))
     history = train(model, (train_features, train_texts), (validation_features, validation_texts), config, args.out)
     (args.out / "config.json").write_text(json.dumps({
         "architecture": architecture, "tokens": list(TOKENS), "frontend": frontend.config.to_dict(),
