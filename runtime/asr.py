@@ -186,19 +186,25 @@ class RecognizerStream:
         self._pending = frames[usable:]
         if usable == 0:
             return []
-        log_probs = self.model_stream.push(stack_frames(frames[:usable], stack))
-        return self._decode(np.asarray(log_probs, dtype=np.float64))
+        stacked = stack_frames(frames[:usable], stack)
+        results: list[Result] = []
+        while stacked.shape[0]:
+            log_probs = np.asarray(self.model_stream.push(stacked), dtype=np.float64)
+            used = self._decode(log_probs, results)
+            stacked = stacked[used:]  # after an endpoint, the rest runs again from the initial state
+        return results
 
     def flush(self) -> list[Result]:
         """End of input: the final result of the utterance in progress (if anything was recognised)."""
         result = self._finish("end_of_input")
         return [result] if result else []
 
-    def _decode(self, log_probs: np.ndarray) -> list[Result]:
-        recognizer, results = self.recognizer, []
+    def _decode(self, log_probs: np.ndarray, results: list[Result]) -> int:
+        """Decode frames until an endpoint (then reset the model state); returns how many frames were used."""
+        recognizer = self.recognizer
         settings, frame_seconds = recognizer.settings, recognizer.frame_seconds
         speech = np.argmax(log_probs, axis=1) != settings.blank
-        for row, is_speech in zip(log_probs, speech):
+        for index, (row, is_speech) in enumerate(zip(log_probs, speech)):
             u = self._utterance
             u.beams = beam_step(u.beams, row[None], recognizer.vocabulary, settings.decoder)
             if is_speech:
@@ -214,10 +220,14 @@ class RecognizerStream:
             has_speech = bool(u.partial) and trailing > 0 and bool(best_text(u.beams, recognizer.vocabulary, True)[0])
             rule = fired_rule(settings.endpoint, (self._frame - u.start_frame) * frame_seconds, trailing, has_speech)
             if rule is not None:
+                # The model was trained on utterances that start from its initial state after silence: the next
+                # utterance starts the same way.
+                self.model_stream.reset()
                 final = self._finish(rule.name)
                 if final:
                     results.append(final)
-        return results
+                return index + 1
+        return len(log_probs)
 
     def _finish(self, reason: str) -> Result | None:
         recognizer, u = self.recognizer, self._utterance

@@ -24,7 +24,7 @@ from lstm_edge.runtime.asr import DEFAULT_ENDPOINT_RULES, stack_frames
 from lstm_edge.runtime.ctc import BeamSettings
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 
-DEFAULT_DECODER: dict[str, Any] = {"method": "beam_search", "beam_size": 8, "token_top_k": 6,
+DEFAULT_DECODER: dict[str, Any] = {"method": "beam_search", "beam_size": 32, "token_top_k": 10,
                                    "token_min_log_prob": -12.0}
 
 

@@ -149,11 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="use only this many utterances per split")
     parser.add_argument("--init", type=Path, default=None, help="start from this float.pt (same architecture)")
+    parser.add_argument("--start-blank-frames", type=int, default=TrainConfig.start_blank_frames)
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     parser.add_argument("--hidden-size", type=int, default=DEFAULT_ARCHITECTURE["hidden_size"])
     args = parser.parse_args(argv)
     config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps,
-                         learning_rate=args.learning_rate)
+                         learning_rate=args.learning_rate, start_blank_frames=args.start_blank_frames)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "config.json").write_text(json.dumps({
         "architecture": architecture, "tokens": list(TOKENS), "frontend": frontend.config.to_dict(),
         "train": asdict(config), "n_parameters": sum(p.numel() for p in model.parameters()),
-        "n_train": len(train_texts)}, indent=1))
+        "n_train": len(train_texts), "init": str(args.init) if args.init else None}, indent=1))
     (args.out / "history.json").write_text(json.dumps(history, indent=1))
     return 0
 
