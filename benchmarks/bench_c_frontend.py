@@ -157,7 +157,7 @@ def main() -> None:
             for chunk in (160, 1600):
                 starts = range(0, pcm.shape[0], chunk)
 
-                def run_c() -> int:
+                def run_c(chunk: int = chunk, starts: range = starts) -> int:
                     lib.le_frontend_reset(handle)
                     written = 0
                     for start in starts:
@@ -166,7 +166,7 @@ def main() -> None:
                                                               out_address + written * row_bytes, n_frames - written)
                     return written
 
-                def run_numpy() -> np.ndarray:
+                def run_numpy(chunk: int = chunk, starts: range = starts) -> np.ndarray:
                     stream = frontend.create_stream()
                     return np.concatenate([stream.push(pcm[start:start + chunk]) for start in starts])
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from lstm_edge.runtime.errors import LstmEdgeError, expected_got
 from lstm_edge.runtime.backends import NAMES as BACKENDS
+from lstm_edge.runtime.errors import LstmEdgeError, expected_got
 from lstm_edge.runtime.manifest import PRECISIONS
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
@@ -74,7 +75,7 @@ class Profile:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> "Profile":
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> Profile:
         """Parse and validate one profile; ``where`` names its source in error messages."""
         if not isinstance(data, Mapping):
             raise ProfileError(expected_got(where, "a JSON object", type(data).__name__))
@@ -153,7 +154,7 @@ def load_profile_file(path: str | Path) -> Profile:
     return profile
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_dir(directory: str) -> tuple[Profile, ...]:
     paths = sorted(Path(directory).glob("*.json"))
     if not paths:

@@ -40,6 +40,7 @@ from lstm_edge.runtime.manifest import (
     float_limit,
     within_tolerance,
 )
+from lstm_edge.runtime.names import check_model_name
 
 __all__ = ["ExportError", "export"]
 
@@ -55,7 +56,8 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
            labels: Sequence[str] | None = None, frontend: Mapping[str, Any] | Any = None,
            name: str | None = None, tolerances: Mapping[str, float] | None = None,
            extra: Mapping[str, Any] | None = None, reference_input: np.ndarray | None = None,
-           tokenizer: Mapping[str, Any] | Any = None, verbose: bool = False) -> Path:
+           tokenizer: Mapping[str, Any] | Any = None, verbose: bool = False,
+           output_semantics: str | None = None, detector: Mapping[str, Any] | None = None) -> Path:
     """Export ``model`` as a streaming model directory and return its path.
 
     ``example`` has the batch dim: ``[1, T, F]`` float features or ``[1, T]`` int64 token ids for sequence models;
@@ -70,8 +72,13 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     Many-to-one models (``fc(h_n[-1])``, ``fc(out[:, -1])``) stream one answer per frame: the output is
     ``[1, T, ...]``, row t being the model's answer on the frames so far; the manifest's output has
     ``"per_frame": "answer_so_far"``.
+    ``output_semantics`` says what ``y`` holds: "logits" (default when ``labels`` are given), "probabilities",
+    "log_probabilities" or "values" (default otherwise). ``detector`` (keyword spotting settings) goes into the
+    manifest as given; docs/manifest.md describes every field.
     """
     formats = _check_formats(formats)
+    if name is not None:
+        check_model_name(name)  # names reach file names, scripts and systemd units
     if not isinstance(model, torch.nn.Module):
         raise ExportError(expected_got("model", "a torch.nn.Module", type(model).__name__))
     example = _as_example(example)
@@ -81,12 +88,12 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
         raise ExportError(expected_got("example for a sequence model", "[1, T, F] floats or [1, T] token ids",
                                        f"shape {tuple(example.shape)}"))
     if step:
-        streamer: torch.nn.Module = StepStreamer(model, example)
+        streamer: StepStreamer | SequenceStreamer = StepStreamer(model, example)
     else:
         streamer = SequenceStreamer(model, example)
         check_time_locality(streamer, example)
         check_against_model(streamer, example)
-    slots = streamer.slots
+    slots: list[StateSlot] = list(streamer.slots)
     initial = tuple(slot.initial for slot in slots)
     with torch.no_grad():
         y, *_ = streamer(example, *initial)
@@ -100,6 +107,8 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
                        tuple(s.output for s in manifest.states), lengths)
     if tokenizer is not None:
         manifest = replace(manifest, tokenizer=_tokenizer_dict(tokenizer, manifest))
+    manifest = replace(manifest, detector=dict(detector) if detector is not None else None,
+                       outputs=(replace(manifest.output, semantics=_semantics(output_semantics, labels)),))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -110,14 +119,20 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
         checks = write_onnx(streamer, graph_io, _onnx_metadata(manifest), out_dir / ONNX_FILE, verbose=verbose)
         files.append(file_entry(out_dir, ONNX_FILE, "onnx", "float", checks=checks))
     if "tflite" in formats:
-        from lstm_edge.export.tflite_export import write_tflite
+        from lstm_edge.export.tflite_export import tflite_checks, write_tflite
 
-        signatures = write_tflite(streamer, graph_io, out_dir / TFLITE_FILE)
+        signatures = write_tflite(streamer, graph_io, out_dir / TFLITE_FILE, _tflite_metadata(manifest))
         sizes = sorted((int(k) for k in signatures), reverse=True) if lengths else None
-        files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures))
+        files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures,
+                                checks=tflite_checks(example)))
     for entry in files:
         manifest = manifest.with_file(entry)
-    manifest = replace(manifest, reference=_write_reference(streamer, example, manifest, out_dir, reference_input))
+    reference = _write_reference(streamer, example, manifest, out_dir, reference_input)
+    if manifest.frontend is not None:
+        from lstm_edge.export.spec_files import write_frontend_reference
+
+        reference |= write_frontend_reference(manifest.frontend, out_dir)
+    manifest = replace(manifest, reference=reference)
     manifest.save(out_dir)
     _self_check(streamer, example, manifest, out_dir)
     return out_dir
@@ -174,7 +189,10 @@ def _frontend_dict(frontend: Any) -> Mapping[str, Any] | None:
     if hasattr(frontend, "to_dict"):
         return frontend.to_dict()
     if isinstance(frontend, Mapping):
-        return dict(frontend)
+        from lstm_edge.runtime.frontend import LogMelConfig
+
+        # v1-style dicts (tunable keys only) are completed with the fixed choices (schema v2).
+        return LogMelConfig.from_dict(frontend).to_dict(frontend.get("feature_normalization"))
     raise ExportError(expected_got("frontend", "a dict or an object with to_dict()", type(frontend).__name__))
 
 
@@ -240,9 +258,31 @@ def _build_manifest(described: ModelDescription) -> Manifest:
                     extra=dict(described.extra or {}))
 
 
+def _semantics(output_semantics: str | None, labels: Sequence[str] | None) -> str:
+    from lstm_edge.runtime.manifest import SEMANTICS
+
+    if output_semantics is None:
+        return "logits" if labels is not None else "values"
+    if output_semantics not in SEMANTICS:
+        raise ExportError(expected_got("output_semantics", f"one of {SEMANTICS}", repr(output_semantics)))
+    return output_semantics
+
+
+def _tflite_metadata(manifest: Manifest) -> dict[str, Any]:
+    """The essentials of the contract, stored in the .tflite file as the metadata buffer "lstm_edge" (JSON)."""
+    from lstm_edge.export.spec_files import essentials
+
+    return essentials(manifest)
+
+
 def _onnx_metadata(manifest: Manifest) -> dict[str, Any]:
     """The essentials of the contract, duplicated into the ONNX file for runtimes that only see the file."""
     return {
+        "lstm_edge.tolerances": dict(manifest.tolerances),
+        "lstm_edge.checks": {"nonfinite_any": "nonfinite"},
+        "lstm_edge.output_semantics": manifest.output.semantics,
+        "lstm_edge.detector": dict(manifest.detector) if manifest.detector else {},
+        "lstm_edge.tokenizer": dict(manifest.tokenizer) if manifest.tokenizer else {},
         "lstm_edge.schema_version": str(manifest.schema_version),
         "lstm_edge.kind": manifest.kind,
         "lstm_edge.input": manifest.input.to_dict(),

@@ -102,14 +102,16 @@ def _locate(streamer: SequenceStreamer, x: torch.Tensor, tolerance: float) -> st
         full_in, full_out = whole[path][0]
         inputs = [part[0] for part in pieces[path]]
         outputs = [part[1] for part in pieces[path]]
-        if full_in is None or any(i is None for i in inputs) or not _same(full_in, inputs, tolerance):
+        known = [i for i in inputs if i is not None]
+        if full_in is None or len(known) != len(inputs) or not _same(full_in, known, tolerance):
             continue  # only a layer whose input still agrees can be blamed for a difference in its output
         if not _same(full_out, outputs, tolerance):
             if any(part.shape == full_out.shape for part in outputs):  # pooled over time: same shape per chunk
                 return f"Layer '{path}' ({_describe(module)}) reduces over the time axis."
             return (f"Layer '{path}' ({_describe(module)}) mixes time steps: its output for a chunk depends on "
                     "frames outside the chunk.")
-    return "No single submodule is responsible: an operation in forward() itself mixes time steps (e.g. a mean, cumsum or pooling over time)."
+    return ("No single submodule is responsible: an operation in forward() itself mixes time steps (e.g. a mean, "
+            "cumsum or pooling over time).")
 
 
 def _same(full: torch.Tensor, parts: list[torch.Tensor], tolerance: float) -> bool:

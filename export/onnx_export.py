@@ -48,6 +48,7 @@ def write_onnx(module: torch.nn.Module, graph_io: GraphIO, metadata: Mapping[str
         raise ExportError(f"torch.onnx.export failed {where}: {_first_line(err)}{detail}") from None
     graph = onnx.load_from_string(buffer.getvalue())
     graph.producer_name = "lstm-edge"
+    graph.producer_version = str(metadata.get("lstm_edge.version", ""))  # torch writes its own version here
     checked = ([x_name] if graph_io.example_x.dtype.is_floating_point else []) + [y_name, *graph_io.state_outputs]
     _add_nonfinite_output(graph, checked)
     checks = {"nonfinite_any": NONFINITE_OUTPUT}

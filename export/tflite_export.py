@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,6 +20,8 @@ from lstm_edge.export.graph_io import GraphIO
 from lstm_edge.runtime.errors import ExportError, expected_got
 
 STEP_SIGNATURE = "step"
+# Sum of every value of the float input, the output and the new state: finite when they all are (as in the ONNX graph).
+NONFINITE_OUTPUT = "nonfinite"
 
 
 def chunk_signature(length: int) -> str:
@@ -34,12 +37,13 @@ class _NamedIO(torch.nn.Module):
     """
 
     def __init__(self, module: torch.nn.Module, input_name: str, state_inputs: list[str], output_name: str,
-                 state_outputs: list[str]) -> None:
+                 state_outputs: list[str], check_input: bool = False) -> None:
         super().__init__()
         self.module = module
         self.input_name = input_name
         self.state_inputs = list(state_inputs)
         self.output_names = [output_name, *state_outputs]
+        self.check_input = check_input
 
     def forward(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = self.module(inputs[self.input_name], *(inputs[name] for name in self.state_inputs))
@@ -47,7 +51,10 @@ class _NamedIO(torch.nn.Module):
             got = f"{len(outputs)} values" if isinstance(outputs, (tuple, list)) else type(outputs).__name__
             raise ExportError(expected_got("wrapped module outputs",
                                            f"a tuple of {len(self.output_names)} tensors (y, *state_out)", got))
-        return dict(zip(self.output_names, outputs))
+        named = dict(zip(self.output_names, outputs))
+        checked = ([inputs[self.input_name]] if self.check_input else []) + list(outputs)
+        named[NONFINITE_OUTPUT] = torch.stack([t.float().sum() for t in checked]).sum()
+        return named
 
 
 def _check_names(input_name: str, output_name: str, state_inputs: list[str], state_outputs: list[str],
@@ -74,7 +81,8 @@ def _with_length(example_x: torch.Tensor, length: int) -> torch.Tensor:
     return example_x.repeat(*repeats)[:, :length].contiguous()
 
 
-def _signature_examples(example_x: torch.Tensor, lengths: tuple[int, ...] | None) -> dict[str, tuple[str, torch.Tensor]]:
+def _signature_examples(example_x: torch.Tensor,
+                        lengths: tuple[int, ...] | None) -> dict[str, tuple[str, torch.Tensor]]:
     """``{str(length): (signature key, example x)}``; one ``step`` signature when ``lengths`` is None."""
     if lengths is None:
         return {STEP_SIGNATURE: (STEP_SIGNATURE, example_x)}
@@ -86,11 +94,15 @@ def _signature_examples(example_x: torch.Tensor, lengths: tuple[int, ...] | None
     return {str(n): (chunk_signature(n), _with_length(example_x, n)) for n in lengths}
 
 
-def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path) -> dict[str, str]:
+def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path,
+                 metadata: dict | None = None) -> dict[str, str]:
     """Convert ``module`` to one ``.tflite`` at ``path``: a signature per chunk length, weights shared.
 
     A step model (``graph_io.chunk_lengths`` None) gets one signature ``step`` at the example's shape.
-    Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model).
+    Returns ``{str(length): signature key}`` (``{"step": "step"}`` for a step model). Every signature gets an extra
+    scalar output ``nonfinite``, the sum of the (float) input, the output and the new state, as the ONNX graph has
+    (``tflite_checks`` gives the manifest's ``checks``). ``metadata`` is stored as the file's metadata entry
+    "lstm_edge" (JSON).
     """
     example_x, example_states = graph_io.example_x, graph_io.example_states
     input_name, output_name = graph_io.input_name, graph_io.output_name
@@ -104,7 +116,7 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path) -> dict
         raise ExportError(f"TFLite export needs litert-torch ({err}); install it with: "
                           "pip install 'lstm-edge[tflite]'") from None
 
-    adapter = _NamedIO(module, input_name, state_inputs, output_name, state_outputs)
+    adapter = _NamedIO(module, input_name, state_inputs, output_name, state_outputs, example_x.dtype.is_floating_point)
     modes = {sub: sub.training for sub in module.modules()}
     adapter.eval()
     show_progress = litert_torch.config.show_progress
@@ -114,7 +126,7 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path) -> dict
             # nn.LSTM re-assigns its flat weight list while torch.export traces it: harmless here.
             warnings.filterwarnings("ignore", message=".*were assigned during export.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-            converter = None
+            converter: Any = None
             for key, x in examples.values():
                 sample = {input_name: x, **dict(zip(state_inputs, example_states))}
                 converter = (litert_torch if converter is None else converter).signature(key, adapter, (), sample)
@@ -133,13 +145,18 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path) -> dict
         litert_torch.config.show_progress = show_progress
         for sub, training in modes.items():
             sub.training = training
-    _shorten_tensor_names(path)
-    _check_written(path, {key for key, _ in examples.values()}, [input_name, *state_inputs],
-                   [output_name, *state_outputs])
+    _shorten_tensor_names(path, metadata)
+    checked_outputs = [output_name, *state_outputs, NONFINITE_OUTPUT]
+    _check_written(path, {key for key, _ in examples.values()}, [input_name, *state_inputs], checked_outputs)
     return {length: key for length, (key, _) in examples.items()}
 
 
-def _shorten_tensor_names(path: Path) -> None:
+def tflite_checks(example_x: torch.Tensor) -> dict[str, str]:
+    """The manifest's ``checks`` of a file written by ``write_tflite`` (the same for every example input)."""
+    return {"nonfinite_any": NONFINITE_OUTPUT}
+
+
+def _shorten_tensor_names(path: Path, metadata: dict | None = None) -> None:
     """Replace the converter's long debug names of inner tensors (module paths, ~20% of a small file) with short
     ones. Signature inputs/outputs keep their names; signatures refer to tensors by index, so nothing else changes."""
     try:
@@ -154,6 +171,10 @@ def _shorten_tensor_names(path: Path) -> None:
         for tensor_index, tensor in enumerate(subgraph.tensors or []):
             if tensor_index not in keep:
                 tensor.name = f"s{graph_index}t{tensor_index}"
+    if metadata is not None:
+        from lstm_edge.export.spec_files import add_tflite_metadata
+
+        add_tflite_metadata(model, schema, metadata)
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     path.write_bytes(bytes(builder.Output()))

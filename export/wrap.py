@@ -16,7 +16,7 @@ import copy
 import inspect
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -107,7 +107,7 @@ class _RecurrentShim(nn.Module):
         self.inner = inner
         self.path = path
         self._context = [context]  # a list so nn.Module does not register it
-        self.unprojected = _UnprojectedLSTM(inner) if getattr(inner, "proj_size", 0) > 0 else None
+        self.unprojected = _UnprojectedLSTM(cast(nn.LSTM, inner)) if getattr(inner, "proj_size", 0) > 0 else None
         # Many-to-one models: this layer's per-frame top-layer h is handed to the head with time on the batch axis.
         self.summary = False
 
@@ -138,7 +138,7 @@ class _RecurrentShim(nn.Module):
 
         Lower layers' h and every c read as zeros here: a head that uses them is caught by the prefix check.
         """
-        inner = self.inner
+        inner: Any = self.inner
         top = output[0] if inner.batch_first else output[:, 0]  # [T, H]: the top layer's h at every frame
         layers = inner.num_layers
         h_all = top.unsqueeze(0)
@@ -208,7 +208,7 @@ class SequenceStreamer(nn.Module):
             if isinstance(module, POOLS) and len(pools.get(path, [])) == 2:
                 refuse_time_pooling(path, module, *pools[path])
         for path in self.conv_paths:
-            shim = self.model.get_submodule(path)
+            shim: Any = self.model.get_submodule(path)
             probes = first_probes.get(path, []) + context.conv_probes.get(path, [])
             if len(probes) != 2:
                 continue  # not run, or run more than once: the time-locality check judges it
@@ -230,12 +230,12 @@ class SequenceStreamer(nn.Module):
                                   f"[1, ...] per sequence (many-to-one); got {tuple(long_out.shape)} for T="
                                   f"{lengths[0]} and {tuple(short_out.shape)} for T={lengths[1]}")
             last = [p for p in order if p in self.rnn_paths][-1]
-            self.model.get_submodule(last).summary = True
+            cast(Any, self.model.get_submodule(last)).summary = True
             self.many_to_one = True
             self.summary_layer = last
 
     def _modules_by_path(self) -> dict[str, nn.Module]:
-        return {path: self.model.get_submodule(path).inner for path in self.rnn_paths}
+        return {path: cast(Any, self.model.get_submodule(path)).inner for path in self.rnn_paths}
 
     def _call_plain(self, x: torch.Tensor, mode: str) -> Any:
         context = self._context
@@ -324,7 +324,7 @@ class _UnprojectedLSTM(nn.Module):
             w_ih = getattr(inner, f"weight_ih_l{layer}").detach()
             w_hh = getattr(inner, f"weight_hh_l{layer}").detach()
             w_hr = getattr(inner, f"weight_hr_l{layer}").detach()
-            plain = nn.LSTM(w_ih.shape[1], inner.hidden_size, batch_first=inner.batch_first, bias=inner.bias)
+            plain: Any = nn.LSTM(w_ih.shape[1], inner.hidden_size, batch_first=inner.batch_first, bias=inner.bias)
             with torch.no_grad():
                 plain.weight_ih_l0.copy_(w_ih)
                 plain.weight_hh_l0.copy_((w_hh.double() @ w_hr.double()).float())
@@ -349,7 +349,7 @@ class _UnprojectedLSTM(nn.Module):
         return x, (torch.cat(hs, 0), torch.cat(cs, 0))
 
 
-def _state_shapes(module: nn.Module) -> tuple[tuple[int, ...], ...]:
+def _state_shapes(module: Any) -> tuple[tuple[int, ...], ...]:
     layers = module.num_layers * (2 if module.bidirectional else 1)
     if isinstance(module, nn.LSTM):
         h_size = module.proj_size if module.proj_size > 0 else module.hidden_size
@@ -388,7 +388,7 @@ class StepStreamer(nn.Module):
         self.model = copy.deepcopy(model).eval()
         self.cell_paths = replace_cells(self.model)
         with torch.no_grad():
-            initial = self.model.initial_state(1)
+            initial = cast(Any, self.model).initial_state(1)
         if isinstance(initial, torch.Tensor):
             initial = (initial,)
         if not isinstance(initial, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in initial):

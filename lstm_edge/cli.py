@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from lstm_edge import __version__
 from lstm_edge.commands import register_all
+from lstm_edge.commands.quiet import quiet_third_party
 from lstm_edge.runtime.errors import LstmEdgeError
 
 
@@ -19,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lstm-edge", description="Take PyTorch LSTM models to the edge: export "
                                      "with named state, quantize to int8 with parity gates, stream on devices.")
     parser.add_argument("--version", action="version", version=f"lstm-edge {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the engines' and converters' own log lines and progress bars on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     register_all(sub)
@@ -31,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not args.verbose and argv is None:  # a real command line, not a call from Python code
+        quiet_third_party(host_side=args.command in ("export", "quantize", "verify", "demo"))
     try:
         return int(args.func(args) or 0)
     except LstmEdgeError as err:

@@ -2,61 +2,103 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
-from lstm_edge.runtime.errors import InputError, QuantizationError
+from lstm_edge.quantize.config import QuantizeConfig
+from lstm_edge.runtime.errors import InputError, QuantizationError, expected_got
 from lstm_edge.runtime.manifest import Manifest
 from lstm_edge.runtime.model import StreamingModel
 
 Feed = dict[str, np.ndarray]
 
 
-def _sequences(calibration: Iterable[np.ndarray], manifest: Manifest) -> list[np.ndarray]:
+def check_sequences(calibration: Iterable[np.ndarray], manifest: Manifest, min_frames: int) -> list[np.ndarray]:
+    """The calibration items as arrays, after checking each has the model's input layout (no batch dim) and that
+    together they hold at least ``min_frames`` frames (steps, for step models)."""
+    spec = manifest.input
+    frame_shape = tuple(spec.shape[2:]) if manifest.kind == "sequence" else tuple(spec.shape[1:])
+    is_ids = spec.dtype == "int64"
     sequences = []
     for index, item in enumerate(calibration):
         array = np.asarray(item)
-        if manifest.kind == "sequence":
-            want = len(manifest.input.shape) - 1
-            if array.ndim != want:
-                raise InputError(f"calibration item {index}: expected a sequence without the batch dim "
-                                 f"({want} dims), got shape {array.shape}")
-        sequences.append(array)
+        if array.ndim != len(frame_shape) + 1 or tuple(array.shape[1:]) != frame_shape:
+            layout = "[" + ", ".join(["T", *(str(d) for d in frame_shape)]) + "]"
+            raise InputError(expected_got(f"calibration item {index} shape", f"{layout} (model input without the "
+                                          "batch dim; audio must go through the frontend first)", list(array.shape)))
+        if (array.dtype.kind in "iu") != is_ids or array.dtype.kind not in "iuf":
+            raise InputError(expected_got(f"calibration item {index} dtype", spec.dtype, array.dtype))
+        sequences.append(array.astype(spec.dtype))
     if not sequences:
-        raise InputError("calibration: expected at least one input sequence, got an empty iterable")
+        raise InputError(expected_got("calibration", "at least one input sequence", "an empty iterable"))
+    total = sum(len(s) for s in sequences)
+    if total < min_frames:
+        raise InputError(expected_got("calibration length", f"at least {min_frames} frames in total (a few hundred "
+                                      "utterances of training-like data is the guidance)", f"{total} frames in "
+                                      f"{len(sequences)} sequences"))
     return sequences
 
 
-def record_feeds(model_dir: Path, calibration: Iterable[np.ndarray], lengths: Iterable[int] | None,
-                 max_feeds: int = 2000) -> dict[int, list[Feed]]:
-    """Stream each calibration sequence through the float ONNX model (state carried) and record, per chunk length,
-    the graph feeds (batched input chunk and the state entering it). Step models record one feed per step."""
+class Calibration:
+    """Checked calibration sequences of one model directory, and the graph feeds they give per chunk length."""
+
+    def __init__(self, model_dir: Path, sequences: list[np.ndarray], config: QuantizeConfig) -> None:
+        self.model_dir = model_dir
+        self.sequences = sequences
+        self.config = config
+        self._feeds: dict[int, list[Feed]] = {}
+
+    @classmethod
+    def from_sequences(cls, model_dir: Path, calibration: Iterable[np.ndarray],
+                       config: QuantizeConfig) -> Calibration:
+        manifest = Manifest.load(model_dir)
+        return cls(model_dir, check_sequences(calibration, manifest, config.min_calibration_frames), config)
+
+    @property
+    def frames(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+    def feeds(self, length: int) -> list[Feed]:
+        """Graph feeds (batched input chunk of ``length`` frames and the state entering it, by input name)."""
+        if length not in self._feeds:
+            self._feeds[length] = record_feeds(self.model_dir, self.sequences, length,
+                                               self.config.max_calibration_feeds)
+        return self._feeds[length]
+
+
+def _in_manifest_order(state: object, manifest: Manifest) -> list[np.ndarray]:
+    """The state arrays in manifest order, whether ``step`` speaks a name -> array mapping or a tuple."""
+    if isinstance(state, Mapping):
+        return [state[spec.name] for spec in manifest.states]
+    return list(state)  # type: ignore[call-overload]
+
+
+def record_feeds(model_dir: Path, sequences: list[np.ndarray], length: int, max_feeds: int) -> list[Feed]:
+    """Stream each sequence through the float model (state carried) in chunks of ``length`` and record the feeds.
+    Step models record one feed per step."""
     manifest = Manifest.load(model_dir)
     backend = "onnx" if manifest.has_file("onnx", "float") else "litert"
     model = StreamingModel.load(model_dir, backend=backend)
-    sequences = _sequences(calibration, manifest)
     state_inputs = [s.input for s in manifest.states]
-    feeds: dict[int, list[Feed]] = {}
-    lengths = sorted(set(lengths or [1]), reverse=True)
-    for length in lengths:
-        collected: list[Feed] = []
-        for sequence in sequences:
-            state = model.initial_state()
-            if manifest.kind == "step":
-                chunks = [sequence[i] for i in range(len(sequence))]
-            else:
-                chunks = [sequence[i:i + length] for i in range(0, len(sequence) - length + 1, length)]
-            for chunk in chunks:
-                batched = model.check_chunk(chunk)
-                feed = {manifest.input.name: batched, **dict(zip(state_inputs, (s.copy() for s in state.ordered)))}
-                collected.append(feed)
-                _, state = model.step(chunk, state)
-        if not collected:
-            raise QuantizationError(f"calibration: no sequence is at least {length} frames long")
-        if len(collected) > max_feeds:  # keep an even spread over time, so late-stream states are represented
-            picks = np.linspace(0, len(collected) - 1, max_feeds).round().astype(int)
-            collected = [collected[i] for i in picks]
-        feeds[length] = collected
-    return feeds
+    collected: list[Feed] = []
+    for sequence in sequences:
+        state = model.initial_state()
+        if manifest.kind == "step":
+            chunks = [sequence[i] for i in range(len(sequence))]
+        else:
+            chunks = [sequence[i:i + length] for i in range(0, len(sequence) - length + 1, length)]
+        for chunk in chunks:
+            feed = {manifest.input.name: model.check_chunk(chunk),
+                    **dict(zip(state_inputs, (s.copy() for s in _in_manifest_order(state, manifest))))}
+            collected.append(feed)
+            _, state = model.step(chunk, state)
+    if not collected:
+        longest = max(len(s) for s in sequences)
+        raise QuantizationError(expected_got("calibration sequences", f"at least one of {length} frames or more "
+                                             "(a chunk size of the file)", f"the longest has {longest}"))
+    if len(collected) > max_feeds:  # keep an even spread over time, so late-stream states are represented
+        picks = np.linspace(0, len(collected) - 1, max_feeds).round().astype(int)
+        collected = [collected[i] for i in picks]
+    return collected

@@ -5,12 +5,17 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 
 from lstm_edge.runtime.errors import QuantizationError
+
+if TYPE_CHECKING:
+    from lstm_edge.quantize.calibration import Calibration
+    from lstm_edge.quantize.config import QuantizeConfig
+    from lstm_edge.runtime.manifest import Manifest, ModelFile
 
 INTEGER_OPS = {"DynamicQuantizeLSTM", "MatMulInteger", "DynamicQuantizeMatMul", "QLinearMatMul", "QGemm",
                "QLinearConv", "ConvInteger", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
@@ -75,17 +80,48 @@ def _preprocess(float_path: Path, out_path: Path) -> None:
     quant_pre_process(str(float_path), str(out_path), skip_symbolic_shape=True)
 
 
-class _FeedReader:
-    """onnxruntime CalibrationDataReader over recorded feeds."""
+def _feed_reader(feeds: list[dict[str, np.ndarray]]) -> Any:
+    """An onnxruntime ``CalibrationDataReader`` over recorded feeds (rewindable, so any calibrator may re-read)."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
-        self._feeds = iter(feeds)
+    class FeedReader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._position = 0
 
-    def get_next(self):
-        return next(self._feeds, None)
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self._position >= len(feeds):
+                return None
+            self._position += 1
+            return feeds[self._position - 1]
 
-    def rewind(self) -> None:  # not needed: one pass
-        return None
+        def __len__(self) -> int:
+            return len(feeds)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            del end_index  # one pass over all feeds is what the MinMax calibrator asks for
+            self._position = start_index
+
+        def rewind(self) -> None:
+            self._position = 0
+
+    return FeedReader()
+
+
+UNUSED_DOMAINS_DROPPED = ("ai.onnx.training", "ai.onnx.preview.training", "org.pytorch.aten")
+
+
+def drop_unused_opset_imports(path: Path) -> list[str]:
+    """Remove opset imports of domains no node uses (the exporter and quantizer add a few); returns their names."""
+    model = onnx.load(str(path))
+    used = {node.domain for node in model.graph.node}
+    keep, dropped = [], []
+    for opset in model.opset_import:
+        (keep if opset.domain in ("", "ai.onnx") or opset.domain in used else dropped).append(opset)
+    if dropped:
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+        onnx.save(model, str(path))
+    return [o.domain for o in dropped]
 
 
 def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[str, np.ndarray]] | None,
@@ -105,7 +141,7 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
                 if not feeds:
                     raise QuantizationError("static ONNX quantization needs calibration feeds")
                 staged = Path(tmp) / "static.onnx"
-                quantize_static(str(prepared), str(staged), _FeedReader(feeds), quant_format=QuantFormat.QDQ,
+                quantize_static(str(prepared), str(staged), _feed_reader(feeds), quant_format=QuantFormat.QDQ,
                                 op_types_to_quantize=["MatMul", "Gemm", "Conv"], activation_type=QuantType.QInt8,
                                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                                 nodes_to_exclude=[], extra_options={"ActivationSymmetric": False})
@@ -117,6 +153,7 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
             raise
         except Exception as err:
             raise QuantizationError(f"onnxruntime quantization of {float_path.name} failed: {err}") from None
+    dropped_domains = drop_unused_opset_imports(out_path)
     try:
         after = check_int8_structure(out_path, mode)
     except QuantizationError:
@@ -131,4 +168,17 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
             "state": "float32", "io_dtype": "float32", "calibration_feeds": len(feeds or []),
             "ops_before": before["ops"], "ops_after": after["ops"], "integer_ops": after["integer_ops"],
             "float_weight_ops_left": after["float_weight_ops"], "state_inputs": state_inputs,
-            "notes": notes}
+            "opset_domains_dropped": dropped_domains, "notes": notes}
+
+
+class OnnxQuantizer:
+    """onnxruntime quantization of the ONNX file (dynamic time axis: calibrated at one chunk length)."""
+
+    format = "onnx"
+
+    def quantize(self, src: Path, dst: Path, config: QuantizeConfig, calibration: Calibration | None,
+                 manifest: Manifest, entry: ModelFile) -> dict[str, Any]:
+        feeds = None
+        if calibration is not None and config.mode.value == "static":
+            feeds = calibration.feeds(config.onnx_calibration_chunk)
+        return quantize_onnx(src, dst, config.mode.value, feeds, [s.input for s in manifest.states])

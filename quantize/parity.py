@@ -8,14 +8,16 @@ and optionally over labelled evaluation clips for the task metric. Only the runt
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from lstm_edge.quantize import text_parity
+from lstm_edge.quantize.tasks import mean_argmax
 from lstm_edge.runtime.backends import engine_available, for_format
-from lstm_edge.runtime.errors import InputError, ManifestError
+from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
 from lstm_edge.runtime.manifest import Manifest, float_limit, sha256_of
 from lstm_edge.runtime.model import StreamingModel
 
@@ -43,6 +45,20 @@ def stream_outputs(model: StreamingModel, data: np.ndarray, chunk: int) -> np.nd
     return np.concatenate([stream.push(data[i:i + chunk]) for i in range(0, len(data), chunk)])
 
 
+def features_of_audio(audio: np.ndarray, manifest: Manifest, where: str) -> list[np.ndarray]:
+    """Model inputs of PCM clips [N, samples] (int16 or float), through the manifest's frontend."""
+    if not manifest.frontend:
+        raise InputError(expected_got(f"{where}: model inputs", "'inputs' [N, T, ...] (this model has no audio "
+                                      "frontend in its manifest to turn 'audio' into features)", "'audio'"))
+    audio = np.asarray(audio)
+    if audio.ndim != 2:
+        raise InputError(expected_got(f"{where}: 'audio' shape", "[N clips, samples]", list(audio.shape)))
+    from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+
+    frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
+    return [frontend.compute(clip) for clip in audio]
+
+
 def load_eval(path: str | Path, manifest: Manifest) -> tuple[list[np.ndarray], np.ndarray]:
     """Labelled evaluation data: an .npz with ``labels`` [N] and ``inputs`` [N, T, ...] (model inputs) or ``audio``
     [N, samples] (int16/float PCM, turned into features with the manifest's frontend)."""
@@ -51,36 +67,37 @@ def load_eval(path: str | Path, manifest: Manifest) -> tuple[list[np.ndarray], n
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: not a readable .npz ({err})") from None
     if "labels" not in data or not ({"inputs", "audio"} & set(data.files)):
-        raise InputError(f"{path}: expected arrays 'labels' and 'inputs' or 'audio', got {data.files}")
+        raise InputError(expected_got(f"{path}: arrays", "'labels' and 'inputs' or 'audio'", data.files))
     labels = np.asarray(data["labels"]).astype(np.int64)
     if "inputs" in data.files:
         return [np.asarray(x) for x in data["inputs"]], labels
-    if not manifest.frontend:
-        raise InputError(f"{path}: holds audio, but the model has no frontend in its manifest")
-    from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
-
-    frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
-    return [frontend.compute(clip) for clip in data["audio"]], labels
+    return features_of_audio(data["audio"], manifest, str(path)), labels
 
 
-def clip_prediction(logits: np.ndarray, manifest: Manifest) -> int:
-    """The class of one clip: the manifest's ``extra.clip_rule`` when it has one (keyword spotting), else the
-    argmax of the mean output over the clip."""
-    rule = manifest.extra.get("clip_rule")
-    if rule:
-        from lstm_edge.runtime.kws import clip_prediction as rule_prediction
-
-        return rule_prediction(logits, rule)
-    return int(np.argmax(logits.mean(axis=0)))
+def parity_chunks(manifest: Manifest, frames: int) -> list[int]:
+    """Chunk sizes parity is measured at: 1, the largest chunk size of any file, and one push of everything."""
+    largest = max([size for f in manifest.files for size in (f.chunk_sizes or ())] or [10])
+    return sorted({1, min(largest, frames), frames})
 
 
-def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, chunk: int = 10) -> dict[str, Any]:
-    """Measure every file of the directory; write and return ``parity.json``."""
+def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, chunk: int = 10,
+                  clip_predictor: Callable[[np.ndarray], int] | None = None,
+                  chunk_sweep: Sequence[int] | None = None) -> dict[str, Any]:
+    """Measure every file of the directory; write and return ``parity.json``.
+
+    The main columns stream the reference in chunks of ``chunk``; ``chunk_sweep`` (default: 1, the largest chunk
+    size and one whole push) repeats the argmax agreement and max diff per chunking, so chunking-dependence shows
+    (``chunking_spread``: the largest difference between any two chunkings' outputs). ``clip_predictor`` turns one
+    evaluation clip's outputs into a class (default: argmax of the mean output).
+    """
     model_dir = Path(model_dir)
     manifest = Manifest.load(model_dir)
     ref_input, ref_output = _reference(model_dir, manifest)
     classifier = ref_output.ndim >= 2 and ref_output.shape[-1] > 1
     evaluation = load_eval(eval_data, manifest) if eval_data else None
+    predict = clip_predictor or mean_argmax
+    sweep = list(chunk_sweep) if chunk_sweep is not None else (
+        parity_chunks(manifest, len(ref_input)) if manifest.kind == "sequence" else [])
     float_sizes = {f.format: f.bytes for f in manifest.files if f.precision == "float"}
     rows = []
     for entry in manifest.files:
@@ -105,13 +122,24 @@ def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, ch
         row.update(text_parity.row_metrics(manifest, ref_input, got))
         if classifier:
             row["argmax_agreement"] = float((got.argmax(-1) == ref_output.argmax(-1)).mean())
+        by_chunk = {}
+        outputs = {chunk: got}
+        for size in sweep:
+            outputs[size] = outputs[size] if size in outputs else stream_outputs(model, ref_input, size)
+            measured: dict[str, float] = {"max_abs_diff": float(np.abs(outputs[size] - ref_output).max())}
+            if classifier:
+                measured["argmax_agreement"] = float((outputs[size].argmax(-1) == ref_output.argmax(-1)).mean())
+            by_chunk[str(size)] = measured
+        if by_chunk:
+            row["by_chunk"] = by_chunk
+            row["chunking_spread"] = float(max(np.abs(outputs[a] - outputs[b]).max() for a in outputs for b in outputs))
         if evaluation is not None:
             inputs, labels = evaluation
-            predictions = [clip_prediction(stream_outputs(model, x, chunk), manifest) for x in inputs]
+            predictions = [predict(stream_outputs(model, x, chunk)) for x in inputs]
             row["eval_accuracy"] = float(np.mean(np.asarray(predictions) == labels))
             row["eval_clips"] = int(len(labels))
         rows.append(row)
-    report = {"model": manifest.name, "reference_frames": int(len(ref_input)), "chunk": chunk,
+    report = {"model": manifest.name, "reference_frames": int(len(ref_input)), "chunk": chunk, "chunk_sweep": sweep,
               "reference_peak": float(np.abs(ref_output).max()),
               "tolerances": dict(manifest.tolerances), "eval_data": Path(eval_data).name if eval_data else None,
               "results": rows}
@@ -140,6 +168,11 @@ def gate_failures(report: Mapping[str, Any]) -> list[str]:
         if agreement is not None and not agreement >= tolerances["int8_argmax_agreement"]:
             failures.append(f"{name}: argmax agreement with torch {100 * agreement:.2f}% < "
                             f"{100 * tolerances['int8_argmax_agreement']:.2f}%")
+        for size, measured in row.get("by_chunk", {}).items():
+            swept = measured.get("argmax_agreement")
+            if swept is not None and not swept >= tolerances["int8_argmax_agreement"]:
+                failures.append(f"{name}: argmax agreement with torch at chunk {size} {100 * swept:.2f}% < "
+                                f"{100 * tolerances['int8_argmax_agreement']:.2f}%")
         reference_accuracy = float_accuracy.get(row["format"])
         if row.get("eval_accuracy") is not None and reference_accuracy is not None:
             drop = reference_accuracy - row["eval_accuracy"]
@@ -169,4 +202,11 @@ def format_table(report: Mapping[str, Any]) -> str:
                  for r in report["results"] if r.get("bits_per_char") is not None)
     lines.append(f"reference: torch float on {report['reference_frames']} frames, one stream, chunks of "
                  f"{report['chunk']}, state carried")
+    for row in report["results"]:
+        if row.get("by_chunk"):
+            per_chunk = ", ".join(f"{size}: " + (f"{100 * m['argmax_agreement']:.2f}%" if "argmax_agreement" in m
+                                                 else f"{m['max_abs_diff']:.2e}")
+                                  for size, m in row["by_chunk"].items())
+            lines.append(f"  {row['format']}/{row['precision']} by chunk size ({per_chunk}); outputs differ between "
+                         f"chunkings by up to {row['chunking_spread']:.3g}")
     return "\n".join(lines)

@@ -13,202 +13,41 @@ Two modes, each writing one file that keeps every signature of the float file an
 
 from __future__ import annotations
 
-import collections
 import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lstm_edge.quantize.tflite_inspect import count_tflite_ops, signature_io
 from lstm_edge.runtime.errors import QuantizationError, expected_got
+
+if TYPE_CHECKING:
+    from lstm_edge.quantize.calibration import Calibration
+    from lstm_edge.quantize.config import QuantizeConfig
+    from lstm_edge.runtime.manifest import Manifest, ModelFile
+
+__all__ = ["quantize_tflite", "TFLiteQuantizer", "count_tflite_ops", "signature_io"]
 
 MODES = ("dynamic", "static")
 RECIPES = {"dynamic": "dynamic_wi8_afp32", "static": "static_wi8_ai8"}
-CALIBRATION_UPDATE = "running min/max (ai_edge_quantizer.utils.qsv_utils.min_max_update)"
-
-# TensorType codes of the TFLite schema that hold integer activations or weights.
-_INTEGER_ACTIVATION_TYPES = ("INT8", "UINT8", "INT16")
-_INTEGER_WEIGHT_TYPES = ("INT8", "UINT8", "INT4", "INT2")
-# Ops whose operand 1 is a weight matrix/kernel (FULLY_CONNECTED's filter, CONV_2D's kernel ...).
-_WEIGHT_OPERAND = {"FULLY_CONNECTED": 1, "CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "BATCH_MATMUL": 1,
-                   "EMBEDDING_LOOKUP": 1, "TRANSPOSE_CONV": 1, "DEQUANTIZE": 0}
 # Dynamic mode keeps DEPTHWISE_CONV_2D's compute float, its int8 kernel dequantized by a DEQUANTIZE op at load:
 # LiteRT's hybrid (int8-weight, float-activation) depthwise kernel gave different outputs from run to run of one
 # input here, NaN in some runs (tests/test_conv_export.py repeats runs of such a file).
 DYNAMIC_FLOAT_COMPUTE_OPS = ("DEPTHWISE_CONV_2D",)
-
-
-def _schema() -> Any:
-    try:
-        from ai_edge_litert import schema_py_generated
-    except ImportError as err:
-        raise QuantizationError(f"reading .tflite files needs ai-edge-litert ({err}); install it with: "
-                                "pip install 'lstm-edge[tflite]'") from None
-    return schema_py_generated
-
-
-def _enum_names(enum_class: type) -> dict[int, str]:
-    return {value: name for name, value in vars(enum_class).items() if not name.startswith("_")}
-
-
-@dataclass(frozen=True)
-class _Model:
-    """A parsed flatbuffer plus the lookups every check needs."""
-
-    model: Any
-    op_names: dict[int, str]
-    type_names: dict[int, str]
-
-    @classmethod
-    def read(cls, path: Path) -> "_Model":
-        schema = _schema()
-        try:
-            data = Path(path).read_bytes()
-            model = schema.ModelT.InitFromPackedBuf(data, 0)
-        except OSError as err:
-            raise QuantizationError(f"{path}: cannot read the file: {err}") from None
-        except Exception as err:  # a truncated or foreign file fails deep in the flatbuffer reader
-            raise QuantizationError(f"{path}: not a readable .tflite flatbuffer ({type(err).__name__}: {err})") from None
-        return cls(model, _enum_names(schema.BuiltinOperator), _enum_names(schema.TensorType))
-
-    def op_name(self, op: Any) -> str:
-        code = self.model.operatorCodes[op.opcodeIndex]
-        # Codes above 127 live in builtinCode; older files keep them in deprecatedBuiltinCode.
-        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == self.op_names.get("CUSTOM") and code.customCode:
-            return f"CUSTOM:{code.customCode.decode(errors='replace')}"
-        return self.op_names.get(builtin, f"BUILTIN_{builtin}")
-
-    def type_name(self, tensor: Any) -> str:
-        return self.type_names.get(tensor.type, f"TYPE_{tensor.type}")
-
-    def is_constant(self, tensor: Any) -> bool:
-        if tensor.buffer <= 0 or tensor.buffer >= len(self.model.buffers):
-            return False
-        buffer = self.model.buffers[tensor.buffer]
-        return (buffer.data is not None and len(buffer.data) > 0) or bool(buffer.size)
-
-    def signatures(self) -> dict[str, Any]:
-        return {_text(sig.signatureKey): sig for sig in self.model.signatureDefs or []}
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
-
-
-def _quant_params(tensor: Any) -> tuple[float, int] | None:
-    """Per-tensor (scale, zero point) of a tensor, None when it has none."""
-    q = tensor.quantization
-    if q is None or q.scale is None or len(q.scale) == 0:
-        return None
-    return float(q.scale[0]), int(q.zeroPoint[0]) if q.zeroPoint is not None and len(q.zeroPoint) else 0
-
-
-def signature_io(path: Path) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
-    """``{signature: {"inputs"|"outputs": {name: {"dtype", "shape", "scale", "zero_point"}}}}`` of a ``.tflite``.
-
-    ``scale``/``zero_point`` are the tensor's per-tensor quantization (None for float tensors); they are the
-    values the interpreter reports as ``get_input_details()[i]["quantization"]``.
-    """
-    parsed = _Model.read(path)
-    result: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
-    for key, sig in parsed.signatures().items():
-        tensors = parsed.model.subgraphs[sig.subgraphIndex].tensors
-        entry: dict[str, dict[str, dict[str, Any]]] = {}
-        for side, maps in (("inputs", sig.inputs), ("outputs", sig.outputs)):
-            entry[side] = {}
-            for tensor_map in maps or []:
-                tensor = tensors[tensor_map.tensorIndex]
-                params = _quant_params(tensor)
-                entry[side][_text(tensor_map.name)] = {
-                    "dtype": parsed.type_name(tensor).lower(),
-                    "shape": [int(n) for n in tensor.shape],
-                    "scale": None if params is None else params[0],
-                    "zero_point": None if params is None else params[1],
-                }
-        result[key] = entry
-    return result
-
-
-def count_tflite_ops(path: Path) -> dict[str, Any]:
-    """Structural facts of a ``.tflite`` file, to refuse a "quantized" file that stayed float.
-
-    Returns ``{"ops": {op: {"count", "integer", "int8_weights"}}, "signatures": {key: {"ops": {...},
-    "inputs": {name: dtype}, "outputs": {name: dtype}}}, "weights": {dtype: unique constant buffers},
-    "weight_bytes": {dtype: bytes}, "weight_operand_buffers": {dtype: n}, "shared_weight_buffers": n}``.
-
-    An op is ``integer`` when it consumes an integer weight (the dynamic-range case) or all its non-constant
-    inputs and its outputs are int8/uint8/int16 (the static case). ``int8_weights`` counts the ops whose weight
-    operand (FULLY_CONNECTED's filter, CONV_2D's kernel ...) is a constant integer tensor; ``weight_operand_buffers``
-    counts the distinct buffers behind those operands by dtype. ``shared_weight_buffers`` counts constant buffers
-    used by more than one subgraph (weights shared between signatures).
-    """
-    parsed = _Model.read(path)
-    subgraph_keys = {sig.subgraphIndex: key for key, sig in parsed.signatures().items()}
-    io = signature_io(path)
-    totals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    signatures: dict[str, Any] = {}
-    buffer_users: dict[int, set[int]] = collections.defaultdict(set)
-    buffer_types: dict[int, str] = {}
-    weight_operand_buffers: dict[int, str] = {}
-
-    for index, subgraph in enumerate(parsed.model.subgraphs or []):
-        counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-        for tensor in subgraph.tensors or []:
-            if parsed.is_constant(tensor):
-                buffer_users[tensor.buffer].add(index)
-                buffer_types[tensor.buffer] = parsed.type_name(tensor)
-        for op in subgraph.operators or []:
-            name = parsed.op_name(op)
-            inputs = [subgraph.tensors[i] for i in op.inputs if i >= 0]
-            outputs = [subgraph.tensors[i] for i in op.outputs if i >= 0]
-            constant_types = [parsed.type_name(t) for t in inputs if parsed.is_constant(t)]
-            activations = [parsed.type_name(t) for t in inputs if not parsed.is_constant(t)]
-            activations += [parsed.type_name(t) for t in outputs]
-            weight_at = _WEIGHT_OPERAND.get(name)
-            int8_weight = (weight_at is not None and weight_at < len(op.inputs) and op.inputs[weight_at] >= 0
-                           and parsed.is_constant(subgraph.tensors[op.inputs[weight_at]])
-                           and parsed.type_name(subgraph.tensors[op.inputs[weight_at]]) in _INTEGER_WEIGHT_TYPES)
-            if int8_weight or (weight_at is not None and weight_at < len(op.inputs) and op.inputs[weight_at] >= 0
-                               and parsed.is_constant(subgraph.tensors[op.inputs[weight_at]])):
-                weight = subgraph.tensors[op.inputs[weight_at]]
-                weight_operand_buffers[weight.buffer] = parsed.type_name(weight).lower()
-            integer = (any(t in _INTEGER_WEIGHT_TYPES for t in constant_types)
-                       or (bool(activations) and all(t in _INTEGER_ACTIVATION_TYPES for t in activations)))
-            for counter in (counts[name], totals[name]):
-                counter["count"] += 1
-                counter["integer"] += int(integer)
-                counter["int8_weights"] += int(int8_weight)
-        key = subgraph_keys.get(index, f"subgraph_{index}")
-        signatures[key] = {"ops": {op: dict(c) for op, c in sorted(counts.items())}}
-        if key in io:
-            signatures[key]["inputs"] = {n: d["dtype"] for n, d in io[key]["inputs"].items()}
-            signatures[key]["outputs"] = {n: d["dtype"] for n, d in io[key]["outputs"].items()}
-
-    weights: collections.Counter = collections.Counter()
-    weight_bytes: collections.Counter = collections.Counter()
-    for buffer_index, type_name in buffer_types.items():
-        buffer = parsed.model.buffers[buffer_index]
-        weights[type_name.lower()] += 1
-        weight_bytes[type_name.lower()] += len(buffer.data) if buffer.data is not None else int(buffer.size or 0)
-    return {
-        "ops": {op: dict(c) for op, c in sorted(totals.items())},
-        "signatures": signatures,
-        "weights": dict(weights),
-        "weight_bytes": dict(weight_bytes),
-        "weight_operand_buffers": dict(collections.Counter(weight_operand_buffers.values())),
-        "shared_weight_buffers": sum(1 for users in buffer_users.values() if len(users) > 1),
-    }
-
+CALIBRATION_UPDATE = "running min/max (ai_edge_quantizer.utils.qsv_utils.min_max_update)"
 
 def quantize_tflite(float_path: Path, out_path: Path, mode: str,
-                    calibration: Mapping[str, Sequence[Mapping[str, np.ndarray]]] | None = None) -> dict[str, Any]:
+                    calibration: Mapping[str, Sequence[Mapping[str, np.ndarray]]] | None = None, *,
+                    states: Sequence[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Quantize the float ``.tflite`` at ``float_path`` to int8 and write it to ``out_path``.
 
     ``mode`` is ``"dynamic"`` (int8 weights, float I/O) or ``"static"`` (int8 weights and activations, int8 I/O).
     ``calibration`` (static only) maps every signature key of the file to a list of feeds ``{input name: array}``
-    with realistic carried state. Returns the manifest record ``{"mode", "tool", "recipe", "calibration_chunks",
+    with realistic carried state; ``states`` (static only) lists the (state input, state output) name pairs, from
+    the manifest's ``states``. Returns the manifest record ``{"mode", "tool", "recipe", "calibration_chunks",
     "io_dtype", "float_bytes", "quantized_bytes", "state_ranges" and "io_quantization" (static), "notes"}``.
     Raises ``QuantizationError`` when quantization fails or the result does not pass its structural checks;
     ``out_path`` is then left untouched.
@@ -240,6 +79,9 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
     calibration_result = None
     feeds = None
     if mode == "static":
+        if not states:
+            raise QuantizationError(expected_got("states for mode 'static'", "(state input, state output) name pairs "
+                                                 "from the manifest", states))
         feeds = _check_calibration(calibration, float_io, float_path)
         calibration_result = _calibrate(aeq, float_bytes, recipe, feeds)
 
@@ -256,7 +98,7 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
     staged.write_bytes(bytes(result.quantized_model))
     try:
         _check_structure(count_tflite_ops(staged), count_tflite_ops(float_path), float_io, mode, out_path)
-        state_ranges = _check_state_ranges(staged, out_path, feeds) if feeds is not None else None
+        state_ranges = _check_state_ranges(staged, out_path, feeds, states or []) if feeds is not None else None
         quantized_io = signature_io(staged)
         staged.replace(out_path)
     finally:
@@ -413,28 +255,20 @@ def _check_structure(facts: dict[str, Any], float_facts: dict[str, Any], float_i
                                              0))
 
 
-def _state_pairs(inputs: Sequence[str], outputs: Sequence[str]) -> dict[str, str]:
-    """``{state input: state output}``: the inputs with an output of the same stem (``lstm_h_in``/``lstm_h_out``)."""
-    pairs = {}
-    for name in inputs:
-        stem = name[:-3] if name.endswith("_in") else name
-        if f"{stem}_out" in outputs:
-            pairs[name] = f"{stem}_out"
-    return pairs
-
-
-def _check_state_ranges(staged: Path, path: Path,
-                        feeds: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, Any]:
+def _check_state_ranges(staged: Path, path: Path, feeds: dict[str, list[dict[str, np.ndarray]]],
+                        states: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """Per signature and state: the int8 range of the state input and output against the calibration data's
     min/max. Raises when the data falls outside by more than half a step (the stream would clip its state)."""
     quantized_io = signature_io(staged)
     ranges: dict[str, Any] = {}
     for key, samples in feeds.items():
         io = quantized_io[key]
-        pairs = _state_pairs(list(io["inputs"]), list(io["outputs"]))
-        if not pairs:
-            raise QuantizationError(expected_got(f"{path}: signature {key!r} state inputs",
-                                                 "<name>_in inputs with <name>_out outputs", sorted(io["inputs"])))
+        pairs = dict(states)
+        missing = [n for pair in pairs.items() for n in pair if n not in io["inputs"] and n not in io["outputs"]]
+        if missing:
+            raise QuantizationError(expected_got(f"{path}: signature {key!r} state inputs/outputs of the manifest",
+                                                 sorted(n for pair in pairs.items() for n in pair),
+                                                 sorted([*io["inputs"], *io["outputs"]])))
         ranges[key] = {}
         for state_in, state_out in pairs.items():
             data = np.concatenate([np.ravel(feed[state_in]) for feed in samples])
@@ -455,3 +289,20 @@ def _check_state_ranges(staged: Path, path: Path,
                         f"[{low:.4g}, {high:.4g}] (scale {scale:.4g}, zero point {zero})"))
             ranges[key][state_in[:-3] if state_in.endswith("_in") else state_in] = entry
     return ranges
+
+
+class TFLiteQuantizer:
+    """ai-edge-quantizer on the TFLite file; static calibrates every signature at its own chunk length."""
+
+    format = "tflite"
+
+    def quantize(self, src: Path, dst: Path, config: QuantizeConfig, calibration: Calibration | None,
+                 manifest: Manifest, entry: ModelFile) -> dict[str, Any]:
+        mode = config.mode.value
+        by_signature = None
+        if calibration is not None and mode == "static":
+            signatures = entry.signatures or {}
+            lengths = entry.chunk_sizes or [1]
+            by_signature = {signatures.get(str(length), "step"): calibration.feeds(length) for length in lengths}
+        return quantize_tflite(src, dst, mode, by_signature,
+                               states=[(s.input, s.output) for s in manifest.states])

@@ -1,34 +1,120 @@
-"""WAV reading, downmixing and resampling in numpy and the standard library (runs on the device)."""
+"""WAV reading in chunks, downmixing and streaming resampling (runs on the device).
+
+    for chunk in iter_mono("long.wav", 16000, 1600):   # float32 mono chunks; memory flat in file length
+        ...
+
+The reader is the project's own (RIFF chunk walk): PCM 8/16/24/32-bit, 32/64-bit IEEE float, and
+WAVE_FORMAT_EXTENSIBLE holding either. Resampling streams through python-soxr (``soxr.ResampleStream``).
+"""
 
 from __future__ import annotations
 
-import wave
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from lstm_edge.runtime.errors import InputError, expected_got
+from lstm_edge.runtime.errors import BackendUnavailableError, InputError, expected_got
+
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 384000
+MAX_CHANNELS = 64
+DEFAULT_CHUNK_FRAMES = 16000
+
+FORMAT_PCM = 0x0001
+FORMAT_FLOAT = 0x0003
+FORMAT_EXTENSIBLE = 0xFFFE
+# The GUID tail shared by every KSDATAFORMAT_SUBTYPE_*; the first two bytes are the format code.
+_GUID_TAIL = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 
 
-def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """Samples as float32 in [-1, 1], shape [frames, channels], and the sample rate. PCM 8/16/24/32-bit."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        with wave.open(str(path), "rb") as handle:
-            channels = handle.getnchannels()
-            width = handle.getsampwidth()
-            rate = handle.getframerate()
-            raw = handle.readframes(handle.getnframes())
-    except (wave.Error, EOFError) as err:
-        raise InputError(f"{path}: not a readable PCM WAV file ({err})") from None
-    if channels < 1 or rate < 1:
-        raise InputError(expected_got(f"{path}: WAV header", "channels >= 1 and a positive sample rate",
-                                      f"{channels} channels at {rate} Hz"))
-    usable = len(raw) - len(raw) % (width * channels)
-    raw = raw[:usable]
-    if width == 1:
+@dataclass(frozen=True)
+class WavInfo:
+    """What a WAV header says, checked: sample encoding, channels, rate and where the samples are."""
+
+    channels: int
+    sample_rate: int
+    sample_bytes: int
+    is_float: bool
+    data_offset: int
+    data_bytes: int
+
+    @property
+    def frames(self) -> int:
+        return self.data_bytes // (self.sample_bytes * self.channels)
+
+
+def _bad(path: Path, what: str) -> InputError:
+    return InputError(f"{path}: not a readable WAV file ({what})")
+
+
+def _parse_fmt(path: Path, body: bytes) -> tuple[int, int, int, bool]:
+    if len(body) < 16:
+        raise _bad(path, f"fmt chunk of {len(body)} bytes, expected at least 16")
+    code, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+    if code == FORMAT_EXTENSIBLE:
+        if len(body) < 40:
+            raise _bad(path, f"WAVE_FORMAT_EXTENSIBLE fmt chunk of {len(body)} bytes, expected 40")
+        guid = body[24:40]
+        if guid[2:] != _GUID_TAIL:
+            raise InputError(expected_got(f"{path}: WAVE_FORMAT_EXTENSIBLE sub-format", "PCM or IEEE float",
+                                          f"GUID {guid.hex()}"))
+        code = struct.unpack("<H", guid[:2])[0]
+    if code not in (FORMAT_PCM, FORMAT_FLOAT):
+        raise InputError(expected_got(f"{path}: WAV sample format", "PCM (1), IEEE float (3) or extensible",
+                                      f"format code {code}"))
+    is_float = code == FORMAT_FLOAT
+    allowed = (32, 64) if is_float else (8, 16, 24, 32)
+    if bits not in allowed:
+        kind = "float" if is_float else "PCM"
+        raise InputError(expected_got(f"{path}: bits per sample of {kind} WAV", f"one of {allowed}", bits))
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InputError(expected_got(f"{path}: WAV channels", f"1 to {MAX_CHANNELS}", channels))
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InputError(expected_got(f"{path}: WAV sample rate", f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz",
+                                      f"{rate} Hz"))
+    return channels, rate, bits // 8, is_float
+
+
+def read_header(handle: BinaryIO, path: Path) -> WavInfo:
+    """Walk the RIFF chunks up to ``data``; the handle is left at the first sample."""
+    head = handle.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise _bad(path, f"expected a RIFF/WAVE header, got {head[:12]!r}")
+    fmt: tuple[int, int, int, bool] | None = None
+    size = path.stat().st_size
+    while True:
+        chunk = handle.read(8)
+        if len(chunk) < 8:
+            raise _bad(path, "no data chunk" if fmt else "no fmt chunk")
+        chunk_id, chunk_size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if chunk_id == b"fmt ":
+            if chunk_size > 1024:
+                raise _bad(path, f"fmt chunk of {chunk_size} bytes, expected at most 1024")
+            fmt = _parse_fmt(path, handle.read(chunk_size))
+            handle.seek(chunk_size % 2, 1)
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise _bad(path, "data chunk before the fmt chunk")
+            offset = handle.tell()
+            data_bytes = min(chunk_size, size - offset)  # streamed writers leave 0 or 0xFFFFFFFF here
+            if chunk_size in (0, 0xFFFFFFFF):
+                data_bytes = size - offset
+            channels, rate, width, is_float = fmt
+            return WavInfo(channels, rate, width, is_float, offset, data_bytes)
+        else:
+            handle.seek(chunk_size + chunk_size % 2, 1)
+
+
+def _decode(raw: bytes, info: WavInfo) -> np.ndarray:
+    width = info.sample_bytes
+    if info.is_float:
+        data = np.frombuffer(raw, "<f4" if width == 4 else "<f8").astype(np.float32)
+        data = np.nan_to_num(np.clip(data, -1.0, 1.0), nan=0.0)
+    elif width == 1:
         data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
     elif width == 2:
         data = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
@@ -37,36 +123,109 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         value = bytes3[:, 0] | (bytes3[:, 1] << 8) | (bytes3[:, 2] << 16)
         value = np.where(value >= 1 << 23, value - (1 << 24), value)
         data = value.astype(np.float32) / float(1 << 23)
-    elif width == 4:
+    else:
         data = np.frombuffer(raw, "<i4").astype(np.float32) / float(1 << 31)
-    else:
-        raise InputError(expected_got(f"{path}: sample width", "1, 2, 3 or 4 bytes", f"{width} bytes"))
-    return data.reshape(-1, channels), rate
+    return data.reshape(-1, info.channels)
 
 
-def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited resampling of a mono signal (FFT method: truncate or zero-pad the spectrum)."""
-    if source_rate == target_rate or samples.size == 0:
-        return samples.astype(np.float32, copy=False)
-    count = int(round(samples.shape[0] * target_rate / source_rate))
-    spectrum = np.fft.rfft(samples.astype(np.float64))
-    bins = count // 2 + 1
-    if bins <= spectrum.shape[0]:
-        spectrum = spectrum[:bins]
-    else:
-        spectrum = np.concatenate([spectrum, np.zeros(bins - spectrum.shape[0], spectrum.dtype)])
-    return (np.fft.irfft(spectrum, n=count) * (count / samples.shape[0])).astype(np.float32)
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    return path
+
+
+def wav_info(path: str | Path) -> WavInfo:
+    """The checked header of a WAV file."""
+    path = _existing(path)
+    with open(path, "rb") as handle:
+        return read_header(handle, path)
+
+
+def iter_frames(path: str | Path, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> Iterator[np.ndarray]:
+    """Samples as float32 in [-1, 1], chunks of shape [<= chunk_frames, channels], read as they are needed."""
+    if chunk_frames < 1:
+        raise InputError(expected_got("chunk_frames", "a positive number", chunk_frames))
+    path = _existing(path)
+    with open(path, "rb") as handle:
+        info = read_header(handle, path)
+        frame_bytes = info.sample_bytes * info.channels
+        left = info.frames * frame_bytes
+        while left > 0:
+            raw = handle.read(min(left, chunk_frames * frame_bytes))
+            raw = raw[: len(raw) - len(raw) % frame_bytes]
+            if not raw:
+                return
+            left -= len(raw)
+            yield _decode(raw, info)
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """The whole file as float32 [frames, channels] and its sample rate (short files; see ``iter_frames``)."""
+    info = wav_info(path)
+    chunks = list(iter_frames(path))
+    data = np.concatenate(chunks) if chunks else np.zeros((0, info.channels), np.float32)
+    return data, info.sample_rate
+
+
+def _resampler(source_rate: int, target_rate: int):
+    try:
+        import soxr
+    except ImportError:
+        raise BackendUnavailableError(f"resampling {source_rate} Hz to {target_rate} Hz needs python-soxr: "
+                                      "pip install soxr (it comes with lstm-edge[onnx] and lstm-edge[litert])"
+                                      ) from None
+    return soxr.ResampleStream(source_rate, target_rate, 1, dtype="float32", quality="HQ")
+
+
+def iter_mono(path: str | Path, sample_rate: int, chunk_samples: int = DEFAULT_CHUNK_FRAMES,
+              notes: list[str] | None = None) -> Iterator[np.ndarray]:
+    """A WAV file as mono float32 chunks at ``sample_rate`` (downmixed, resampled as it streams).
+
+    Chunks hold at most ``chunk_samples`` samples (the last ones may be shorter); what was converted is appended
+    to ``notes`` before the first chunk is yielded.
+    """
+    if chunk_samples < 1:
+        raise InputError(expected_got("chunk_samples", "a positive number", chunk_samples))
+    info = wav_info(path)
+    resampler = None
+    if info.channels > 1 and notes is not None:
+        notes.append(f"{path}: downmixed {info.channels} channels to mono")
+    if info.sample_rate != sample_rate:
+        resampler = _resampler(info.sample_rate, sample_rate)
+        if notes is not None:
+            notes.append(f"{path}: resampled {info.sample_rate} Hz to {sample_rate} Hz")
+    pending = np.zeros(0, np.float32)
+    source_chunk = max(1, int(chunk_samples * info.sample_rate / sample_rate))
+    for frames in iter_frames(path, source_chunk):
+        mono = frames.mean(axis=1, dtype=np.float32) if info.channels > 1 else frames[:, 0]
+        if resampler is not None:
+            mono = resampler.resample_chunk(mono)
+        pending = np.concatenate([pending, mono]) if pending.size else mono
+        while pending.size >= chunk_samples:
+            yield pending[:chunk_samples]
+            pending = pending[chunk_samples:]
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+        pending = np.concatenate([pending, tail])
+    for start in range(0, pending.size, chunk_samples):
+        yield pending[start:start + chunk_samples]
 
 
 def load_mono(path: str | Path, sample_rate: int) -> tuple[np.ndarray, list[str]]:
-    """A WAV file as mono float32 at ``sample_rate``; also the notes on what was converted."""
-    data, rate = read_wav(path)
-    notes = []
-    if data.shape[1] > 1:
-        notes.append(f"{path}: downmixed {data.shape[1]} channels to mono")
-        data = data.mean(axis=1, keepdims=True)
-    mono = data[:, 0]
-    if rate != sample_rate:
-        notes.append(f"{path}: resampled {rate} Hz to {sample_rate} Hz")
-        mono = resample(mono, rate, sample_rate)
-    return mono, notes
+    """A (short) WAV file as one mono float32 array at ``sample_rate``; also the notes on what was converted."""
+    notes: list[str] = []
+    chunks = list(iter_mono(path, sample_rate, notes=notes))
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), notes
+
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Resample a whole mono signal (python-soxr, the same filter ``iter_mono`` streams through)."""
+    for rate in (source_rate, target_rate):
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise InputError(expected_got("sample rate", f"{MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE} Hz", f"{rate} Hz"))
+    if source_rate == target_rate or samples.size == 0:
+        return samples.astype(np.float32, copy=False)
+    stream = _resampler(source_rate, target_rate)
+    head = stream.resample_chunk(samples.astype(np.float32), last=True)
+    return head.astype(np.float32, copy=False)

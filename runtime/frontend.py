@@ -6,14 +6,19 @@ power spectrum ``|rfft|^2`` is mapped onto ``n_mels`` triangular filters on the 
 (``mel = 2595 * log10(1 + f / 700)``, triangles of unit peak, no area normalisation). The output is the natural
 log of ``max(mel_power, log_floor)``. No pre-emphasis, no dithering. int16 input is scaled by 1/32768.
 
+A manifest (schema v2) states all of this explicitly: ``LogMelConfig.to_dict()`` writes the fixed choices too
+(``framing``, ``spectrum``, ``mel_norm``, ``log``, ``log_floor_rule``, ``int16_scale``, ``pre_emphasis``, ``dither``),
+and ``docs/manifest.md`` gives the formulas. ``from_dict`` reads both that form and the v1 form (tunable keys only).
+
 ``LogMelFrontend`` is stateless and may be shared by many streams; each ``FrontendStream`` owns its leftover samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +28,21 @@ __all__ = ["LogMelConfig", "LogMelFrontend", "FrontendStream", "FrontendConfigEr
 
 _ACCEPTED_DTYPES = (np.dtype(np.int16), np.dtype(np.float32), np.dtype(np.float64))
 _INT16_SCALE = np.float32(1.0 / 32768.0)
+
+
+# The choices this frontend implements, written into every v2 manifest so a client need not guess them.
+FIXED_CHOICES: dict[str, Any] = {
+    "type": "log_mel",
+    "int16_scale": 1.0 / 32768.0,  # int16 samples are multiplied by this; float input is taken as is
+    "pre_emphasis": 0,  # none
+    "dither": 0,  # none
+    "framing": "valid",  # frame i = samples [i * hop_length, i * hop_length + win_length); no centre padding
+    "spectrum": "power",  # |rfft(frame * window, n_fft)|^2, frames zero-padded at the end to n_fft
+    "mel_norm": "none",  # triangles of unit peak, no area (Slaney) normalisation
+    "log": "natural",
+    "log_floor_rule": "max",  # log(max(mel_power, log_floor)), not log(mel_power + log_floor)
+}
+NORMALIZATION_KEY = "feature_normalization"  # declared by the manifest, applied by the graph or nowhere
 
 
 class FrontendConfigError(ManifestError):
@@ -83,24 +103,34 @@ class LogMelConfig:
             return 0
         return (n_samples - self.win_length) // self.hop_length + 1
 
-    def to_dict(self) -> Dict[str, Any]:
-        """Plain JSON-serialisable dict of every setting."""
-        return dataclasses.asdict(self)
+    def to_dict(self, feature_normalization: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The manifest's (schema v2) frontend section: every setting, the fixed choices, and how features are
+        normalised (default ``{"where": "none"}``; ``{"where": "graph", "mean": [...], "std": [...]}`` when the
+        model's graph normalises its input itself, so a client must not normalise again)."""
+        out: dict[str, Any] = dict(FIXED_CHOICES)
+        out.update(dataclasses.asdict(self))
+        out[NORMALIZATION_KEY] = dict(feature_normalization) if feature_normalization is not None else {"where": "none"}
+        return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LogMelConfig":
-        """Build from a dict holding exactly the keys of ``to_dict()``; raises ``FrontendConfigError`` otherwise."""
+    def from_dict(cls, d: Mapping[str, Any]) -> LogMelConfig:
+        """Build from a manifest's frontend section: the v2 form of ``to_dict()``, or the v1 form (the tunable keys
+        only); raises ``FrontendConfigError`` on missing or unknown keys or a fixed choice this frontend lacks."""
         if not isinstance(d, Mapping):
             raise FrontendConfigError(f"LogMelConfig: expected a mapping, got {type(d).__name__}")
-        expected_keys = {f.name for f in dataclasses.fields(cls)}
+        tunable = {f.name for f in dataclasses.fields(cls)}
         got_keys = set(d.keys())
+        expected_keys = tunable if got_keys <= tunable else tunable | set(FIXED_CHOICES) | {NORMALIZATION_KEY}
         if got_keys != expected_keys:
             missing = sorted(expected_keys - got_keys)
             unknown = sorted(str(k) for k in got_keys - expected_keys)
             raise FrontendConfigError(
                 f"LogMelConfig keys: expected {sorted(expected_keys)}, got missing={missing} unknown={unknown}"
             )
-        return cls(**dict(d))
+        for key, value in FIXED_CHOICES.items():
+            if key in d and not (d[key] == value and type(d[key]) is not bool):
+                raise FrontendConfigError(f"LogMelConfig.{key}: expected {value!r}, got {d[key]!r}")
+        return cls(**{key: d[key] for key in tunable})
 
 
 def _check_field_type(name: str, type_name: Any, value: Any) -> None:
@@ -124,7 +154,7 @@ def periodic_hann(win_length: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
 
 
-def hz_to_mel_htk(freq_hz: np.ndarray) -> np.ndarray:
+def hz_to_mel_htk(freq_hz: np.ndarray | float) -> np.ndarray:
     """HTK mel scale."""
     return 2595.0 * np.log10(1.0 + np.asarray(freq_hz, dtype=np.float64) / 700.0)
 
@@ -202,7 +232,7 @@ class LogMelFrontend:
         samples = np.ascontiguousarray(_validate_pcm(pcm))
         return self._frames_to_logmel(samples, self.config.n_frames(samples.shape[0]))
 
-    def create_stream(self) -> "FrontendStream":
+    def create_stream(self) -> FrontendStream:
         """A new stream that owns its leftover samples."""
         return FrontendStream(self)
 

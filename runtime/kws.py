@@ -57,6 +57,19 @@ class DetectorConfig:
         if self.smoothing_frames < 1:
             raise InputError(expected_got("smoothing_frames", ">= 1", self.smoothing_frames))
 
+    def to_manifest(self, clip_rule: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The manifest's ``detector`` section (docs/manifest.md) for these settings."""
+        section = {"type": "keyword_spotting", "posteriors": "softmax", **asdict(self),
+                   "non_keywords": list(NON_KEYWORDS)}
+        return section | ({"clip_rule": dict(clip_rule)} if clip_rule is not None else {})
+
+    @classmethod
+    def from_manifest(cls, section: Mapping[str, Any] | None) -> DetectorConfig:
+        """Settings from a manifest's ``detector`` section (validated by the manifest schema); defaults without one."""
+        if not section:
+            return cls()
+        return cls(**{name: section[name] for name in cls.__dataclass_fields__ if name in section})
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
@@ -97,7 +110,7 @@ class KeywordSpotter:
         from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 
         self.model = model
-        self.config = config or DetectorConfig()
+        self.config = config or DetectorConfig.from_manifest(manifest.detector)
         self.frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
         self.labels = tuple(manifest.labels)
         self.keyword_indices = [i for i, label in enumerate(self.labels) if label not in NON_KEYWORDS]

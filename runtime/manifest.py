@@ -4,24 +4,34 @@ A manifest says everything a runtime in any language needs to stream a model: th
 tensors (names, shapes with the time axis marked, dtypes, initial state values), the model files with their
 format, precision, chunk sizes and sha256, labels, the audio frontend, parity tolerances and who produced it.
 This module is shared by the exporter, the quantizer and the runtime; it needs only numpy and the standard library.
+The full specification is ``docs/manifest.md``; ``manifest.schema.json`` (next to this file) is its JSON Schema,
+checked at every load. Schema version 2 adds output semantics, the exact frontend, the detector, the tokenizer and
+the frontend reference arrays; version 1 directories still load.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from lstm_edge.runtime.errors import ManifestError, ModelFileError, expected_got
+from lstm_edge.runtime.schema_check import SchemaValidator
 
 SCHEMA = "lstm-edge/manifest"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+SCHEMA_FILE = Path(__file__).with_name("manifest.schema.json")
+MAX_MANIFEST_BYTES = 64 << 20  # learned initial states are stored inline; 64 MB holds 16M-value states
+SEMANTICS = ("logits", "probabilities", "log_probabilities", "values")
 TIME = "T"  # marks the time axis in a shape
 # An output's "per_frame" value for many-to-one models: row t is the model's answer on the frames up to t.
 ANSWER_SO_FAR = "answer_so_far"
@@ -83,6 +93,7 @@ class TensorSpec:
     shape: tuple[int | str, ...]
     value_range: tuple[int, int] | None = None  # token ids: valid ids are [low, high)
     per_frame: str | None = None  # outputs only: None (one output per frame) or ANSWER_SO_FAR (many-to-one)
+    semantics: str | None = None  # outputs: "logits", "probabilities", "log_probabilities" or "values"
 
     @property
     def time_axis(self) -> int | None:
@@ -93,12 +104,14 @@ class TensorSpec:
                                "time_axis": self.time_axis}
         if self.value_range is not None:
             out["value_range"] = list(self.value_range)
+        if self.semantics is not None:
+            out["semantics"] = self.semantics
         if self.per_frame is not None:
             out["per_frame"] = self.per_frame
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> "TensorSpec":
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> TensorSpec:
         name = _require(data, "name", where)
         dtype = _require(data, "dtype", where)
         shape = _require(data, "shape", where)
@@ -111,7 +124,7 @@ class TensorSpec:
         if per_frame not in (None, ANSWER_SO_FAR):
             raise ManifestError(expected_got(f"{where}.per_frame", f"absent or {ANSWER_SO_FAR!r}", repr(per_frame)))
         return cls(str(name), dtype, tuple(shape), tuple(value_range) if value_range is not None else None,
-                   per_frame)
+                   per_frame, data.get("semantics"))
 
 
 @dataclass(frozen=True)
@@ -137,7 +150,7 @@ class StateSpec:
                 "source": self.source}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> "StateSpec":
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> StateSpec:
         shape = _require(data, "shape", where)
         if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
             raise ManifestError(expected_got(f"{where}.shape", "a list of positive ints", shape))
@@ -166,7 +179,8 @@ class ModelFile:
     chunk_sizes: tuple[int, ...] | None = None  # None: any T in one call (ONNX); else one signature per size
     signatures: Mapping[str, str] | None = None  # chunk size (as str) -> signature key (TFLite)
     quantization: Mapping[str, Any] | None = None  # how an int8 file was made and what it means
-    # Auxiliary graph outputs the runtime reads, e.g. {"nonfinite_input": "x_nonfinite"}: 0.0 when the input chunk
+    # Auxiliary graph outputs the runtime reads, e.g. {"nonfinite_any": "nonfinite"} (values.GraphCheck); legacy
+    # {"nonfinite_input": "x_nonfinite"}: 0.0 when the input chunk
     # is all finite, NaN otherwise (computed inside the graph, so checking costs nothing per call in Python).
     checks: Mapping[str, str] | None = None
 
@@ -187,7 +201,7 @@ class ModelFile:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str) -> "ModelFile":
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> ModelFile:
         fmt = _require(data, "format", where)
         precision = _require(data, "precision", where)
         if fmt not in FORMATS:
@@ -220,7 +234,8 @@ class Manifest:
     reference: Mapping[str, Any] | None = None  # torch's outputs on a stored input: {"input", "output", "sha256"...}
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
-    tokenizer: Mapping[str, Any] | None = None  # token models: {"type": "bytes"} or {"type": "chars", ...}
+    detector: Mapping[str, Any] | None = None  # keyword detection settings (docs/manifest.md, "detector")
+    tokenizer: Mapping[str, Any] | None = None  # text models: {"type": "bytes"} or {"type": "chars", ...}
 
     @property
     def input(self) -> TensorSpec:
@@ -236,12 +251,13 @@ class Manifest:
                 return entry
         have = ", ".join(f.key for f in self.files) or "none"
         raise ModelFileError(f"no {fmt} model at precision {precision!r} in this directory (it has: {have})"
-                             + ("; run `lstm-edge quantize MODEL_DIR` to make the int8 files" if precision == "int8" else ""))
+                             + ("; run `lstm-edge quantize MODEL_DIR` to make the int8 files"
+                                if precision == "int8" else ""))
 
     def has_file(self, fmt: str, precision: str) -> bool:
         return any(f.format == fmt and f.precision == precision for f in self.files)
 
-    def with_file(self, entry: ModelFile) -> "Manifest":
+    def with_file(self, entry: ModelFile) -> Manifest:
         """A copy with ``entry`` added (replacing any file of the same format and precision)."""
         kept = tuple(f for f in self.files if f.key != entry.key)
         return replace(self, files=kept + (entry,))
@@ -265,12 +281,13 @@ class Manifest:
             "tolerances": dict(self.tolerances),
             "producer": dict(self.producer),
             "reference": dict(self.reference) if self.reference is not None else None,
-            **({"extra": dict(self.extra)} if self.extra else {}),
+            **({"detector": dict(self.detector)} if self.detector is not None else {}),
             **({"tokenizer": dict(self.tokenizer)} if self.tokenizer is not None else {}),
+            **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Manifest":
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
         if not isinstance(data, Mapping):
             raise ManifestError(expected_got("manifest", "a JSON object", type(data).__name__))
         schema = data.get("schema")
@@ -283,17 +300,25 @@ class Manifest:
             raise ManifestError(
                 f"manifest schema_version: expected <= {SCHEMA_VERSION} (what this lstm-edge reads), got {version}; "
                 "upgrade lstm-edge to load this model")
+        schema_validator().validate(data)
         kind = _require(data, "kind", "manifest")
         if kind not in KINDS:
             raise ManifestError(expected_got("manifest kind", f"one of {KINDS}", kind))
-        inputs = tuple(TensorSpec.from_dict(t, f"inputs[{i}]") for i, t in enumerate(_require(data, "inputs", "manifest")))
-        outputs = tuple(TensorSpec.from_dict(t, f"outputs[{i}]") for i, t in enumerate(_require(data, "outputs", "manifest")))
+        inputs = tuple(TensorSpec.from_dict(t, f"inputs[{i}]")
+                       for i, t in enumerate(_require(data, "inputs", "manifest")))
+        outputs = tuple(TensorSpec.from_dict(t, f"outputs[{i}]")
+                        for i, t in enumerate(_require(data, "outputs", "manifest")))
         if len(inputs) != 1 or len(outputs) != 1:
             raise ManifestError(expected_got("manifest inputs/outputs", "exactly one of each",
                                              f"{len(inputs)} inputs, {len(outputs)} outputs"))
-        states = tuple(StateSpec.from_dict(s, f"states[{i}]") for i, s in enumerate(_require(data, "states", "manifest")))
+        states = tuple(StateSpec.from_dict(s, f"states[{i}]")
+                       for i, s in enumerate(_require(data, "states", "manifest")))
         files = tuple(ModelFile.from_dict(f, f"files[{i}]") for i, f in enumerate(data.get("files", [])))
         labels = data.get("labels")
+        classes = outputs[0].shape[-1]
+        if labels is not None and isinstance(classes, int) and len(labels) != classes:
+            raise ManifestError(expected_got("manifest labels", f"{classes} labels (one per output index)",
+                                             f"{len(labels)} labels"))
         tolerances = dict(DEFAULT_TOLERANCES)
         tolerances.update(data.get("tolerances") or {})
         tokenizer = data.get("tokenizer")
@@ -305,20 +330,17 @@ class Manifest:
                    name=str(data.get("name", "model")), labels=tuple(labels) if labels is not None else None,
                    frontend=data.get("frontend"), tolerances=tolerances, producer=data.get("producer") or {},
                    reference=data.get("reference"), extra=data.get("extra") or {}, schema_version=version,
-                   tokenizer=tokenizer)
+                   detector=data.get("detector"), tokenizer=tokenizer)
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "Manifest":
-        path = Path(model_dir) / MANIFEST_NAME
+    def load(cls, model_dir: str | Path) -> Manifest:
         if not Path(model_dir).is_dir():
             raise ManifestError(expected_got("model directory", "an existing directory", str(model_dir)))
+        path = Path(model_dir) / MANIFEST_NAME
         if not path.is_file():
             raise ManifestError(f"{path}: no {MANIFEST_NAME} here; expected a directory written by `lstm-edge export`")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ManifestError(f"{path}: not valid JSON ({err})") from None
-        return cls.from_dict(data)
+        path = inside_model_dir(model_dir, MANIFEST_NAME, "manifest", ManifestError)
+        return cls.from_dict(parse_json(path))
 
     def save(self, model_dir: str | Path) -> Path:
         path = Path(model_dir) / MANIFEST_NAME
@@ -328,15 +350,76 @@ class Manifest:
         return path
 
 
+@functools.lru_cache(maxsize=1)
+def schema_validator() -> SchemaValidator:
+    """The validator of ``manifest.schema.json`` (loaded once)."""
+    return SchemaValidator(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
+
+
+def _refuse_constant(name: str) -> None:
+    raise ManifestError(expected_got("manifest numbers", "finite JSON numbers", name))
+
+
+def parse_json(path: Path) -> Any:
+    """The JSON document at ``path``: bounded in size and nesting depth, no NaN/Infinity."""
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ManifestError(expected_got(f"{path} size", f"at most {MAX_MANIFEST_BYTES} bytes", f"{size} bytes"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ManifestError(f"{path}: expected JSON nested at most a few hundred levels deep, got deeper nesting "
+                            "(not a manifest written by lstm-edge)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ManifestError(f"{path}: not valid JSON ({err})") from None
+
+
+def inside_model_dir(model_dir: str | Path, relpath: str, what: str, error: type[Exception] = ModelFileError) -> Path:
+    """``model_dir / relpath``, refused when it (through any symlink) resolves outside ``model_dir``."""
+    root = Path(os.path.realpath(model_dir))
+    target = Path(os.path.realpath(Path(model_dir) / relpath))
+    if target != root and root not in target.parents:
+        raise error(expected_got(f"{what} {relpath!r}", f"a file inside the model directory {root}",
+                                 "a path that resolves outside it (a symlink?); refused"))
+    return target
+
+
 def check_file(model_dir: str | Path, entry: ModelFile) -> Path:
-    """Return the path of ``entry`` after checking it exists and matches its recorded sha256."""
-    path = Path(model_dir) / entry.path
-    if not path.is_file():
-        raise ModelFileError(f"{entry.key} model file {path} is missing (the manifest lists it)")
+    """Return the path of ``entry`` after checking it lies inside ``model_dir`` and matches its recorded sha256.
+
+    ONNX files whose tensors live in external data files are refused: the manifest's checksum covers one file.
+    """
+    if not (Path(model_dir) / entry.path).is_file():
+        missing = Path(model_dir) / entry.path
+        raise ModelFileError(f"{entry.key} model file {missing} is missing (the manifest lists it)")
+    path = inside_model_dir(model_dir, entry.path, f"{entry.key} model file")
     digest = sha256_of(path)
     if digest != entry.sha256:
-        raise ModelFileError(f"{path}: checksum mismatch: expected sha256 {entry.sha256}, got {digest} "
+        raise ModelFileError(f"{Path(model_dir) / entry.path}: checksum mismatch against the manifest's sha256 "
                              "(the file is corrupt or was changed after export)")
+    if entry.format == "onnx":
+        from lstm_edge.runtime.onnx_scan import external_tensors
+
+        try:
+            external = external_tensors(path.read_bytes())
+        except ModelFileError as err:
+            raise ModelFileError(f"{Path(model_dir) / entry.path}: cannot load this file as ONNX ({err})") from None
+        if external:
+            shown = ", ".join(external[:3]) + (f" and {len(external) - 3} more" if len(external) > 3 else "")
+            raise ModelFileError(expected_got(f"{Path(model_dir) / entry.path}", "every tensor inside the file "
+                                              "(the manifest's sha256 covers this one file)",
+                                              f"{len(external)} tensors in external data files ({shown}); refused"))
+    return path
+
+
+def check_reference(model_dir: str | Path, reference: Mapping[str, Any], key: str) -> Path:
+    """The path of reference array ``key`` ("input", "output", "frontend_input", ...) after its checks."""
+    if key not in reference:
+        raise ManifestError(f"manifest reference: no {key!r} array in this model directory")
+    relpath = str(reference[key])
+    path = inside_model_dir(model_dir, relpath, f"reference {key}", ManifestError)
+    if not path.is_file() or sha256_of(path) != reference.get(f"{key}_sha256"):
+        raise ManifestError(f"{Path(model_dir) / relpath}: reference {key} is missing or does not match its sha256")
     return path
 
 

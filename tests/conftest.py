@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+# Downloaded wheels and the aarch64 rootfs go to a folder the suite owns: LSTM_EDGE_TEST_CACHE when CI keeps one
+# between runs, else a temporary folder removed at exit. Nothing is written to ~/.cache.
+if os.environ.get("LSTM_EDGE_TEST_CACHE"):
+    _CACHE = Path(os.environ["LSTM_EDGE_TEST_CACHE"])
+else:
+    _CACHE = Path(tempfile.mkdtemp(prefix="lstm-edge-test-cache-"))
+    atexit.register(shutil.rmtree, _CACHE, True)
+os.environ["LSTM_EDGE_WHEEL_CACHE"] = str(_CACHE / "wheels")
+os.environ["LSTM_EDGE_ARM_CACHE"] = str(_CACHE / "arm")
+
 import zoo  # noqa: E402
 
 FORMATS = ("onnx", "tflite")
-from lstm_edge.runtime.backends import NAMES as BACKENDS  # noqa: E402
+from lstm_edge.runtime.backends import NAMES  # noqa: E402
+
+BACKENDS = NAMES
 
 
 @pytest.fixture(scope="session")

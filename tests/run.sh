@@ -28,4 +28,14 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e ".[dev]"
 python3 -m ruff check .
 python3 -m mypy
-python3 -m pytest -q tests "$@"
+# The suite must leave the work tree as it found it (a developer's own uncommitted changes are compared, not refused).
+before=$(git status --porcelain 2>/dev/null || true)
+status=0
+python3 -m pytest -q tests "$@" || status=$?
+after=$(git status --porcelain 2>/dev/null || true)
+if [ "$before" != "$after" ]; then
+    echo "error: the test suite changed the work tree (git status --porcelain before vs after):" >&2
+    diff <(echo "$before") <(echo "$after") >&2 || true
+    exit 1
+fi
+exit "$status"

@@ -7,6 +7,7 @@ input, under random chunkings, and the detections on the same logits equal ``Key
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import wave
@@ -58,7 +59,8 @@ class Cli:
     def features(self, samples: np.ndarray, config: LogMelConfig, chunks: Path | None = None,
                  extra: tuple[str, ...] = ()) -> np.ndarray:
         args = ["features", *extra, "input=" + ("int16" if samples.dtype == np.int16 else "float32")]
-        args += [f"{k}={v!r}" for k, v in config.to_dict().items() if k not in ("window", "mel_scale")]
+        # The tunable settings only (to_dict() also states the fixed choices, which the C frontend implements).
+        args += [f"{k}={v!r}" for k, v in dataclasses.asdict(config).items() if k not in ("window", "mel_scale")]
         if chunks is not None:
             args.append(f"chunks={chunks}")
         out = self.run(args, samples.astype("<i2" if samples.dtype == np.int16 else "<f4").tobytes()).stdout
@@ -297,7 +299,7 @@ def test_run_sh_self_test_on_an_x86_board(model_with_frontend_reference: Path, t
     from lstm_edge.devices.bundle import extract_bundle, make_bundle
 
     archive = make_bundle(model_with_frontend_reference, "x86_64-linux", tmp_path / "kws-x86.tar.gz",
-                          python="%d.%d" % sys.version_info[:2], backend="onnx", precision="float",
+                          python="{}.{}".format(*sys.version_info[:2]), backend="onnx", precision="float",
                           wheel_cache=tmp_path / "wheels", log=lambda m: None)
     root = extract_bundle(archive, tmp_path / "board")
     env = {**os.environ, "PYTHON": sys.executable, "LSTM_EDGE_PIP_ARGS": "--no-compile"}
@@ -404,7 +406,8 @@ def test_android_guide_jni_glue_runs_on_a_jvm(onnx_model: StreamingModel, tmp_pa
     java_home = Path(shutil.which("javac")).resolve().parent.parent
     library = tmp_path / "liblstm_edge_audio.so"
     subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror", "-O2", "-shared",
-                    "-fPIC", f"-I{java_home / 'include'}", f"-I{java_home / 'include' / 'linux'}", f"-I{root / 'native'}",
+                    "-fPIC", f"-I{java_home / 'include'}", f"-I{java_home / 'include' / 'linux'}",
+                    f"-I{root / 'native'}",
                     "-o", str(library), str(root / "native" / "lstm_edge_audio.c"), str(tmp_path / "lstm_edge_jni.c"),
                     "-lm"], check=True, capture_output=True, timeout=300)
     source_dir = tmp_path / "java" / "com" / "example" / "kws"

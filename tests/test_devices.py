@@ -281,7 +281,7 @@ def test_bench_json_has_the_fields(model_dir, capsys):
     assert result["chunks"] >= 50 and 0 < result["p50_us"] <= result["p99_us"]
     assert result["import_seconds"] is None or result["import_seconds"] >= 0
     assert result["load_seconds"] > 0 and result["peak_rss_mb"] > 10
-    assert result["per_frame_us"] == pytest.approx(result["p50_us"] / 10, rel=1e-3)
+    assert result["per_frame_us"] == pytest.approx(result["p50_us"] / 10, abs=1e-4)
     assert "onnx" in format_table(report)
 
 

@@ -10,17 +10,18 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import zoo
 from lstm_edge.export import export
 from lstm_edge.runtime.errors import ExportError
 from lstm_edge.runtime.manifest import Manifest, sha256_of
+
+import zoo
 
 
 def test_manifest_describes_names_shapes_and_checksums(exported):
     _, model_dir = exported("feature_lstm")
     manifest = Manifest.load(model_dir)
     data = json.loads((model_dir / "manifest.json").read_text())
-    assert data["schema"] == "lstm-edge/manifest" and data["schema_version"] == 1
+    assert data["schema"] == "lstm-edge/manifest" and data["schema_version"] == 2
     assert manifest.kind == "sequence"
     assert manifest.input.shape == (1, "T", 20) and manifest.input.time_axis == 1
     assert manifest.output.shape == (1, "T", 7)

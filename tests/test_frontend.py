@@ -192,12 +192,22 @@ def test_config_round_trip_through_json() -> None:
     config = LogMelConfig()
     restored = LogMelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert restored == config
-    assert set(config.to_dict()) == {
-        "sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "log_floor",
-        "window", "mel_scale",
-    }
+    tunable = {"sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max", "log_floor",
+               "window", "mel_scale"}
+    assert set(config.to_dict()) == tunable | {
+        "type", "int16_scale", "pre_emphasis", "dither", "framing", "spectrum", "mel_norm", "log", "log_floor_rule",
+        "feature_normalization"}
     with_int_floats = dict(config.to_dict(), f_min=20, f_max=7600)
     assert LogMelConfig.from_dict(with_int_floats) == config
+    v1 = {key: value for key, value in config.to_dict().items() if key in tunable}  # schema v1 manifests
+    assert LogMelConfig.from_dict(v1) == config
+
+
+@pytest.mark.parametrize("key, value", [("log_floor_rule", "add"), ("spectrum", "magnitude"), ("framing", "centre"),
+                                        ("pre_emphasis", 0.97), ("int16_scale", 1 / 32767), ("mel_norm", "slaney")])
+def test_config_from_dict_refuses_choices_this_frontend_lacks(key: str, value: object) -> None:
+    with pytest.raises(FrontendConfigError, match=f"{key}: expected"):
+        LogMelConfig.from_dict(dict(LogMelConfig().to_dict(), **{key: value}))
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from lstm_edge.runtime import StreamingModel
+
 import zoo
 from conftest import BACKENDS
-from lstm_edge.runtime import StreamingModel
 
 OUTPUT_TOL = 1e-5  # max abs diff, outputs
 STATE_TOL = 1e-5  # max abs diff, final state

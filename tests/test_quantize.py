@@ -14,8 +14,6 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-import toy
-import zoo
 from lstm_edge.export import export
 from lstm_edge.quantize import quantize
 from lstm_edge.quantize.onnx_quant import check_int8_structure, count_onnx_ops
@@ -23,6 +21,9 @@ from lstm_edge.quantize.parity import parity_report
 from lstm_edge.runtime import InputError, StreamingModel
 from lstm_edge.runtime.errors import QuantizationError
 from lstm_edge.runtime.manifest import Manifest, file_entry
+
+import toy
+import zoo
 
 
 class Mid(torch.nn.Module):
@@ -60,7 +61,7 @@ def test_dynamic_int8_is_integer_and_small(quantized_dir):
 
 
 def test_dynamic_tflite_int8_has_integer_weights(quantized_dir):
-    from lstm_edge.quantize.tflite_quant import count_tflite_ops
+    from lstm_edge.quantize.tflite_inspect import count_tflite_ops
 
     manifest = Manifest.load(quantized_dir)
     entry = manifest.file("tflite", "int8")
@@ -74,7 +75,7 @@ def test_dynamic_tflite_int8_has_integer_weights(quantized_dir):
 
 
 def test_static_tflite_is_full_integer_and_the_runtime_hides_it(quantized_dir, tmp_path):
-    from lstm_edge.quantize.tflite_quant import count_tflite_ops
+    from lstm_edge.quantize.tflite_inspect import count_tflite_ops
 
     target = _copy(quantized_dir, tmp_path / "static_tflite")
     calibration = [toy.make_sequences(1, 400, seed)[0][0] for seed in range(4)]
@@ -202,3 +203,88 @@ def test_zoo_models_quantize_and_verify(exported, tmp_path):
         x = zoo.random_input(name, 50)[0].numpy()
         y = StreamingModel.load(model_dir, backend="onnx", precision="int8").create_stream().push(x)
         assert np.isfinite(y).all()
+
+
+def test_calibration_of_the_wrong_shape_or_too_short_is_refused(quantized_dir, tmp_path):
+    target = _copy(quantized_dir, tmp_path / "calibration")
+    rng = np.random.default_rng(3)
+    with pytest.raises(InputError, match=r"calibration item 0 shape: expected \[T, 40\].*got \[16000\]"):
+        quantize(target, calibration=[rng.integers(-300, 300, 16000).astype(np.int16)], mode="static")
+    with pytest.raises(InputError, match=r"calibration item 1 shape: expected \[T, 40\].*got \[50, 39\]"):
+        quantize(target, calibration=[np.zeros((50, 40), np.float32), np.zeros((50, 39), np.float32)],
+                 mode="static")
+    with pytest.raises(InputError, match="calibration length: expected at least 100 frames in total.*got 60 frames"):
+        quantize(target, calibration=[np.zeros((30, 40), np.float32)] * 2, mode="static")
+    assert not Manifest.load(target).has_file("onnx", "int8") or Manifest.load(target).file(
+        "onnx", "int8").quantization["mode"] == "dynamic"  # the refused runs left the dynamic file as it was
+
+
+def test_audio_only_npz_calibration_is_refused_without_a_frontend(quantized_dir, tmp_path):
+    from lstm_edge.commands.quantize import load_calibration
+
+    path = tmp_path / "audio.npz"
+    np.savez(path, audio=np.zeros((3, 16000), np.int16))
+    with pytest.raises(InputError, match="has no audio frontend.*got 'audio'"):
+        load_calibration(str(path), str(quantized_dir))
+    path = tmp_path / "inputs.npz"
+    np.savez(path, inputs=np.zeros((3, 20, 40), np.float32))
+    assert [x.shape for x in load_calibration(str(path), str(quantized_dir))] == [(20, 40)] * 3
+
+
+def test_int8_onnx_imports_only_opset_domains_it_uses(quantized_dir):
+    graph = onnx.load(quantized_dir / "model.int8.onnx")
+    used = {node.domain for node in graph.graph.node} | {""}
+    imported = {opset.domain for opset in graph.opset_import}
+    assert imported <= used | {"ai.onnx"}, imported - used
+    assert "com.microsoft" in imported  # DynamicQuantizeLSTM lives there
+
+
+def test_parity_reports_every_chunking_and_takes_a_clip_predictor(quantized_dir, tmp_path):
+    target = _copy(quantized_dir, tmp_path / "chunks")
+    frames = len(np.load(target / "reference" / "input.npy"))
+    rng = np.random.default_rng(4)
+    eval_path = tmp_path / "eval.npz"
+    np.savez(eval_path, inputs=rng.standard_normal((4, 30, 40)).astype(np.float32), labels=np.array([0, 1, 2, 3]))
+    report = parity_report(target, eval_data=eval_path, clip_predictor=lambda logits: 2)
+    assert report["chunk_sweep"] == [1, 10, frames]
+    for row in report["results"]:
+        assert set(row["by_chunk"]) == {"1", "10", str(frames)}
+        assert row["eval_accuracy"] == 0.25  # the predictor says 2 for every clip: one of four labels
+        if row["precision"] == "float":
+            assert row["chunking_spread"] < 1e-4
+        if row["format"] == "tflite" and row["precision"] == "int8":
+            assert row["chunking_spread"] == 0.0  # fixed per-tensor scales: chunking cannot change the outputs
+
+
+def test_verify_plot_writes_a_png(quantized_dir, tmp_path):
+    target = _copy(quantized_dir, tmp_path / "plot")
+    png = tmp_path / "parity.png"
+    result = subprocess.run([sys.executable, "-m", "lstm_edge", "verify", str(target), "--plot", str(png)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "by chunk size" in result.stdout
+
+
+def test_bench_plot_writes_a_png(quantized_dir, tmp_path):
+    png = tmp_path / "bench.png"
+    result = subprocess.run([sys.executable, "-m", "lstm_edge", "bench", str(quantized_dir), "--seconds", "0.2",
+                             "--plot", str(png)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_quantize_times_both_precisions_and_recommends_one(quantized_dir, tmp_path):
+    target = _copy(quantized_dir, tmp_path / "speed")
+    result = subprocess.run([sys.executable, "-m", "lstm_edge", "quantize", str(target)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for backend in ("onnx", "litert"):
+        line = next(l for l in result.stdout.splitlines() if l.startswith(f"recommended for {backend}"))
+        assert line.split(": ", 1)[1] in ("float", "int8", "depends on chunk size (see above)")
+    slower = [l for l in result.stdout.splitlines() if "T=" in l and "int8" in l]
+    assert len(slower) == 4  # two backends x T=1, T=10
+    for row in slower:  # the SLOWER note is there exactly when the int8 time is the larger one
+        float_us, int8_us = float(row.split("float")[1].split()[0]), float(row.split("int8")[1].split()[0])
+        if int8_us != float_us:  # equal after rounding to 0.1 us: either note is right
+            assert ("SLOWER" in row) == (int8_us > float_us), row

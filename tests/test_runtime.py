@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import zoo
-from conftest import BACKENDS
 from lstm_edge.runtime import (
     BackendUnavailableError,
     InputError,
@@ -21,6 +19,9 @@ from lstm_edge.runtime import (
     ModelFileError,
     StreamingModel,
 )
+
+import zoo
+from conftest import BACKENDS
 
 
 @pytest.fixture(params=BACKENDS)
@@ -122,7 +123,7 @@ def test_missing_file_and_manifest_problems(exported, tmp_path):
     data = json.loads(manifest_path.read_text())
     data["schema_version"] = 99
     manifest_path.write_text(json.dumps(data))
-    with pytest.raises(ManifestError, match="expected <= 1.*got 99"):
+    with pytest.raises(ManifestError, match="expected <= 2.*got 99"):
         StreamingModel.load(model_dir, backend="onnx")
     manifest_path.write_text("{ not json")
     with pytest.raises(ManifestError, match="not valid JSON"):

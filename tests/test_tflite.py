@@ -15,7 +15,7 @@ import torch
 from ai_edge_litert.interpreter import Interpreter
 
 from lstm_edge.export.graph_io import GraphIO
-from lstm_edge.export.tflite_export import write_tflite
+from lstm_edge.export.tflite_export import tflite_checks, write_tflite
 from lstm_edge.runtime import StreamingModel as Model
 from lstm_edge.runtime.backends import litert
 from lstm_edge.runtime.errors import ExportError, InputError, ModelFileError
@@ -88,7 +88,8 @@ def _write_model_dir(model_dir: Path, module: torch.nn.Module, example_x: torch.
                               state_in, state_out, lengths, model_dir / "model.tflite")
     states = tuple(StateSpec(name, name + "_in", name + "_out", "float32", (LAYERS, 1, hidden))
                    for name in ("lstm_h", "lstm_c"))
-    entry = file_entry(model_dir, "model.tflite", "tflite", "float", chunk_sizes=lengths, signatures=signatures)
+    entry = file_entry(model_dir, "model.tflite", "tflite", "float", chunk_sizes=lengths, signatures=signatures,
+                       checks=tflite_checks(example_x))
     manifest = Manifest(kind=kind, inputs=(input_spec,), outputs=(output_spec,), states=states, files=(entry,))
     manifest.save(model_dir)
     return manifest
@@ -151,7 +152,7 @@ def test_signature_names_are_the_manifest_names(feature_model: tuple[FeatureLstm
     assert set(signatures) == {"chunk_10", "chunk_1"}
     for names in signatures.values():
         assert sorted(names["inputs"]) == ["lstm_c_in", "lstm_h_in", "x"]
-        assert sorted(names["outputs"]) == ["lstm_c_out", "lstm_h_out", "y"]
+        assert sorted(names["outputs"]) == ["lstm_c_out", "lstm_h_out", "nonfinite", "y"]  # nonfinite: the finite check
     runner = Interpreter(model_path=str(model_dir / "model.tflite")).get_signature_runner("chunk_10")
     assert list(runner.get_input_details()["x"]["shape"]) == [1, 10, FEATURES]
     assert list(runner.get_output_details()["y"]["shape"]) == [1, 10, CLASSES]
@@ -324,7 +325,8 @@ def test_int8_static_file_is_fed_and_read_in_float(feature_model: tuple[FeatureL
     manifest = Manifest.load(model_dir)
     float_entry = manifest.file("tflite", "float")
     int8_entry = file_entry(tmp_path, "model_int8.tflite", "tflite", "int8", chunk_sizes=LENGTHS,
-                            signatures=float_entry.signatures, quantization={"mode": "static"})
+                            signatures=float_entry.signatures, quantization={"mode": "static"},
+                            checks=float_entry.checks)
     details = Interpreter(model_path=str(tmp_path / "model_int8.tflite")).get_signature_runner("chunk_1")
     assert np.dtype(details.get_input_details()["x"]["dtype"]) == np.int8
     assert np.dtype(details.get_output_details()["y"]["dtype"]) == np.int8

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from lstm_edge.export import export
-from lstm_edge.quantize.tflite_quant import count_tflite_ops, quantize_tflite
+from lstm_edge.quantize.tflite_inspect import count_tflite_ops
+from lstm_edge.quantize.tflite_quant import quantize_tflite
 from lstm_edge.runtime.errors import QuantizationError
 
 STREAM_FRAMES = 200
@@ -151,7 +152,8 @@ def test_dynamic_int8_weights_float_io_close_to_float(exported: dict, test_strea
 def test_static_int8_io_state_not_clipped_and_close_to_float(exported: dict, test_stream: np.ndarray,
                                                              calibration: dict) -> None:
     out = exported["dir"] / "model_static.tflite"
-    record = quantize_tflite(exported["float"], out, "static", calibration)
+    record = quantize_tflite(exported["float"], out, "static", calibration,
+                             states=exported["names"]["states"])
     assert record["io_dtype"] == "int8" and record["recipe"] == "static_wi8_ai8"
     assert record["calibration_chunks"] == sum(len(v) for v in calibration.values())
 
@@ -202,11 +204,11 @@ def test_refusals_say_expected_and_got(exported: dict, calibration: dict, tmp_pa
         quantize_tflite(exported["float"], out, "int4", None)
     one_signature = {key: feeds for key, feeds in calibration.items() if key == exported["signatures"]["1"]}
     with pytest.raises(QuantizationError, match="calibrated signatures"):
-        quantize_tflite(exported["float"], out, "static", one_signature)
+        quantize_tflite(exported["float"], out, "static", one_signature, states=exported["names"]["states"])
     bad_shape = {key: [{**feeds[0], "x": feeds[0]["x"][:, :1]}] if key == exported["signatures"][str(CHUNK)]
                  else feeds for key, feeds in calibration.items()}
     with pytest.raises(QuantizationError, match=r"shape of 'x': expected \[1, 10, 40\], got \[1, 1, 40\]"):
-        quantize_tflite(exported["float"], out, "static", bad_shape)
+        quantize_tflite(exported["float"], out, "static", bad_shape, states=exported["names"]["states"])
     assert not out.exists()
 
 

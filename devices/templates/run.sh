@@ -18,7 +18,7 @@ if [ "${1:-}" = "--self-test" ]; then
     # Exit 0 only when every check passed; each check prints one line.
     ${LSTM_EDGE_EXEC_WRAPPER:-} "$VENV/bin/python" -I - "$HERE" "${LSTM_EDGE_BACKEND:-@BACKEND@}" \
         "${LSTM_EDGE_PRECISION:-@PRECISION@}" "${CC:-cc}" <<'SELFTEST'
-import shutil, subprocess, sys, tempfile
+import dataclasses, shutil, subprocess, sys, tempfile
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +80,7 @@ if manifest.frontend and (native / "lstm_edge_audio.c").is_file():
             binary = Path(tmp) / "lstm_edge_audio_cli"
             subprocess.run([cc, "-std=c99", "-O2", "-o", str(binary), str(native / "lstm_edge_audio.c"),
                             str(native / "lstm_edge_audio_cli.c"), "-lm"], check=True)
-            settings = [f"{k}={v!r}" for k, v in config.to_dict().items() if k not in ("window", "mel_scale")]
+            settings = [f"{k}={v!r}" for k, v in dataclasses.asdict(config).items() if k not in ("window", "mel_scale")]
             kind = "float32" if pcm.dtype.kind == "f" else "int16"
             samples = pcm.astype("<f4" if kind == "float32" else "<i2").tobytes()
             out = subprocess.run([str(binary), "features", f"input={kind}", *settings], input=samples,

@@ -6,12 +6,13 @@ import argparse
 import importlib
 import importlib.util
 import json
+import pickle
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from lstm_edge.commands import add_engine_options
-from lstm_edge.runtime.errors import LstmEdgeError
+from lstm_edge.runtime.errors import LstmEdgeError, expected_got
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -26,19 +27,26 @@ def _load_factory(spec: str) -> Callable:
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise LstmEdgeError(f"model: expected 'module:factory' or 'file.py:factory', got {spec!r}")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise LstmEdgeError(f"model: file {path} does not exist")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.path.insert(0, str(path.parent.resolve()))
-        module_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as err:
-            raise LstmEdgeError(f"model: cannot import module {target!r} ({err})") from None
+    folder = str(Path(target).parent.resolve()) if target.endswith(".py") else str(Path.cwd())
+    saved_path = list(sys.path)
+    sys.path.insert(0, folder)  # the file's folder (or the current directory) for its own imports; restored below
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise LstmEdgeError(f"model: file {path} does not exist")
+            module_spec = importlib.util.spec_from_file_location(path.stem, path)
+            if module_spec is None or module_spec.loader is None:
+                raise LstmEdgeError(f"model: cannot load {path} as a Python module")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            try:
+                module = importlib.import_module(target)
+            except ImportError as err:
+                raise LstmEdgeError(f"model: cannot import module {target!r} ({err})") from None
+    finally:
+        sys.path[:] = saved_path
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise LstmEdgeError(f"model: {target} has no callable {attr!r}")
@@ -57,10 +65,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not isinstance(model, torch.nn.Module):
         raise LstmEdgeError(f"model: the factory returned {type(model).__name__}, expected a torch.nn.Module")
     if args.weights:
-        state_dict = torch.load(args.weights, map_location="cpu", weights_only=True)
-        if isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
+        try:
+            state_dict = torch.load(args.weights, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise LstmEdgeError(f"--weights {args.weights}: expected a state_dict (tensors only), got a file that "
+                                f"needs unpickling code (a fully pickled module? save model.state_dict() "
+                                f"instead): {str(err).splitlines()[0]}") from None
+        if args.weights_key:
+            if not isinstance(state_dict, dict) or args.weights_key not in state_dict:
+                keys = sorted(state_dict)[:10] if isinstance(state_dict, dict) else type(state_dict).__name__
+                raise LstmEdgeError(expected_got(f"--weights-key {args.weights_key!r}", "a key of the checkpoint",
+                                                 f"keys {keys}"))
+            state_dict = state_dict[args.weights_key]
+        elif isinstance(state_dict, dict) and "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
             state_dict = state_dict["state_dict"]
-        model.load_state_dict(state_dict)
+        if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+            nested = [k for k, v in state_dict.items() if isinstance(v, dict)] if isinstance(state_dict, dict) else []
+            hint = f"; pick one with --weights-key {nested[0]}" if nested else ""
+            raise LstmEdgeError(expected_got(f"--weights {args.weights}", "a state_dict of tensors",
+                                             f"{type(state_dict).__name__} with keys {nested or '...'}{hint}"))
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as err:
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            raise LstmEdgeError(f"--weights {args.weights}: does not fit the model: {' '.join(lines)[:600]}") from None
+    else:
+        print("warning: no --weights given: exporting the factory's RANDOM initial weights", file=sys.stderr)
     model.eval()
     if args.example:
         example = torch.from_numpy(np.load(args.example, allow_pickle=False))
@@ -92,6 +122,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         data = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise LstmEdgeError(f"{args.input}: not a readable .npy array ({err})") from None
+    if not isinstance(data, np.ndarray):
+        data.close()
+        raise LstmEdgeError(expected_got(f"{args.input}", "one .npy array", "an .npz archive (save one array with "
+                                         "np.save)"))
+    if data.ndim == 0:
+        raise LstmEdgeError(expected_got(f"{args.input}", "an array with a time axis ([T, F] or [T])",
+                                         f"a 0-d array (a single {data.dtype} value)"))
     stream = model.create_stream()
     outputs = []
     if model.manifest.kind == "step":
@@ -133,13 +170,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     if manifest.frontend:
         print(f"  frontend {json.dumps(dict(manifest.frontend))}")
     print("  files:")
+    bad = []
     for entry in manifest.files:
         path = model_dir / entry.path
         status = "ok" if path.is_file() and sha256_of(path) == entry.sha256 else "CHECKSUM MISMATCH OR MISSING"
+        if status != "ok":
+            bad.append(entry.path)
         chunks = f" chunks {list(entry.chunk_sizes)}" if entry.chunk_sizes else " any T"
         print(f"    {entry.key:13s} {entry.path:22s} {entry.bytes / 1024:8.1f} KB{chunks}  sha256 {status}")
     engines = ", ".join(f"{name}={'installed' if engine_available(name) else 'missing'}" for name in NAMES)
     print(f"  engines here: {engines}")
+    if bad:
+        raise LstmEdgeError(f"{model_dir}: expected every file to match its sha256 in manifest.json, got a mismatch "
+                            f"or a missing file for {bad}")
     return 0
 
 
@@ -150,6 +193,7 @@ def register(sub) -> None:
     p.add_argument("model", help="'package.module:factory' or 'path/file.py:factory' returning an nn.Module")
     p.add_argument("-o", "--output", required=True, help="model directory to write")
     p.add_argument("--weights", help="a state_dict file (.pt), loaded with weights_only=True")
+    p.add_argument("--weights-key", help="the state_dict's key in a checkpoint dict, e.g. 'model'")
     p.add_argument("--factory-kwargs", help="JSON object of keyword arguments for the factory")
     p.add_argument("--example", help="an example input .npy WITH the batch dim ([1, T, F] or [1, T])")
     p.add_argument("--example-shape", type=_int_list, help="shape of a random example input, e.g. 1,10,40")

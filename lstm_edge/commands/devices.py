@@ -51,6 +51,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"lstm-edge bench: error: {err}", file=sys.stderr)
         return 1
     print(json.dumps(report, indent=2) if args.json else format_table(report))
+    if args.plot and report["results"]:
+        from lstm_edge.devices.bench_plot import plot_bench
+
+        reports = [report]
+        if args.chunk != 1:  # the plot compares chunk sizes: add one-frame pushes
+            reports.insert(0, bench(args.model_dir, backend=args.backend, precision=args.precision, chunk_frames=1,
+                                    seconds=args.seconds, threads=args.threads))
+        print(f"plot: {plot_bench(reports, args.plot)}")
     return 0 if report["results"] else 1
 
 
@@ -87,4 +95,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk", type=int, default=10, help="frames per chunk (default 10)")
     p.add_argument("--seconds", type=float, default=2.0, help="measuring time per backend x precision (default 2)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--plot", metavar="FILE.png", help="also bench one-frame pushes and draw p50 latency per chunk "
+                                                      "size and precision (needs the plot extra: matplotlib)")
     p.set_defaults(func=cmd_bench)

@@ -7,17 +7,17 @@ import json
 import sys
 
 from lstm_edge.commands import add_engine_options
-from lstm_edge.runtime.audio import load_mono
-from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
+from lstm_edge.runtime.audio import iter_mono
+from lstm_edge.runtime.kws import CHUNK_SECONDS, DetectorConfig, KeywordSpotter
 from lstm_edge.runtime.model import StreamingModel
-
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
     model = StreamingModel.load(args.model_dir, backend=args.backend, precision=args.precision)
     spotter = KeywordSpotter(model, DetectorConfig(threshold=args.threshold))
-    audio, notes = load_mono(args.wav, spotter.sample_rate)
-    detections = spotter.detect(audio)
+    notes: list[str] = []  # filled before the first chunk: what was downmixed or resampled
+    chunks = iter_mono(args.wav, spotter.sample_rate, int(spotter.sample_rate * CHUNK_SECONDS), notes=notes)
+    detections = spotter.detect(chunks)  # streamed: memory flat in file length
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     for detection in detections:

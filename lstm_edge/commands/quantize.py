@@ -12,8 +12,9 @@ from lstm_edge.runtime.errors import InputError
 
 
 def load_calibration(path: str, model_dir: str) -> list[np.ndarray]:
-    """Sequences from a .npy (one sequence, or [N, T, ...]) or .npz (``inputs``, ``audio`` or one array per item)."""
-    from lstm_edge.quantize.parity import load_eval
+    """Sequences from a .npy (one sequence, or [N, T, ...]) or .npz (``inputs`` [N, T, ...] model inputs, ``audio``
+    [N, samples] PCM turned into features with the manifest's frontend, or one array per sequence)."""
+    from lstm_edge.quantize.parity import features_of_audio
     from lstm_edge.runtime.manifest import Manifest
 
     manifest = Manifest.load(model_dir)
@@ -24,13 +25,18 @@ def load_calibration(path: str, model_dir: str) -> list[np.ndarray]:
     if isinstance(data, np.ndarray):
         rank = len(manifest.input.shape) - 1
         return [data] if data.ndim == rank else list(data)
-    if "audio" in data.files or "inputs" in data.files:
-        if "labels" not in data.files:
-            if "inputs" in data.files:
-                return list(data["inputs"])
-        else:
-            return load_eval(path, manifest)[0]
+    if "inputs" in data.files:
+        return list(data["inputs"])
+    if "audio" in data.files:
+        return features_of_audio(data["audio"], manifest, str(path))
     return [data[name] for name in data.files]
+
+
+def _clip_predictor(model_dir: str):
+    from lstm_edge.quantize.tasks import clip_predictor_for
+    from lstm_edge.runtime.manifest import Manifest
+
+    return clip_predictor_for(Manifest.load(model_dir))
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -40,17 +46,26 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     calibration = load_calibration(args.calibration, args.model_dir) if args.calibration else None
     formats = tuple(args.formats.split(",")) if args.formats else None
     quantize(args.model_dir, calibration=calibration, mode=args.mode, formats=formats)
-    report = parity_report(args.model_dir, eval_data=args.eval)
+    report = parity_report(args.model_dir, eval_data=args.eval, clip_predictor=_clip_predictor(args.model_dir))
     print(format_table(report))
     for failure in report["failures"]:
         print(f"FAIL {failure}")
-    return 0
+    if not args.no_speed:
+        from lstm_edge.quantize.speed import compare_precisions, format_recommendation
+
+        print(format_recommendation(compare_precisions(args.model_dir)))
+    return 1 if report["failures"] else 0  # a failed parity gate fails the command, as `verify` does
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from lstm_edge.quantize.parity import format_table, parity_report
 
-    report = parity_report(args.model_dir, eval_data=args.eval, chunk=args.chunk)
+    report = parity_report(args.model_dir, eval_data=args.eval, chunk=args.chunk,
+                           clip_predictor=_clip_predictor(args.model_dir))
+    if args.plot:
+        from lstm_edge.quantize.plots import plot_parity
+
+        plot_parity(args.model_dir, report, args.plot)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -64,6 +79,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"{100 * tolerances['int8_accuracy_drop']:g} point(s) (with --eval)")
         for failure in report["failures"]:
             print(f"FAIL {failure}")
+        if not args.no_speed:
+            from lstm_edge.quantize.speed import compare_precisions, format_recommendation
+
+            print(format_recommendation(compare_precisions(args.model_dir)))
         print("PASS" if not report["failures"] else f"{len(report['failures'])} gate(s) failed; report in "
               f"{Path(args.model_dir) / 'parity.json'}")
     return 1 if report["failures"] else 0
@@ -80,6 +99,7 @@ def register(sub) -> None:
     p.add_argument("--calibration", help=".npy/.npz of realistic inputs without batch dim (required for static)")
     p.add_argument("--formats", help="comma-separated formats to quantize (default: all float files)")
     p.add_argument("--eval", help="labelled evaluation .npz for the accuracy columns")
+    p.add_argument("--no-speed", action="store_true", help="skip the float vs int8 timing and recommendation")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("verify", help="check every file against the float torch model; exit 1 outside tolerances",
@@ -90,4 +110,7 @@ def register(sub) -> None:
     p.add_argument("--eval", help="labelled evaluation .npz: 'labels' plus 'inputs' [N,T,...] or 'audio' [N,samples]")
     p.add_argument("--chunk", type=int, default=10, help="frames per push (default 10)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--no-speed", action="store_true", help="skip the float vs int8 timing")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the error along the stream and int8 vs float outputs "
+                                                      "(needs the 'plot' extra: matplotlib)")
     p.set_defaults(func=cmd_verify)

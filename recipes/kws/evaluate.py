@@ -34,7 +34,7 @@ def evaluate(data_dir: Path, model_dir: Path, split: str = "test", chunk: int = 
                             "clip rule in its manifest)")
     labels_of_model = manifest.labels
     frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
-    rule = manifest.extra["clip_rule"]
+    rule = (manifest.detector or {}).get("clip_rule") or manifest.extra["clip_rule"]
     features = [frontend.compute(clip) for clip in data["audio"]]
     labels = np.asarray(data["labels"])
     index = json.loads((Path(data_dir) / "index.json").read_text())

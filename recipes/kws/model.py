@@ -61,6 +61,13 @@ class FeatureNormalization(nn.Module):
         return (features - self.mean) / self.std
 
 
+def feature_normalization(model: KeywordLSTM) -> dict[str, Any]:
+    """The manifest's ``frontend.feature_normalization``: the graph itself computes ``(x - mean) / std`` per mel bin
+    (``KeywordLSTM.normalize``), so a client feeds raw log-mel features and must not normalise them again."""
+    return {"where": "graph", "formula": "(x - mean) / std",
+            "mean": [float(v) for v in model.normalize.mean], "std": [float(v) for v in model.normalize.std]}
+
+
 class KeywordLSTM(nn.Module):
     """Normalization -> Linear -> ReLU -> 2-layer LSTM -> Linear, per frame."""
 

@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     splits = labelled_splits()
     test_x, test_y = splits["test"]
     lstm: dict[str, dict[str, float]] = {}
-    report: dict[str, object] = {"labels": list(LABELS), "test_quotes": len(test_x), "split": "by document within each label",
+    report: dict[str, object] = {"labels": list(LABELS), "test_quotes": len(test_x),
+              "split": "by document within each label",
               "majority_class": float(np.mean(np.asarray(test_y) == np.bincount(splits["train"][1]).argmax())),
               "naive_bayes": naive_bayes_baseline(splits), "lstm": lstm}
     for backend, precision in VARIANTS:

@@ -120,6 +120,9 @@ class SignatureCall:
                            for s in manifest.states]
         self._out_conv += [None] * len(backend.check_outputs)
         self._converts = any(c is not None for c in self._in_conv + self._out_conv)
+        # A quantized input cannot carry NaN into the graph (and the check output is quantized too): such files
+        # are checked in numpy by the caller before quantizing.
+        self.quantized_input = np.dtype(inputs[spec.name]["dtype"]) in _QUANTIZED
         wrapper: Any = getattr(interpreter, "_interpreter", None)
         self._subgraph = getattr(self._runner, "_subgraph_index", None)
         self.fast_path = fast_path and self._subgraph is not None and all(
@@ -182,6 +185,9 @@ class LiteRTBackend:
                        for length, key in sorted(keys.items(), reverse=True)}
         self.lengths = tuple(self._calls)  # largest first
         self.fast_path = all(call.fast_path for call in self._calls.values())
+        if any(call.quantized_input for call in self._calls.values()):
+            self._check = None
+            self.checks_input_finite = self.checks_result_finite = False
         self._step = manifest.kind == "step" or manifest.input.time_axis is None
 
     def _signature_keys(self, signatures: Mapping[str, Any], entry: ModelFile) -> dict[int, str]:
@@ -218,11 +224,10 @@ class LiteRTBackend:
     def _call(self, call: SignatureCall, x: np.ndarray,
               states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         results = call(x, states)
+        y, new_states = results[0], results[1:len(results) - len(self.check_outputs)]
         if self._check is not None:
-            y, new_states = results[0], results[1:-1]
             self._check.verify(results[-1], x, y, new_states, self._state_names)
-            return y, new_states
-        return results[0], results[1:]
+        return y, new_states
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """Run one chunk of any length, composed from the file's signatures."""

@@ -1,0 +1,34 @@
+"""One quantizer per model format behind one interface, looked up by the file's format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from lstm_edge.quantize.calibration import Calibration
+from lstm_edge.quantize.config import QuantizeConfig
+from lstm_edge.runtime.errors import InputError, expected_got
+from lstm_edge.runtime.manifest import Manifest, ModelFile
+
+
+class Quantizer(Protocol):
+    """Writes an int8 file from a float one and returns what the manifest records about it."""
+
+    format: str
+
+    def quantize(self, src: Path, dst: Path, config: QuantizeConfig, calibration: Calibration | None,
+                 manifest: Manifest, entry: ModelFile) -> dict[str, Any]: ...
+
+
+def _registry() -> dict[str, Quantizer]:
+    from lstm_edge.quantize.onnx_quant import OnnxQuantizer
+    from lstm_edge.quantize.tflite_quant import TFLiteQuantizer
+
+    return {q.format: q for q in (OnnxQuantizer(), TFLiteQuantizer())}
+
+
+def quantizer_for(fmt: str) -> Quantizer:
+    quantizers = _registry()
+    if fmt not in quantizers:
+        raise InputError(expected_got("model format to quantize", sorted(quantizers), repr(fmt)))
+    return quantizers[fmt]

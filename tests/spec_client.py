@@ -1,0 +1,206 @@
+"""A model-directory client written from docs/manifest.md alone: numpy plus onnxruntime or ai_edge_litert.
+
+It deliberately imports nothing from lstm_edge: it is what an app developer writes from the spec. Usage:
+
+    python tests/spec_client.py MODEL_DIR OUT.npz [--chunk 7]
+
+For every model file of the directory it checks the sha256, streams the reference input through the file (chunks
+of ``--chunk`` frames, state carried from the manifest's initial state; TFLite chunks composed from the chunk
+signatures; static int8 I/O quantized with the manifest's scales) and stores the outputs as ``<format>/<precision>``.
+With a frontend it computes log-mel features of ``reference.frontend_input`` as ``features``. It exits 1 when its own
+results are off the directory's reference arrays (features 1e-4; float outputs: the manifest's tolerance).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_reference(model_dir: Path, reference: dict, key: str) -> np.ndarray:
+    path = model_dir / reference[key]
+    if sha256(path) != reference[key + "_sha256"]:
+        raise SystemExit(f"{path}: sha256 does not match the manifest")
+    return np.load(path, allow_pickle=False)
+
+
+# ------------------------------------------------------------------ frontend (docs/manifest.md, "frontend")
+def log_mel(pcm: np.ndarray, fe: dict) -> np.ndarray:
+    assert fe["type"] == "log_mel" and fe["framing"] == "valid" and fe["window"] == "hann_periodic"
+    assert fe["spectrum"] == "power" and fe["mel_scale"] == "htk" and fe["mel_norm"] == "none"
+    assert fe["log"] == "natural" and fe["log_floor_rule"] == "max" and fe["pre_emphasis"] == 0 and fe["dither"] == 0
+    x = pcm.astype(np.float64) * fe["int16_scale"] if pcm.dtype == np.int16 else pcm.astype(np.float64)
+    win, hop, n_fft, n_mels = fe["win_length"], fe["hop_length"], fe["n_fft"], fe["n_mels"]
+    n_frames = 0 if len(x) < win else (len(x) - win) // hop + 1
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)
+    frames = np.stack([x[i * hop:i * hop + win] * window for i in range(n_frames)])
+    power = np.abs(np.fft.rfft(frames, n=n_fft, axis=1)) ** 2
+    def mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    edges = hz(np.linspace(mel(fe["f_min"]), mel(fe["f_max"]), n_mels + 2))
+    bins = np.arange(n_fft // 2 + 1) * fe["sample_rate"] / n_fft
+    filters = np.zeros((n_mels, len(bins)))
+    for m in range(n_mels):
+        lo, mid, hi = edges[m], edges[m + 1], edges[m + 2]
+        filters[m] = np.maximum(0.0, np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)))
+    return np.log(np.maximum(power @ filters.T, fe["log_floor"])).astype(np.float32)
+
+
+# ------------------------------------------------------------------ model
+def initial_state(spec: dict) -> np.ndarray:
+    if spec["init"] == "zeros":
+        return np.zeros(spec["shape"], dtype=spec["dtype"])
+    return np.asarray(spec["init"], dtype=spec["dtype"]).reshape(spec["shape"])  # row-major (C order)
+
+
+def check_output(entry: dict) -> str | None:
+    checks = entry.get("checks") or {}
+    return checks.get("nonfinite_any") or checks.get("nonfinite_input")
+
+
+def refuse_nonfinite(flag: np.ndarray, x: np.ndarray, y: np.ndarray, state: list[np.ndarray]) -> None:
+    """The graph's check output: the sum of x, y and the new state (finite when all are finite)."""
+    if np.isfinite(flag):
+        return
+    if not all(np.isfinite(a).all() for a in [x, y, *state]):  # a finite sum can overflow: scan to be sure
+        raise SystemExit("non-finite input or result: the call is refused, the state kept")
+
+
+class OnnxRunner:
+    def __init__(self, path: Path, manifest: dict, entry: dict) -> None:
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.x, self.y, self.states = manifest["inputs"][0], manifest["outputs"][0], manifest["states"]
+        self.check = check_output(entry)
+        self.fixed = None
+
+    def run(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        feed = {self.x["name"]: x, **{s["input"]: v for s, v in zip(self.states, state)}}
+        names = [self.y["name"]] + [s["output"] for s in self.states] + ([self.check] if self.check else [])
+        out = self.session.run(names, feed)
+        y, new_state = out[0], out[1:1 + len(self.states)]
+        if self.check:
+            refuse_nonfinite(out[-1], x, y, new_state)
+        return y, new_state
+
+
+class LiteRTRunner:
+    def __init__(self, path: Path, manifest: dict, entry: dict) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path))
+        self.x, self.y, self.states = manifest["inputs"][0], manifest["outputs"][0], manifest["states"]
+        self.check = check_output(entry)
+        io = (entry.get("quantization") or {}).get("io_quantization") or {}
+        signatures = entry["signatures"]
+        # chunk length -> (signature key, runner, that signature's I/O quantization or {})
+        if manifest["kind"] == "step":
+            (key,) = signatures.values()
+            self.by_length = {1: (key, self.interpreter.get_signature_runner(key), io.get(key, {}))}
+        else:
+            self.by_length = {int(n): (k, self.interpreter.get_signature_runner(k), io.get(k, {}))
+                              for n, k in signatures.items()}
+        self.fixed = sorted(self.by_length, reverse=True)
+        self.step = manifest["kind"] == "step"
+
+    def _call(self, length: int, x: np.ndarray, state: list[np.ndarray]):
+        key, runner, io = self.by_length[length]
+        details = runner.get_input_details()
+        feed = {self.x["name"]: x, **{s["input"]: v for s, v in zip(self.states, state)}}
+        for name, value in feed.items():
+            if name in io:  # static int8: q = clip(round(v / scale) + zero_point)
+                q = io[name]
+                info = np.iinfo(q["dtype"])
+                quantized = np.rint(value / q["scale"]) + q["zero_point"]
+                feed[name] = np.clip(quantized, info.min, info.max).astype(q["dtype"])
+            elif details[name]["dtype"] != value.dtype:  # token ids: int32 in the file
+                feed[name] = value.astype(details[name]["dtype"])
+        out = runner(**feed)
+        names = [self.y["name"]] + [s["output"] for s in self.states]
+        values = []
+        for name in names:
+            v = out[name]
+            if name in io:  # v = (q - zero_point) * scale
+                v = (v.astype(np.float32) - io[name]["zero_point"]) * np.float32(io[name]["scale"])
+            values.append(v)
+        if self.check and self.x["name"] not in io:  # static int8 input: checked before quantizing instead
+            refuse_nonfinite(out[self.check], x, values[0], values[1:])
+        elif not np.isfinite(x).all():
+            raise SystemExit("non-finite input")
+        return values[0], values[1:]
+
+    def run(self, x: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        if self.step:  # step model: one signature at one fixed shape
+            return self._call(self.fixed[0], x, state)
+        pieces, start, total = [], 0, x.shape[1]
+        for length in self.fixed:  # largest first: 23 = 2 x 10 + 3 x 1
+            while total - start >= length:
+                y, state = self._call(length, x[:, start:start + length], state)
+                pieces.append(y)
+                start += length
+        return np.concatenate(pieces, axis=1), state
+
+
+def stream(runner, manifest: dict, data: np.ndarray, chunk: int) -> np.ndarray:
+    state = [initial_state(s) for s in manifest["states"]]
+    outputs = []
+    if manifest["kind"] == "step":
+        for row in data:
+            y, state = runner.run(row[np.newaxis], state)
+            outputs.append(y[0])
+        return np.stack(outputs)
+    for start in range(0, len(data), chunk):
+        y, state = runner.run(data[np.newaxis, start:start + chunk], state)
+        outputs.append(y[0])
+    return np.concatenate(outputs)
+
+
+def main(argv: list[str]) -> int:
+    model_dir, out_path = Path(argv[0]), Path(argv[1])
+    chunk = int(argv[argv.index("--chunk") + 1]) if "--chunk" in argv else 7
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    if manifest["schema"] != "lstm-edge/manifest" or manifest["schema_version"] > 2:
+        raise SystemExit("not a manifest this client reads")
+    reference = manifest["reference"]
+    results: dict[str, np.ndarray] = {}
+    failures = []
+    if manifest.get("frontend"):
+        features = log_mel(load_reference(model_dir, reference, "frontend_input"), manifest["frontend"])
+        expected = load_reference(model_dir, reference, "frontend_output")
+        results["features"] = features
+        if features.shape != expected.shape or np.abs(features - expected).max() > 1e-4:
+            failures.append("features")
+    data = load_reference(model_dir, reference, "input")
+    torch_output = load_reference(model_dir, reference, "output")
+    for entry in manifest["files"]:
+        path = model_dir / entry["path"]
+        if sha256(path) != entry["sha256"]:
+            raise SystemExit(f"{path}: sha256 does not match the manifest")
+        runner = (OnnxRunner if entry["format"] == "onnx" else LiteRTRunner)(path, manifest, entry)
+        y = stream(runner, manifest, data, chunk)
+        results[f"{entry['format']}/{entry['precision']}"] = y
+        bound = manifest["tolerances"]["float_max_abs_diff"] * (1.0 + float(np.abs(torch_output).max()))
+        if entry["precision"] == "float" and not np.abs(y - torch_output).max() <= bound:
+            failures.append(f"{entry['format']}/float vs reference output")
+    np.savez(out_path, **results)
+    if failures:
+        print("off the reference arrays:", ", ".join(failures))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
