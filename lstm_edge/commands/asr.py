@@ -1,0 +1,89 @@
+"""CLI: ``lstm-edge transcribe MODEL_DIR FILE.wav|-``: one line per recognised utterance."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import numpy as np
+
+from lstm_edge.commands import add_engine_options
+from lstm_edge.runtime.errors import InputError
+
+STDIN_CHUNK_BYTES = 3200  # 100 ms of 16 kHz s16le
+
+
+def read_pcm_chunks(stream: BinaryIO, chunk_bytes: int = STDIN_CHUNK_BYTES) -> Iterator[np.ndarray]:
+    """int16 chunks of raw little-endian 16-bit mono PCM, as they arrive (an odd trailing byte is an error)."""
+    leftover = b""
+    while True:
+        data = stream.read(chunk_bytes)
+        if not data:
+            break
+        data = leftover + data
+        usable = len(data) // 2 * 2
+        leftover = data[usable:]
+        if usable:
+            yield np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
+    if leftover:
+        raise InputError("stdin PCM: expected 16-bit samples (an even number of bytes), got one trailing byte")
+
+
+def _print_result(result, as_json: bool) -> None:
+    if as_json:
+        line = json.dumps(result.to_dict())
+    elif result.final:
+        line = result.text
+    else:
+        line = f"... {result.text}"
+    print(line, flush=True)
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from lstm_edge.runtime.asr import CHUNK_SECONDS, SpeechRecognizer
+    from lstm_edge.runtime.audio import load_mono
+    from lstm_edge.runtime.model import StreamingModel
+
+    model = StreamingModel.load(args.model_dir, backend=args.backend, precision=args.precision)
+    recognizer = SpeechRecognizer(model)
+    if args.audio == "-":
+        if recognizer.sample_rate != 16000:
+            raise InputError(f"stdin PCM is read as 16 kHz, but the model expects {recognizer.sample_rate} Hz")
+        chunks: Iterator[np.ndarray] = read_pcm_chunks(sys.stdin.buffer)
+    else:
+        audio, notes = load_mono(args.audio, recognizer.sample_rate)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        step = int(recognizer.sample_rate * CHUNK_SECONDS)
+        chunks = (audio[i:i + step] for i in range(0, len(audio), step))
+    stream = recognizer.create_stream()
+    finals = 0
+    for chunk in chunks:
+        for result in stream.push(chunk):
+            if result.final or args.partial:
+                _print_result(result, args.json)
+                finals += result.final
+    for result in stream.flush():
+        _print_result(result, args.json)
+        finals += 1
+    print(f"{finals} utterance(s); {model.describe()}", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("transcribe", help="speech recognition of a WAV file or of 16 kHz PCM on stdin",
+                       description="Stream audio through a speech-recognition model directory in 100 ms chunks "
+                                   "and print one line per utterance (an utterance ends after trailing silence, "
+                                   "by the endpoint rules of the manifest). FILE '-' reads 16 kHz mono s16le PCM "
+                                   "from stdin.")
+    p.add_argument("model_dir")
+    p.add_argument("audio", metavar="FILE.wav|-")
+    add_engine_options(p)
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per line: {"text", "start", "end", "words": [{"word", "start", "end"}]}')
+    p.add_argument("--partial", action="store_true", help='also print partial hypotheses ({"partial": ...} with '
+                                                          '--json, "... text" otherwise) as audio arrives')
+    p.set_defaults(func=cmd_transcribe)

@@ -1,0 +1,125 @@
+"""Word error rate, real-time factor and endpoint latency of an exported recognizer on unseen voices.
+
+Each utterance of the split is streamed in 100 ms chunks through ``SpeechRecognizer`` (frontend + model + beam
+search + endpointing, one thread), followed by 1 s of low noise so the endpoint rules can fire. The hypothesis is
+the concatenation of the final results. Reports WER per kind (digit strings, numbers, commands), the real-time
+factor (processing time / audio time) and the final-result latency: audio time from the end of speech to the end
+of the chunk that produced the last final result, plus that chunk's processing time (the end of the input if
+only the flush produced it).
+
+Run: ``python -m lstm_edge.recipes.asr.evaluate MODEL_DIR --data DIR [--split test] [--out FILE.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_edge.recipes.asr.synth import load_split, utterances
+from lstm_edge.recipes.asr.train import edit_distance
+from lstm_edge.runtime.asr import CHUNK_SECONDS, RecognizerSettings, SpeechRecognizer
+from lstm_edge.runtime.ctc import BeamSettings
+from lstm_edge.runtime.model import StreamingModel
+
+TAIL_SECONDS = 1.0
+
+
+def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: str | None, precision: str,
+                       limit: int | None = None, decoder: dict[str, Any] | None = None) -> dict[str, Any]:
+    """WER per kind, RTF and final latency for one precision (``decoder`` overrides the manifest's settings)."""
+    model = StreamingModel.load(model_dir, backend=backend, precision=precision)
+    settings = RecognizerSettings.from_manifest(model.manifest.extra)
+    if decoder:
+        settings = replace(settings, decoder=BeamSettings.from_dict(decoder))
+    recognizer = SpeechRecognizer(model, settings)
+    rate = recognizer.sample_rate
+    step = int(rate * CHUNK_SECONDS)
+    rng = np.random.default_rng(0)
+    audio_list = utterances(arrays)[:limit]
+    errors: dict[str, list[int]] = {}
+    latencies: list[float] = []
+    examples: list[dict[str, str]] = []
+    processing, duration = 0.0, 0.0
+    recognizer.transcribe(audio_list[0])  # warm-up
+    for i, audio in enumerate(audio_list):
+        tail = (rng.normal(size=int(TAIL_SECONDS * rate)) * 3.0).astype(np.int16)
+        signal = np.concatenate([audio, tail])
+        stream = recognizer.create_stream()
+        finals, last_final_at = [], None
+        for start in range(0, len(signal), step):
+            began = time.perf_counter()
+            results = stream.push(signal[start:start + step])
+            spent = time.perf_counter() - began
+            processing += spent
+            for result in results:
+                if result.final:
+                    finals.append(result.text)
+                    last_final_at = min(start + step, len(signal)) / rate + spent
+        began = time.perf_counter()
+        finals.extend(r.text for r in stream.flush())
+        processing += time.perf_counter() - began
+        duration += len(signal) / rate
+        end_of_speech = int(arrays["speech_end"][i]) / rate
+        latencies.append((last_final_at if last_final_at is not None else len(signal) / rate) - end_of_speech)
+        hypothesis = " ".join(finals).split()
+        reference = str(arrays["texts"][i]).split()
+        kind = str(arrays["kinds"][i])
+        counts = errors.setdefault(kind, [0, 0])
+        distance = edit_distance(reference, hypothesis)
+        counts[0] += distance
+        counts[1] += len(reference)
+        if distance and len(examples) < 15:
+            examples.append({"voice": str(arrays["voices"][i]), "reference": " ".join(reference),
+                             "hypothesis": " ".join(hypothesis)})
+    wer = {kind: round(e / max(n, 1), 4) for kind, (e, n) in sorted(errors.items())}
+    total = [sum(v[0] for v in errors.values()), sum(v[1] for v in errors.values())]
+    return {
+        "backend": recognizer.model.backend,
+        "engine": recognizer.model.engine, "precision": precision, "utterances": len(audio_list),
+        "wer": wer, "wer_all": round(total[0] / max(total[1], 1), 4),
+        "words": {kind: n for kind, (_, n) in sorted(errors.items())},
+        "rtf": round(processing / duration, 5), "audio_seconds": round(duration, 1),
+        "final_latency_seconds": {"median": round(float(np.median(latencies)), 3),
+                                  "p90": round(float(np.percentile(latencies, 90)), 3),
+                                  "max": round(float(np.max(latencies)), 3)},
+        "errors": examples,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", default="test", choices=("validation", "test"))
+    parser.add_argument("--backend", default="onnx")
+    parser.add_argument("--precisions", default="float,int8")
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--decoder", type=json.loads, default=None, help="decoder settings (JSON) to try instead of "
+                                                                          "the manifest's")
+    args = parser.parse_args(argv)
+
+    arrays = load_split(args.data, args.split)
+    voices = sorted(set(str(v) for v in arrays["voices"]))
+    report: dict[str, Any] = {"split": args.split, "decoder_override": args.decoder, "voices": voices,
+                              "chunk_seconds": CHUNK_SECONDS,
+                              "tail_seconds": TAIL_SECONDS, "results": []}
+    for precision in args.precisions.split(","):
+        result = evaluate_precision(args.model_dir, arrays, args.backend, precision, args.limit, args.decoder)
+        report["results"].append(result)
+        print(json.dumps({k: v for k, v in result.items() if k != "errors"}), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,95 @@
+"""Export a trained recognizer (``train.py`` output) as a streaming model directory: ONNX + TFLite, float + int8.
+
+The manifest's ``extra.asr`` holds everything the runtime's ``SpeechRecognizer`` needs (tokens, blank, lexicon,
+word grammar, decoder settings, endpoint rules, frame stacking).
+
+Run: ``python -m lstm_edge.recipes.asr.export_model --checkpoint DIR --data DIR --out DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lstm_edge.recipes.asr.grammar import LEXICON, TEMPLATES, TOKENS, word_graph
+from lstm_edge.recipes.asr.model import CtcLSTM
+from lstm_edge.recipes.asr.synth import load_split, utterances
+from lstm_edge.runtime.asr import DEFAULT_ENDPOINT_RULES, stack_frames
+from lstm_edge.runtime.ctc import BeamSettings
+from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+
+DEFAULT_DECODER: dict[str, Any] = {"method": "beam_search", "beam_size": 32, "token_top_k": 10,
+                                   "token_min_log_prob": -12.0}
+
+
+def load_checkpoint(checkpoint_dir: Path) -> tuple[CtcLSTM, dict[str, Any]]:
+    """The trained model (eval mode) and its config.json."""
+    config = json.loads((checkpoint_dir / "config.json").read_text())
+    model = CtcLSTM(**config["architecture"])
+    model.load_state_dict(torch.load(checkpoint_dir / "float.pt", weights_only=True))
+    return model.eval(), config
+
+
+def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest's ``extra.asr`` block."""
+    decoder = dict(decoder or DEFAULT_DECODER)
+    BeamSettings.from_dict(decoder)
+    return {
+        "tokens": list(config["tokens"]),
+        "blank": 0,
+        "frame_stack": int(config["architecture"]["stack"]),
+        "lexicon": list(LEXICON),
+        "grammar": word_graph(),
+        "grammar_source": [" ".join(t) for t in TEMPLATES],
+        "decoder": decoder,
+        "endpoint": {"rules": [{"name": r.name, "must_contain_speech": r.must_contain_speech,
+                                "min_trailing_silence": r.min_trailing_silence,
+                                "min_utterance_length": r.min_utterance_length} for r in DEFAULT_ENDPOINT_RULES]},
+        "output": "log_probabilities",
+    }
+
+
+def export_recognizer(checkpoint_dir: Path, data_dir: Path | None, out_dir: Path,
+                      decoder: dict[str, Any] | None = None, formats: Sequence[str] = ("onnx", "tflite")) -> Path:
+    """Export + quantize (dynamic int8); the reference input is a validation utterance when ``data_dir`` is set."""
+    from lstm_edge.export import export
+    from lstm_edge.quantize import quantize
+
+    torch.set_num_threads(1)
+    model, config = load_checkpoint(checkpoint_dir)
+    frontend_config = LogMelConfig.from_dict(config["frontend"])
+    frontend = LogMelFrontend(frontend_config)
+    stack = int(config["architecture"]["stack"])
+    if data_dir is not None:
+        audio = np.concatenate(utterances(load_split(data_dir, "validation"))[:6])
+    else:
+        audio = (np.random.default_rng(0).normal(size=48000) * 2000).astype(np.int16)
+    features = stack_frames(frontend.compute(audio), stack)
+    if list(config["tokens"]) != list(TOKENS):
+        raise ValueError(f"checkpoint tokens: expected {list(TOKENS)}, got {config['tokens']}")
+    export(model, torch.from_numpy(features[None, :10]), out_dir, formats=formats, chunk_sizes=(10, 1),
+           labels=list(TOKENS), frontend=frontend_config, name="asr-ctc-lstm",
+           extra={"asr": asr_settings(config, decoder)}, reference_input=features)
+    quantize(out_dir)
+    return out_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="directory with float.pt and config.json")
+    parser.add_argument("--data", type=Path, default=None, help="synthesised set (reference input)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--decoder", type=json.loads, default=None, help="decoder settings as JSON")
+    args = parser.parse_args(argv)
+    print(export_recognizer(args.checkpoint, args.data, args.out, args.decoder))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""Train the CTC recognizer on a set written by ``lstm_edge.recipes.asr.synth``.
+
+Features come from the runtime's own numpy frontend and frame stacker (``lstm_edge.runtime.frontend``,
+``lstm_edge.runtime.asr.stack_frames``), so training and device features are identical. Trains for a wall-clock
+budget, keeps the checkpoint with the lowest validation character error rate (greedy), writes
+``OUT/float.pt`` (state dict), ``OUT/config.json`` and ``OUT/history.json``.
+
+Run: ``python -m lstm_edge.recipes.asr.train --data DIR --out DIR [--budget-seconds 1800]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lstm_edge.recipes.asr.grammar import TOKENS, encode
+from lstm_edge.recipes.asr.model import DEFAULT_ARCHITECTURE, CtcLSTM
+from lstm_edge.recipes.asr.synth import load_split, utterances
+from lstm_edge.runtime.asr import stack_frames
+from lstm_edge.runtime.ctc import greedy_decode
+from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings."""
+
+    budget_seconds: float = 1800.0
+    max_epochs: int = 200
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    seed: int = 0
+    threads: int = 1
+    feature_noise: float = 0.1
+    patience: int = 3  # epochs without a better validation CER before the learning rate halves
+    max_steps: int = 0  # > 0: stop after this many steps (smoke runs)
+    start_blank_frames: int = 2  # frames at the start that must be blank (see train())
+
+
+def split_features(data_dir: Path, split: str, frontend: LogMelFrontend, stack: int,
+                   limit: int | None = None) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """(stacked features per utterance, texts, kinds) of one split."""
+    arrays = load_split(data_dir, split)
+    audio = utterances(arrays)[:limit]
+    features = [stack_frames(frontend.compute(a), stack) for a in audio]
+    return features, [str(t) for t in arrays["texts"][:limit]], [str(k) for k in arrays["kinds"][:limit]]
+
+
+def _batch(features: list[np.ndarray], texts: list[str], indices: np.ndarray) -> tuple[torch.Tensor, ...]:
+    lengths = [features[i].shape[0] for i in indices]
+    x = np.zeros((len(indices), max(lengths), features[0].shape[1]), dtype=np.float32)
+    for row, i in enumerate(indices):
+        x[row, : lengths[row]] = features[i]
+    targets = [encode(texts[i]) for i in indices]
+    return (torch.from_numpy(x), torch.tensor(lengths), torch.tensor([t for ts in targets for t in ts]),
+            torch.tensor([len(t) for t in targets]))
+
+
+def edit_distance(reference: Sequence[Any], hypothesis: Sequence[Any]) -> int:
+    """Levenshtein distance."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, r in enumerate(reference, 1):
+        current = [i] + [0] * len(hypothesis)
+        for j, h in enumerate(hypothesis, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1]
+
+
+def character_error_rate(model: CtcLSTM, features: list[np.ndarray], texts: list[str]) -> float:
+    """Greedy-decoding CER of ``model`` on a split."""
+    errors = total = 0
+    with torch.no_grad():
+        for x, text in zip(features, texts):
+            log_probs = model(torch.from_numpy(x)[None])[0].numpy()
+            hypothesis = "".join(TOKENS[t] for t in greedy_decode(log_probs).tokens)
+            errors += edit_distance(text, hypothesis)
+            total += len(text)
+    return errors / max(total, 1)
+
+
+def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
+          validation: tuple[list[np.ndarray], list[str]], config: TrainConfig, out_dir: Path) -> list[dict[str, Any]]:
+    """Train within the budget; writes the best checkpoint to ``out_dir/float.pt``; returns the history."""
+    features, texts = train_set
+    rng = np.random.default_rng(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    started = time.time()
+    history: list[dict[str, Any]] = []
+    best = float("inf")
+    stale = 0
+    steps = 0
+    order_by_length = np.argsort([f.shape[0] for f in features])
+    for epoch in range(config.max_epochs):
+        model.train()
+        batches = [order_by_length[i:i + config.batch_size] for i in range(0, len(features), config.batch_size)]
+        losses = []
+        for b in rng.permutation(len(batches)):
+            x, lengths, targets, target_lengths = _batch(features, texts, batches[b])
+            if config.feature_noise:
+                x = x + config.feature_noise * torch.randn_like(x) * model.std
+            log_probs = model(x).transpose(0, 1)
+            loss = ctc(log_probs, targets, lengths, target_lengths)
+            if config.start_blank_frames:
+                # No speech in the first frames (every utterance has >= 50 ms of lead-in): blank there, so the
+                # LSTM cannot settle on guessing the first characters from the prior before hearing them.
+                loss = loss - log_probs[: config.start_blank_frames, :, 0].mean()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            steps += 1
+            if time.time() - started > config.budget_seconds or (config.max_steps and steps >= config.max_steps):
+                break
+        model.eval()
+        cer = character_error_rate(model, *validation)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "validation_cer": round(cer, 4),
+                        "seconds": round(time.time() - started, 1)})
+        print(f"[train] {history[-1]}", flush=True)
+        if cer < best:
+            best, stale = cer, 0
+            torch.save(model.state_dict(), out_dir / "float.pt")
+        else:
+            stale += 1
+            if stale >= config.patience:
+                stale = 0
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.5
+        if time.time() - started > config.budget_seconds or (config.max_steps and steps >= config.max_steps):
+            break
+    return history
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget-seconds", type=float, default=TrainConfig.budget_seconds)
+    parser.add_argument("--max-steps", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="use only this many utterances per split")
+    parser.add_argument("--init", type=Path, default=None, help="start from this float.pt (same architecture)")
+    parser.add_argument("--start-blank-frames", type=int, default=TrainConfig.start_blank_frames)
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
+    parser.add_argument("--hidden-size", type=int, default=DEFAULT_ARCHITECTURE["hidden_size"])
+    args = parser.parse_args(argv)
+    config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps,
+                         learning_rate=args.learning_rate, start_blank_frames=args.start_blank_frames)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    frontend = LogMelFrontend(LogMelConfig())
+    architecture = dict(DEFAULT_ARCHITECTURE, input_size=args.hidden_size, hidden_size=args.hidden_size,
+                        n_tokens=len(TOKENS))
+    train_features, train_texts, _ = split_features(args.data, "train", frontend, architecture["stack"], args.limit)
+    validation_features, validation_texts, _ = split_features(args.data, "validation", frontend,
+                                                              architecture["stack"], args.limit)
+    model = CtcLSTM(**architecture)
+    stacked = np.concatenate(train_features)
+    model.set_statistics(stacked.mean(axis=0), stacked.std(axis=0))
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, weights_only=True))
+    history = train(model, (train_features, train_texts), (validation_features, validation_texts), config, args.out)
+    (args.out / "config.json").write_text(json.dumps({
+        "architecture": architecture, "tokens": list(TOKENS), "frontend": frontend.config.to_dict(),
+        "train": asdict(config), "n_parameters": sum(p.numel() for p in model.parameters()),
+        "n_train": len(train_texts), "init": str(args.init) if args.init else None}, indent=1))
+    (args.out / "history.json").write_text(json.dumps(history, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

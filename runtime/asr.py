@@ -1,0 +1,240 @@
+"""Streaming speech recognition over a StreamingModel: frontend -> frame stacking -> CTC model -> decoder.
+
+The model directory's manifest holds the settings under ``extra.asr`` (tokens, blank, lexicon, grammar, decoder,
+endpoint rules, frame stacking). ``SpeechRecognizer(model).create_stream()`` gives a ``RecognizerStream``:
+``push(pcm)`` returns the results completed by that audio (partial hypotheses as they change, and a final result
+when an endpoint rule fires); ``flush()`` finishes the utterance at the end of the input. Silence gives nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lstm_edge.runtime.ctc import BeamSettings, BeamState, Vocabulary, Word, beam_step, best_text, words_of
+from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
+from lstm_edge.runtime.model import StreamingModel
+
+CHUNK_SECONDS = 0.1
+
+
+def stack_frames(features: np.ndarray, stack: int) -> np.ndarray:
+    """Concatenate each run of ``stack`` consecutive frames into one: ``[T, F]`` -> ``[T // stack, F * stack]``
+    (a trailing partial group is dropped; a stream keeps it for the next chunk)."""
+    if stack < 1:
+        raise InputError(expected_got("frame stack", ">= 1", stack))
+    n = features.shape[0] // stack
+    return np.ascontiguousarray(features[: n * stack].reshape(n, features.shape[1] * stack))
+
+
+@dataclass(frozen=True)
+class EndpointRule:
+    """An utterance ends when its trailing silence reaches ``min_trailing_silence`` seconds and it is at least
+    ``min_utterance_length`` seconds long; with ``must_contain_speech`` only once something was recognised."""
+
+    name: str
+    must_contain_speech: bool
+    min_trailing_silence: float
+    min_utterance_length: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EndpointRule:
+        try:
+            return cls(str(data["name"]), bool(data["must_contain_speech"]), float(data["min_trailing_silence"]),
+                       float(data.get("min_utterance_length", 0.0)))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ManifestError(expected_got("endpoint rule", "{name, must_contain_speech, min_trailing_silence"
+                                             "[, min_utterance_length]}", dict(data))) from error
+
+
+DEFAULT_ENDPOINT_RULES: tuple[EndpointRule, ...] = (
+    EndpointRule("silence", must_contain_speech=False, min_trailing_silence=2.0),
+    EndpointRule("after_speech", must_contain_speech=True, min_trailing_silence=0.5),
+    EndpointRule("max_length", must_contain_speech=False, min_trailing_silence=0.0, min_utterance_length=15.0),
+)
+
+
+def fired_rule(rules: Sequence[EndpointRule], utterance_seconds: float, trailing_silence_seconds: float,
+               has_speech: bool) -> EndpointRule | None:
+    """The first rule that ends the utterance now, or None."""
+    for rule in rules:
+        if rule.must_contain_speech and not has_speech:
+            continue
+        if trailing_silence_seconds >= rule.min_trailing_silence and utterance_seconds >= rule.min_utterance_length:
+            return rule
+    return None
+
+
+@dataclass(frozen=True)
+class Result:
+    """A partial (``final=False``) or final recognition result; times in seconds from the stream's start."""
+
+    text: str
+    final: bool
+    start: float = 0.0
+    end: float = 0.0
+    words: tuple[Word, ...] = ()
+    endpoint: str = ""  # the endpoint rule that ended a final result ("end_of_input" on flush)
+
+    def to_dict(self) -> dict[str, Any]:
+        if not self.final:
+            return {"partial": self.text}
+        return {"text": self.text, "start": round(self.start, 3), "end": round(self.end, 3),
+                "words": [w.to_dict() for w in self.words]}
+
+
+@dataclass(frozen=True)
+class RecognizerSettings:
+    """The manifest's ``extra.asr`` block, checked."""
+
+    tokens: tuple[str, ...]
+    blank: int
+    lexicon: tuple[str, ...]
+    grammar: Mapping[str, Any] | None
+    decoder: BeamSettings
+    endpoint: tuple[EndpointRule, ...]
+    frame_stack: int
+    output: str = "log_probabilities"
+
+    @classmethod
+    def from_manifest(cls, extra: Mapping[str, Any]) -> RecognizerSettings:
+        asr = extra.get("asr")
+        if not isinstance(asr, Mapping):
+            raise ManifestError("a speech recognizer needs a manifest with an 'extra.asr' block (tokens, lexicon, ...)")
+        missing = {"tokens", "blank", "lexicon"} - set(asr)
+        if missing:
+            raise ManifestError(expected_got("extra.asr keys", "tokens, blank, lexicon", f"missing {sorted(missing)}"))
+        if asr.get("output", "log_probabilities") != "log_probabilities":
+            raise ManifestError(expected_got("extra.asr.output", "'log_probabilities'", repr(asr.get("output"))))
+        endpoint = asr.get("endpoint", {}).get("rules")
+        rules = tuple(EndpointRule.from_dict(r) for r in endpoint) if endpoint else DEFAULT_ENDPOINT_RULES
+        decoder = dict(asr.get("decoder", {}))
+        if decoder.get("method", "beam_search") != "beam_search":
+            raise ManifestError(expected_got("extra.asr.decoder.method", "'beam_search'", repr(decoder["method"])))
+        return cls(tuple(asr["tokens"]), int(asr["blank"]), tuple(asr["lexicon"]), asr.get("grammar"),
+                   BeamSettings.from_dict(decoder), rules, int(asr.get("frame_stack", 1)))
+
+
+class SpeechRecognizer:
+    """A loaded CTC model plus decoding settings; stateless, shareable across threads (one stream per thread)."""
+
+    def __init__(self, model: StreamingModel, settings: RecognizerSettings | None = None) -> None:
+        manifest = model.manifest
+        if not manifest.frontend:
+            raise ManifestError("a speech recognizer needs a model directory with a frontend in its manifest")
+        from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+
+        self.model = model
+        self.settings = settings or RecognizerSettings.from_manifest(manifest.extra)
+        self.frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
+        self.vocabulary = Vocabulary(self.settings.tokens, self.settings.lexicon, self.settings.grammar,
+                                     self.settings.blank)
+        self.sample_rate = int(self.frontend.config.sample_rate)
+        self.frame_seconds = self.settings.frame_stack * self.frontend.config.hop_length / self.sample_rate
+
+    def create_stream(self) -> RecognizerStream:
+        return RecognizerStream(self)
+
+    def transcribe(self, audio: np.ndarray | Iterable[np.ndarray], chunk_seconds: float = CHUNK_SECONDS,
+                   partial: bool = False) -> list[Result]:
+        """Every final result (and, with ``partial``, the partial ones) of a recording fed in chunks."""
+        if isinstance(audio, np.ndarray):
+            step = max(int(self.sample_rate * chunk_seconds), 1)
+            chunks: Iterable[np.ndarray] = (audio[i:i + step] for i in range(0, len(audio), step))
+        else:
+            chunks = audio
+        stream = self.create_stream()
+        results = [r for chunk in chunks for r in stream.push(chunk)] + stream.flush()
+        return results if partial else [r for r in results if r.final]
+
+
+@dataclass
+class _Utterance:
+    start_frame: int
+    beams: BeamState = field(default_factory=BeamState)
+    last_speech_frame: int = -1  # last frame whose most probable token is not blank
+    partial: str = ""
+
+
+class RecognizerStream:
+    """One audio stream: push PCM chunks (16 kHz mono int16 or float), get partial and final results."""
+
+    def __init__(self, recognizer: SpeechRecognizer) -> None:
+        self.recognizer = recognizer
+        self.features = recognizer.frontend.create_stream()
+        self.model_stream = recognizer.model.create_stream()
+        self.reset()
+
+    def reset(self) -> None:
+        self.features.reset()
+        self.model_stream.reset()
+        self._pending = np.zeros((0, self.recognizer.frontend.n_mels), dtype=np.float32)
+        self._frame = 0
+        self._utterance = _Utterance(0)
+
+    def push(self, pcm: np.ndarray) -> list[Result]:
+        """Feed audio; returns the results it completed (a partial when the best hypothesis changed, finals)."""
+        frames = self.features.push(pcm)
+        if frames.shape[0] == 0:
+            return []
+        stack = self.recognizer.settings.frame_stack
+        frames = np.concatenate([self._pending, frames]) if self._pending.shape[0] else frames
+        usable = frames.shape[0] // stack * stack
+        self._pending = frames[usable:]
+        if usable == 0:
+            return []
+        stacked = stack_frames(frames[:usable], stack)
+        results: list[Result] = []
+        while stacked.shape[0]:
+            log_probs = np.asarray(self.model_stream.push(stacked), dtype=np.float64)
+            used = self._decode(log_probs, results)
+            stacked = stacked[used:]  # after an endpoint, the rest runs again from the initial state
+        return results
+
+    def flush(self) -> list[Result]:
+        """End of input: the final result of the utterance in progress (if anything was recognised)."""
+        result = self._finish("end_of_input")
+        return [result] if result else []
+
+    def _decode(self, log_probs: np.ndarray, results: list[Result]) -> int:
+        """Decode frames until an endpoint (then reset the model state); returns how many frames were used."""
+        recognizer = self.recognizer
+        settings, frame_seconds = recognizer.settings, recognizer.frame_seconds
+        speech = np.argmax(log_probs, axis=1) != settings.blank
+        for index, (row, is_speech) in enumerate(zip(log_probs, speech)):
+            u = self._utterance
+            u.beams = beam_step(u.beams, row[None], recognizer.vocabulary, settings.decoder)
+            if is_speech:
+                u.last_speech_frame = self._frame
+            self._frame += 1
+            text = best_text(u.beams, recognizer.vocabulary)[0]
+            if text != u.partial:
+                u.partial = text
+                results.append(Result(text, final=False))
+            silence_from = u.last_speech_frame + 1 if u.last_speech_frame >= 0 else u.start_frame
+            trailing = (self._frame - silence_from) * frame_seconds
+            # "Speech" = a complete, grammatical hypothesis exists (a stray character is not speech).
+            has_speech = bool(u.partial) and trailing > 0 and bool(best_text(u.beams, recognizer.vocabulary, True)[0])
+            rule = fired_rule(settings.endpoint, (self._frame - u.start_frame) * frame_seconds, trailing, has_speech)
+            if rule is not None:
+                # The model was trained on utterances that start from its initial state after silence: the next
+                # utterance starts the same way.
+                self.model_stream.reset()
+                final = self._finish(rule.name)
+                if final:
+                    results.append(final)
+                return index + 1
+        return len(log_probs)
+
+    def _finish(self, reason: str) -> Result | None:
+        recognizer, u = self.recognizer, self._utterance
+        text, frames = best_text(u.beams, recognizer.vocabulary, final=True)
+        self._utterance = _Utterance(self._frame)
+        if not text:
+            return None
+        offset = u.start_frame * recognizer.frame_seconds
+        words = tuple(words_of(text, frames, recognizer.frame_seconds, offset))
+        return Result(text, final=True, start=words[0].start, end=words[-1].end, words=words, endpoint=reason)

@@ -1,0 +1,266 @@
+"""Pure CTC decoders over per-frame log-probabilities ``[T, V]`` (numpy only).
+
+* ``greedy_decode`` / ``GreedyState``: best token per frame, repeats collapsed, blanks dropped; streams exactly (the
+  result over chunks equals the result over the whole array).
+* ``prefix_beam_search`` / ``BeamState``: CTC prefix beam search constrained by a lexicon (character trie: a word
+  may only be spelled as a lexicon word, words are separated by the space token) and optionally by a word grammar
+  (which word may follow which). Settings are data (``BeamSettings``, from the manifest).
+
+Every hypothesis carries the frame of each emitted token, from which word timestamps are derived (``words_of``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
+
+NEG_INF = -np.inf
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """Decoded tokens with the frame where each was emitted, and the log score (greedy: sum of frame maxima)."""
+
+    tokens: tuple[int, ...] = ()
+    frames: tuple[int, ...] = ()
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class Word:
+    """One recognised word with start/end times in seconds."""
+
+    word: str
+    start: float
+    end: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3)}
+
+
+def _check_log_probs(log_probs: Any) -> np.ndarray:
+    array = np.asarray(log_probs)
+    if array.ndim != 2 or array.shape[1] < 2 or not np.issubdtype(array.dtype, np.floating):
+        raise InputError(expected_got("CTC log-probabilities", "a float array [T, V] with V >= 2",
+                                      f"{array.dtype} {array.shape}"))
+    return array
+
+
+@dataclass(frozen=True)
+class GreedyState:
+    """Streaming greedy decoding: the hypothesis so far, the previous frame's best token, frames consumed."""
+
+    hypothesis: Hypothesis = field(default_factory=Hypothesis)
+    previous: int = -1
+    frame: int = 0
+
+
+def greedy_step(state: GreedyState, log_probs: Any, blank: int = 0) -> GreedyState:
+    """Advance greedy decoding over a chunk of frames."""
+    array = _check_log_probs(log_probs)
+    best = np.argmax(array, axis=1)
+    tokens, frames = list(state.hypothesis.tokens), list(state.hypothesis.frames)
+    previous = state.previous
+    for offset, token in enumerate(best.tolist()):
+        if token != blank and token != previous:
+            tokens.append(token)
+            frames.append(state.frame + offset)
+        previous = token
+    score = state.hypothesis.score + float(np.sum(np.max(array, axis=1))) if len(array) else state.hypothesis.score
+    return GreedyState(Hypothesis(tuple(tokens), tuple(frames), score), previous, state.frame + len(array))
+
+
+def greedy_decode(log_probs: Any, blank: int = 0) -> Hypothesis:
+    """Greedy CTC decoding of a whole array."""
+    return greedy_step(GreedyState(), log_probs, blank).hypothesis
+
+
+@dataclass(frozen=True)
+class BeamSettings:
+    """Prefix beam search settings (manifest ``extra.asr.decoder``)."""
+
+    beam_size: int = 8
+    token_top_k: int = 6  # per frame, only the k most probable tokens extend a prefix ...
+    token_min_log_prob: float = -12.0  # ... and only those above this log-probability
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.beam_size, int) and self.beam_size >= 1):
+            raise ManifestError(expected_got("decoder.beam_size", "an int >= 1", repr(self.beam_size)))
+        if not (isinstance(self.token_top_k, int) and self.token_top_k >= 1):
+            raise ManifestError(expected_got("decoder.token_top_k", "an int >= 1", repr(self.token_top_k)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BeamSettings:
+        known = {"beam_size", "token_top_k", "token_min_log_prob"}
+        unknown = set(data) - known - {"method"}
+        if unknown:
+            raise ManifestError(expected_got("decoder settings", f"keys among {sorted(known | {'method'})}",
+                                             sorted(unknown)))
+        return cls(**{k: data[k] for k in known if k in data})
+
+
+class Vocabulary:
+    """What the beam search may spell: tokens (characters, one of them the word separator), lexicon words, and an
+    optional word grammar ``{"start": [words], "next": {word: [words]}, "final": [words]}``."""
+
+    def __init__(self, tokens: Sequence[str], lexicon: Iterable[str], grammar: Mapping[str, Any] | None = None,
+                 blank: int = 0, separator: str = " ") -> None:
+        self.tokens = tuple(tokens)
+        if separator not in self.tokens:
+            raise ManifestError(expected_got("tokens", f"a list containing the word separator {separator!r}",
+                                             list(self.tokens)))
+        self.blank = blank
+        self.separator = self.tokens.index(separator)
+        self.words = frozenset(lexicon)
+        spellable = set(self.tokens) - {self.tokens[blank], separator}
+        for word in self.words:
+            if not word or any(ch not in spellable for ch in word):
+                raise ManifestError(expected_got("lexicon word", "a non-empty word spelled with the tokens",
+                                                 repr(word)))
+        self.grammar = grammar
+        self._prefixes: dict[str | None, frozenset[str]] = {}
+        self._followers: dict[str | None, frozenset[str]] = {}
+        if grammar is None:
+            self._followers[None] = self.words
+        else:
+            self._followers[None] = frozenset(grammar["start"])
+            for word, nexts in grammar["next"].items():
+                self._followers[word] = frozenset(nexts)
+            self._final = frozenset(grammar["final"])
+            unknown = (set(grammar["start"]) | set(grammar["next"]) | self._final
+                       | {w for ws in grammar["next"].values() for w in ws}) - self.words
+            if unknown:
+                raise ManifestError(expected_got("grammar words", "lexicon words", sorted(unknown)))
+
+    def followers(self, previous: str | None) -> frozenset[str]:
+        """Words allowed after ``previous`` (None: at the start of an utterance)."""
+        if self.grammar is None:
+            return self.words
+        return self._followers.get(previous, frozenset())
+
+    def prefixes(self, previous: str | None) -> frozenset[str]:
+        """Every prefix (including the whole word) of the words allowed after ``previous``."""
+        key = None if self.grammar is None else previous
+        if key not in self._prefixes:
+            self._prefixes[key] = frozenset(w[:i] for w in self.followers(previous) for i in range(1, len(w) + 1))
+        return self._prefixes[key]
+
+    def can_end(self, previous: str | None, word: str) -> bool:
+        """True if an utterance may end with ``word`` after ``previous``."""
+        if word not in self.followers(previous):
+            return False
+        return self.grammar is None or word in self._final
+
+
+def _split_text(text: str) -> tuple[str | None, str]:
+    """(last complete word or None, the word being spelled)."""
+    words = text.split(" ")
+    return (words[-2] if len(words) > 1 else None), words[-1]
+
+
+@dataclass
+class _Beam:
+    blank: float  # log-probability of the prefix ending in blank
+    token: float  # ... ending in its last token
+    frames: tuple[int, ...]
+
+    @property
+    def total(self) -> float:
+        return float(np.logaddexp(self.blank, self.token))
+
+
+@dataclass
+class BeamState:
+    """Streaming prefix beam search: prefixes (text) -> scores, and frames consumed."""
+
+    beams: dict[str, _Beam] = field(default_factory=lambda: {"": _Beam(0.0, NEG_INF, ())})
+    frame: int = 0
+
+
+def _add(beams: dict[str, _Beam], text: str, blank_score: float, token_score: float, frames: tuple[int, ...]) -> None:
+    beam = beams.get(text)
+    if beam is None:
+        beams[text] = _Beam(blank_score, token_score, frames)
+    else:
+        beam.blank = float(np.logaddexp(beam.blank, blank_score))
+        beam.token = float(np.logaddexp(beam.token, token_score))
+
+
+def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings: BeamSettings) -> BeamState:
+    """Advance the constrained prefix beam search over a chunk of frames (returns a new state)."""
+    array = _check_log_probs(log_probs).astype(np.float64)
+    if array.shape[1] != len(vocabulary.tokens):
+        raise InputError(expected_got("CTC log-probabilities vocabulary size", len(vocabulary.tokens),
+                                      array.shape[1]))
+    beams, frame = state.beams, state.frame
+    tokens, blank, separator = vocabulary.tokens, vocabulary.blank, vocabulary.separator
+    k = min(settings.token_top_k, array.shape[1])
+    for row in array:
+        top = np.argpartition(-row, k - 1)[:k]
+        candidates = [int(c) for c in top if c != blank and row[c] >= settings.token_min_log_prob]
+        new: dict[str, _Beam] = {}
+
+        for text, beam in beams.items():
+            total = beam.total
+            _add(new, text, total + row[blank], NEG_INF, beam.frames)
+            last = text[-1] if text else None
+            if last is not None:
+                _add(new, text, NEG_INF, beam.token + row[tokens.index(last)], beam.frames)
+            previous, partial = _split_text(text)
+            for c in candidates:
+                if c == separator:
+                    if not partial or partial not in vocabulary.followers(previous):
+                        continue
+                    extended = text + " "
+                else:
+                    if partial + tokens[c] not in vocabulary.prefixes(previous):
+                        continue
+                    extended = text + tokens[c]
+                score = beam.blank + row[c] if tokens[c] == last else total + row[c]
+                _add(new, extended, NEG_INF, score, beam.frames + (frame,))
+        ranked = sorted(new.items(), key=lambda item: item[1].total, reverse=True)[: settings.beam_size]
+        beams = dict(ranked)
+        frame += 1
+    return BeamState(beams, frame)
+
+
+def best_text(state: BeamState, vocabulary: Vocabulary, final: bool = False) -> tuple[str, tuple[int, ...]]:
+    """Best (text, token frames) of a beam state. ``final``: only prefixes that are a complete, grammatical
+    utterance count (an empty result if none is)."""
+    for text, beam in sorted(state.beams.items(), key=lambda item: item[1].total, reverse=True):
+        stripped = text.rstrip(" ")
+        if not final:
+            return stripped, beam.frames[: len(stripped)]
+        if not stripped:
+            continue
+        previous, partial = _split_text(stripped)
+        if vocabulary.can_end(previous, partial):
+            return stripped, beam.frames[: len(stripped)]
+    return "", ()
+
+
+def prefix_beam_search(log_probs: Any, vocabulary: Vocabulary, settings: BeamSettings | None = None) -> str:
+    """Constrained beam search over a whole array; the best complete utterance (may be empty)."""
+    state = beam_step(BeamState(), log_probs, vocabulary, settings or BeamSettings())
+    return best_text(state, vocabulary, final=True)[0]
+
+
+def words_of(text: str, frames: Sequence[int], frame_seconds: float, offset_seconds: float = 0.0) -> list[Word]:
+    """Word timestamps from the frame of each character: a word spans its first character's frame to one frame
+    past its last character's."""
+    if len(frames) != len(text):
+        raise InputError(expected_got("token frames", f"one per character ({len(text)})", len(frames)))
+    words, start = [], None
+    for i, ch in enumerate(text + " "):
+        if ch != " " and start is None:
+            start = i
+        elif ch == " " and start is not None:
+            words.append(Word(text[start:i], offset_seconds + frames[start] * frame_seconds,
+                              offset_seconds + (frames[i - 1] + 1) * frame_seconds))
+            start = None
+    return words

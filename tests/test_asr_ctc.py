@@ -1,0 +1,137 @@
+"""CTC decoders and endpoint rules on synthetic log-probabilities (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lstm_edge.runtime.asr import EndpointRule, fired_rule, stack_frames
+from lstm_edge.runtime.ctc import (
+    BeamSettings,
+    BeamState,
+    GreedyState,
+    Vocabulary,
+    beam_step,
+    best_text,
+    greedy_decode,
+    greedy_step,
+    prefix_beam_search,
+    words_of,
+)
+from lstm_edge.runtime.errors import InputError, ManifestError
+
+TOKENS = ("<blank>", " ", "a", "c", "e", "f", "i", "l", "n", "o", "r", "t", "u", "v", "w")
+
+
+def spell(frames: list[str | None], peak: float = -0.05, floor: float = -9.0) -> np.ndarray:
+    """Log-probs with one dominant token per frame (None = blank)."""
+    rows = np.full((len(frames), len(TOKENS)), floor)
+    for i, ch in enumerate(frames):
+        rows[i, 0 if ch is None else TOKENS.index(ch)] = peak
+    return rows
+
+
+def spell_text(text: str) -> list[str | None]:
+    out: list[str | None] = []
+    for ch in text:
+        out += [ch, ch, None]
+    return out
+
+
+def test_greedy_collapses_repeats_and_drops_blanks() -> None:
+    log_probs = spell(["t", "t", None, "w", "o", "o", None, "o"])
+    hypothesis = greedy_decode(log_probs)
+    assert "".join(TOKENS[t] for t in hypothesis.tokens) == "twoo"
+    assert hypothesis.frames == (0, 3, 4, 7)
+
+
+def test_greedy_streaming_equals_whole() -> None:
+    log_probs = spell(spell_text("one two four"))
+    whole = greedy_decode(log_probs)
+    state = GreedyState()
+    for start in range(0, len(log_probs), 4):  # a chunk boundary falls inside repeated frames
+        state = greedy_step(state, log_probs[start:start + 4])
+    assert state.hypothesis.tokens == whole.tokens and state.hypothesis.frames == whole.frames
+
+
+def test_beam_search_keeps_to_the_lexicon() -> None:
+    # Greedy reads "fiur" (not a word); the second-best token per frame spells "four".
+    frames = spell(spell_text("fiur"))
+    for i, ch in enumerate(spell_text("four")):
+        if ch == "o":
+            frames[i, TOKENS.index("o")] = -1.2
+    assert "".join(TOKENS[t] for t in greedy_decode(frames).tokens) == "fiur"
+    vocabulary = Vocabulary(TOKENS, ["four", "five", "two", "one"])
+    assert prefix_beam_search(frames, vocabulary) == "four"
+
+
+def test_beam_search_respects_the_grammar() -> None:
+    # Acoustically "two one"; the grammar only allows "one" after "call", so "two" must not start an utterance.
+    log_probs = spell(spell_text("two one"))
+    lexicon = ["call", "two", "one", "four"]
+    free = Vocabulary(TOKENS, lexicon)
+    grammar = {"start": ["call"], "next": {"call": ["two", "one", "four"], "two": ["one"]}, "final": ["one"]}
+    constrained = Vocabulary(TOKENS, lexicon, grammar)
+    assert prefix_beam_search(log_probs, free) == "two one"
+    assert prefix_beam_search(log_probs, constrained) != "two one"
+    assert prefix_beam_search(spell(spell_text("call two one")), constrained) == "call two one"
+
+
+def test_beam_search_streams_like_whole() -> None:
+    vocabulary = Vocabulary(TOKENS, ["two", "one", "four", "nine"])
+    log_probs = spell(spell_text("nine four one"))
+    state = BeamState()
+    for start in range(0, len(log_probs), 5):
+        state = beam_step(state, log_probs[start:start + 5], vocabulary, BeamSettings())
+    assert best_text(state, vocabulary, final=True)[0] == prefix_beam_search(log_probs, vocabulary) == "nine four one"
+
+
+def test_incomplete_word_is_not_a_final_result() -> None:
+    vocabulary = Vocabulary(TOKENS, ["four", "one"])
+    state = beam_step(BeamState(), spell(spell_text("fou")), vocabulary, BeamSettings())
+    assert best_text(state, vocabulary)[0] == "fou"  # a partial may end inside a word
+    assert best_text(state, vocabulary, final=True)[0] == ""
+
+
+def test_word_timestamps() -> None:
+    vocabulary = Vocabulary(TOKENS, ["two", "one"])
+    frames = [None] * 10 + spell_text("two") + [None] * 5 + spell_text("one")
+    state = beam_step(BeamState(), spell(frames), vocabulary, BeamSettings())
+    text, token_frames = best_text(state, vocabulary, final=True)
+    words = words_of(text, token_frames, frame_seconds=0.02, offset_seconds=1.0)
+    assert [w.word for w in words] == ["two", "one"]
+    assert words[0].start == pytest.approx(1.0 + 10 * 0.02)
+    assert words[0].end == pytest.approx(1.0 + (10 + 6 + 1) * 0.02)  # last char "o" first seen at frame 16
+    assert words[1].start > words[0].end
+
+
+def test_endpoint_rules() -> None:
+    rules = (EndpointRule("silence", False, 2.0), EndpointRule("after_speech", True, 0.5),
+             EndpointRule("max_length", False, 0.0, 15.0))
+    assert fired_rule(rules, 3.0, 0.6, has_speech=False) is None
+    assert fired_rule(rules, 3.0, 0.6, has_speech=True).name == "after_speech"
+    assert fired_rule(rules, 3.0, 0.4, has_speech=True) is None
+    assert fired_rule(rules, 2.5, 2.1, has_speech=False).name == "silence"
+    assert fired_rule(rules, 15.0, 0.0, has_speech=True).name == "max_length"
+
+
+def test_bad_inputs_raise_project_errors() -> None:
+    with pytest.raises(InputError, match="float array"):
+        greedy_decode(np.zeros(5))
+    with pytest.raises(ManifestError, match="lexicon word"):
+        Vocabulary(TOKENS, ["bad!"])
+    with pytest.raises(ManifestError, match="grammar words"):
+        Vocabulary(TOKENS, ["one"], {"start": ["two"], "next": {}, "final": ["one"]})
+    with pytest.raises(ManifestError, match="beam_size"):
+        BeamSettings.from_dict({"beam_size": 0})
+    with pytest.raises(InputError, match="vocabulary size"):
+        beam_step(BeamState(), np.zeros((2, 4)), Vocabulary(TOKENS, ["one"]), BeamSettings())
+    with pytest.raises(ManifestError, match="endpoint rule"):
+        EndpointRule.from_dict({"name": "x"})
+
+
+def test_stack_frames_pairs_consecutive_frames() -> None:
+    features = np.arange(10, dtype=np.float32).reshape(5, 2)
+    stacked = stack_frames(features, 2)
+    assert stacked.shape == (2, 4)
+    np.testing.assert_array_equal(stacked[1], [4, 5, 6, 7])
