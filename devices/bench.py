@@ -21,7 +21,7 @@ import numpy as np
 
 from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import InputError, expected_got
-from lstm_edge.runtime.manifest import PRECISIONS, Manifest
+from lstm_edge.runtime.manifest import PRECISIONS, Manifest, example_chunk
 from lstm_edge.runtime.model import StreamingModel
 
 WARMUP_CHUNKS = 20
@@ -44,15 +44,6 @@ def frame_seconds(manifest: Manifest) -> float | None:
     return None
 
 
-def _example_chunk(manifest: Manifest, chunk_frames: int, rng: np.random.Generator) -> np.ndarray:
-    spec = manifest.input
-    shape = tuple(chunk_frames if d == "T" else int(d) for d in spec.shape[1:])
-    if spec.dtype == "int64":
-        low, high = spec.value_range or (0, 2)
-        return rng.integers(low, high, size=shape, dtype=np.int64)
-    return rng.standard_normal(shape).astype(np.float32)
-
-
 def _import_engine(backend: str) -> float | None:
     """Seconds to import the engine if this is its first import here, else None (already imported)."""
     module = backends.info(backend).engine_import
@@ -72,7 +63,7 @@ def bench_one(model_dir: Path, manifest: Manifest, backend: str, precision: str,
     load_seconds = time.perf_counter() - start
     frames = chunk_frames if manifest.input.time_axis is not None and manifest.kind == "sequence" else 1
     rng = np.random.default_rng(0)
-    chunks = [_example_chunk(manifest, frames, rng) for _ in range(16)]
+    chunks = [example_chunk(manifest, frames, rng) for _ in range(16)]
     stream = model.create_stream()
     for i in range(WARMUP_CHUNKS):
         stream.push(chunks[i % len(chunks)])

@@ -114,7 +114,8 @@ def drop_unused_opset_imports(path: Path) -> list[str]:
     """Remove opset imports of domains no node uses (the exporter and quantizer add a few); returns their names."""
     model = onnx.load(str(path))
     used = {node.domain for node in model.graph.node}
-    keep, dropped = [], []
+    keep: list[Any] = []
+    dropped: list[Any] = []
     for opset in model.opset_import:
         (keep if opset.domain in ("", "ai.onnx") or opset.domain in used else dropped).append(opset)
     if dropped:

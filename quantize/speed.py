@@ -10,17 +10,8 @@ from typing import Any
 import numpy as np
 
 from lstm_edge.runtime.backends import engine_available, for_format
-from lstm_edge.runtime.manifest import Manifest
+from lstm_edge.runtime.manifest import Manifest, example_chunk
 from lstm_edge.runtime.model import StreamingModel
-
-
-def _example(manifest: Manifest, frames: int) -> np.ndarray:
-    spec = manifest.input
-    shape = tuple(frames if d == "T" else d for d in spec.shape[1:])
-    if spec.dtype == "int64":
-        low, high = spec.value_range or (0, 2)
-        return np.random.default_rng(0).integers(low, high, size=shape, dtype=np.int64)
-    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
 def compare_precisions(model_dir: str | Path, chunk_sizes: tuple[int, ...] = (1, 10), rounds: int = 15,
@@ -34,7 +25,7 @@ def compare_precisions(model_dir: str | Path, chunk_sizes: tuple[int, ...] = (1,
             continue
         models = {p: StreamingModel.load(model_dir, backend=backend, precision=p) for p in ("float", "int8")}
         for frames in chunk_sizes if manifest.kind == "sequence" else (1,):
-            x = _example(manifest, frames) if manifest.kind == "sequence" else _example(manifest, 1)[0]
+            x = example_chunk(manifest, frames if manifest.kind == "sequence" else 1, np.random.default_rng(0))
             streams = {p: m.create_stream() for p, m in models.items()}
             samples: dict[str, list[float]] = {p: [] for p in streams}
             for stream in streams.values():

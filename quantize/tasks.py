@@ -5,7 +5,8 @@ Generic parity takes any ``ClipPredictor``; this registry picks the one a model 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +27,10 @@ def _keyword_spotting(manifest: Manifest) -> ClipPredictor:
     return lambda logits: clip_prediction(logits, rule)
 
 
-def _clip_rule(manifest: Manifest) -> object:
+def _clip_rule(manifest: Manifest) -> Mapping[str, Any] | None:
     """The keyword spotter's clip rule: the manifest's ``detector.clip_rule`` (v2), or ``extra.clip_rule`` (v1)."""
-    return (manifest.detector or {}).get("clip_rule") or manifest.extra.get("clip_rule")
+    rule = (manifest.detector or {}).get("clip_rule") or manifest.extra.get("clip_rule")
+    return rule if isinstance(rule, Mapping) else None
 
 
 # task name -> (does this manifest declare it?, predictor factory)

@@ -55,7 +55,7 @@ class _Model:
         code = self.model.operatorCodes[op.opcodeIndex]
         # Codes above 127 live in builtinCode; older files keep them in deprecatedBuiltinCode.
         builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-        if builtin == self.op_names.get("CUSTOM") and code.customCode:
+        if self.op_names.get(builtin) == "CUSTOM" and code.customCode:
             return f"CUSTOM:{code.customCode.decode(errors='replace')}"
         return self.op_names.get(builtin, f"BUILTIN_{builtin}")
 

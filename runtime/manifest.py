@@ -434,3 +434,14 @@ def file_entry(model_dir: str | Path, relpath: str, fmt: str, precision: str, *,
 
 def state_names(states: Sequence[StateSpec]) -> list[str]:
     return [s.name for s in states]
+
+
+def example_chunk(manifest: Manifest, frames: int, rng: np.random.Generator) -> np.ndarray:
+    """A random input chunk of ``frames`` frames (no batch dim) that fits the manifest's input: token ids in the
+    valid range, or standard-normal float features. Used to time a model without real data."""
+    spec = manifest.input
+    shape = tuple(frames if d == TIME else int(d) for d in spec.shape[1:])
+    if spec.dtype == "int64":
+        low, high = spec.value_range or (0, 2)
+        return rng.integers(low, high, size=shape, dtype=np.int64)
+    return rng.standard_normal(shape).astype(np.float32)

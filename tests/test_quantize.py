@@ -280,9 +280,9 @@ def test_quantize_times_both_precisions_and_recommends_one(quantized_dir, tmp_pa
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     for backend in ("onnx", "litert"):
-        line = next(l for l in result.stdout.splitlines() if l.startswith(f"recommended for {backend}"))
+        line = next(x for x in result.stdout.splitlines() if x.startswith(f"recommended for {backend}"))
         assert line.split(": ", 1)[1] in ("float", "int8", "depends on chunk size (see above)")
-    slower = [l for l in result.stdout.splitlines() if "T=" in l and "int8" in l]
+    slower = [x for x in result.stdout.splitlines() if "T=" in x and "int8" in x]
     assert len(slower) == 4  # two backends x T=1, T=10
     for row in slower:  # the SLOWER note is there exactly when the int8 time is the larger one
         float_us, int8_us = float(row.split("float")[1].split()[0]), float(row.split("int8")[1].split()[0])

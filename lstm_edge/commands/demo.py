@@ -60,11 +60,11 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     from lstm_edge.quantize.parity import format_table, parity_report
     from lstm_edge.quantize.tasks import clip_predictor_for
     from lstm_edge.recipes.kws.model import feature_normalization, load_shipped_model
-    from lstm_edge.runtime.manifest import Manifest
     from lstm_edge.runtime.audio import load_mono
     from lstm_edge.runtime.backends import info
     from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
     from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
+    from lstm_edge.runtime.manifest import Manifest
     from lstm_edge.runtime.model import StreamingModel
 
     torch.set_num_threads(1)
