@@ -29,12 +29,12 @@ def evaluate(data_dir: Path, model_dir: Path, split: str = "test", chunk: int = 
     data = load_split(data_dir, split)
     first = StreamingModel.load(model_dir, backend="onnx")
     manifest = first.manifest
-    if manifest.frontend is None or manifest.labels is None or "clip_rule" not in manifest.extra:
+    rule = (manifest.detector or {}).get("clip_rule") or manifest.extra.get("clip_rule")
+    if manifest.frontend is None or manifest.labels is None or not rule:
         raise ManifestError(f"{model_dir}: expected a keyword-spotting model directory (frontend, labels and a "
                             "clip rule in its manifest)")
     labels_of_model = manifest.labels
     frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
-    rule = (manifest.detector or {}).get("clip_rule") or manifest.extra["clip_rule"]
     features = [frontend.compute(clip) for clip in data["audio"]]
     labels = np.asarray(data["labels"])
     index = json.loads((Path(data_dir) / "index.json").read_text())
