@@ -47,3 +47,16 @@ def exported(tmp_path_factory):
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def small_kws_dir(tmp_path_factory):
+    """A small keyword-spotting-shaped model (SmallKws, seeded) exported to ONNX, shared by device and bundle tests.
+    Tests that change files copy it first."""
+    import torch
+
+    from lstm_edge.export import export
+
+    torch.manual_seed(0)
+    return export(zoo.SmallKws().eval(), torch.randn(1, 10, 40), tmp_path_factory.mktemp("small-kws"),
+                  formats=("onnx",), name="kws")

@@ -9,21 +9,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from lstm_edge.devices.bundle import BundleError, extract_bundle, make_bundle
 from lstm_edge.runtime.errors import ManifestError
 
-from zoo import SmallKws
-
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    from lstm_edge.export import export
-
-    torch.manual_seed(0)
-    return export(SmallKws().eval(), torch.randn(1, 10, 40), tmp_path_factory.mktemp("kws"), formats=("onnx",),
-                  name="kws")
+def model_dir(small_kws_dir) -> Path:
+    return small_kws_dir
 
 
 @pytest.fixture(scope="module")

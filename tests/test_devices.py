@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from lstm_edge.cli import main as cli_main
 from lstm_edge.devices.bench import RESULT_FIELDS, bench, format_table, frame_seconds, int8_flags
@@ -25,16 +24,11 @@ EXPECTED_DEVICES = {"raspberry-pi-5", "raspberry-pi-4", "raspberry-pi-zero-2-w",
                     "generic-aarch64-linux", "x86_64-linux", "android-arm64", "ios-arm64"}
 
 
-from zoo import SmallKws  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    from lstm_edge.export import export
-
-    torch.manual_seed(0)
-    return export(SmallKws().eval(), torch.randn(1, 10, 40), tmp_path_factory.mktemp("kws"), formats=("onnx",),
-                  name="kws")
+def model_dir(small_kws_dir) -> Path:
+    return small_kws_dir
 
 
 @pytest.fixture(scope="module")
