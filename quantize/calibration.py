@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from lstm_edge.quantize.config import QuantizeConfig
+from lstm_edge.runtime.backends import REGISTRY
 from lstm_edge.runtime.errors import InputError, QuantizationError, expected_got
 from lstm_edge.runtime.manifest import Manifest
 from lstm_edge.runtime.model import StreamingModel
@@ -56,10 +57,6 @@ class Calibration:
         manifest = Manifest.load(model_dir)
         return cls(model_dir, check_sequences(calibration, manifest, config.min_calibration_frames), config)
 
-    @property
-    def frames(self) -> int:
-        return sum(len(s) for s in self.sequences)
-
     def feeds(self, length: int) -> list[Feed]:
         """Graph feeds (batched input chunk of ``length`` frames and the state entering it, by input name)."""
         if length not in self._feeds:
@@ -68,20 +65,12 @@ class Calibration:
         return self._feeds[length]
 
 
-def _in_manifest_order(state: object, manifest: Manifest) -> list[np.ndarray]:
-    """The state arrays in manifest order, whether ``step`` speaks a name -> array mapping or a tuple."""
-    if isinstance(state, Mapping):
-        return [state[spec.name] for spec in manifest.states]
-    return list(state)  # type: ignore[call-overload]
-
-
 def record_feeds(model_dir: Path, sequences: list[np.ndarray], length: int, max_feeds: int) -> list[Feed]:
     """Stream each sequence through the float model (state carried) in chunks of ``length`` and record the feeds.
     Step models record one feed per step."""
     manifest = Manifest.load(model_dir)
-    backend = "onnx" if manifest.has_file("onnx", "float") else "litert"
+    backend = next(r.name for r in REGISTRY.values() if manifest.has_file(r.format, "float"))
     model = StreamingModel.load(model_dir, backend=backend)
-    state_inputs = [s.input for s in manifest.states]
     collected: list[Feed] = []
     for sequence in sequences:
         state = model.initial_state()
@@ -91,7 +80,7 @@ def record_feeds(model_dir: Path, sequences: list[np.ndarray], length: int, max_
             chunks = [sequence[i:i + length] for i in range(0, len(sequence) - length + 1, length)]
         for chunk in chunks:
             feed = {manifest.input.name: model.check_chunk(chunk),
-                    **dict(zip(state_inputs, (s.copy() for s in _in_manifest_order(state, manifest))))}
+                    **{spec.input: state[spec.name].copy() for spec in manifest.states}}
             collected.append(feed)
             _, state = model.step(chunk, state)
     if not collected:

@@ -12,7 +12,7 @@ from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import BackendUnavailableError, InputError, expected_got
 from lstm_edge.runtime.manifest import PRECISIONS, TIME, Manifest, check_file
 from lstm_edge.runtime.state import State
-from lstm_edge.runtime.values import require_finite_chunk, require_finite_result
+from lstm_edge.runtime.values import nonfinite_count, require_finite_chunk, require_finite_result
 
 if TYPE_CHECKING:
     from lstm_edge.runtime.stream import Stream
@@ -187,13 +187,12 @@ def _state_value(name: str, dtype: str, shape: tuple[int, ...], value: object) -
         except Exception:
             raise InputError(expected_got(where, f"a {dtype} array of shape {list(shape)}",
                                           type(value).__name__)) from None
-    if value.dtype.kind not in "fiu" or value.dtype.kind == "b":
+    if value.dtype.kind not in "fiu":
         raise InputError(expected_got(where, f"a {dtype} array of shape {list(shape)}", f"{value.dtype} values"))
     if tuple(value.shape) != shape:
         raise InputError(expected_got(where, f"{dtype}{list(shape)}", f"{value.dtype}{list(value.shape)}"))
-    if value.dtype.kind == "f" and not np.isfinite(value).all():
-        raise InputError(expected_got(where, "finite numbers",
-                                      f"{int(value.size - np.count_nonzero(np.isfinite(value)))} NaN/inf values"))
+    if value.dtype.kind == "f" and nonfinite_count(value):
+        raise InputError(expected_got(where, "finite numbers", f"{nonfinite_count(value)} NaN/inf values"))
     if dtype == "float32":
         return _to_float32(value, where) if value.dtype != np.float32 else value.copy()
     converted = value.astype(dtype)

@@ -1,8 +1,8 @@
 """The one place that decides whether values are finite, for chunks, outputs and carried state alike.
 
-A sum is NaN or inf whenever any term is, so one reduction answers the common case; the element count is only
-computed to word the error. (A sum of finite values can overflow to inf: that only happens for values near the
-float32 limit, which are refused too, since a graph fed with them overflows inside.)
+A sum is NaN or inf whenever any term is, so one reduction answers the common case; only when the sum is not finite
+are the elements counted, which words the error and tells a real NaN/inf from a sum of huge finite values that
+overflowed (those pass here; if the graph then overflows, its result is refused instead).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def is_finite(array: np.ndarray) -> bool:
 def require_finite_chunk(x: np.ndarray) -> None:
     """Refuse an input chunk holding NaN or inf."""
     if not is_finite(x) and nonfinite_count(x):
-        raise InputError(expected_got("chunk values", "finite numbers", f"{nonfinite_count(x)} NaN/inf values"))
+        raise refuse_nonfinite_chunk(x)
 
 
 def refuse_nonfinite_chunk(x: np.ndarray) -> InputError:
