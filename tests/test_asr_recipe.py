@@ -54,3 +54,56 @@ def test_smoke_synth_train_export_recognize(tmp_path: Path) -> None:
     for result in results:  # an untrained model may output anything, but only lexicon words in finals
         if result.final:
             assert set(result.text.split()) <= set(LEXICON)
+
+
+def test_warp_scales_duration_and_frequency() -> None:
+    rate = synth.SAMPLE_RATE
+    t = np.arange(rate) / rate
+    tone = np.sin(2 * np.pi * 500.0 * t).astype(np.float32)
+    faster = synth.warp(tone, 1.25)
+    assert abs(faster.size - rate / 1.25) <= 2
+    spectrum = np.abs(np.fft.rfft(faster))
+    peak_hz = np.argmax(spectrum) * rate / faster.size
+    assert abs(peak_hz - 625.0) < 5.0
+
+
+def test_band_limit_removes_energy_above_the_cutoff() -> None:
+    config = synth.SynthConfig(lowpass_probability=1.0, lowpass_hz=(3400.0, 3400.0), highpass_probability=0.0)
+    noise = np.random.default_rng(0).normal(size=synth.SAMPLE_RATE).astype(np.float32)
+    filtered = synth.band_limit(noise, config, np.random.default_rng(1))
+    spectrum = np.abs(np.fft.rfft(filtered)) ** 2
+    freqs = np.fft.rfftfreq(filtered.size, 1 / synth.SAMPLE_RATE)
+    assert spectrum[freqs > 6000].mean() < 1e-3 * spectrum[freqs < 2000].mean()
+
+
+def test_spec_augment_masks_only_inside_each_utterance() -> None:
+    import torch
+
+    config = train.TrainConfig(freq_masks=2, freq_mask_width=6, time_masks=2, time_mask_width=10)
+    x = torch.randn(3, 200, 80)
+    lengths = torch.tensor([200, 120, 50])
+    fill = torch.full((80,), 7.0)
+    masked = train.spec_augment(x, lengths, fill, 40, config, np.random.default_rng(0))
+    changed = masked != x
+    assert bool(changed.any()) and torch.all(masked[changed] == 7.0)
+    # a masked band is masked in both stacked halves of a frame
+    band_rows = changed[0].all(dim=0)
+    assert torch.equal(band_rows[:40], band_rows[40:])
+    assert torch.equal(x, x.clone())  # the input batch is left as it was
+
+
+def test_demo_audio_places_each_utterance_where_its_speech_is(tmp_path: Path) -> None:
+    from lstm_edge.recipes.asr import demo_audio
+
+    data = tmp_path / "data"
+    synth.main(["--out", str(data), "--train", "1", "--eval", "12", "--workers", "1", "--seed", "2"])
+    arrays = synth.load_split(data, "test")
+    indices = demo_audio.pick(arrays)
+    assert indices and len(set(indices)) == len(indices)
+    recording, events = demo_audio.build(arrays, indices)
+    assert [e["text"] for e in events] == [str(arrays["texts"][i]) for i in indices]
+    pieces = synth.utterances(arrays)
+    for i, event in zip(indices, events):
+        guess = int(round(event["start_s"] * synth.SAMPLE_RATE)) - int(arrays["speech_start"][i])
+        # times are rounded to 1 ms (16 samples)
+        assert any(np.array_equal(recording[s:s + pieces[i].size], pieces[i]) for s in range(guess - 16, guess + 17))

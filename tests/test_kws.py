@@ -132,7 +132,8 @@ def test_verify_shipped_model_with_eval_clips(tmp_path):
 def test_demo_runs_end_to_end(tmp_path):
     result = _cli("demo", "--out", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for needle in ("[1/5]", "[5/5]", "parity gates: PASS", "RTF", "litert", "onnx", "int8"):
+    for needle in ("[1/6]", "[6/6]", "parity gates: PASS", "RTF", "litert", "onnx", "int8", "heard float",
+                   "heard int8"):
         assert needle in result.stdout, needle
     manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
     assert {f["format"] + "/" + f["precision"] for f in manifest["files"]} == {

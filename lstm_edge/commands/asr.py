@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from collections.abc import Iterator
-from typing import BinaryIO
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -71,6 +74,48 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         finals += 1
     print(f"{finals} utterance(s); {model.describe()}", file=sys.stderr)
     return 0
+
+
+def shipped_recognizer_dir() -> Path:
+    """The ``asr`` folder of the installed ``lstm_edge.models`` package (model directory in ``export/``)."""
+    models_package = importlib.import_module("lstm_edge.models")
+    return Path(next(iter(models_package.__path__))) / "asr"
+
+
+def demo_transcription(backend: str = "onnx", precisions: Sequence[str] = ("float", "int8")) -> list[str]:
+    """Transcribe the shipped recognizer's demo recording (held-out voices) per precision; report lines with the
+    reference, each hypothesis, its word errors and the real-time factor."""
+    from lstm_edge.recipes.asr.train import edit_distance
+    from lstm_edge.runtime.asr import SpeechRecognizer
+    from lstm_edge.runtime.audio import load_mono
+    from lstm_edge.runtime.model import StreamingModel
+
+    assets = shipped_recognizer_dir()
+    truth = json.loads((assets / "demo.json").read_text())["utterances"]
+    lines: list[str] = []
+    heard: dict[str, list[Any]] = {}
+    for precision in precisions:
+        recognizer = SpeechRecognizer(StreamingModel.load(assets / "export", backend=backend, precision=precision))
+        audio, _ = load_mono(assets / "demo.wav", recognizer.sample_rate)
+        recognizer.transcribe(audio[: recognizer.sample_rate])  # warm-up
+        began = time.perf_counter()
+        results = recognizer.transcribe(audio)
+        rtf = (time.perf_counter() - began) / (len(audio) / recognizer.sample_rate)
+        words = " ".join(r.text for r in results).split()
+        reference = " ".join(u["text"] for u in truth).split()
+        heard[precision] = results
+        errors = edit_distance(reference, words)
+        lines.append(f"{backend} {precision}: {len(results)} utterance(s), word errors {errors}/{len(reference)}, "
+                     f"RTF {rtf:.4f}")
+    for utterance in truth:
+        lines.append(f"  said ({utterance['voice']}, {utterance['start_s']:.1f}-{utterance['end_s']:.1f}s): "
+                     f"{utterance['text']}")
+        for precision, results in heard.items():
+            # the results whose words overlap this utterance's speech
+            text = " ".join(w.word for r in results for w in r.words
+                            if w.end > utterance["start_s"] - 0.3 and w.start < utterance["end_s"] + 0.3)
+            lines.append(f"    heard {precision:5s}: {text}")
+    return lines
 
 
 def register(sub) -> None:

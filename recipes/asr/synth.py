@@ -1,9 +1,11 @@
-"""Synthesise grammar sentences with espeak-ng and flite (no download, no committed audio).
+"""Synthesise grammar sentences with espeak-ng and flite (no download; only the short demo recording is committed).
 
 Voices are split by speaker: espeak-ng English languages and voice variants are partitioned as in the keyword
 recipe (a test voice shares neither accent nor variant with training), and whole flite voices are held out
-(``FLITE_VOICES``). Each utterance gets a random speed and pitch, gain, optional reverb and coloured noise, and
-random leading/trailing silence.
+(``FLITE_VOICES``). Each utterance gets a random speed and pitch, in training a vocal-tract-length change
+(resampling by a factor that moves formants, pitch and tempo together, as speed perturbation does: the male flite
+training voices then also sound like shorter vocal tracts), optional band-limiting (a cheap microphone or an 8 kHz
+line), gain, optional reverb and coloured noise, and random leading/trailing silence.
 
 Output: ``DIR/{train,validation,test}.npz`` (``audio`` int16 concatenated, ``offsets`` [N+1], ``texts``, ``kinds``,
 ``voices``, ``speech_start``/``speech_end`` samples within each utterance) and ``DIR/index.json``.
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import butter, resample_poly, sosfilt
 
 from lstm_edge.recipes.asr.grammar import sample_sentence
 from lstm_edge.recipes.kws.synth import (
@@ -61,12 +63,18 @@ class SynthConfig:
     flite_stretch: tuple[float, float] = (0.8, 1.25)
     flite_f0_scale: tuple[float, float] = (0.8, 1.25)
     peak_dbfs: tuple[float, float] = (-26.0, -1.0)
-    reverb_probability: float = 0.3
+    reverb_probability: float = 0.5
     rt60_seconds: tuple[float, float] = (0.08, 0.5)
     noise_probability: float = 0.8
-    snr_db: tuple[float, float] = (8.0, 40.0)
+    snr_db: tuple[float, float] = (5.0, 40.0)
     lead_seconds: tuple[float, float] = (0.05, 0.5)
     trail_seconds: tuple[float, float] = (0.1, 0.6)
+    warp_probability: float = 0.8
+    warp_factor: tuple[float, float] = (0.85, 1.25)  # > 1: higher formants and pitch, faster
+    lowpass_probability: float = 0.3
+    lowpass_hz: tuple[float, float] = (3400.0, 7000.0)
+    highpass_probability: float = 0.3
+    highpass_hz: tuple[float, float] = (80.0, 400.0)
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,31 @@ def synthesize(request: Request) -> np.ndarray:
     return trim_silence(_read_wav_bytes(data))
 
 
-def compose(speech: np.ndarray, config: SynthConfig, rng: np.random.Generator) -> tuple[np.ndarray, int, int]:
-    """Gain, reverb, silence padding and noise; returns (int16 audio, speech_start, speech_end)."""
+def warp(speech: np.ndarray, factor: float) -> np.ndarray:
+    """Resample so that playback at 16 kHz is ``factor`` times faster (formants and pitch scale by ``factor``)."""
+    down = int(round(100 * factor))
+    divisor = np.gcd(100, down)
+    return resample_poly(speech, 100 // divisor, down // divisor).astype(np.float32)
+
+
+def band_limit(speech: np.ndarray, config: SynthConfig, rng: np.random.Generator) -> np.ndarray:
+    """Random low-pass and high-pass (4th-order Butterworth), each with its probability."""
+    if rng.random() < config.lowpass_probability:
+        sos = butter(4, rng.uniform(*config.lowpass_hz), btype="lowpass", fs=SAMPLE_RATE, output="sos")
+        speech = sosfilt(sos, speech).astype(np.float32)
+    if rng.random() < config.highpass_probability:
+        sos = butter(4, rng.uniform(*config.highpass_hz), btype="highpass", fs=SAMPLE_RATE, output="sos")
+        speech = sosfilt(sos, speech).astype(np.float32)
+    return speech
+
+
+def compose(speech: np.ndarray, config: SynthConfig, rng: np.random.Generator,
+            warp_voice: bool = True) -> tuple[np.ndarray, int, int]:
+    """Vocal-tract warp (training voices only: ``warp_voice``), band-limiting, gain, reverb, silence padding and
+    noise; returns (int16 audio, speech_start, speech_end)."""
+    if warp_voice and rng.random() < config.warp_probability:
+        speech = warp(speech, float(rng.uniform(*config.warp_factor)))
+    speech = band_limit(speech, config, rng)
     if rng.random() < config.reverb_probability:
         speech = synthetic_reverb(speech, rng.uniform(*config.rt60_seconds), rng)
     peak = 10.0 ** (rng.uniform(*config.peak_dbfs) / 20.0)
@@ -152,7 +183,7 @@ def generate_split(split: str, n: int, config: SynthConfig, pool: Any, seed: int
     speech = pool.map(synthesize, [request for _, request in plan], chunksize=8)
     pieces, bounds = [], []
     for item in speech:
-        audio, start, end = compose(item, config, rng)
+        audio, start, end = compose(item, config, rng, warp_voice=split == "train")
         pieces.append(audio)
         bounds.append((start, end))
     offsets = np.concatenate([[0], np.cumsum([p.size for p in pieces])]).astype(np.int64)

@@ -43,6 +43,10 @@ class TrainConfig:
     patience: int = 3  # epochs without a better validation CER before the learning rate halves
     max_steps: int = 0  # > 0: stop after this many steps (smoke runs)
     start_blank_frames: int = 2  # frames at the start that must be blank (see train())
+    freq_masks: int = 2  # SpecAugment: mel bands masked per utterance (the same bands in every stacked frame)
+    freq_mask_width: int = 6
+    time_masks: int = 2  # stacked frames masked per utterance, each up to time_mask_width and 10% of its length
+    time_mask_width: int = 10
 
 
 def split_features(data_dir: Path, split: str, frontend: LogMelFrontend, stack: int,
@@ -62,6 +66,27 @@ def _batch(features: list[np.ndarray], texts: list[str], indices: np.ndarray) ->
     targets = [encode(texts[i]) for i in indices]
     return (torch.from_numpy(x), torch.tensor(lengths), torch.tensor([t for ts in targets for t in ts]),
             torch.tensor([len(t) for t in targets]))
+
+
+def spec_augment(x: torch.Tensor, lengths: torch.Tensor, fill: torch.Tensor, n_mels: int, config: TrainConfig,
+                 rng: np.random.Generator) -> torch.Tensor:
+    """Mask random mel bands and time spans of a padded batch ``[B, T, n_mels * stack]`` with ``fill`` (the
+    training mean, i.e. zero after the model's normalization)."""
+    x = x.clone()
+    stack = x.shape[2] // n_mels
+    for row in range(x.shape[0]):
+        for _ in range(config.freq_masks):
+            width = int(rng.integers(0, config.freq_mask_width + 1))
+            low = int(rng.integers(0, n_mels - width + 1))
+            for s in range(stack):
+                band = slice(s * n_mels + low, s * n_mels + low + width)
+                x[row, :, band] = fill[band]
+        length = int(lengths[row])
+        for _ in range(config.time_masks):
+            width = int(rng.integers(0, min(config.time_mask_width, length // 10) + 1))
+            start = int(rng.integers(0, max(length - width, 0) + 1))
+            x[row, start:start + width] = fill
+    return x
 
 
 def edit_distance(reference: Sequence[Any], hypothesis: Sequence[Any]) -> int:
@@ -93,6 +118,7 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
     features, texts = train_set
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    n_mels = int(model.architecture["n_mels"])
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
     started = time.time()
     history: list[dict[str, Any]] = []
@@ -106,6 +132,8 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
         losses = []
         for b in rng.permutation(len(batches)):
             x, lengths, targets, target_lengths = _batch(features, texts, batches[b])
+            if config.freq_masks or config.time_masks:
+                x = spec_augment(x, lengths, model.mean, n_mels, config, rng)
             if config.feature_noise:
                 x = x + config.feature_noise * torch.randn_like(x) * model.std
             log_probs = model(x).transpose(0, 1)
@@ -152,9 +180,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start-blank-frames", type=int, default=TrainConfig.start_blank_frames)
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate)
     parser.add_argument("--hidden-size", type=int, default=DEFAULT_ARCHITECTURE["hidden_size"])
+    parser.add_argument("--no-spec-augment", action="store_true", help="train without SpecAugment masks")
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads)
     args = parser.parse_args(argv)
+    masks = {"freq_masks": 0, "time_masks": 0} if args.no_spec_augment else {}
     config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps,
-                         learning_rate=args.learning_rate, start_blank_frames=args.start_blank_frames)
+                         learning_rate=args.learning_rate, start_blank_frames=args.start_blank_frames,
+                         threads=args.threads, **masks)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     args.out.mkdir(parents=True, exist_ok=True)
