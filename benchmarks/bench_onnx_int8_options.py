@@ -45,12 +45,13 @@ def _error(y: np.ndarray, reference: np.ndarray) -> float:
 def main() -> int:
     import onnx
     import torch
-    import zoo
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from lstm_edge.export import export
     from lstm_edge.runtime.manifest import Manifest
+
+    import zoo
 
     torch.set_num_threads(1)
     results: dict[str, dict] = {}

@@ -113,15 +113,16 @@ def signature_io(path: Path) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
 def count_tflite_ops(path: Path) -> dict[str, Any]:
     """Structural facts of a ``.tflite`` file, to refuse a "quantized" file that stayed float.
 
-    Returns ``{"ops": {op: {"count", "integer", "int8_weights", "int8_activations"}}, "signatures": {key: {"ops": {...},
-    "inputs": {name: dtype}, "outputs": {name: dtype}}}, "weights": {dtype: unique constant buffers},
+    Returns ``{"ops": {op: {"count", "integer", "int8_weights", "int8_activations"}}, "signatures": {key:
+    {"ops": {...}, "inputs": {name: dtype}, "outputs": {name: dtype}}}, "weights": {dtype: unique constant buffers},
     "weight_bytes": {dtype: bytes}, "weight_operand_buffers": {dtype: n}, "shared_weight_buffers": n}``.
 
     An op is ``integer`` when it consumes an integer weight (the dynamic-range case) or all its non-constant
-    inputs and its outputs are int8/uint8/int16 (the static case); ``int8_activations`` when they are all int8. ``int8_weights`` counts the ops whose weight
-    operand (FULLY_CONNECTED's filter, CONV_2D's kernel ...) is a constant integer tensor; ``weight_operand_buffers``
-    counts the distinct buffers behind those operands by dtype. ``shared_weight_buffers`` counts constant buffers
-    used by more than one subgraph (weights shared between signatures).
+    inputs and its outputs are int8/uint8/int16 (the static case); ``int8_activations`` when they are all int8.
+    ``int8_weights`` counts the ops whose weight operand (FULLY_CONNECTED's filter, CONV_2D's kernel ...) is a
+    constant integer tensor; ``weight_operand_buffers`` counts the distinct buffers behind those operands by dtype.
+    ``shared_weight_buffers`` counts constant buffers used by more than one subgraph (weights shared between
+    signatures).
     """
     parsed = _Model.read(path)
     subgraph_keys = {sig.subgraphIndex: key for key, sig in parsed.signatures().items()}
@@ -219,7 +220,7 @@ def fc_bias_mismatches(path: Path, float_path: Path) -> list[str]:
                 continue
             reference = float_biases.get(_text(bias.name).split("_duplicated")[0])
             values = _buffer_array(parsed, raw, bias, np.int32 if kind == "INT32" else np.int64)
-            if reference is not None and values is not None and reference is not None and (
+            if reference is not None and values is not None and (
                     values.shape != reference.shape or np.any(np.abs(values * scale - reference) > scale)):
                 found.append(f"{where}: its integers do not dequantize to the float bias")
     return found

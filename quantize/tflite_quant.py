@@ -17,6 +17,7 @@ Two modes, each writing one file that keeps every signature of the float file an
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,12 +99,18 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
         calibration_result = _calibrate(aeq, float_bytes, recipe, feeds)
         calibration_result = share_fc_input_ranges(float_path, calibration_result)
 
+    # ai-edge-quantizer logs "overriding other previously quantized data" whenever two ops sharing a bias buffer
+    # hold distinct (even if equal) parameter objects; fc_bias_mismatches below checks the packed biases instead.
+    overriding = _DropMessages("is overriding other previously quantized data")
+    logging.getLogger().addFilter(overriding)
     try:
         quantizer = aeq.quantizer.Quantizer(bytearray(float_bytes), recipe)
         result = quantizer.quantize(calibration_result, enable_progress_bar=False, enable_progress_report=False)
     except Exception as err:  # the quantizer raises ValueError/RuntimeError/KeyError from deep inside
         raise QuantizationError(f"ai-edge-quantizer {RECIPES[mode]} failed on {float_path}: "
                                 f"{type(err).__name__}: {err}") from err
+    finally:
+        logging.getLogger().removeFilter(overriding)
     if not result.quantized_model:
         raise QuantizationError(f"ai-edge-quantizer {RECIPES[mode]} returned no model for {float_path}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +151,17 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
                   for side in ("inputs", "outputs") for name, spec in sig[side].items()}
             for key, sig in quantized_io.items()}
     return record
+
+
+class _DropMessages(logging.Filter):
+    """Drops log records containing ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 @dataclass(frozen=True)
