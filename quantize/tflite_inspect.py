@@ -113,15 +113,16 @@ def signature_io(path: Path) -> dict[str, dict[str, dict[str, dict[str, Any]]]]:
 def count_tflite_ops(path: Path) -> dict[str, Any]:
     """Structural facts of a ``.tflite`` file, to refuse a "quantized" file that stayed float.
 
-    Returns ``{"ops": {op: {"count", "integer", "int8_weights"}}, "signatures": {key: {"ops": {...},
-    "inputs": {name: dtype}, "outputs": {name: dtype}}}, "weights": {dtype: unique constant buffers},
+    Returns ``{"ops": {op: {"count", "integer", "int8_weights", "int8_activations"}}, "signatures": {key:
+    {"ops": {...}, "inputs": {name: dtype}, "outputs": {name: dtype}}}, "weights": {dtype: unique constant buffers},
     "weight_bytes": {dtype: bytes}, "weight_operand_buffers": {dtype: n}, "shared_weight_buffers": n}``.
 
     An op is ``integer`` when it consumes an integer weight (the dynamic-range case) or all its non-constant
-    inputs and its outputs are int8/uint8/int16 (the static case). ``int8_weights`` counts the ops whose weight
-    operand (FULLY_CONNECTED's filter, CONV_2D's kernel ...) is a constant integer tensor; ``weight_operand_buffers``
-    counts the distinct buffers behind those operands by dtype. ``shared_weight_buffers`` counts constant buffers
-    used by more than one subgraph (weights shared between signatures).
+    inputs and its outputs are int8/uint8/int16 (the static case); ``int8_activations`` when they are all int8.
+    ``int8_weights`` counts the ops whose weight operand (FULLY_CONNECTED's filter, CONV_2D's kernel ...) is a
+    constant integer tensor; ``weight_operand_buffers`` counts the distinct buffers behind those operands by dtype.
+    ``shared_weight_buffers`` counts constant buffers used by more than one subgraph (weights shared between
+    signatures).
     """
     parsed = _Model.read(path)
     subgraph_keys = {sig.subgraphIndex: key for key, sig in parsed.signatures().items()}
@@ -159,6 +160,7 @@ def count_tflite_ops(path: Path) -> dict[str, Any]:
                 counter["count"] += 1
                 counter["integer"] += int(integer)
                 counter["int8_weights"] += int(int8_weight)
+                counter["int8_activations"] += int(bool(activations) and all(t == "INT8" for t in activations))
         key = subgraph_keys.get(index, f"subgraph_{index}")
         signatures[key] = {"ops": {op: dict(c) for op, c in sorted(counts.items())}}
         if key in io:
@@ -179,3 +181,58 @@ def count_tflite_ops(path: Path) -> dict[str, Any]:
         "weight_operand_buffers": dict(collections.Counter(weight_operand_buffers.values())),
         "shared_weight_buffers": sum(1 for users in buffer_users.values() if len(users) > 1),
     }
+
+
+def fc_bias_mismatches(path: Path, float_path: Path) -> list[str]:
+    """FULLY_CONNECTED ops of an integer ``.tflite`` whose integer bias, dequantized with its own scale, is not the
+    float file's bias (within one step), or whose bias scale is not input scale x weight scale.
+
+    Integer kernels add the bias to the input x weight accumulator as is, so its scale must be their product. A bias
+    buffer shared by ops with different input scales (two signatures, or the unrolled steps of one) can only be
+    right for one of them: ai-edge-quantizer 0.10 overwrites the shared buffer with the last op's quantization (and
+    logs "overriding other previously quantized data"). Returns one line per wrong op (empty: all consistent)."""
+    import numpy as np
+
+    parsed, raw = _Model.read(path), Path(path).read_bytes()
+    float_model, float_raw = _Model.read(float_path), Path(float_path).read_bytes()
+    float_biases = {}
+    for subgraph in float_model.model.subgraphs or []:
+        for op in subgraph.operators or []:
+            if float_model.op_name(op) == "FULLY_CONNECTED" and len(op.inputs) > 2 and op.inputs[2] >= 0:
+                bias = subgraph.tensors[op.inputs[2]]
+                float_biases[_text(bias.name)] = _buffer_array(float_model, float_raw, bias, np.float32)
+    keys = {sig.subgraphIndex: key for key, sig in parsed.signatures().items()}
+    found = []
+    for index, subgraph in enumerate(parsed.model.subgraphs or []):
+        for op in subgraph.operators or []:
+            if parsed.op_name(op) != "FULLY_CONNECTED" or len(op.inputs) < 3 or op.inputs[2] < 0:
+                continue
+            data, weight, bias = (subgraph.tensors[i] for i in op.inputs[:3])
+            kind = parsed.type_name(bias)
+            if kind not in ("INT32", "INT64") or not all(t.quantization is not None and t.quantization.scale
+                                                         is not None for t in (data, weight, bias)):
+                continue
+            where = f"{keys.get(index, index)}: bias {_text(bias.name)} of the op reading {_text(data.name)}"
+            scale = np.asarray(bias.quantization.scale, dtype=np.float64)
+            expected = float(data.quantization.scale[0]) * np.asarray(weight.quantization.scale, dtype=np.float64)
+            if not np.allclose(scale, expected, rtol=1e-5, atol=0):
+                found.append(f"{where}: scale is not input x weight scale")
+                continue
+            reference = float_biases.get(_text(bias.name).split("_duplicated")[0])
+            values = _buffer_array(parsed, raw, bias, np.int32 if kind == "INT32" else np.int64)
+            if reference is not None and values is not None and (
+                    values.shape != reference.shape or np.any(np.abs(values * scale - reference) > scale)):
+                found.append(f"{where}: its integers do not dequantize to the float bias")
+    return found
+
+
+def _buffer_array(parsed: _Model, raw: bytes, tensor: Any, dtype: Any) -> Any:
+    """A constant tensor's values (buffers stored inline or after the flatbuffer by offset); None if absent."""
+    import numpy as np
+
+    buffer = parsed.model.buffers[tensor.buffer]
+    if buffer.data is not None and len(buffer.data):
+        return np.frombuffer(bytes(np.asarray(buffer.data, dtype=np.uint8)), dtype=dtype)
+    if buffer.offset and buffer.offset > 1 and buffer.size:
+        return np.frombuffer(raw[buffer.offset:buffer.offset + buffer.size], dtype=dtype)
+    return None

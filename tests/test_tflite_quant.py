@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lstm_edge.export import export
-from lstm_edge.quantize.tflite_inspect import count_tflite_ops
+from lstm_edge.quantize.tflite_inspect import count_tflite_ops, fc_bias_mismatches
 from lstm_edge.quantize.tflite_quant import quantize_tflite
 from lstm_edge.runtime.errors import QuantizationError
 
@@ -154,18 +154,24 @@ def test_static_int8_io_state_not_clipped_and_close_to_float(exported: dict, tes
     out = exported["dir"] / "model_static.tflite"
     record = quantize_tflite(exported["float"], out, "static", calibration,
                              states=exported["names"]["states"])
-    assert record["io_dtype"] == "int8" and record["recipe"] == "static_wi8_ai8"
+    assert record["recipe"].startswith("static_wi8_ai16") and record["weight_granularity"] == "tensorwise"
     assert record["calibration_chunks"] == sum(len(v) for v in calibration.values())
 
+    # Full integer: int8 x int8 matmuls, int16 everywhere else, the carried state int16 at the signature.
     facts = count_tflite_ops(out)
     assert set(facts["signatures"]) == set(exported["signatures"].values())
     for key, sig in facts["signatures"].items():
-        assert set(sig["inputs"].values()) == {"int8"} and set(sig["outputs"].values()) == {"int8"}, sig
+        for state_in, state_out in exported["names"]["states"]:
+            assert sig["inputs"][state_in] == "int16" and sig["outputs"][state_out] == "int16", sig
+        assert set(sig["inputs"].values()) | set(sig["outputs"].values()) <= {"int8", "int16"}, sig
         fc = sig["ops"]["FULLY_CONNECTED"]
-        assert fc["int8_weights"] == fc["count"] > 0, (key, fc)
+        assert fc["int8_weights"] == fc["int8_activations"] == fc["count"] > 0, (key, fc)
+        assert sig["ops"]["LOGISTIC"]["int8_activations"] == 0, (key, sig["ops"]["LOGISTIC"])
         float_ops = {op: c for op, c in sig["ops"].items() if c["integer"] != c["count"]}
         assert not float_ops, (key, float_ops)
     assert facts["weight_operand_buffers"] == {"int8": 6}
+    assert fc_bias_mismatches(out, exported["float"]) == []
+    _assert_signature_outputs_are_graph_outputs(out)
 
     # The int8 range of every state input covers what the stream carried during calibration (no clipping).
     from ai_edge_litert.interpreter import Interpreter
@@ -176,7 +182,8 @@ def test_static_int8_io_state_not_clipped_and_close_to_float(exported: dict, tes
         for state_in, _ in exported["names"]["states"]:
             data = np.stack([feed[state_in] for feed in feeds])
             scale, zero = details[state_in]["quantization"]
-            low, high = (-128 - zero) * scale, (127 - zero) * scale
+            info = np.iinfo(details[state_in]["dtype"])
+            low, high = (info.min - zero) * scale, (info.max - zero) * scale
             assert low - scale / 2 <= data.min() and data.max() <= high + scale / 2, \
                 (key, state_in, (low, high), (float(data.min()), float(data.max())))
             assert record["state_ranges"][key][state_in[:-3]][state_in]["scale"] == pytest.approx(scale)
@@ -196,6 +203,43 @@ def test_static_int8_io_state_not_clipped_and_close_to_float(exported: dict, tes
                                           f"{1 - inside.mean():.2%} of the time"
             state_diff = float(np.max(np.abs(int8_carried - carried)))
             assert state_diff <= STATIC_STATE_MAX_ABS_DIFF, f"chunk {chunk}: {state_in} drifted by {state_diff:.3g}"
+
+
+def _assert_signature_outputs_are_graph_outputs(path: Path) -> None:
+    """A signature output that is not its subgraph's output reads memory the interpreter reuses."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    for sig in model.signatureDefs:
+        outputs = set(int(i) for i in model.subgraphs[sig.subgraphIndex].outputs)
+        assert {m.tensorIndex for m in sig.outputs} <= outputs, sig.signatureKey
+
+
+def test_bias_check_finds_a_bias_quantized_for_another_scale(exported: dict, calibration: dict,
+                                                              tmp_path: Path) -> None:
+    """The check behind the static refusal: a bias whose integers were packed for another input scale (what a
+    buffer shared across signatures gets when it is quantized twice) no longer dequantizes to the float bias."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    out = exported["dir"] / "model_static.tflite"
+    if not out.exists():
+        quantize_tflite(exported["float"], out, "static", calibration, states=exported["names"]["states"])
+    raw = bytearray(out.read_bytes())
+    model = schema.ModelT.InitFromPackedBuf(bytes(raw), 0)
+    subgraph = model.subgraphs[0]
+    fc = next(op for op in subgraph.operators
+              if model.operatorCodes[op.opcodeIndex].builtinCode == schema.BuiltinOperator.FULLY_CONNECTED)
+    buffer = model.buffers[subgraph.tensors[fc.inputs[2]].buffer]
+    # Small files keep buffers inline, large ones after the flatbuffer by offset.
+    data = bytes(np.asarray(buffer.data, np.uint8)) if buffer.data is not None else bytes(
+        raw[buffer.offset:buffer.offset + buffer.size])
+    start = raw.find(data)
+    assert len(data) > 0 and start > 0 and raw.find(data, start + 1) == -1
+    raw[start:start + len(data)] = (np.frombuffer(data, np.int32) * 3).astype(np.int32).tobytes()
+    corrupted = tmp_path / "corrupted.tflite"
+    corrupted.write_bytes(bytes(raw))
+    found = fc_bias_mismatches(corrupted, exported["float"])
+    assert found and "do not dequantize to the float bias" in found[0]
 
 
 def test_refusals_say_expected_and_got(exported: dict, calibration: dict, tmp_path: Path) -> None:
