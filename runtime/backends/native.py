@@ -1,0 +1,196 @@
+"""Native backend: lstm-edge's own C library (``runtime/native/lstm_edge_model.c``) through ctypes.
+
+The library is compiled on first use into a per-user cache (``runtime.native_build``); it reads the directory's C
+weight file (``model.lec`` / ``model.int8.lec``). One C model per loaded file, shared by every stream; the C
+scratch streams (no allocation per call) come from a small pool, one per concurrent call, so ``run`` stays pure
+and thread-safe. The C code refuses NaN/inf in the chunk and in the result itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_edge.runtime.backends import REGISTRY
+from lstm_edge.runtime.errors import InputError, LstmEdgeError, ModelFileError, NonFiniteResultError, expected_got
+from lstm_edge.runtime.manifest import Manifest, ModelFile
+from lstm_edge.runtime.values import nonfinite_count, refuse_nonfinite_chunk
+
+INFO = REGISTRY["native"]
+MAX_CHUNK = 64  # frames per internal C step (longer pushes are run in pieces of this size, no allocation)
+LEM_ERR_NONFINITE_INPUT = -6
+LEM_ERR_NONFINITE_RESULT = -7
+_library: Any = None
+
+
+class _StateInfo(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("offset", ctypes.c_size_t), ("size", ctypes.c_size_t)]
+
+
+def available() -> bool:
+    from lstm_edge.runtime.native_build import find_compiler
+
+    return importlib.util.find_spec("ctypes") is not None and find_compiler() is not None
+
+
+def library() -> Any:
+    """The loaded C library (built on first use), with its function signatures declared."""
+    global _library
+    if _library is None:
+        from lstm_edge.runtime.native_build import shared_library
+
+        lib = ctypes.CDLL(str(shared_library()))
+        p, size, i32 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
+        signatures = {
+            "lem_model_from_memory": (p, [p, size, ctypes.POINTER(i32)]),
+            "lem_model_free": (None, [p]),
+            "lem_last_error": (ctypes.c_char_p, []),
+            "lem_status_string": (ctypes.c_char_p, [i32]),
+            "lem_kernel_name": (ctypes.c_char_p, []),
+            "lem_model_input_kind": (i32, [p]),
+            "lem_model_input_width": (size, [p]),
+            "lem_model_output_width": (size, [p]),
+            "lem_model_state_size": (size, [p]),
+            "lem_model_state_count": (size, [p]),
+            "lem_model_state_info": (i32, [p, size, ctypes.POINTER(_StateInfo)]),
+            "lem_model_is_int8": (i32, [p]),
+            "lem_model_bytes": (size, [p]),
+            "lem_stream_bytes_for": (size, [p, size]),
+            "lem_stream_create": (p, [p, size, ctypes.POINTER(i32)]),
+            "lem_stream_free": (None, [p]),
+            "lem_stream_run": (i32, [p, p, size, p, p, p]),
+        }
+        for name, (restype, argtypes) in signatures.items():
+            function = getattr(lib, name)
+            function.restype = restype
+            function.argtypes = argtypes
+        _library = lib
+    return _library
+
+
+def load_c_model(data: bytes, where: str) -> tuple[Any, int]:
+    """A C model from the bytes of a weight file: (library, handle). A ModelFileError quotes the C reader."""
+    lib = library()
+    status = ctypes.c_int(0)
+    buffer = ctypes.create_string_buffer(data, len(data))
+    handle = lib.lem_model_from_memory(buffer, len(data), ctypes.byref(status))
+    if not handle:
+        raise ModelFileError(f"{where}: the C library refuses this weight file: "
+                             f"{lib.lem_status_string(status.value).decode()} ({lib.lem_last_error().decode()})")
+    return lib, handle
+
+
+class NativeBackend:
+    name = INFO.name
+    checks_input_finite = True
+    checks_result_finite = True
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        lib, handle = load_c_model(path.read_bytes(), str(path))
+        self._lib, self._model = lib, handle
+        self.kernels = lib.lem_kernel_name().decode()
+        self.int8 = bool(lib.lem_model_is_int8(handle))
+        self.engine = f"lstm-edge C {self.kernels}"
+        self._streams: list[int] = []
+        self._check_contract(path, manifest)
+        self._ids = manifest.input.dtype == "int64"
+        self._out_width = int(lib.lem_model_output_width(handle))
+        self._state_size = int(lib.lem_model_state_size(handle))
+        self._shapes = [tuple(s.shape) for s in manifest.states]
+        self._bounds = []
+        offset = 0
+        for spec in manifest.states:
+            n = int(np.prod(spec.shape))
+            self._bounds.append((offset, offset + n))
+            offset += n
+        self._run = lib.lem_stream_run
+
+    def _check_contract(self, path: Path, manifest: Manifest) -> None:
+        lib, handle = self._lib, self._model
+        names = []
+        for index in range(int(lib.lem_model_state_count(handle))):
+            info = _StateInfo()
+            lib.lem_model_state_info(handle, index, ctypes.byref(info))
+            names.append((info.name.decode(), int(info.size)))
+        want = [(s.name, int(np.prod(s.shape))) for s in manifest.states]
+        if names != want:
+            raise ModelFileError(expected_got(f"{path}: states (name, values)", want, names))
+        ids = manifest.input.dtype == "int64"
+        if bool(lib.lem_model_input_kind(handle)) != ids:
+            raise ModelFileError(expected_got(f"{path}: input kind", "token ids" if ids else "features",
+                                              "features" if ids else "token ids"))
+        out_width = int(np.prod([int(d) for d in manifest.output.shape[2:]]))
+        if int(lib.lem_model_output_width(handle)) != out_width:
+            raise ModelFileError(expected_got(f"{path}: output width", out_width,
+                                              int(lib.lem_model_output_width(handle))))
+        if not ids:
+            in_width = int(np.prod([int(d) for d in manifest.input.shape[2:]]))
+            if int(lib.lem_model_input_width(handle)) != in_width:
+                raise ModelFileError(expected_got(f"{path}: input width", in_width,
+                                                  int(lib.lem_model_input_width(handle))))
+
+    def _new_stream(self) -> int:
+        status = ctypes.c_int(0)
+        stream = self._lib.lem_stream_create(self._model, MAX_CHUNK, ctypes.byref(status))
+        if not stream:
+            raise LstmEdgeError(f"the C library could not create a stream: "
+                                f"{self._lib.lem_status_string(status.value).decode()}")
+        return int(stream)
+
+    def memory(self) -> dict[str, int]:
+        """Bytes held by the C model (weights) and by one stream of this backend."""
+        return {"model_bytes": int(self._lib.lem_model_bytes(self._model)),
+                "stream_bytes": int(self._lib.lem_stream_bytes_for(self._model, MAX_CHUNK))}
+
+    def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        frames = x.shape[1]
+        if self._ids:
+            x = x.astype(np.int32)
+        elif not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        state_in = states[0] if len(states) == 1 else np.concatenate([s.reshape(-1) for s in states])
+        if state_in.dtype != np.float32 or not state_in.flags.c_contiguous:
+            state_in = np.ascontiguousarray(state_in, dtype=np.float32)
+        out = np.empty(self._state_size + frames * self._out_width, np.float32)
+        streams = self._streams
+        try:
+            stream = streams.pop()
+        except IndexError:
+            stream = self._new_stream()
+        base = out.ctypes.data
+        status = self._run(stream, x.ctypes.data, frames, state_in.ctypes.data, base, base + 4 * self._state_size)
+        streams.append(stream)
+        if status != 0:
+            raise self._error(status, x)
+        y = out[self._state_size:].reshape(1, frames, self._out_width)
+        return y, [out[a:b].reshape(shape) for (a, b), shape in zip(self._bounds, self._shapes)]
+
+    def _error(self, status: int, x: np.ndarray) -> LstmEdgeError:
+        if status == LEM_ERR_NONFINITE_INPUT:
+            return refuse_nonfinite_chunk(x)
+        if status == LEM_ERR_NONFINITE_RESULT:
+            return NonFiniteResultError("the model produced NaN/inf outputs or state on this chunk (the C library "
+                                        "kept the state as it was)")
+        message = self._lib.lem_status_string(status).decode()
+        if nonfinite_count(x) if x.dtype.kind == "f" else 0:
+            return refuse_nonfinite_chunk(x)
+        return InputError(f"the C library refused the chunk of shape {x.shape}: {message}")
+
+    def __del__(self) -> None:
+        lib = getattr(self, "_lib", None)
+        if lib is None:
+            return
+        for stream in getattr(self, "_streams", []):
+            lib.lem_stream_free(stream)
+        if getattr(self, "_model", None):
+            lib.lem_model_free(self._model)
+            self._model = None
+
+
+def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> NativeBackend:
+    return NativeBackend(Path(model_dir) / entry.path, manifest)
