@@ -454,7 +454,26 @@ def _aligned(data: bytes) -> bytes:
     return data + b"\0" * (-len(data) % 4)
 
 
-def program_bytes(program: Program, precision: str) -> bytes:
+def metadata_text(manifest: Manifest) -> str:
+    """The "key=value" lines a C app reads from the weight file: labels, the frontend's settings, the detector's."""
+    lines = []
+    if manifest.labels:
+        lines.append("labels=" + ",".join(manifest.labels))
+    if manifest.output.semantics:
+        lines.append(f"output.semantics={manifest.output.semantics}")
+    for key, value in (manifest.frontend or {}).items():
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            lines.append(f"frontend.{key}={value!r}" if isinstance(value, float) else f"frontend.{key}={value}")
+    for key, value in (manifest.detector or {}).items():
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            lines.append(f"detector.{key}={value!r}" if isinstance(value, float) else f"detector.{key}={value}")
+    for line in lines:
+        if "\n" in line or any(ord(ch) < 32 for ch in line):
+            raise ExportError(f"metadata line {line[:40]!r} holds a control character")
+    return "".join(line + "\n" for line in lines)
+
+
+def program_bytes(program: Program, precision: str, metadata: str = "") -> bytes:
     """Serialise ``program`` as a C weight file at ``precision`` ("float" or "int8")."""
     int8 = precision == "int8"
     body = [struct.pack(f"<{len(program.widths)}I", *program.widths)]
@@ -471,10 +490,12 @@ def program_bytes(program: Program, precision: str) -> bytes:
             body.append(_tensor(matrix, quantized))
         for vector in layer.vectors:
             body.append(_tensor(vector.reshape(1, -1), False))
+    meta = metadata.encode("utf-8")
+    body.append(_aligned(meta))
     payload = b"".join(body)
-    header = MAGIC + struct.pack("<11I", FILE_VERSION, 1 if int8 else 0, program.input_kind, program.input_width,
+    header = MAGIC + struct.pack("<12I", FILE_VERSION, 1 if int8 else 0, program.input_kind, program.input_width,
                                  program.output_width, len(program.widths), len(program.states), len(program.layers),
-                                 program.output_buffer, len(payload), zlib.crc32(payload) & 0xFFFFFFFF)
+                                 program.output_buffer, len(payload), zlib.crc32(payload) & 0xFFFFFFFF, len(meta))
     header += b"\0" * (HEADER_BYTES - len(header))
     return header + payload
 
@@ -485,7 +506,7 @@ def write_c_files(onnx_path: Path, manifest: Manifest, out_dir: Path,
     program = program_from_onnx(onnx_path, manifest)
     for precision in precisions:
         name = C_FILES[precision]
-        (out_dir / name).write_bytes(program_bytes(program, precision))
+        (out_dir / name).write_bytes(program_bytes(program, precision, metadata_text(manifest)))
         manifest = manifest.with_file(file_entry(out_dir, name, "c", precision,
                                                  quantization=dict(QUANTIZATION) if precision == "int8" else None))
     return manifest

@@ -52,6 +52,7 @@ struct lem_model {
     op *ops;
     size_t max_gates, max_hidden, max_stride; /* scratch sizes */
     size_t vocabulary;                        /* token-id models: rows of the embedding */
+    char *metadata;                           /* "key=value" lines (labels, frontend, detector), or "" */
     size_t bytes;
 };
 
@@ -236,6 +237,7 @@ void lem_model_free(lem_model *model) {
     free(model->states);
     free(model->widths);
     free(model->initial_state);
+    free(model->metadata);
     free(model);
 }
 
@@ -346,7 +348,7 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
 lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
     reader r;
     lem_model *m;
-    uint32_t payload, crc, precision, i, k;
+    uint32_t payload, crc, precision, i, k, meta_bytes;
     int s;
     if (data == NULL) {
         fail(LEM_ERR_ARGUMENT, status, "no data");
@@ -381,6 +383,7 @@ lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
     m->output_buffer = read_u32(&r);
     payload = read_u32(&r);
     crc = read_u32(&r);
+    meta_bytes = read_u32(&r);
     if (precision > 1 || m->input_kind > LEM_INPUT_TOKEN_IDS || m->n_buffers == 0 || m->n_buffers > MAX_BUFFERS
         || m->n_ops == 0 || m->n_ops > MAX_OPS || m->n_states > MAX_STATES || m->output_buffer >= m->n_buffers) {
         lem_model_free(m);
@@ -452,6 +455,13 @@ lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
         s = read_op(&r, m, &m->ops[i], i);
         if (s != LEM_OK) goto failed_status;
     }
+    if (meta_bytes > r.size - r.pos) {
+        s = LEM_ERR_TRUNCATED;
+        goto failed_status;
+    }
+    m->metadata = (char *)calloc(meta_bytes + 1u, 1);
+    if (m->metadata == NULL) goto no_memory;
+    if (meta_bytes) memcpy(m->metadata, read_bytes(&r, meta_bytes), meta_bytes);
     if (r.pos != r.size) {
         s = LEM_ERR_FORMAT;
         snprintf(last_error, sizeof last_error, "C weight file: %lu bytes left after the last layer",
@@ -508,6 +518,7 @@ size_t lem_model_output_width(const lem_model *model) { return model->output_wid
 size_t lem_model_state_size(const lem_model *model) { return model->state_size; }
 size_t lem_model_state_count(const lem_model *model) { return model->n_states; }
 int lem_model_is_int8(const lem_model *model) { return model->int8; }
+const char *lem_model_metadata(const lem_model *model) { return model->metadata; }
 size_t lem_model_bytes(const lem_model *model) { return model->bytes; }
 
 int lem_model_state_info(const lem_model *model, size_t index, lem_state_info *info) {

@@ -75,6 +75,8 @@ size_t lem_model_state_size(const lem_model *model);   /* floats in the concaten
 size_t lem_model_state_count(const lem_model *model);
 int lem_model_state_info(const lem_model *model, size_t index, lem_state_info *info);
 int lem_model_is_int8(const lem_model *model);
+/* The file's metadata: "key=value" lines (labels=..., frontend.n_mels=..., detector.threshold=...), or "". */
+const char *lem_model_metadata(const lem_model *model);
 /* Bytes the model holds (weights arena) and a stream of this max_chunk would hold. */
 size_t lem_model_bytes(const lem_model *model);
 size_t lem_stream_bytes_for(const lem_model *model, size_t max_chunk);
