@@ -74,7 +74,7 @@ def layer_name(node: Any) -> str:
     parts = [p for p in str(node.name).split("/") if p and p != "inner"]
     if parts and parts[0] == "model":
         parts = parts[1:]
-    return ".".join(parts[:-1]) or (parts[0] if parts else node.op_type)
+    return ".".join(parts[:-1]) or "forward()"  # a node outside any submodule: the model's own forward
 
 
 def _refuse(node: Any, reason: str) -> ExportError:

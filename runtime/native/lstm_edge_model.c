@@ -626,6 +626,7 @@ static float fast_exp(float x) {
     int32_t e;
     uint32_t bits;
     float scale;
+    if (x != x) return x; /* NaN stays NaN, so the result check sees it */
     if (x > 88.0f) x = 88.0f;
     if (x < -87.0f) x = -87.0f;
     n = floorf(x * 1.44269504f + 0.5f);
