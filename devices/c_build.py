@@ -30,7 +30,7 @@ NATIVE_DIR = Path(__file__).resolve().parent.parent / "runtime" / "native"
 LIBRARY_SOURCES = ("lstm_edge_model.c", "lstm_edge_kernels.c", "lstm_edge_audio.c")
 HEADERS = ("lstm_edge_model.h", "lstm_edge_audio.h")
 PROGRAMS = {"lstm-edge-run": ("lstm_edge_run.c",), "lstm-edge-listen": ("lstm_edge_listen.c",)}
-CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra")
+CFLAGS = ("-std=c99", "-O3", "-fno-trapping-math", "-Wall", "-Wextra")  # no-trapping-math: gate loops vectorise
 
 
 class BuildError(LstmEdgeError, RuntimeError):
@@ -59,8 +59,9 @@ TARGETS = {
 def _tool(target: CTarget, name: str) -> str:
     tool = shutil.which(f"{target.prefix}{name}") if target.prefix else shutil.which(name)
     if tool is None:
+        package = target.apt_package if target.prefix else "binutils"
         raise BuildError(f"target {target.name} needs {target.prefix}{name}, which is not installed; install it "
-                         f"with: apt-get install {target.apt_package if name == 'gcc' or target.prefix else 'binutils'}")
+                         f"with: apt-get install {package}")
     return tool
 
 
@@ -71,11 +72,13 @@ def _run(command: list[str]) -> str:
     return result.stdout
 
 
-def code_size(target: CTarget, library: Path) -> dict[str, int]:
-    """text/data/bss bytes summed over the library's objects (binutils ``size``)."""
+def code_size(target: CTarget, library: Path) -> dict[str, Any]:
+    """text/data/bss bytes summed over the library's objects (binutils ``size``), and text per object."""
     out = _run([_tool(target, "size"), "--totals", str(library)])
-    total = [line.split() for line in out.splitlines() if line.strip().endswith("(TOTALS)")][0]
-    return {"text": int(total[0]), "data": int(total[1]), "bss": int(total[2])}
+    rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+    total = [row for row in rows if row[5:6] == ["(TOTALS)"]][0]
+    per_object = {row[5]: int(row[0]) for row in rows if len(row) > 5 and row[5].endswith(".o")}
+    return {"text": int(total[0]), "data": int(total[1]), "bss": int(total[2]), "text_per_object": per_object}
 
 
 def build_c(target_name: str, out_dir: str | Path, model_dir: str | Path | None = None) -> dict[str, Any]:

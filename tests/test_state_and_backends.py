@@ -21,7 +21,7 @@ from lstm_edge.runtime.manifest import FORMATS, Manifest
 from lstm_edge.runtime.values import GraphCheck, require_finite_result
 
 import zoo
-from conftest import ALL_BACKENDS, BACKENDS
+from conftest import ALL_BACKENDS
 
 
 @pytest.fixture(params=ALL_BACKENDS)

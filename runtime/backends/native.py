@@ -85,6 +85,25 @@ def load_c_model(data: bytes, where: str) -> tuple[Any, int]:
     return lib, handle
 
 
+class _Slot:
+    """One C stream with its input, state and output buffers (numpy views of memory whose address is known)."""
+
+    def __init__(self, stream: int, in_width: int, ids: bool, state_size: int, out_width: int) -> None:
+        self.stream = stream
+        self.in_width, self.ids, self.state_size, self.out_width = in_width, ids, state_size, out_width
+        self.state_in = np.zeros(max(state_size, 1), np.float32)
+        self.state_in_address = self.state_in.ctypes.data
+        self.grow(16)
+
+    def grow(self, frames: int) -> None:
+        self.frames = frames
+        dtype = np.int32 if self.ids else np.float32
+        self.x = np.zeros((frames, self.in_width) if not self.ids else (frames,), dtype)
+        self.x_address = self.x.ctypes.data
+        self.out = np.zeros(self.state_size + frames * self.out_width, np.float32)
+        self.out_address = self.out.ctypes.data
+
+
 class NativeBackend:
     name = INFO.name
     checks_input_finite = True
@@ -96,7 +115,7 @@ class NativeBackend:
         self.kernels = lib.lem_kernel_name().decode()
         self.int8 = bool(lib.lem_model_is_int8(handle))
         self.engine = f"lstm-edge C {self.kernels}"
-        self._streams: list[int] = []
+        self._slots: list[_Slot] = []
         self._check_contract(path, manifest)
         self._ids = manifest.input.dtype == "int64"
         self._out_width = int(lib.lem_model_output_width(handle))
@@ -108,6 +127,7 @@ class NativeBackend:
             n = int(np.prod(spec.shape))
             self._bounds.append((offset, offset + n))
             offset += n
+        self._in_width = 1 if self._ids else int(lib.lem_model_input_width(handle))
         self._run = lib.lem_stream_run
 
     def _check_contract(self, path: Path, manifest: Manifest) -> None:
@@ -134,13 +154,13 @@ class NativeBackend:
                 raise ModelFileError(expected_got(f"{path}: input width", in_width,
                                                   int(lib.lem_model_input_width(handle))))
 
-    def _new_stream(self) -> int:
+    def _new_slot(self) -> _Slot:
         status = ctypes.c_int(0)
         stream = self._lib.lem_stream_create(self._model, MAX_CHUNK, ctypes.byref(status))
         if not stream:
             raise LstmEdgeError(f"the C library could not create a stream: "
                                 f"{self._lib.lem_status_string(status.value).decode()}")
-        return int(stream)
+        return _Slot(int(stream), self._in_width, self._ids, self._state_size, self._out_width)
 
     def memory(self) -> dict[str, int]:
         """Bytes held by the C model (weights) and by one stream of this backend."""
@@ -149,22 +169,24 @@ class NativeBackend:
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         frames = x.shape[1]
-        if self._ids:
-            x = x.astype(np.int32)
-        elif not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        state_in = states[0] if len(states) == 1 else np.concatenate([s.reshape(-1) for s in states])
-        if state_in.dtype != np.float32 or not state_in.flags.c_contiguous:
-            state_in = np.ascontiguousarray(state_in, dtype=np.float32)
-        out = np.empty(self._state_size + frames * self._out_width, np.float32)
-        streams = self._streams
+        slots = self._slots
         try:
-            stream = streams.pop()
+            slot = slots.pop()
         except IndexError:
-            stream = self._new_stream()
-        base = out.ctypes.data
-        status = self._run(stream, x.ctypes.data, frames, state_in.ctypes.data, base, base + 4 * self._state_size)
-        streams.append(stream)
+            slot = self._new_slot()
+        try:
+            if frames > slot.frames:
+                slot.grow(frames)
+            # Copies into buffers whose addresses were taken once: cheaper than reading each array's pointer.
+            slot.x[:frames] = x[0]
+            state_in = slot.state_in
+            for (a, b), value in zip(self._bounds, states):
+                state_in[a:b] = value.reshape(-1)
+            status = self._run(slot.stream, slot.x_address, frames, slot.state_in_address, slot.out_address,
+                               slot.out_address + 4 * self._state_size)
+            out = slot.out[:self._state_size + frames * self._out_width].copy()
+        finally:
+            slots.append(slot)
         if status != 0:
             raise self._error(status, x)
         y = out[self._state_size:].reshape(1, frames, self._out_width)
@@ -185,8 +207,8 @@ class NativeBackend:
         lib = getattr(self, "_lib", None)
         if lib is None:
             return
-        for stream in getattr(self, "_streams", []):
-            lib.lem_stream_free(stream)
+        for slot in getattr(self, "_slots", []):
+            lib.lem_stream_free(slot.stream)
         if getattr(self, "_model", None):
             lib.lem_model_free(self._model)
             self._model = None

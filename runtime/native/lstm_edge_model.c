@@ -620,36 +620,36 @@ int lem_stream_set_state(lem_stream *stream, const float *state) {
 }
 
 /* ----------------------------------------------------------------------------------------------- layers */
-/* exp(x) for |x| <= 88: 2^n * p(r), r in [-ln2/2, ln2/2], degree-6 polynomial (relative error ~2e-7) */
+/* Round to the nearest integer for |v| < 2^22, without libm (floorf/rintf are calls on baseline x86-64). */
+static float round_near(float v) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    const float keep = magic; /* (needs IEEE rounding: do not build with -ffast-math) */
+    return (v + keep) - keep;
+}
+
+/* exp(x), x clamped to [-87, 88]: 2^n * p(r), r in [-ln2/2, ln2/2], degree-6 polynomial (relative error ~2e-7).
+ * Branch-free apart from the clamps (min/max instructions), so the gate loops vectorise. NaN stays NaN. */
 static float fast_exp(float x) {
-    float n, r, p;
-    int32_t e;
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer kept in the low bits */
+    float shifted, n, r, p, scale;
     uint32_t bits;
-    float scale;
-    if (x != x) return x; /* NaN stays NaN, so the result check sees it */
-    if (x > 88.0f) x = 88.0f;
-    if (x < -87.0f) x = -87.0f;
-    n = floorf(x * 1.44269504f + 0.5f);
+    x = x > 88.0f ? 88.0f : x; /* NaN passes both clamps and gives NaN below */
+    x = x < -87.0f ? -87.0f : x;
+    shifted = x * 1.44269504f + magic;
+    n = shifted - magic;
     r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
     p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f + r * (0.008333334f
         + r * 0.0013888889f)))));
-    e = (int32_t)n + 127;
-    bits = (uint32_t)e << 23;
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits - 0x4b400000u + 127u) << 23; /* 2^n from n's bits, no float-to-int conversion */
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
 }
 
 static float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 
-static float fast_tanh(float x) {
-    if (x > 9.0f) return 1.0f;
-    if (x < -9.0f) return -1.0f;
-    if (x > -0.0625f && x < 0.0625f) { /* avoid the cancellation of 1 - 2 / (e^2x + 1) near 0 */
-        float x2 = x * x;
-        return x * (1.0f + x2 * (-0.33333334f + x2 * (0.13333334f + x2 * -0.053968254f)));
-    }
-    return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f);
-}
+/* 1 - 2 / (e^2x + 1): absolute error ~1e-7 over the whole range (relative error grows only for |x| < 1e-3) */
+static float fast_tanh(float x) { return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f); }
 
 /* q = round(v / s) with s = max|v| / 127 (s = 0 for an all-zero vector); the padding stays 0 */
 static float quantize(const float *v, size_t n, int8_t *q) {
@@ -664,10 +664,7 @@ static float quantize(const float *v, size_t n, int8_t *q) {
         return 0.0f;
     }
     inv = 127.0f / peak;
-    for (i = 0; i < n; i++) {
-        float t = v[i] * inv;
-        q[i] = (int8_t)(t >= 0.0f ? (int)(t + 0.5f) : -(int)(0.5f - t));
-    }
+    for (i = 0; i < n; i++) q[i] = (int8_t)(int)round_near(v[i] * inv);
     return peak / 127.0f;
 }
 
