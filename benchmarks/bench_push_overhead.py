@@ -58,11 +58,14 @@ def bare_native(model_dir: Path, manifest: Manifest, length: int) -> Callable[[n
     x_at, state_at, out_at = x.ctypes.data, state.ctypes.data, out.ctypes.data
     run = lib.lem_stream_run
 
+    out[:state.size] = state
+
     def call(batched: np.ndarray) -> object:
         x[:] = batched[0]
-        return run(stream, x_at, length, state_at, out_at, out_at + 4 * state.size)
+        # state carried in place (state_in and state_out alias), as push carries it: a zero state would skip work
+        return run(stream, x_at, length, out_at, out_at, out_at + 4 * state.size)
 
-    call.keep = (model, stream, x, state, out)  # type: ignore[attr-defined]  # alive as long as the closure
+    call.keep = (model, stream, x, state, out, state_at)  # type: ignore[attr-defined]  # alive with the closure
     return call
 
 

@@ -9,7 +9,9 @@ and thread-safe. The C code refuses NaN/inf in the chunk and in the result itsel
 from __future__ import annotations
 
 import ctypes
+from collections import OrderedDict
 import importlib.util
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from lstm_edge.runtime.values import nonfinite_count, refuse_nonfinite_chunk
 
 INFO = REGISTRY["native"]
 MAX_CHUNK = 64  # frames per internal C step (longer pushes are run in pieces of this size, no allocation)
+OUTPUT_BLOCK = 1 << 15  # floats per block that outputs are sliced from (128 KB)
+KNOWN_STATES = 256
 LEM_ERR_NONFINITE_INPUT = -6
 LEM_ERR_NONFINITE_RESULT = -7
 _library: Any = None
@@ -64,6 +68,7 @@ def library() -> Any:
             "lem_stream_create": (p, [p, size, ctypes.POINTER(i32)]),
             "lem_stream_free": (None, [p]),
             "lem_stream_run": (i32, [p, p, size, p, p, p]),
+            "lem_stream_run_parts": (i32, [p, p, size, p, p, p]),
         }
         for name, (restype, argtypes) in signatures.items():
             function = getattr(lib, name)
@@ -86,13 +91,15 @@ def load_c_model(data: bytes, where: str) -> tuple[Any, int]:
 
 
 class _Slot:
-    """One C stream with its input, state and output buffers (numpy views of memory whose address is known)."""
+    """One C stream, its pointer table for the states and fallback buffers for arrays passed by copy."""
 
-    def __init__(self, stream: int, in_width: int, ids: bool, state_size: int, out_width: int) -> None:
+    def __init__(self, stream: int, in_width: int, ids: bool, state_sizes: list[int], out_width: int) -> None:
         self.stream = stream
-        self.in_width, self.ids, self.state_size, self.out_width = in_width, ids, state_size, out_width
-        self.state_in = np.zeros(max(state_size, 1), np.float32)
-        self.state_in_address = self.state_in.ctypes.data
+        self.in_width, self.ids = in_width, ids
+        self.pointers = (ctypes.c_void_p * max(len(state_sizes), 1))()
+        self.pointers_address = ctypes.addressof(self.pointers)
+        self.state_copies = [np.zeros(n, np.float32) for n in state_sizes]
+        self.state_copy_addresses = [a.ctypes.data for a in self.state_copies]
         self.grow(16)
 
     def grow(self, frames: int) -> None:
@@ -100,8 +107,6 @@ class _Slot:
         dtype = np.int32 if self.ids else np.float32
         self.x = np.zeros((frames, self.in_width) if not self.ids else (frames,), dtype)
         self.x_address = self.x.ctypes.data
-        self.out = np.zeros(self.state_size + frames * self.out_width, np.float32)
-        self.out_address = self.out.ctypes.data
 
 
 class NativeBackend:
@@ -116,6 +121,12 @@ class NativeBackend:
         self.int8 = bool(lib.lem_model_is_int8(handle))
         self.engine = f"lstm-edge C {self.kernels}"
         self._slots: list[_Slot] = []
+        # States this backend returned, by id (the object kept, so an id cannot be reused while listed): the next
+        # call finds their addresses here instead of asking numpy.
+        self._produced: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
+        self._block_lock = threading.Lock()
+        first = np.empty(OUTPUT_BLOCK, np.float32)
+        self._block: tuple[np.ndarray, int, int] = (first, 0, first.ctypes.data)
         self._check_contract(path, manifest)
         self._ids = manifest.input.dtype == "int64"
         self._out_width = int(lib.lem_model_output_width(handle))
@@ -128,7 +139,11 @@ class NativeBackend:
             self._bounds.append((offset, offset + n))
             offset += n
         self._in_width = 1 if self._ids else int(lib.lem_model_input_width(handle))
-        self._run = lib.lem_stream_run
+        self._run = lib.lem_stream_run_parts
+        self._x_dtype = np.dtype(np.int32 if self._ids else np.float32)
+        self._float32 = np.dtype(np.float32)
+        self._char_from = ctypes.c_char.from_buffer
+        self._addressof = ctypes.addressof
 
     def _check_contract(self, path: Path, manifest: Manifest) -> None:
         lib, handle = self._lib, self._model
@@ -160,7 +175,7 @@ class NativeBackend:
         if not stream:
             raise LstmEdgeError(f"the C library could not create a stream: "
                                 f"{self._lib.lem_status_string(status.value).decode()}")
-        return _Slot(int(stream), self._in_width, self._ids, self._state_size, self._out_width)
+        return _Slot(int(stream), self._in_width, self._ids, [b - a for a, b in self._bounds], self._out_width)
 
     def memory(self) -> dict[str, int]:
         """Bytes held by the C model (weights) and by one stream of this backend."""
@@ -175,22 +190,55 @@ class NativeBackend:
         except IndexError:
             slot = self._new_slot()
         try:
-            if frames > slot.frames:
-                slot.grow(frames)
-            # Copies into buffers whose addresses were taken once: cheaper than reading each array's pointer.
-            slot.x[:frames] = x[0]
-            state_in = slot.state_in
-            for (a, b), value in zip(self._bounds, states):
-                state_in[a:b] = value.reshape(-1)
-            status = self._run(slot.stream, slot.x_address, frames, slot.state_in_address, slot.out_address,
-                               slot.out_address + 4 * self._state_size)
-            out = slot.out[:self._state_size + frames * self._out_width].copy()
+            # Addresses through ctypes' buffer protocol (c_char.from_buffer) cost a fraction of ndarray.ctypes;
+            # arrays it cannot take (read-only, wrong dtype, not contiguous) are copied into the slot's buffers.
+            x_at = self._address(x, self._x_dtype)
+            if x_at is None:
+                if frames > slot.frames:
+                    slot.grow(frames)
+                slot.x[:frames] = x[0]
+                x_at = slot.x_address
+            pointers = slot.pointers
+            known = self._produced
+            for index, value in enumerate(states):
+                record = known.get(id(value))
+                if record is not None and record[0] is value:  # a state this backend returned: address known
+                    at = record[1]
+                else:
+                    at = self._address(value, self._float32)
+                    if at is None:
+                        slot.state_copies[index][...] = value.reshape(-1)
+                        at = slot.state_copy_addresses[index]
+                pointers[index] = at
+            out, out_at = self._output(self._state_size + frames * self._out_width)
+            status = self._run(slot.stream, x_at, frames, slot.pointers_address, out_at,
+                               out_at + 4 * self._state_size)
         finally:
             slots.append(slot)
         if status != 0:
             raise self._error(status, x)
         y = out[self._state_size:].reshape(1, frames, self._out_width)
-        return y, [out[a:b].reshape(shape) for (a, b), shape in zip(self._bounds, self._shapes)]
+        new_states = [out[a:b].reshape(shape) for (a, b), shape in zip(self._bounds, self._shapes)]
+        for (a, _), value in zip(self._bounds, new_states):
+            known[id(value)] = (value, out_at + 4 * a)
+        while len(known) > KNOWN_STATES:
+            known.popitem(last=False)
+        return y, new_states
+
+    def _output(self, n: int) -> tuple[np.ndarray, int]:
+        """A fresh float32 array of n values and its address: slices of a block whose address was taken once."""
+        with self._block_lock:
+            block, used, address = self._block
+            if used + n > block.size:
+                block = np.empty(max(OUTPUT_BLOCK, n), np.float32)
+                used, address = 0, block.ctypes.data
+            self._block = (block, used + n + (-n % 16), address)  # 64-byte steps keep every output aligned
+        return block[used:used + n], address + 4 * used
+
+    def _address(self, array: np.ndarray, dtype: np.dtype) -> int | None:
+        if array.dtype != dtype or not array.flags.c_contiguous or not array.flags.writeable or not array.size:
+            return None
+        return int(self._addressof(self._char_from(array)))
 
     def _error(self, status: int, x: np.ndarray) -> LstmEdgeError:
         if status == LEM_ERR_NONFINITE_INPUT:

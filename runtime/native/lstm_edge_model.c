@@ -888,3 +888,15 @@ int lem_stream_run(lem_stream *stream, const void *x, size_t n_frames, const flo
     if (status == LEM_OK) memmove(state_out, stream->state, stream->model->state_size * sizeof(float));
     return status;
 }
+
+int lem_stream_run_parts(lem_stream *stream, const void *x, size_t n_frames, const float *const *state_in,
+                         float *state_out, float *y) {
+    size_t i;
+    if (stream == NULL || state_in == NULL || state_out == NULL) return LEM_ERR_ARGUMENT;
+    for (i = 0; i < stream->model->n_states; i++) {
+        const state_spec *spec = &stream->model->states[i];
+        if (state_in[i] == NULL) return LEM_ERR_ARGUMENT;
+        memmove(stream->state + spec->offset, state_in[i], spec->size * sizeof(float));
+    }
+    return lem_stream_run(stream, x, n_frames, stream->state, state_out, y);
+}

@@ -103,6 +103,11 @@ int lem_stream_push_ids(lem_stream *stream, const int32_t *ids, size_t n_frames,
 int lem_stream_run(lem_stream *stream, const void *x, size_t n_frames, const float *state_in, float *state_out,
                    float *y);
 
+/* The same with the state given per state (lem_model_state_count pointers, manifest order); state_out is the
+ * concatenated vector. */
+int lem_stream_run_parts(lem_stream *stream, const void *x, size_t n_frames, const float *const *state_in,
+                         float *state_out, float *y);
+
 #ifdef __cplusplus
 }
 #endif
