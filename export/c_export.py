@@ -416,8 +416,9 @@ class _Converter:
         width = self.widths[source]
         scale = self.const(node.input[1])
         bias = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(width, np.float32)
-        if attrs.get("axis", -1) not in (-1, len(self.shapes.get(node.input[0]) or [0, 0, 0]) - 1) or scale is None:
-            raise _refuse(node, "only a layer norm over the feature axis with constant scale")
+        if (attrs.get("axis", -1) not in (-1, len(self.shapes.get(node.input[0]) or [0, 0, 0]) - 1) or scale is None
+                or bias is None):
+            raise _refuse(node, "only a layer norm over the feature axis with constant scale and bias")
         eps = struct.unpack("<I", struct.pack("<f", float(attrs.get("epsilon", 1e-5))))[0]
         self.add(Layer(OP_LAYERNORM, source, 0, params=[eps],
                        vectors=[scale.astype(np.float32).reshape(-1), bias.astype(np.float32).reshape(-1)],

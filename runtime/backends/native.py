@@ -9,9 +9,9 @@ and thread-safe. The C code refuses NaN/inf in the chunk and in the result itsel
 from __future__ import annotations
 
 import ctypes
-from collections import OrderedDict
 import importlib.util
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -203,13 +203,13 @@ class NativeBackend:
             for index, value in enumerate(states):
                 record = known.get(id(value))
                 if record is not None and record[0] is value:  # a state this backend returned: address known
-                    at = record[1]
-                else:
-                    at = self._address(value, self._float32)
-                    if at is None:
-                        slot.state_copies[index][...] = value.reshape(-1)
-                        at = slot.state_copy_addresses[index]
-                pointers[index] = at
+                    pointers[index] = record[1]
+                    continue
+                found = self._address(value, self._float32)
+                if found is None:
+                    slot.state_copies[index][...] = value.reshape(-1)
+                    found = slot.state_copy_addresses[index]
+                pointers[index] = found
             out, out_at = self._output(self._state_size + frames * self._out_width)
             status = self._run(slot.stream, x_at, frames, slot.pointers_address, out_at,
                                out_at + 4 * self._state_size)
@@ -238,7 +238,7 @@ class NativeBackend:
     def _address(self, array: np.ndarray, dtype: np.dtype) -> int | None:
         if array.dtype != dtype or not array.flags.c_contiguous or not array.flags.writeable or not array.size:
             return None
-        return int(self._addressof(self._char_from(array)))
+        return int(self._addressof(self._char_from(array)))  # type: ignore[arg-type]  # ndarray is a buffer
 
     def _error(self, status: int, x: np.ndarray) -> LstmEdgeError:
         if status == LEM_ERR_NONFINITE_INPUT:
@@ -259,7 +259,7 @@ class NativeBackend:
             lib.lem_stream_free(slot.stream)
         if getattr(self, "_model", None):
             lib.lem_model_free(self._model)
-            self._model = None
+            self._model = 0
 
 
 def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> NativeBackend:
