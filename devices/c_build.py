@@ -10,6 +10,8 @@ without a root filesystem). The output folder holds::
     lstm-edge-run            float32 frames on stdin -> float32 outputs on stdout
     lstm-edge-listen         16 kHz s16le PCM on stdin -> detections (JSON lines)
     model.lec, model.int8.lec   the model directory's C weight files (when a model directory is given)
+    model_int8_lec.h         the int8 weight file as a ``const`` byte array, for firmware without a file system:
+                             ``lem_model_from_memory(lem_model_int8_lec, sizeof lem_model_int8_lec, &status)``
     build.json               target, compiler, flags, code size of the library (``size``), files
 """
 
@@ -81,6 +83,17 @@ def code_size(target: CTarget, library: Path) -> dict[str, Any]:
     return {"text": int(total[0]), "data": int(total[1]), "bss": int(total[2]), "text_per_object": per_object}
 
 
+def write_array_header(source: Path, target: Path, name: str) -> None:
+    """``source``'s bytes as ``static const unsigned char name[]`` (aligned to 16 bytes with GCC and clang)."""
+    data = source.read_bytes()
+    rows = [", ".join(str(b) for b in data[i:i + 24]) for i in range(0, len(data), 24)]
+    body = ",\n    ".join(rows)
+    target.write_text(f"/* {source.name} ({len(data)} bytes), written by lstm-edge build-c. */\n"
+                      f"#ifndef {name.upper()}_H\n#define {name.upper()}_H\n"
+                      "#if defined(__GNUC__)\n__attribute__((aligned(16)))\n#endif\n"
+                      f"static const unsigned char {name}[{len(data)}] = {{\n    {body}\n}};\n#endif\n")
+
+
 def build_c(target_name: str, out_dir: str | Path, model_dir: str | Path | None = None) -> dict[str, Any]:
     """Build for ``target_name`` (native, aarch64, armv7) into ``out_dir``; returns what build.json records."""
     if target_name not in TARGETS:
@@ -114,6 +127,8 @@ def build_c(target_name: str, out_dir: str | Path, model_dir: str | Path | None 
               *(str(NATIVE_DIR / s) for s in sources), str(library), "-lm"])
     for path in weights:
         shutil.copyfile(path, out / path.name)
+        if path.name == "model.int8.lec":
+            write_array_header(path, out / "model_int8_lec.h", "lem_model_int8_lec")
     record = {"target": target.name, "compiler": _run([cc, "--version"]).splitlines()[0], "cflags": list(CFLAGS),
               "static_programs": target.static, "library_size": code_size(target, library),
               "files": sorted(p.name for p in out.iterdir() if p.name != "build.json")}

@@ -381,3 +381,37 @@ def test_lstm_edge_listen_under_qemu_arm_gives_the_demo_detections(builds):
     for mine, theirs in zip(got, expected):
         assert abs(mine["start"] - theirs["start"]) < 1e-6 and abs(mine["end"] - theirs["end"]) < 1e-6
         assert abs(mine["score"] - theirs["score"]) <= 2e-4
+
+
+FIRMWARE_STYLE_PROGRAM = r"""
+#include <stdio.h>
+#include "lstm_edge_model.h"
+#include "model_int8_lec.h"
+int main(void) {
+    int status;
+    float x[40], y[12];
+    lem_model *model = lem_model_from_memory(lem_model_int8_lec, sizeof lem_model_int8_lec, &status);
+    lem_stream *stream = model ? lem_stream_create(model, 1, &status) : NULL;
+    if (stream == NULL) return 1;
+    while (fread(x, sizeof x, 1, stdin) == 1) {
+        if (lem_stream_push(stream, x, 1, y) != LEM_OK) return 1;
+        fwrite(y, sizeof y, 1, stdout);
+    }
+    return 0;
+}
+"""
+
+
+def test_const_array_header_runs_the_model_from_memory(builds, tmp_path):
+    """model_int8_lec.h (for firmware without files): the same outputs as lstm-edge-run on the file."""
+    folder = builds["armv7"]
+    source = tmp_path / "firmware.c"
+    source.write_text(FIRMWARE_STYLE_PROGRAM)
+    binary = tmp_path / "firmware"
+    subprocess.run(["arm-linux-gnueabihf-gcc", "-std=c99", "-O2", "-static", f"-I{folder}", "-o", str(binary),
+                    str(source), str(folder / "liblstm_edge.a"), "-lm"], check=True, capture_output=True)
+    frames = raw_frames(np.load(KWS_DIR / "reference" / "input.npy")[:50])
+    from_header = subprocess.run(["qemu-arm", str(binary)], input=frames, capture_output=True, check=True).stdout
+    from_file = run_program(builds, "armv7", "lstm-edge-run", ["--chunk", "1", "--precision", "int8", str(folder)],
+                            frames).stdout
+    assert len(from_header) == 50 * 12 * 4 and from_header == from_file
