@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,7 +99,19 @@ class _Slot:
         self.pointers_address = ctypes.addressof(self.pointers)
         self.state_copies = [np.zeros(n, np.float32) for n in state_sizes]
         self.state_copy_addresses = [a.ctypes.data for a in self.state_copies]
+        self.block = np.empty(OUTPUT_BLOCK, np.float32)
+        self.block_used, self.block_address = 0, self.block.ctypes.data
         self.grow(16)
+
+    def output(self, n: int) -> tuple[np.ndarray, int]:
+        """A fresh float32 array of n values and its address: a slice of a block whose address was taken once
+        (the slot belongs to one call at a time, so no lock)."""
+        used = self.block_used
+        if used + n > self.block.size:
+            self.block = np.empty(max(OUTPUT_BLOCK, n), np.float32)
+            used, self.block_address = 0, self.block.ctypes.data
+        self.block_used = used + n + (-n % 16)  # 64-byte steps keep every output aligned
+        return self.block[used:used + n], self.block_address + 4 * used
 
     def grow(self, frames: int) -> None:
         self.frames = frames
@@ -124,9 +135,6 @@ class NativeBackend:
         # States this backend returned, by id (the object kept, so an id cannot be reused while listed): the next
         # call finds their addresses here instead of asking numpy.
         self._produced: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
-        self._block_lock = threading.Lock()
-        first = np.empty(OUTPUT_BLOCK, np.float32)
-        self._block: tuple[np.ndarray, int, int] = (first, 0, first.ctypes.data)
         self._check_contract(path, manifest)
         self._ids = manifest.input.dtype == "int64"
         self._out_width = int(lib.lem_model_output_width(handle))
@@ -210,7 +218,7 @@ class NativeBackend:
                     slot.state_copies[index][...] = value.reshape(-1)
                     found = slot.state_copy_addresses[index]
                 pointers[index] = found
-            out, out_at = self._output(self._state_size + frames * self._out_width)
+            out, out_at = slot.output(self._state_size + frames * self._out_width)
             status = self._run(slot.stream, x_at, frames, slot.pointers_address, out_at,
                                out_at + 4 * self._state_size)
         finally:
@@ -224,16 +232,6 @@ class NativeBackend:
         while len(known) > KNOWN_STATES:
             known.popitem(last=False)
         return y, new_states
-
-    def _output(self, n: int) -> tuple[np.ndarray, int]:
-        """A fresh float32 array of n values and its address: slices of a block whose address was taken once."""
-        with self._block_lock:
-            block, used, address = self._block
-            if used + n > block.size:
-                block = np.empty(max(OUTPUT_BLOCK, n), np.float32)
-                used, address = 0, block.ctypes.data
-            self._block = (block, used + n + (-n % 16), address)  # 64-byte steps keep every output aligned
-        return block[used:used + n], address + 4 * used
 
     def _address(self, array: np.ndarray, dtype: np.dtype) -> int | None:
         if array.dtype != dtype or not array.flags.c_contiguous or not array.flags.writeable or not array.size:
