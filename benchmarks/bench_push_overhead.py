@@ -43,7 +43,34 @@ def bare_litert(model_dir: Path, manifest: Manifest, length: int) -> Callable[[n
     return lambda batched: runner(**{manifest.input.name: batched}, **state)
 
 
-BARE_CALLS = {"onnx": ("bare session.run", bare_onnx), "litert": ("bare signature runner", bare_litert)}
+def bare_native(model_dir: Path, manifest: Manifest, length: int) -> Callable[[np.ndarray], object]:
+    import ctypes
+
+    from lstm_edge.runtime.backends import native
+
+    lib = native.library()
+    entry = manifest.file("c", "float")
+    _, model = native.load_c_model((model_dir / entry.path).read_bytes(), entry.path)
+    stream = lib.lem_stream_create(model, length, ctypes.byref(ctypes.c_int(0)))
+    x = np.zeros((length, 40), np.float32)
+    state = np.concatenate([s.initial_value().reshape(-1) for s in manifest.states])
+    out = np.zeros(state.size + 12 * length, np.float32)
+    x_at, state_at, out_at = x.ctypes.data, state.ctypes.data, out.ctypes.data
+    run = lib.lem_stream_run
+
+    out[:state.size] = state
+
+    def call(batched: np.ndarray) -> object:
+        x[:] = batched[0]
+        # state carried in place (state_in and state_out alias), as push carries it: a zero state would skip work
+        return run(stream, x_at, length, out_at, out_at, out_at + 4 * state.size)
+
+    call.keep = (model, stream, x, state, out, state_at)  # type: ignore[attr-defined]  # alive with the closure
+    return call
+
+
+BARE_CALLS = {"onnx": ("bare session.run", bare_onnx), "litert": ("bare signature runner", bare_litert),
+              "native": ("bare lem_stream_run", bare_native)}
 
 
 def main() -> None:
@@ -59,7 +86,7 @@ def main() -> None:
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = export(reference_model(), torch.randn(1, 10, 40), tmp, formats=("onnx", "tflite"),
+        model_dir = export(reference_model(), torch.randn(1, 10, 40), tmp, formats=("onnx", "tflite", "c"),
                            chunk_sizes=(10, 1))
         manifest = Manifest.load(model_dir)
         for backend in NAMES:

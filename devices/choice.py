@@ -31,12 +31,16 @@ def choose_model_file(manifest: Manifest, profile: Profile, backend: str | None,
     notes: list[str] = []
     if backend is not None and backend not in backends.REGISTRY:
         raise BundleError(expected_got("backend", f"one of {list(backends.NAMES)}", repr(backend)))
+    if backend is not None and backends.info(backend).needs:
+        raise BundleError(f"bundles install a Python engine from PyPI; backend {backend!r} has none (it needs "
+                          f"{backends.info(backend).needs}): build its C programs with `lstm-edge build-c` instead")
     have = ", ".join(f.key for f in manifest.files) or "none"
     if backend is None:
         backend = profile.backend
         formats = {f.format for f in manifest.files}
         if backends.info(backend).format not in formats:
-            others = [b for b in backends.NAMES if b != backend and backends.info(b).format in formats]
+            others = [b for b in backends.NAMES if b != backend and backends.info(b).format in formats
+                      and not backends.info(b).needs]
             if not others:
                 raise BundleError(f"the model directory has no model files (manifest lists: {have})")
             other = others[0]

@@ -36,7 +36,7 @@ TIME = "T"  # marks the time axis in a shape
 # An output's "per_frame" value for many-to-one models: row t is the model's answer on the frames up to t.
 ANSWER_SO_FAR = "answer_so_far"
 KINDS = ("sequence", "step")
-FORMATS = ("onnx", "tflite")
+FORMATS = ("onnx", "tflite", "c")  # "c": the C weight file of runtime/native (docs/manifest.md)
 PRECISIONS = ("float", "int8")
 DTYPES = ("float32", "int64", "int8", "int16", "int32")
 

@@ -22,13 +22,18 @@ else:
     atexit.register(shutil.rmtree, _CACHE, True)
 os.environ["LSTM_EDGE_WHEEL_CACHE"] = str(_CACHE / "wheels")
 os.environ["LSTM_EDGE_ARM_CACHE"] = str(_CACHE / "arm")
+os.environ["LSTM_EDGE_CACHE"] = str(_CACHE / "native")  # the native backend's compiled library
 
 import zoo  # noqa: E402
 
 FORMATS = ("onnx", "tflite")
-from lstm_edge.runtime.backends import NAMES  # noqa: E402
+from lstm_edge.runtime.backends import REGISTRY  # noqa: E402
 
-BACKENDS = NAMES
+# The backends of the formats every zoo model is exported to; the native backend (C weight files) runs the zoo
+# models its C layers cover, NATIVE_MODELS, which the fixture also converts (tests/test_native.py covers the rest).
+BACKENDS = tuple(name for name, record in REGISTRY.items() if record.format in FORMATS)
+NATIVE_MODELS = ("feature_lstm", "gru", "learned_h0", "tokens_time_major")
+ALL_BACKENDS = (*BACKENDS, "native")
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +47,8 @@ def exported(tmp_path_factory):
         if name not in cache:
             model, example = zoo.build(name)
             out = tmp_path_factory.mktemp(name)
-            export(model, example, out, formats=FORMATS, chunk_sizes=(10, 1))
+            export(model, example, out, formats=FORMATS + (("c",) if name in NATIVE_MODELS else ()),
+                   chunk_sizes=(10, 1))
             cache[name] = (model, out)
         return cache[name]
 

@@ -58,7 +58,7 @@ def test_profile_errors_say_expected_and_got(tmp_path):
     with pytest.raises(ProfileError, match=r"expected one of .*raspberry-pi-4.*got 'pi-6'"):
         get_profile("pi-6")
     good = get_profile("raspberry-pi-4").to_dict()
-    with pytest.raises(ProfileError, match=r"backend: expected one of \('onnx', 'litert'\), got 'tensorrt'"):
+    with pytest.raises(ProfileError, match=r"backend: expected one of \('onnx', 'litert', 'native'\), got 'tensorrt'"):
         Profile.from_dict({**good, "backend": "tensorrt"}, "test")
     with pytest.raises(ProfileError, match=r"threads: expected int, got '2'"):
         Profile.from_dict({**good, "threads": "2"}, "test")

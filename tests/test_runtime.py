@@ -21,10 +21,10 @@ from lstm_edge.runtime import (
 )
 
 import zoo
-from conftest import BACKENDS
+from conftest import ALL_BACKENDS, BACKENDS
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=ALL_BACKENDS)
 def feature_model(exported, request):
     return StreamingModel.load(exported("feature_lstm")[1], backend=request.param)
 

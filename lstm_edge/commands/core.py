@@ -198,7 +198,7 @@ def register(sub) -> None:
     p.add_argument("--example", help="an example input .npy WITH the batch dim ([1, T, F] or [1, T])")
     p.add_argument("--example-shape", type=_int_list, help="shape of a random example input, e.g. 1,10,40")
     p.add_argument("--example-dtype", choices=("float32", "int64"), default="float32")
-    p.add_argument("--formats", default="onnx", help="comma-separated: onnx,tflite (default onnx)")
+    p.add_argument("--formats", default="onnx", help="comma-separated: onnx,tflite,c (default onnx)")
     p.add_argument("--chunk-sizes", type=_int_list, default=None, help="TFLite signature lengths, e.g. 10,1")
     p.add_argument("--labels", help="comma-separated class labels for the output's last dim")
     p.add_argument("--name", help="model name for the manifest")

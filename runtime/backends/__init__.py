@@ -36,9 +36,12 @@ class BackendInfo:
     engine_import: str  # the engine's import name, for import-time measurements
     pip_package: str  # the engine's distribution on PyPI (what a device bundle downloads)
     extra: str  # the lstm-edge extra that installs it
+    needs: str = ""  # what the backend needs instead of a PyPI engine (the native backend: a C compiler)
 
     @property
     def install_hint(self) -> str:
+        if self.needs:
+            return self.needs
         return f"pip install 'lstm-edge[{self.extra}]'  (or: pip install {self.pip_package})"
 
 
@@ -46,9 +49,11 @@ REGISTRY: dict[str, BackendInfo] = {
     "onnx": BackendInfo("onnx", "onnx", "lstm_edge.runtime.backends.onnx", "onnxruntime", "onnxruntime", "onnx"),
     "litert": BackendInfo("litert", "tflite", "lstm_edge.runtime.backends.litert", "ai_edge_litert.interpreter",
                           "ai-edge-litert", "litert"),
+    "native": BackendInfo("native", "c", "lstm_edge.runtime.backends.native", "ctypes", "", "",
+                          needs="a C compiler (cc, gcc or clang; $CC), used once to build lstm-edge's C library"),
 }
 NAMES = tuple(REGISTRY)
-PREFERENCE = ("litert", "onnx")  # when the caller does not choose: LiteRT is the faster engine per call here
+PREFERENCE = ("litert", "onnx", "native")  # when the caller does not choose: LiteRT is the faster engine per call here
 
 
 class Backend(Protocol):

@@ -1,0 +1,98 @@
+/*
+ * The C model's push loop and the int8 matrix-vector floor it is measured against (benchmarks/bench_native.py).
+ *
+ *   native_loop MODEL.lec ITERATIONS ROWSxCOLS[,ROWSxCOLS...]
+ *
+ * Prints one JSON line: microseconds per push at T=1, per frame at T=10, and the floor: per frame, one int8
+ * matrix-vector product (the same kernel the model uses) for each listed matrix, with nothing else around it.
+ */
+#define _POSIX_C_SOURCE 199309L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lstm_edge_kernels.h"
+#include "lstm_edge_model.h"
+
+static double now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
+static int compare(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* median over 15 rounds of (time of `iterations` calls) / (iterations * per) */
+#define ROUNDS 15
+
+int main(int argc, char **argv) {
+    int status, round;
+    long i, iterations;
+    lem_model *model;
+    lem_stream *stream;
+    size_t in_w, out_w, k, n_mats = 0, rows[64], cols[64];
+    float *x, *y, *fy, floor_x[4096];
+    int8_t *mats[64], qx[4096];
+    float *scales[64];
+    double t1[ROUNDS], t10[ROUNDS], tf[ROUNDS], start;
+    const lem_kernels *kernels = lem_kernels_select();
+    char *spec, *token;
+    if (argc != 4) {
+        fprintf(stderr, "usage: native_loop MODEL.lec ITERATIONS ROWSxCOLS[,...]\n");
+        return 2;
+    }
+    iterations = atol(argv[2]);
+    model = lem_model_from_file(argv[1], &status);
+    if (model == NULL) {
+        fprintf(stderr, "%s: %s\n", lem_status_string(status), lem_last_error());
+        return 1;
+    }
+    stream = lem_stream_create(model, 10, &status);
+    in_w = lem_model_input_width(model);
+    out_w = lem_model_output_width(model);
+    x = (float *)calloc(10 * in_w, sizeof(float));
+    y = (float *)calloc(10 * out_w, sizeof(float));
+    for (k = 0; k < 10 * in_w; k++) x[k] = (float)((k * 7919u) % 1000u) / 500.0f - 1.0f;
+    spec = argv[3];
+    for (token = strtok(spec, ","); token != NULL && n_mats < 64; token = strtok(NULL, ",")) {
+        size_t r, c, pad;
+        if (sscanf(token, "%lux%lu", (unsigned long *)&r, (unsigned long *)&c) != 2) return 2;
+        pad = (c + LEM_PAD - 1) / LEM_PAD * LEM_PAD;
+        rows[n_mats] = r;
+        cols[n_mats] = pad;
+        mats[n_mats] = (int8_t *)calloc(r * pad, 1);
+        scales[n_mats] = (float *)calloc(r, sizeof(float));
+        for (k = 0; k < r * pad; k++) mats[n_mats][k] = (int8_t)((int)((k * 2654435761u) >> 24) % 255 - 127);
+        for (k = 0; k < r; k++) scales[n_mats][k] = 1e-3f;
+        n_mats++;
+    }
+    for (k = 0; k < 4096; k++) {
+        floor_x[k] = 0.0f;
+        qx[k] = (int8_t)(k % 200 - 100);
+    }
+    fy = floor_x;
+    for (round = 0; round < ROUNDS; round++) {
+        start = now_us();
+        for (i = 0; i < iterations; i++) lem_stream_push(stream, x, 1, y);
+        t1[round] = (now_us() - start) / (double)iterations;
+        start = now_us();
+        for (i = 0; i < iterations / 10 + 1; i++) lem_stream_push(stream, x, 10, y);
+        t10[round] = (now_us() - start) / (double)((iterations / 10 + 1) * 10);
+        start = now_us();
+        for (i = 0; i < iterations; i++)
+            for (k = 0; k < n_mats; k++) kernels->matvec_i8(mats[k], scales[k], rows[k], cols[k], qx, 1e-3f, fy);
+        tf[round] = (now_us() - start) / (double)iterations;
+    }
+    qsort(t1, ROUNDS, sizeof(double), compare);
+    qsort(t10, ROUNDS, sizeof(double), compare);
+    qsort(tf, ROUNDS, sizeof(double), compare);
+    printf("{\"kernels\": \"%s\", \"int8\": %d, \"push_t1_us\": %.4f, \"push_t10_us_per_frame\": %.4f, "
+           "\"floor_us_per_frame\": %.4f, \"check\": %g}\n",
+           kernels->name, lem_model_is_int8(model), t1[ROUNDS / 2], t10[ROUNDS / 2], tf[ROUNDS / 2],
+           (double)(y[0] + fy[0]));
+    return 0;
+}

@@ -1,0 +1,264 @@
+"""Native backend: lstm-edge's own C library (``runtime/native/lstm_edge_model.c``) through ctypes.
+
+The library is compiled on first use into a per-user cache (``runtime.native_build``); it reads the directory's C
+weight file (``model.lec`` / ``model.int8.lec``). One C model per loaded file, shared by every stream; the C
+scratch streams (no allocation per call) come from a small pool, one per concurrent call, so ``run`` stays pure
+and thread-safe. The C code refuses NaN/inf in the chunk and in the result itself.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_edge.runtime.backends import REGISTRY
+from lstm_edge.runtime.errors import InputError, LstmEdgeError, ModelFileError, NonFiniteResultError, expected_got
+from lstm_edge.runtime.manifest import Manifest, ModelFile
+from lstm_edge.runtime.values import nonfinite_count, refuse_nonfinite_chunk
+
+INFO = REGISTRY["native"]
+MAX_CHUNK = 64  # frames per internal C step (longer pushes are run in pieces of this size, no allocation)
+OUTPUT_BLOCK = 1 << 15  # floats per block that outputs are sliced from (128 KB)
+KNOWN_STATES = 256
+LEM_ERR_NONFINITE_INPUT = -6
+LEM_ERR_NONFINITE_RESULT = -7
+_library: Any = None
+
+
+class _StateInfo(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("offset", ctypes.c_size_t), ("size", ctypes.c_size_t)]
+
+
+def available() -> bool:
+    from lstm_edge.runtime.native_build import find_compiler
+
+    return importlib.util.find_spec("ctypes") is not None and find_compiler() is not None
+
+
+def library() -> Any:
+    """The loaded C library (built on first use), with its function signatures declared."""
+    global _library
+    if _library is None:
+        from lstm_edge.runtime.native_build import shared_library
+
+        lib = ctypes.CDLL(str(shared_library()))
+        p, size, i32 = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
+        signatures = {
+            "lem_model_from_memory": (p, [p, size, ctypes.POINTER(i32)]),
+            "lem_model_free": (None, [p]),
+            "lem_last_error": (ctypes.c_char_p, []),
+            "lem_status_string": (ctypes.c_char_p, [i32]),
+            "lem_kernel_name": (ctypes.c_char_p, []),
+            "lem_model_input_kind": (i32, [p]),
+            "lem_model_input_width": (size, [p]),
+            "lem_model_output_width": (size, [p]),
+            "lem_model_state_size": (size, [p]),
+            "lem_model_state_count": (size, [p]),
+            "lem_model_state_info": (i32, [p, size, ctypes.POINTER(_StateInfo)]),
+            "lem_model_is_int8": (i32, [p]),
+            "lem_model_bytes": (size, [p]),
+            "lem_stream_bytes_for": (size, [p, size]),
+            "lem_stream_create": (p, [p, size, ctypes.POINTER(i32)]),
+            "lem_stream_free": (None, [p]),
+            "lem_stream_run": (i32, [p, p, size, p, p, p]),
+            "lem_stream_run_parts": (i32, [p, p, size, p, p, p]),
+        }
+        for name, (restype, argtypes) in signatures.items():
+            function = getattr(lib, name)
+            function.restype = restype
+            function.argtypes = argtypes
+        _library = lib
+    return _library
+
+
+def load_c_model(data: bytes, where: str) -> tuple[Any, int]:
+    """A C model from the bytes of a weight file: (library, handle). A ModelFileError quotes the C reader."""
+    lib = library()
+    status = ctypes.c_int(0)
+    buffer = ctypes.create_string_buffer(data, len(data))
+    handle = lib.lem_model_from_memory(buffer, len(data), ctypes.byref(status))
+    if not handle:
+        raise ModelFileError(f"{where}: the C library refuses this weight file: "
+                             f"{lib.lem_status_string(status.value).decode()} ({lib.lem_last_error().decode()})")
+    return lib, handle
+
+
+class _Slot:
+    """One C stream, its pointer table for the states and fallback buffers for arrays passed by copy."""
+
+    def __init__(self, stream: int, in_width: int, ids: bool, state_sizes: list[int], out_width: int) -> None:
+        self.stream = stream
+        self.in_width, self.ids = in_width, ids
+        self.pointers = (ctypes.c_void_p * max(len(state_sizes), 1))()
+        self.pointers_address = ctypes.addressof(self.pointers)
+        self.state_copies = [np.zeros(n, np.float32) for n in state_sizes]
+        self.state_copy_addresses = [a.ctypes.data for a in self.state_copies]
+        self.block = np.empty(OUTPUT_BLOCK, np.float32)
+        self.block_used, self.block_address = 0, self.block.ctypes.data
+        self.grow(16)
+
+    def output(self, n: int) -> tuple[np.ndarray, int]:
+        """A fresh float32 array of n values and its address: a slice of a block whose address was taken once
+        (the slot belongs to one call at a time, so no lock)."""
+        used = self.block_used
+        if used + n > self.block.size:
+            self.block = np.empty(max(OUTPUT_BLOCK, n), np.float32)
+            used, self.block_address = 0, self.block.ctypes.data
+        self.block_used = used + n + (-n % 16)  # 64-byte steps keep every output aligned
+        return self.block[used:used + n], self.block_address + 4 * used
+
+    def grow(self, frames: int) -> None:
+        self.frames = frames
+        dtype = np.int32 if self.ids else np.float32
+        self.x = np.zeros((frames, self.in_width) if not self.ids else (frames,), dtype)
+        self.x_address = self.x.ctypes.data
+
+
+class NativeBackend:
+    name = INFO.name
+    checks_input_finite = True
+    checks_result_finite = True
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        lib, handle = load_c_model(path.read_bytes(), str(path))
+        self._lib, self._model = lib, handle
+        self.kernels = lib.lem_kernel_name().decode()
+        self.int8 = bool(lib.lem_model_is_int8(handle))
+        self.engine = f"lstm-edge C {self.kernels}"
+        self._slots: list[_Slot] = []
+        # States this backend returned, by id (the object kept, so an id cannot be reused while listed): the next
+        # call finds their addresses here instead of asking numpy.
+        self._produced: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
+        self._check_contract(path, manifest)
+        self._ids = manifest.input.dtype == "int64"
+        self._out_width = int(lib.lem_model_output_width(handle))
+        self._state_size = int(lib.lem_model_state_size(handle))
+        self._shapes = [tuple(s.shape) for s in manifest.states]
+        self._bounds = []
+        offset = 0
+        for spec in manifest.states:
+            n = int(np.prod(spec.shape))
+            self._bounds.append((offset, offset + n))
+            offset += n
+        self._in_width = 1 if self._ids else int(lib.lem_model_input_width(handle))
+        self._run = lib.lem_stream_run_parts
+        self._x_dtype = np.dtype(np.int32 if self._ids else np.float32)
+        self._float32 = np.dtype(np.float32)
+        self._char_from = ctypes.c_char.from_buffer
+        self._addressof = ctypes.addressof
+
+    def _check_contract(self, path: Path, manifest: Manifest) -> None:
+        lib, handle = self._lib, self._model
+        names = []
+        for index in range(int(lib.lem_model_state_count(handle))):
+            info = _StateInfo()
+            lib.lem_model_state_info(handle, index, ctypes.byref(info))
+            names.append((info.name.decode(), int(info.size)))
+        want = [(s.name, int(np.prod(s.shape))) for s in manifest.states]
+        if names != want:
+            raise ModelFileError(expected_got(f"{path}: states (name, values)", want, names))
+        ids = manifest.input.dtype == "int64"
+        if bool(lib.lem_model_input_kind(handle)) != ids:
+            raise ModelFileError(expected_got(f"{path}: input kind", "token ids" if ids else "features",
+                                              "features" if ids else "token ids"))
+        out_width = int(np.prod([int(d) for d in manifest.output.shape[2:]]))
+        if int(lib.lem_model_output_width(handle)) != out_width:
+            raise ModelFileError(expected_got(f"{path}: output width", out_width,
+                                              int(lib.lem_model_output_width(handle))))
+        if not ids:
+            in_width = int(np.prod([int(d) for d in manifest.input.shape[2:]]))
+            if int(lib.lem_model_input_width(handle)) != in_width:
+                raise ModelFileError(expected_got(f"{path}: input width", in_width,
+                                                  int(lib.lem_model_input_width(handle))))
+
+    def _new_slot(self) -> _Slot:
+        status = ctypes.c_int(0)
+        stream = self._lib.lem_stream_create(self._model, MAX_CHUNK, ctypes.byref(status))
+        if not stream:
+            raise LstmEdgeError(f"the C library could not create a stream: "
+                                f"{self._lib.lem_status_string(status.value).decode()}")
+        return _Slot(int(stream), self._in_width, self._ids, [b - a for a, b in self._bounds], self._out_width)
+
+    def memory(self) -> dict[str, int]:
+        """Bytes held by the C model (weights) and by one stream of this backend."""
+        return {"model_bytes": int(self._lib.lem_model_bytes(self._model)),
+                "stream_bytes": int(self._lib.lem_stream_bytes_for(self._model, MAX_CHUNK))}
+
+    def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        frames = x.shape[1]
+        slots = self._slots
+        try:
+            slot = slots.pop()
+        except IndexError:
+            slot = self._new_slot()
+        try:
+            # Addresses through ctypes' buffer protocol (c_char.from_buffer) cost a fraction of ndarray.ctypes;
+            # arrays it cannot take (read-only, wrong dtype, not contiguous) are copied into the slot's buffers.
+            x_at = self._address(x, self._x_dtype)
+            if x_at is None:
+                if frames > slot.frames:
+                    slot.grow(frames)
+                slot.x[:frames] = x[0]
+                x_at = slot.x_address
+            pointers = slot.pointers
+            known = self._produced
+            for index, value in enumerate(states):
+                record = known.get(id(value))
+                if record is not None and record[0] is value:  # a state this backend returned: address known
+                    pointers[index] = record[1]
+                    continue
+                found = self._address(value, self._float32)
+                if found is None:
+                    slot.state_copies[index][...] = value.reshape(-1)
+                    found = slot.state_copy_addresses[index]
+                pointers[index] = found
+            out, out_at = slot.output(self._state_size + frames * self._out_width)
+            status = self._run(slot.stream, x_at, frames, slot.pointers_address, out_at,
+                               out_at + 4 * self._state_size)
+        finally:
+            slots.append(slot)
+        if status != 0:
+            raise self._error(status, x)
+        y = out[self._state_size:].reshape(1, frames, self._out_width)
+        new_states = [out[a:b].reshape(shape) for (a, b), shape in zip(self._bounds, self._shapes)]
+        for (a, _), value in zip(self._bounds, new_states):
+            known[id(value)] = (value, out_at + 4 * a)
+        while len(known) > KNOWN_STATES:
+            known.popitem(last=False)
+        return y, new_states
+
+    def _address(self, array: np.ndarray, dtype: np.dtype) -> int | None:
+        if array.dtype != dtype or not array.flags.c_contiguous or not array.flags.writeable or not array.size:
+            return None
+        return int(self._addressof(self._char_from(array)))  # type: ignore[arg-type]  # ndarray is a buffer
+
+    def _error(self, status: int, x: np.ndarray) -> LstmEdgeError:
+        if status == LEM_ERR_NONFINITE_INPUT:
+            return refuse_nonfinite_chunk(x)
+        if status == LEM_ERR_NONFINITE_RESULT:
+            return NonFiniteResultError("the model produced NaN/inf outputs or state on this chunk (the C library "
+                                        "kept the state as it was)")
+        message = self._lib.lem_status_string(status).decode()
+        if nonfinite_count(x) if x.dtype.kind == "f" else 0:
+            return refuse_nonfinite_chunk(x)
+        return InputError(f"the C library refused the chunk of shape {x.shape}: {message}")
+
+    def __del__(self) -> None:
+        lib = getattr(self, "_lib", None)
+        if lib is None:
+            return
+        for slot in getattr(self, "_slots", []):
+            lib.lem_stream_free(slot.stream)
+        if getattr(self, "_model", None):
+            lib.lem_model_free(self._model)
+            self._model = 0
+
+
+def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> NativeBackend:
+    return NativeBackend(Path(model_dir) / entry.path, manifest)

@@ -1,0 +1,902 @@
+/*
+ * lstm_edge_model: reader of the C weight file and the layers it lists (see lstm_edge_model.h and
+ * docs/manifest.md, "C weight file").
+ */
+#include "lstm_edge_model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lstm_edge_kernels.h"
+
+enum { OP_LINEAR = 1, OP_AFFINE = 2, OP_ADD = 3, OP_ACT = 4, OP_LSTM = 5, OP_GRU = 6, OP_EMBED = 7,
+       OP_LAYERNORM = 8 };
+enum { ACT_RELU = 1, ACT_TANH = 2, ACT_SIGMOID = 3, ACT_SOFTMAX = 4, ACT_LOG_SOFTMAX = 5 };
+enum { DTYPE_F32 = 0, DTYPE_I8 = 1 };
+
+#define HEADER_BYTES 64
+#define MAX_BUFFERS 4096
+#define MAX_OPS 4096
+#define MAX_STATES 1024
+#define MAX_DIM (1u << 24)
+
+typedef struct {
+    size_t rows, cols, stride; /* stride: cols rounded up to LEM_PAD */
+    float *f;                  /* float32 values (rows x stride), or NULL */
+    int8_t *q;                 /* int8 values (rows x stride), or NULL */
+    float *scale;              /* int8: one scale per row */
+} matrix;
+
+typedef struct {
+    uint32_t type, in0, in1, out;
+    uint32_t p[6];
+    matrix m[4];
+} op;
+
+typedef struct {
+    char *name;
+    size_t offset, size;
+} state_spec;
+
+struct lem_model {
+    const lem_kernels *kernels;
+    int int8;
+    lem_input_kind input_kind;
+    size_t input_width, output_width, output_buffer;
+    size_t n_buffers, n_states, n_ops, state_size;
+    size_t *widths;
+    state_spec *states;
+    float *initial_state;
+    op *ops;
+    size_t max_gates, max_hidden, max_stride; /* scratch sizes */
+    size_t vocabulary;                        /* token-id models: rows of the embedding */
+    char *metadata;                           /* "key=value" lines (labels, frontend, detector), or "" */
+    size_t bytes;
+};
+
+struct lem_stream {
+    const lem_model *model;
+    size_t max_chunk;
+    float *state, *backup;
+    float **buffers; /* n_buffers of [max_chunk, stride] */
+    float *gates;    /* [max_chunk, max_gates] */
+    float *hidden;   /* [max_hidden padded] */
+    float *gates_h;  /* [max_gates] */
+    int8_t *quant;   /* [max_stride] */
+    int32_t *ids;    /* [max_chunk] */
+};
+
+static char last_error[256] = "";
+
+static int fail(int status, int *out, const char *message) {
+    if (message != NULL) snprintf(last_error, sizeof last_error, "%s", message);
+    if (out != NULL) *out = status;
+    return status;
+}
+
+const char *lem_last_error(void) { return last_error; }
+
+const char *lem_kernel_name(void) { return lem_kernels_select()->name; }
+
+const char *lem_status_string(int status) {
+    switch (status) {
+        case LEM_OK: return "ok";
+        case LEM_ERR_ARGUMENT: return "bad argument (NULL pointer, zero count or wrong input kind)";
+        case LEM_ERR_FORMAT: return "not a valid lstm-edge C weight file";
+        case LEM_ERR_TRUNCATED: return "the C weight file is truncated";
+        case LEM_ERR_CHECKSUM: return "the C weight file's checksum does not match (corrupt file)";
+        case LEM_ERR_NO_MEMORY: return "out of memory";
+        case LEM_ERR_NONFINITE_INPUT: return "the input chunk holds NaN or inf";
+        case LEM_ERR_NONFINITE_RESULT: return "the output or new state would hold NaN or inf";
+        case LEM_ERR_IO: return "the C weight file cannot be read";
+        default: return "unknown status";
+    }
+}
+
+/* ----------------------------------------------------------------------------------------------- reading */
+typedef struct {
+    const uint8_t *data;
+    size_t size, pos;
+    int error;
+} reader;
+
+static uint32_t read_u32(reader *r) {
+    uint32_t v;
+    if (r->error) return 0;
+    if (r->size - r->pos < 4) {
+        r->error = LEM_ERR_TRUNCATED;
+        return 0;
+    }
+    v = (uint32_t)r->data[r->pos] | ((uint32_t)r->data[r->pos + 1] << 8) | ((uint32_t)r->data[r->pos + 2] << 16)
+        | ((uint32_t)r->data[r->pos + 3] << 24);
+    r->pos += 4;
+    return v;
+}
+
+static float read_f32(reader *r) {
+    uint32_t bits = read_u32(r);
+    float v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+static const uint8_t *read_bytes(reader *r, size_t n) {
+    const uint8_t *p;
+    if (r->error) return NULL;
+    if (r->size - r->pos < n) {
+        r->error = LEM_ERR_TRUNCATED;
+        return NULL;
+    }
+    p = r->data + r->pos;
+    r->pos += (n + 3u) & ~(size_t)3u; /* records are 4-byte aligned */
+    if (r->pos > r->size) r->pos = r->size;
+    return p;
+}
+
+static uint32_t crc32_of(const uint8_t *data, size_t n) {
+    uint32_t table[256], crc = 0xffffffffu;
+    uint32_t i, k;
+    size_t j;
+    for (i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (k = 0; k < 8; k++) c = (c & 1u) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        table[i] = c;
+    }
+    for (j = 0; j < n; j++) crc = table[(crc ^ data[j]) & 0xffu] ^ (crc >> 8);
+    return crc ^ 0xffffffffu;
+}
+
+static size_t padded(size_t n) { return (n + LEM_PAD - 1) / LEM_PAD * LEM_PAD; }
+
+static void *aligned_zeros(size_t bytes) {
+    /* 64-byte aligned, zeroed; the pointer before the block keeps what malloc returned */
+    uint8_t *raw = (uint8_t *)calloc(bytes + 64 + sizeof(void *), 1), *p;
+    if (raw == NULL) return NULL;
+    p = (uint8_t *)(((uintptr_t)(raw + sizeof(void *)) + 63u) & ~(uintptr_t)63u);
+    memcpy(p - sizeof(void *), &raw, sizeof raw);
+    return p;
+}
+
+static void aligned_free(void *p) {
+    void *raw;
+    if (p == NULL) return;
+    memcpy(&raw, (uint8_t *)p - sizeof(void *), sizeof raw);
+    free(raw);
+}
+
+/* One tensor record: dtype, rows, cols, values, int8 scales. Checks the expected shape (0: any). */
+static int read_matrix(reader *r, matrix *m, size_t rows, size_t cols, const char *what, size_t *bytes) {
+    uint32_t dtype = read_u32(r), nr = read_u32(r), nc = read_u32(r);
+    size_t i;
+    const uint8_t *values, *scales = NULL;
+    if (r->error) return r->error;
+    if (dtype > DTYPE_I8 || nr == 0 || nc == 0 || nr > MAX_DIM || nc > MAX_DIM || (rows && nr != rows)
+        || (cols && nc != cols)) {
+        snprintf(last_error, sizeof last_error, "%s: expected a [%lu, %lu] tensor, got dtype %lu [%lu, %lu]", what,
+                 (unsigned long)rows, (unsigned long)cols, (unsigned long)dtype, (unsigned long)nr,
+                 (unsigned long)nc);
+        return LEM_ERR_FORMAT;
+    }
+    m->rows = nr;
+    m->cols = nc;
+    m->stride = padded(nc);
+    values = read_bytes(r, (size_t)nr * nc * (dtype == DTYPE_F32 ? 4u : 1u));
+    if (dtype == DTYPE_I8) scales = read_bytes(r, (size_t)nr * 4u);
+    if (r->error) return r->error;
+    if (dtype == DTYPE_F32) {
+        m->f = (float *)aligned_zeros(nr * m->stride * sizeof(float));
+        if (m->f == NULL) return LEM_ERR_NO_MEMORY;
+        for (i = 0; i < nr; i++) memcpy(m->f + i * m->stride, values + i * nc * 4u, nc * 4u);
+        *bytes += nr * m->stride * sizeof(float);
+    } else {
+        m->q = (int8_t *)aligned_zeros(nr * m->stride);
+        m->scale = (float *)aligned_zeros(nr * sizeof(float));
+        if (m->q == NULL || m->scale == NULL) return LEM_ERR_NO_MEMORY;
+        for (i = 0; i < nr; i++) memcpy(m->q + i * m->stride, values + i * nc, nc);
+        memcpy(m->scale, scales, nr * 4u);
+        *bytes += nr * m->stride + nr * sizeof(float);
+        for (i = 0; i < nr * m->stride; i++) {
+            if (m->q[i] == -128) {
+                snprintf(last_error, sizeof last_error, "%s: int8 weights must lie in [-127, 127]", what);
+                return LEM_ERR_FORMAT;
+            }
+        }
+    }
+    /* little-endian hosts only store as read; big-endian float bit patterns would need swapping */
+    return LEM_OK;
+}
+
+static int read_vector(reader *r, matrix *m, size_t n, const char *what, size_t *bytes) {
+    int status = read_matrix(r, m, 1, n, what, bytes);
+    if (status == LEM_OK && m->f == NULL) {
+        snprintf(last_error, sizeof last_error, "%s: expected float32 values, got int8", what);
+        return LEM_ERR_FORMAT;
+    }
+    return status;
+}
+
+static void free_matrix(matrix *m) {
+    aligned_free(m->f);
+    aligned_free(m->q);
+    aligned_free(m->scale);
+}
+
+void lem_model_free(lem_model *model) {
+    size_t i, k;
+    if (model == NULL) return;
+    if (model->ops != NULL) {
+        for (i = 0; i < model->n_ops; i++)
+            for (k = 0; k < 4; k++) free_matrix(&model->ops[i].m[k]);
+    }
+    if (model->states != NULL) {
+        for (i = 0; i < model->n_states; i++) free(model->states[i].name);
+    }
+    free(model->ops);
+    free(model->states);
+    free(model->widths);
+    free(model->initial_state);
+    free(model->metadata);
+    free(model);
+}
+
+static int check_buffer(const lem_model *m, uint32_t index, size_t width, const char *what) {
+    if (index >= m->n_buffers || (width && m->widths[index] != width)) {
+        snprintf(last_error, sizeof last_error, "%s: buffer %lu of width %lu, expected a buffer of width %lu", what,
+                 (unsigned long)index, index < m->n_buffers ? (unsigned long)m->widths[index] : 0ul,
+                 (unsigned long)width);
+        return LEM_ERR_FORMAT;
+    }
+    return LEM_OK;
+}
+
+static int check_state_slice(const lem_model *m, size_t offset, size_t n, const char *what) {
+    if (offset > m->state_size || n > m->state_size - offset) {
+        snprintf(last_error, sizeof last_error, "%s: state values [%lu, %lu) outside the state of %lu values",
+                 what, (unsigned long)offset, (unsigned long)(offset + n), (unsigned long)m->state_size);
+        return LEM_ERR_FORMAT;
+    }
+    return LEM_OK;
+}
+
+static int read_op(reader *r, lem_model *m, op *o, size_t index) {
+    char what[64];
+    size_t k, in_w, out_w, h;
+    int s = LEM_OK;
+    o->type = read_u32(r);
+    o->in0 = read_u32(r);
+    o->in1 = read_u32(r);
+    o->out = read_u32(r);
+    for (k = 0; k < 6; k++) o->p[k] = read_u32(r);
+    if (r->error) return r->error;
+    snprintf(what, sizeof what, "layer %lu (type %lu)", (unsigned long)index, (unsigned long)o->type);
+    if (o->in0 >= m->n_buffers || o->out >= m->n_buffers) return check_buffer(m, MAX_BUFFERS, 0, what);
+    in_w = m->widths[o->in0];
+    out_w = m->widths[o->out];
+    switch (o->type) {
+        case OP_LINEAR:
+            s = read_matrix(r, &o->m[0], out_w, in_w, what, &m->bytes);
+            if (s == LEM_OK) s = read_vector(r, &o->m[1], out_w, what, &m->bytes);
+            if (s == LEM_OK && (o->m[0].q != NULL) != (m->int8 != 0)) {
+                snprintf(last_error, sizeof last_error, "%s: weight dtype does not match the file's precision",
+                         what);
+                s = LEM_ERR_FORMAT;
+            }
+            break;
+        case OP_AFFINE:
+            if (in_w != out_w) return check_buffer(m, o->out, in_w, what);
+            s = read_vector(r, &o->m[0], in_w, what, &m->bytes);
+            if (s == LEM_OK) s = read_vector(r, &o->m[1], in_w, what, &m->bytes);
+            break;
+        case OP_ADD:
+            s = check_buffer(m, o->in1, in_w, what);
+            if (s == LEM_OK) s = check_buffer(m, o->out, in_w, what);
+            break;
+        case OP_ACT:
+            if (o->p[0] < ACT_RELU || o->p[0] > ACT_LOG_SOFTMAX) {
+                snprintf(last_error, sizeof last_error, "%s: unknown activation %lu", what, (unsigned long)o->p[0]);
+                return LEM_ERR_FORMAT;
+            }
+            s = check_buffer(m, o->out, in_w, what);
+            break;
+        case OP_LSTM:
+        case OP_GRU: {
+            size_t n_gates = o->type == OP_LSTM ? 4 : 3;
+            h = o->p[0];
+            if (h == 0 || h > MAX_DIM || out_w != h) return check_buffer(m, o->out, h, what);
+            s = check_state_slice(m, o->p[1], h, what);
+            if (s == LEM_OK && o->type == OP_LSTM) s = check_state_slice(m, o->p[2], h, what);
+            if (s == LEM_OK) s = read_matrix(r, &o->m[0], n_gates * h, in_w, what, &m->bytes);
+            if (s == LEM_OK) s = read_matrix(r, &o->m[1], n_gates * h, h, what, &m->bytes);
+            if (s == LEM_OK) s = read_vector(r, &o->m[2], n_gates * h, what, &m->bytes);
+            if (s == LEM_OK && o->type == OP_GRU) s = read_vector(r, &o->m[3], n_gates * h, what, &m->bytes);
+            if (s == LEM_OK && ((o->m[0].q != NULL) != (m->int8 != 0) || (o->m[1].q != NULL) != (m->int8 != 0))) {
+                snprintf(last_error, sizeof last_error, "%s: weight dtype does not match the file's precision",
+                         what);
+                s = LEM_ERR_FORMAT;
+            }
+            if (n_gates * h > m->max_gates) m->max_gates = n_gates * h;
+            if (h > m->max_hidden) m->max_hidden = h;
+            break;
+        }
+        case OP_EMBED:
+            if (o->in0 != 0 || m->input_kind != LEM_INPUT_TOKEN_IDS) {
+                snprintf(last_error, sizeof last_error, "%s: an embedding must read the token-id input", what);
+                return LEM_ERR_FORMAT;
+            }
+            s = read_matrix(r, &o->m[0], 0, out_w, what, &m->bytes);
+            if (s == LEM_OK && o->m[0].f == NULL) s = LEM_ERR_FORMAT;
+            if (s == LEM_OK) m->vocabulary = o->m[0].rows;
+            break;
+        case OP_LAYERNORM:
+            s = check_buffer(m, o->out, in_w, what);
+            if (s == LEM_OK) s = read_vector(r, &o->m[0], in_w, what, &m->bytes);
+            if (s == LEM_OK) s = read_vector(r, &o->m[1], in_w, what, &m->bytes);
+            break;
+        default:
+            snprintf(last_error, sizeof last_error, "%s: unknown layer type", what);
+            return LEM_ERR_FORMAT;
+    }
+    if (s == LEM_OK && o->type != OP_EMBED && m->input_kind == LEM_INPUT_TOKEN_IDS && o->in0 == 0) {
+        snprintf(last_error, sizeof last_error, "%s reads the token ids as numbers; only an embedding may", what);
+        return LEM_ERR_FORMAT;
+    }
+    return s;
+}
+
+lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
+    reader r;
+    lem_model *m;
+    uint32_t payload, crc, precision, i, k, meta_bytes;
+    int s;
+    if (data == NULL) {
+        fail(LEM_ERR_ARGUMENT, status, "no data");
+        return NULL;
+    }
+    if (size < HEADER_BYTES || memcmp(data, "LEMW", 4) != 0) {
+        fail(size < 4 ? LEM_ERR_TRUNCATED : LEM_ERR_FORMAT, status,
+             "expected a lstm-edge C weight file (magic \"LEMW\" and a 64-byte header)");
+        return NULL;
+    }
+    r.data = (const uint8_t *)data;
+    r.size = size;
+    r.pos = 4;
+    r.error = 0;
+    if (read_u32(&r) != LEM_FILE_VERSION) {
+        fail(LEM_ERR_FORMAT, status, "unsupported C weight file version (this library reads version 1)");
+        return NULL;
+    }
+    m = (lem_model *)calloc(1, sizeof *m);
+    if (m == NULL) {
+        fail(LEM_ERR_NO_MEMORY, status, "out of memory");
+        return NULL;
+    }
+    precision = read_u32(&r);
+    m->int8 = precision == 1;
+    m->input_kind = (lem_input_kind)read_u32(&r);
+    m->input_width = read_u32(&r);
+    m->output_width = read_u32(&r);
+    m->n_buffers = read_u32(&r);
+    m->n_states = read_u32(&r);
+    m->n_ops = read_u32(&r);
+    m->output_buffer = read_u32(&r);
+    payload = read_u32(&r);
+    crc = read_u32(&r);
+    meta_bytes = read_u32(&r);
+    if (precision > 1 || m->input_kind > LEM_INPUT_TOKEN_IDS || m->n_buffers == 0 || m->n_buffers > MAX_BUFFERS
+        || m->n_ops == 0 || m->n_ops > MAX_OPS || m->n_states > MAX_STATES || m->output_buffer >= m->n_buffers) {
+        lem_model_free(m);
+        fail(LEM_ERR_FORMAT, status, "C weight file header out of range (precision, input kind or counts)");
+        return NULL;
+    }
+    if (size - HEADER_BYTES < payload) {
+        snprintf(last_error, sizeof last_error, "C weight file truncated: expected %lu payload bytes, got %lu",
+                 (unsigned long)payload, (unsigned long)(size - HEADER_BYTES));
+        lem_model_free(m);
+        fail(LEM_ERR_TRUNCATED, status, NULL);
+        return NULL;
+    }
+    if (crc32_of(r.data + HEADER_BYTES, payload) != crc) {
+        lem_model_free(m);
+        fail(LEM_ERR_CHECKSUM, status, "C weight file payload does not match its CRC-32 (corrupt file)");
+        return NULL;
+    }
+    r.size = HEADER_BYTES + (size_t)payload;
+    r.pos = HEADER_BYTES;
+    m->widths = (size_t *)calloc(m->n_buffers, sizeof(size_t));
+    m->states = (state_spec *)calloc(m->n_states ? m->n_states : 1, sizeof(state_spec));
+    m->ops = (op *)calloc(m->n_ops, sizeof(op));
+    if (m->widths == NULL || m->states == NULL || m->ops == NULL) goto no_memory;
+    for (i = 0; i < m->n_buffers; i++) {
+        m->widths[i] = read_u32(&r);
+        if (m->widths[i] == 0 || m->widths[i] > MAX_DIM) r.error = r.error ? r.error : LEM_ERR_FORMAT;
+        if (padded(m->widths[i]) > m->max_stride) m->max_stride = padded(m->widths[i]);
+    }
+    if (!r.error && (m->widths[0] != (m->input_kind == LEM_INPUT_TOKEN_IDS ? 1 : m->input_width)
+                     || m->widths[m->output_buffer] != m->output_width)) {
+        r.error = LEM_ERR_FORMAT;
+    }
+    for (i = 0; i < m->n_states && !r.error; i++) {
+        uint32_t name_len = read_u32(&r);
+        const uint8_t *name = name_len <= 255 ? read_bytes(&r, name_len) : NULL;
+        if (name == NULL) {
+            r.error = r.error ? r.error : LEM_ERR_FORMAT;
+            break;
+        }
+        m->states[i].name = (char *)calloc(name_len + 1u, 1);
+        if (m->states[i].name == NULL) goto no_memory;
+        memcpy(m->states[i].name, name, name_len);
+        m->states[i].size = read_u32(&r);
+        m->states[i].offset = m->state_size;
+        if (m->states[i].size == 0 || m->states[i].size > MAX_DIM) r.error = r.error ? r.error : LEM_ERR_FORMAT;
+        m->state_size += m->states[i].size;
+    }
+    if (r.error) {
+        s = r.error;
+        if (s == LEM_ERR_FORMAT) snprintf(last_error, sizeof last_error, "C weight file: bad buffer or state table");
+        goto failed_status;
+    }
+    m->initial_state = (float *)calloc(m->state_size ? m->state_size : 1, sizeof(float));
+    if (m->initial_state == NULL) goto no_memory;
+    for (i = 0; i < m->n_states && !r.error; i++) {
+        uint32_t learned = read_u32(&r);
+        if (learned > 1) r.error = LEM_ERR_FORMAT;
+        if (learned == 1) {
+            for (k = 0; k < m->states[i].size; k++) m->initial_state[m->states[i].offset + k] = read_f32(&r);
+        }
+    }
+    if (r.error) {
+        s = r.error;
+        snprintf(last_error, sizeof last_error, "C weight file: bad initial state table");
+        goto failed_status;
+    }
+    for (i = 0; i < m->n_ops; i++) {
+        s = read_op(&r, m, &m->ops[i], i);
+        if (s != LEM_OK) goto failed_status;
+    }
+    if (meta_bytes > r.size - r.pos) {
+        s = LEM_ERR_TRUNCATED;
+        goto failed_status;
+    }
+    m->metadata = (char *)calloc(meta_bytes + 1u, 1);
+    if (m->metadata == NULL) goto no_memory;
+    if (meta_bytes) memcpy(m->metadata, read_bytes(&r, meta_bytes), meta_bytes);
+    if (r.pos != r.size) {
+        s = LEM_ERR_FORMAT;
+        snprintf(last_error, sizeof last_error, "C weight file: %lu bytes left after the last layer",
+                 (unsigned long)(r.size - r.pos));
+        goto failed_status;
+    }
+    m->kernels = lem_kernels_select();
+    m->bytes += sizeof *m + m->state_size * sizeof(float);
+    if (status != NULL) *status = LEM_OK;
+    return m;
+no_memory:
+    s = LEM_ERR_NO_MEMORY;
+    snprintf(last_error, sizeof last_error, "out of memory");
+failed_status:
+    if (s == LEM_ERR_TRUNCATED) snprintf(last_error, sizeof last_error, "C weight file truncated inside a record");
+    lem_model_free(m);
+    fail(s, status, NULL);
+    return NULL;
+}
+
+lem_model *lem_model_from_file(const char *path, int *status) {
+    FILE *f;
+    long size;
+    void *data;
+    lem_model *m;
+    if (path == NULL) {
+        fail(LEM_ERR_ARGUMENT, status, "no path");
+        return NULL;
+    }
+    f = fopen(path, "rb");
+    if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        if (f != NULL) fclose(f);
+        snprintf(last_error, sizeof last_error, "cannot open %s", path);
+        fail(LEM_ERR_IO, status, NULL);
+        return NULL;
+    }
+    data = malloc(size ? (size_t)size : 1u);
+    if (data == NULL || fread(data, 1, (size_t)size, f) != (size_t)size) {
+        fclose(f);
+        free(data);
+        snprintf(last_error, sizeof last_error, "cannot read %s", path);
+        fail(LEM_ERR_IO, status, NULL);
+        return NULL;
+    }
+    fclose(f);
+    m = lem_model_from_memory(data, (size_t)size, status);
+    free(data);
+    return m;
+}
+
+lem_input_kind lem_model_input_kind(const lem_model *model) { return model->input_kind; }
+size_t lem_model_input_width(const lem_model *model) { return model->input_width; }
+size_t lem_model_output_width(const lem_model *model) { return model->output_width; }
+size_t lem_model_state_size(const lem_model *model) { return model->state_size; }
+size_t lem_model_state_count(const lem_model *model) { return model->n_states; }
+int lem_model_is_int8(const lem_model *model) { return model->int8; }
+const char *lem_model_metadata(const lem_model *model) { return model->metadata; }
+size_t lem_model_bytes(const lem_model *model) { return model->bytes; }
+
+int lem_model_state_info(const lem_model *model, size_t index, lem_state_info *info) {
+    if (model == NULL || info == NULL || index >= model->n_states) return LEM_ERR_ARGUMENT;
+    info->name = model->states[index].name;
+    info->offset = model->states[index].offset;
+    info->size = model->states[index].size;
+    return LEM_OK;
+}
+
+/* ----------------------------------------------------------------------------------------------- streams */
+static size_t stream_floats(const lem_model *m, size_t max_chunk) {
+    size_t i, n = 2 * m->state_size + max_chunk * m->max_gates + padded(m->max_hidden) + m->max_gates;
+    for (i = 0; i < m->n_buffers; i++) n += max_chunk * padded(m->widths[i]);
+    return n;
+}
+
+size_t lem_stream_bytes_for(const lem_model *model, size_t max_chunk) {
+    return sizeof(lem_stream) + model->n_buffers * sizeof(float *) + stream_floats(model, max_chunk) * sizeof(float)
+           + model->max_stride + max_chunk * sizeof(int32_t) + 64u * (model->n_buffers + 6u);
+}
+
+void lem_stream_free(lem_stream *stream) {
+    size_t i;
+    if (stream == NULL) return;
+    if (stream->buffers != NULL) {
+        for (i = 0; i < stream->model->n_buffers; i++) aligned_free(stream->buffers[i]);
+    }
+    free(stream->buffers);
+    aligned_free(stream->state);
+    aligned_free(stream->backup);
+    aligned_free(stream->gates);
+    aligned_free(stream->hidden);
+    aligned_free(stream->gates_h);
+    aligned_free(stream->quant);
+    aligned_free(stream->ids);
+    free(stream);
+}
+
+lem_stream *lem_stream_create(const lem_model *model, size_t max_chunk, int *status) {
+    lem_stream *s;
+    size_t i, state_n;
+    if (model == NULL || max_chunk == 0 || max_chunk > MAX_DIM) {
+        fail(LEM_ERR_ARGUMENT, status, "lem_stream_create: expected a model and max_chunk >= 1");
+        return NULL;
+    }
+    s = (lem_stream *)calloc(1, sizeof *s);
+    if (s == NULL) goto no_memory;
+    s->model = model;
+    s->max_chunk = max_chunk;
+    state_n = model->state_size ? model->state_size : 1;
+    s->state = (float *)aligned_zeros(state_n * sizeof(float));
+    s->backup = (float *)aligned_zeros(state_n * sizeof(float));
+    s->gates = (float *)aligned_zeros((max_chunk * model->max_gates + 1) * sizeof(float));
+    s->hidden = (float *)aligned_zeros((padded(model->max_hidden) + LEM_PAD) * sizeof(float));
+    s->gates_h = (float *)aligned_zeros((model->max_gates + 1) * sizeof(float));
+    s->quant = (int8_t *)aligned_zeros(model->max_stride + LEM_PAD);
+    s->ids = (int32_t *)aligned_zeros(max_chunk * sizeof(int32_t));
+    s->buffers = (float **)calloc(model->n_buffers, sizeof(float *));
+    if (s->state == NULL || s->backup == NULL || s->gates == NULL || s->hidden == NULL || s->gates_h == NULL
+        || s->quant == NULL || s->ids == NULL || s->buffers == NULL)
+        goto no_memory;
+    for (i = 0; i < model->n_buffers; i++) {
+        s->buffers[i] = (float *)aligned_zeros(max_chunk * padded(model->widths[i]) * sizeof(float));
+        if (s->buffers[i] == NULL) goto no_memory;
+    }
+    lem_stream_reset(s);
+    if (status != NULL) *status = LEM_OK;
+    return s;
+no_memory:
+    lem_stream_free(s);
+    fail(LEM_ERR_NO_MEMORY, status, "out of memory");
+    return NULL;
+}
+
+void lem_stream_reset(lem_stream *stream) {
+    if (stream == NULL) return;
+    memcpy(stream->state, stream->model->initial_state, stream->model->state_size * sizeof(float));
+}
+
+static int all_finite(const float *v, size_t n) {
+    /* NaN and inf are the floats whose exponent bits are all ones; an OR over the masked words vectorises */
+    size_t i;
+    uint32_t bad = 0, bits;
+    for (i = 0; i < n; i++) {
+        memcpy(&bits, v + i, sizeof bits);
+        bad |= ((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    return bad == 0;
+}
+
+int lem_stream_get_state(const lem_stream *stream, float *state) {
+    if (stream == NULL || state == NULL) return LEM_ERR_ARGUMENT;
+    memcpy(state, stream->state, stream->model->state_size * sizeof(float));
+    return LEM_OK;
+}
+
+int lem_stream_set_state(lem_stream *stream, const float *state) {
+    if (stream == NULL || state == NULL) return LEM_ERR_ARGUMENT;
+    if (!all_finite(state, stream->model->state_size)) return LEM_ERR_NONFINITE_INPUT;
+    memmove(stream->state, state, stream->model->state_size * sizeof(float));
+    return LEM_OK;
+}
+
+/* ----------------------------------------------------------------------------------------------- layers */
+/* Round to the nearest integer for |v| < 2^22, without libm (floorf/rintf are calls on baseline x86-64). */
+static float round_near(float v) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23 */
+    const float keep = magic; /* (needs IEEE rounding: do not build with -ffast-math) */
+    return (v + keep) - keep;
+}
+
+/* exp(x), x clamped to [-87, 88]: 2^n * p(r), r in [-ln2/2, ln2/2], degree-6 polynomial (relative error ~2e-7).
+ * Branch-free apart from the clamps (min/max instructions), so the gate loops vectorise. NaN stays NaN. */
+static float fast_exp(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer kept in the low bits */
+    float shifted, n, r, p, scale;
+    uint32_t bits;
+    x = x > 88.0f ? 88.0f : x; /* NaN passes both clamps and gives NaN below */
+    x = x < -87.0f ? -87.0f : x;
+    shifted = x * 1.44269504f + magic;
+    n = shifted - magic;
+    r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
+    p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f + r * (0.008333334f
+        + r * 0.0013888889f)))));
+    memcpy(&bits, &shifted, sizeof bits);
+    bits = (bits - 0x4b400000u + 127u) << 23; /* 2^n from n's bits, no float-to-int conversion */
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
+
+/* 1 - 2 / (e^2x + 1): absolute error ~1e-7 over the whole range (relative error grows only for |x| < 1e-3) */
+static float fast_tanh(float x) { return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f); }
+
+/* q = round(v / s) with s = max|v| / 127 (s = 0 for an all-zero vector); the padding stays 0 */
+static float quantize(const float *v, size_t n, int8_t *q) {
+    size_t i;
+    float peak = 0.0f, inv;
+    for (i = 0; i < n; i++) {
+        float a = fabsf(v[i]);
+        if (a > peak) peak = a;
+    }
+    if (peak == 0.0f) {
+        memset(q, 0, n);
+        return 0.0f;
+    }
+    inv = 127.0f / peak;
+    for (i = 0; i < n; i++) q[i] = (int8_t)(int)round_near(v[i] * inv);
+    return peak / 127.0f;
+}
+
+/* y[:rows] += W x, float or int8 */
+static void matvec(lem_stream *s, const matrix *w, const float *x, float *y) {
+    const lem_kernels *k = s->model->kernels;
+    if (w->q != NULL) {
+        float xs = quantize(x, w->cols, s->quant);
+        if (xs != 0.0f) k->matvec_i8(w->q, w->scale, w->rows, w->stride, s->quant, xs, y);
+    } else {
+        k->matvec_f32(w->f, w->rows, w->stride, x, y);
+    }
+}
+
+/* The gate arithmetic of one LSTM frame (torch gate order i, f, g, o). On x86-64 Linux the compiler also emits an
+ * AVX2 copy, chosen at load time (8 floats per instruction instead of SSE2's 4). */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void lstm_gates(const float *g, float *c, float *hidden, size_t h) {
+    size_t j;
+    for (j = 0; j < h; j++) {
+        float i_gate = fast_sigmoid(g[j]), f_gate = fast_sigmoid(g[h + j]);
+        float g_gate = fast_tanh(g[2 * h + j]), o_gate = fast_sigmoid(g[3 * h + j]);
+        c[j] = f_gate * c[j] + i_gate * g_gate;
+        hidden[j] = o_gate * fast_tanh(c[j]);
+    }
+}
+
+static void run_lstm(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out,
+                     size_t out_stride, size_t n) {
+    size_t h = o->p[0], t;
+    float *state_h = s->state + o->p[1], *c = s->state + o->p[2], *hidden = s->hidden, *g;
+    const float *bias = o->m[2].f;
+    for (t = 0; t < n; t++) { /* input part of every frame first: W_ih x_t + b */
+        g = s->gates + t * 4 * h;
+        memcpy(g, bias, 4 * h * sizeof(float));
+        matvec(s, &o->m[0], in + t * in_stride, g);
+    }
+    memcpy(hidden, state_h, h * sizeof(float));
+    for (t = 0; t < n; t++) {
+        g = s->gates + t * 4 * h;
+        matvec(s, &o->m[1], hidden, g);
+        lstm_gates(g, c, hidden, h);
+        memcpy(out + t * out_stride, hidden, h * sizeof(float));
+    }
+    memcpy(state_h, hidden, h * sizeof(float));
+}
+
+static void run_gru(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out, size_t out_stride,
+                    size_t n) {
+    size_t h = o->p[0], t, j;
+    float *state_h = s->state + o->p[1], *hidden = s->hidden, *gi, *gh = s->gates_h;
+    for (t = 0; t < n; t++) {
+        gi = s->gates + t * 3 * h;
+        memcpy(gi, o->m[2].f, 3 * h * sizeof(float));
+        matvec(s, &o->m[0], in + t * in_stride, gi);
+    }
+    memcpy(hidden, state_h, h * sizeof(float));
+    for (t = 0; t < n; t++) {
+        gi = s->gates + t * 3 * h;
+        memcpy(gh, o->m[3].f, 3 * h * sizeof(float));
+        matvec(s, &o->m[1], hidden, gh);
+        for (j = 0; j < h; j++) { /* torch gate order r, z, n */
+            float r = fast_sigmoid(gi[j] + gh[j]), z = fast_sigmoid(gi[h + j] + gh[h + j]);
+            float cand = fast_tanh(gi[2 * h + j] + r * gh[2 * h + j]);
+            hidden[j] = (1.0f - z) * cand + z * hidden[j];
+        }
+        memcpy(out + t * out_stride, hidden, h * sizeof(float));
+    }
+    memcpy(state_h, hidden, h * sizeof(float));
+}
+
+static void run_activation(uint32_t kind, const float *x, float *y, size_t w) {
+    size_t j;
+    float peak, total;
+    switch (kind) {
+        case ACT_RELU:
+            for (j = 0; j < w; j++) y[j] = x[j] > 0.0f ? x[j] : 0.0f;
+            break;
+        case ACT_TANH:
+            for (j = 0; j < w; j++) y[j] = fast_tanh(x[j]);
+            break;
+        case ACT_SIGMOID:
+            for (j = 0; j < w; j++) y[j] = fast_sigmoid(x[j]);
+            break;
+        default: /* softmax, log-softmax over the frame */
+            peak = x[0];
+            for (j = 1; j < w; j++) peak = x[j] > peak ? x[j] : peak;
+            total = 0.0f;
+            for (j = 0; j < w; j++) total += expf(x[j] - peak);
+            if (kind == ACT_SOFTMAX) {
+                for (j = 0; j < w; j++) y[j] = expf(x[j] - peak) / total;
+            } else {
+                float log_total = logf(total);
+                for (j = 0; j < w; j++) y[j] = x[j] - peak - log_total;
+            }
+            break;
+    }
+}
+
+static void run_ops(lem_stream *s, size_t n) {
+    const lem_model *m = s->model;
+    size_t i, t, j;
+    for (i = 0; i < m->n_ops; i++) {
+        const op *o = &m->ops[i];
+        const float *in = s->buffers[o->in0];
+        float *out = s->buffers[o->out];
+        size_t in_stride = padded(m->widths[o->in0]), out_stride = padded(m->widths[o->out]);
+        size_t w = m->widths[o->out];
+        switch (o->type) {
+            case OP_LINEAR:
+                for (t = 0; t < n; t++) {
+                    memcpy(out + t * out_stride, o->m[1].f, w * sizeof(float));
+                    matvec(s, &o->m[0], in + t * in_stride, out + t * out_stride);
+                }
+                break;
+            case OP_AFFINE:
+                for (t = 0; t < n; t++)
+                    for (j = 0; j < w; j++)
+                        out[t * out_stride + j] = in[t * in_stride + j] * o->m[0].f[j] + o->m[1].f[j];
+                break;
+            case OP_ADD: {
+                const float *in1 = s->buffers[o->in1];
+                for (t = 0; t < n; t++)
+                    for (j = 0; j < w; j++)
+                        out[t * out_stride + j] = in[t * in_stride + j] + in1[t * in_stride + j];
+                break;
+            }
+            case OP_ACT:
+                for (t = 0; t < n; t++) run_activation(o->p[0], in + t * in_stride, out + t * out_stride, w);
+                break;
+            case OP_LSTM:
+                run_lstm(s, o, in, in_stride, out, out_stride, n);
+                break;
+            case OP_GRU:
+                run_gru(s, o, in, in_stride, out, out_stride, n);
+                break;
+            case OP_EMBED:
+                for (t = 0; t < n; t++)
+                    memcpy(out + t * out_stride, o->m[0].f + (size_t)s->ids[t] * o->m[0].stride, w * sizeof(float));
+                break;
+            case OP_LAYERNORM: {
+                float eps;
+                memcpy(&eps, &o->p[0], sizeof eps);
+                for (t = 0; t < n; t++) {
+                    const float *x = in + t * in_stride;
+                    float mean = 0.0f, var = 0.0f, inv;
+                    for (j = 0; j < w; j++) mean += x[j];
+                    mean /= (float)w;
+                    for (j = 0; j < w; j++) var += (x[j] - mean) * (x[j] - mean);
+                    inv = 1.0f / sqrtf(var / (float)w + eps);
+                    for (j = 0; j < w; j++)
+                        out[t * out_stride + j] = (x[j] - mean) * inv * o->m[0].f[j] + o->m[1].f[j];
+                }
+                break;
+            }
+            default:
+                break;
+        }
+    }
+}
+
+static int push_any(lem_stream *s, const float *x, const int32_t *ids, size_t n_frames, float *y) {
+    const lem_model *m;
+    size_t done, n, t, in_w, out_w, out_stride, vocabulary = 0;
+    if (s == NULL || y == NULL || (x == NULL && ids == NULL) || n_frames == 0) return LEM_ERR_ARGUMENT;
+    m = s->model;
+    if ((m->input_kind == LEM_INPUT_TOKEN_IDS) != (ids != NULL)) return LEM_ERR_ARGUMENT;
+    in_w = m->input_width;
+    out_w = m->output_width;
+    if (ids == NULL) {
+        if (!all_finite(x, n_frames * in_w)) return LEM_ERR_NONFINITE_INPUT;
+    } else {
+        vocabulary = m->vocabulary;
+        for (t = 0; t < n_frames; t++)
+            if (ids[t] < 0 || (size_t)ids[t] >= vocabulary) return LEM_ERR_ARGUMENT;
+    }
+    memcpy(s->backup, s->state, m->state_size * sizeof(float));
+    out_stride = padded(out_w);
+    for (done = 0; done < n_frames; done += n) {
+        n = n_frames - done < s->max_chunk ? n_frames - done : s->max_chunk;
+        if (ids == NULL) {
+            size_t stride = padded(in_w);
+            for (t = 0; t < n; t++) memcpy(s->buffers[0] + t * stride, x + (done + t) * in_w, in_w * sizeof(float));
+        } else {
+            memcpy(s->ids, ids + done, n * sizeof(int32_t));
+        }
+        run_ops(s, n);
+        for (t = 0; t < n; t++)
+            memcpy(y + (done + t) * out_w, s->buffers[m->output_buffer] + t * out_stride, out_w * sizeof(float));
+    }
+    if (!all_finite(y, n_frames * out_w) || !all_finite(s->state, m->state_size)) {
+        memcpy(s->state, s->backup, m->state_size * sizeof(float));
+        return LEM_ERR_NONFINITE_RESULT;
+    }
+    return LEM_OK;
+}
+
+int lem_stream_push(lem_stream *stream, const float *x, size_t n_frames, float *y) {
+    return push_any(stream, x, NULL, n_frames, y);
+}
+
+int lem_stream_push_ids(lem_stream *stream, const int32_t *ids, size_t n_frames, float *y) {
+    return push_any(stream, NULL, ids, n_frames, y);
+}
+
+int lem_stream_run(lem_stream *stream, const void *x, size_t n_frames, const float *state_in, float *state_out,
+                   float *y) {
+    int status;
+    if (stream == NULL || state_in == NULL || state_out == NULL) return LEM_ERR_ARGUMENT;
+    memmove(stream->state, state_in, stream->model->state_size * sizeof(float));
+    if (stream->model->input_kind == LEM_INPUT_TOKEN_IDS)
+        status = push_any(stream, NULL, (const int32_t *)x, n_frames, y);
+    else
+        status = push_any(stream, (const float *)x, NULL, n_frames, y);
+    if (status == LEM_OK) memmove(state_out, stream->state, stream->model->state_size * sizeof(float));
+    return status;
+}
+
+int lem_stream_run_parts(lem_stream *stream, const void *x, size_t n_frames, const float *const *state_in,
+                         float *state_out, float *y) {
+    size_t i;
+    if (stream == NULL || state_in == NULL || state_out == NULL) return LEM_ERR_ARGUMENT;
+    for (i = 0; i < stream->model->n_states; i++) {
+        const state_spec *spec = &stream->model->states[i];
+        if (state_in[i] == NULL) return LEM_ERR_ARGUMENT;
+        memmove(stream->state + spec->offset, state_in[i], spec->size * sizeof(float));
+    }
+    return lem_stream_run(stream, x, n_frames, stream->state, state_out, y);
+}

@@ -1,0 +1,417 @@
+"""The C runtime (runtime/native/lstm_edge_model.c) and its weight files, natively and under qemu.
+
+Parity against torch on the zoo models the C layers cover and on the shipped models (float within 1e-5 relative to
+the outputs' magnitude, int8 within the manifest's argmax gate), on this machine through the ``native`` backend and
+``lstm-edge-run``, and as static binaries under qemu-aarch64 (NEON dot-product and plain NEON kernels) and qemu-arm
+(portable C). ``lstm-edge-listen`` under qemu-arm gives the Python spotter's detections on the shipped demo. Also:
+refusals by layer name, corrupt and truncated files, the C API's state calls, chunk-size invariance.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import re
+import shutil
+import subprocess
+import wave
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lstm_edge.devices.c_build import BuildError, build_c
+from lstm_edge.export import export
+from lstm_edge.export.c_export import add_c_files
+from lstm_edge.runtime import InputError, ModelFileError, NonFiniteResultError, StreamingModel
+from lstm_edge.runtime.backends import native
+from lstm_edge.runtime.errors import BackendUnavailableError, ExportError
+from lstm_edge.runtime.kws import KeywordSpotter
+from lstm_edge.runtime.manifest import Manifest
+
+import zoo
+from conftest import NATIVE_MODELS
+
+ROOT = Path(__file__).resolve().parent.parent
+KWS_DIR = ROOT / "models" / "kws" / "export"
+DEMO_WAV = ROOT / "models" / "kws" / "demo.wav"
+FLOAT_TOL = 1e-5  # times max(1, largest |output|): float32 rounding grows with the outputs' magnitude
+FRAMES = 60
+
+
+def float_close(got: np.ndarray, expected: np.ndarray) -> bool:
+    return float(np.abs(got - expected).max()) <= FLOAT_TOL * max(1.0, float(np.abs(expected).max()))
+
+
+def argmax_agreement(got: np.ndarray, expected: np.ndarray) -> float:
+    return float((got.argmax(-1) == expected.argmax(-1)).mean())
+
+
+def random_chunks(total: int, seed: int) -> list[int]:
+    rng = np.random.default_rng(seed)
+    sizes = []
+    while sum(sizes) < total:
+        sizes.append(int(rng.integers(1, 13)))
+    sizes[-1] -= sum(sizes) - total
+    return [s for s in sizes if s > 0]
+
+
+def push_chunks(stream, x: np.ndarray, sizes: list[int]) -> np.ndarray:
+    out, start = [], 0
+    for size in sizes:
+        out.append(stream.push(x[start:start + size]))
+        start += size
+    return np.concatenate(out)
+
+
+def raw_frames(x: np.ndarray) -> bytes:
+    return np.ascontiguousarray(x, dtype="<i4" if x.dtype.kind == "i" else "<f4").tobytes()
+
+
+def demo_pcm() -> np.ndarray:
+    with wave.open(str(DEMO_WAV), "rb") as handle:
+        return np.frombuffer(handle.readframes(handle.getnframes()), dtype="<i2").astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """build-c output folders for native, aarch64 and armv7 (built once; the shipped KWS files copied in)."""
+    folders = {}
+    for target in ("native", "aarch64", "armv7"):
+        folders[target] = tmp_path_factory.mktemp(f"c-{target}")
+        build_c(target, folders[target], KWS_DIR)
+    return folders
+
+
+RUNNERS = {"native": (), "aarch64": ("qemu-aarch64",), "aarch64-a72": ("qemu-aarch64", "-cpu", "cortex-a72"),
+           "armv7": ("qemu-arm",)}
+KERNELS = {"native": "avx2", "aarch64": "neon-dotprod", "aarch64-a72": "neon", "armv7": "portable"}
+
+
+def run_program(builds, runner: str, program: str, args: list[str], stdin: bytes, env: dict | None = None,
+                check: bool = True) -> subprocess.CompletedProcess:
+    folder = builds[runner.split("-")[0]]
+    result = subprocess.run([*RUNNERS[runner], str(folder / program), *args], input=stdin, capture_output=True,
+                            timeout=300, env=env)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{runner} {program} exit {result.returncode}: {result.stderr.decode()}")
+    return result
+
+
+# ------------------------------------------------------------------------------------------- zoo, native backend
+@pytest.mark.parametrize("name", NATIVE_MODELS)
+def test_zoo_float_matches_torch_in_random_chunks(exported, name):
+    model, model_dir = exported(name)
+    x = zoo.random_input(name, FRAMES, seed=3)
+    expected_y, expected_state = zoo.torch_reference(model, x)
+    streaming = StreamingModel.load(model_dir, backend="native", precision="float")
+    assert streaming.engine.startswith("lstm-edge C ")
+    stream = streaming.create_stream()
+    got = push_chunks(stream, x[0].numpy(), random_chunks(FRAMES, seed=5))
+    assert got.shape == expected_y.shape and float_close(got, expected_y)
+    state = stream.state
+    assert set(state) == set(expected_state)
+    for state_name, value in expected_state.items():
+        assert float_close(state[state_name], value), state_name
+
+
+@pytest.mark.parametrize("name", NATIVE_MODELS)
+def test_zoo_int8_within_the_gate_and_really_int8(exported, name):
+    model, model_dir = exported(name)
+    x = zoo.random_input(name, FRAMES, seed=3)
+    expected_y, _ = zoo.torch_reference(model, x)
+    manifest = Manifest.load(model_dir)
+    streaming = StreamingModel.load(model_dir, backend="native", precision="int8")
+    got = push_chunks(streaming.create_stream(), x[0].numpy(), random_chunks(FRAMES, seed=6))
+    assert argmax_agreement(got, expected_y) >= manifest.tolerances["int8_argmax_agreement"]
+    spread = float(expected_y.std())
+    assert float(np.sqrt(np.mean((got - expected_y) ** 2))) <= 0.05 * spread
+    # Structure, not only closeness: the C library holds int8 weights, and the file is about a quarter of float's.
+    int8_entry, float_entry = manifest.file("c", "int8"), manifest.file("c", "float")
+    assert streaming._backend.int8 and int8_entry.quantization["weights"].startswith("int8 per output row")
+    assert int8_entry.bytes < 0.45 * float_entry.bytes
+
+
+@pytest.mark.parametrize("precision", ["float", "int8"])
+def test_any_chunking_gives_the_same_outputs(exported, precision):
+    _, model_dir = exported("feature_lstm")
+    x = zoo.random_input("feature_lstm", 150, seed=8)[0].numpy()
+    streaming = StreamingModel.load(model_dir, backend="native", precision=precision)
+    whole = streaming.create_stream().push(x)  # 150 frames: run by the C stream in pieces of MAX_CHUNK
+    ones = push_chunks(streaming.create_stream(), x, [1] * 150)
+    mixed = push_chunks(streaming.create_stream(), x, random_chunks(150, seed=9))
+    assert np.abs(whole - ones).max() <= 1e-6 and np.abs(whole - mixed).max() <= 1e-6
+
+
+def test_c_api_state_get_set_reset(exported):
+    """The C stream's own state calls: reset equals a fresh stream, set_state resumes exactly where get_state was."""
+    _, model_dir = exported("learned_h0")  # learned initial state: reset must restore it, not zeros
+    lib = native.library()
+    p, size = ctypes.c_void_p, ctypes.c_size_t
+    lib.lem_stream_push.argtypes = [p, p, size, p]
+    lib.lem_stream_get_state.argtypes = lib.lem_stream_set_state.argtypes = [p, p]
+    lib.lem_stream_reset.argtypes = [p]
+    lib.lem_stream_reset.restype = None
+    _, model = native.load_c_model((Path(model_dir) / "model.lec").read_bytes(), "model.lec")
+    try:
+        status = ctypes.c_int(0)
+        stream = lib.lem_stream_create(model, 4, ctypes.byref(status))
+        n_state, width = lib.lem_model_state_size(model), lib.lem_model_output_width(model)
+        x = np.ascontiguousarray(zoo.random_input("learned_h0", 20, seed=2)[0].numpy())
+        y = np.empty((20, width), np.float32)
+
+        def push(frames: np.ndarray) -> np.ndarray:
+            out = np.empty((len(frames), width), np.float32)
+            assert lib.lem_stream_push(stream, frames.ctypes.data, len(frames), out.ctypes.data) == 0
+            return out
+
+        initial = np.empty(n_state, np.float32)
+        assert lib.lem_stream_get_state(stream, initial.ctypes.data) == 0
+        manifest = Manifest.load(model_dir)
+        np.testing.assert_array_equal(initial, np.concatenate([v.reshape(-1) for v in manifest.initial_values()]))
+        y[:10] = push(x[:10])
+        middle = np.empty(n_state, np.float32)
+        lib.lem_stream_get_state(stream, middle.ctypes.data)
+        y[10:] = push(x[10:])
+        lib.lem_stream_reset(stream)
+        np.testing.assert_array_equal(push(x), y)  # reset: a fresh stream again
+        assert lib.lem_stream_set_state(stream, middle.ctypes.data) == 0
+        np.testing.assert_array_equal(push(x[10:]), y[10:])
+        bad = middle.copy()
+        bad[3] = np.nan
+        assert lib.lem_stream_set_state(stream, bad.ctypes.data) == native.LEM_ERR_NONFINITE_INPUT
+        lib.lem_stream_free(stream)
+    finally:
+        lib.lem_model_free(model)
+
+
+class SkipLSTM(torch.nn.Module):
+    """LSTM head plus a linear skip path from the input: a huge input overflows the output (not bounded by tanh)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(6, 8, batch_first=True)
+        self.head = torch.nn.Linear(8, 4)
+        self.skip = torch.nn.Linear(6, 4)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out) + self.skip(x)
+
+
+def test_nonfinite_input_and_result_are_refused_and_state_kept(tmp_path):
+    torch.manual_seed(0)
+    model = SkipLSTM().eval()
+    with torch.no_grad():
+        model.skip.weight.fill_(1.0)  # six inputs of 3e38 sum past float32's largest value
+    model_dir = export(model, torch.randn(1, 10, 6), tmp_path / "skip", formats=("c",))
+    stream = StreamingModel.load(model_dir, backend="native").create_stream()
+    x = np.random.default_rng(4).standard_normal((10, 6)).astype(np.float32)
+    stream.push(x)
+    before = stream.state
+    bad = x.copy()
+    bad[3, 2] = np.inf
+    with pytest.raises(InputError, match="NaN/inf"):
+        stream.push(bad)
+    with pytest.raises(NonFiniteResultError, match="NaN/inf"):  # finite input, overflowing output
+        stream.push(np.full_like(x, 3e38))
+    for name, value in before.items():
+        np.testing.assert_array_equal(stream.state[name], value)
+    np.testing.assert_array_equal(stream.push(x), StreamingModel.load(model_dir, backend="native").step(
+        x, before)[0])
+
+
+def test_token_model_refuses_ids_out_of_range(exported):
+    _, model_dir = exported("tokens_time_major")
+    stream = StreamingModel.load(model_dir, backend="native").create_stream()
+    with pytest.raises(InputError, match="token id"):
+        stream.push(np.array([1, 2, 50]))
+
+
+# ------------------------------------------------------------------------------------------- refusals and errors
+@pytest.mark.parametrize("name, layer", [("stacked_residual", "forward()' (ONNX Erf"),
+                                         ("projected", "lstm.unprojected")])
+def test_layers_without_a_c_version_are_refused_by_name(name, layer, tmp_path):
+    model, example = zoo.build(name)
+    with pytest.raises(ExportError, match=re.escape(f"C exporter cannot convert layer '{layer}")):
+        export(model, example, tmp_path / name, formats=("onnx", "c"))
+
+
+def test_export_with_only_the_c_format(tmp_path):
+    model, example = zoo.build("gru")
+    out = export(model, example, tmp_path / "gru", formats=("c",))
+    manifest = Manifest.load(out)
+    assert [f.key for f in manifest.files] == ["c/float", "c/int8"] and not (out / "model.onnx").exists()
+    x = zoo.random_input("gru", 30, seed=1)
+    assert float_close(StreamingModel.load(out, backend="native").create_stream().push(x[0].numpy()),
+                       zoo.torch_reference(model, x)[0])
+
+
+def test_corrupt_truncated_and_foreign_files_are_refused(tmp_path, builds):
+    data = bytearray((KWS_DIR / "model.int8.lec").read_bytes())
+    flipped = bytearray(data)
+    flipped[5000] ^= 0x40
+    cases = {"checksum": bytes(flipped), "truncated": bytes(data[:len(data) // 2]),
+             "magic": b"ONNX" + bytes(data[4:]), "empty": b""}
+    messages = {"checksum": "CRC-32", "truncated": "truncated", "magic": "LEMW", "empty": "LEMW"}
+    for case, content in cases.items():
+        with pytest.raises(ModelFileError, match=messages[case]):
+            native.load_c_model(content, case)
+        path = tmp_path / f"{case}.lec"
+        path.write_bytes(content)
+        result = run_program(builds, "native", "lstm-edge-run", [str(path)], b"", check=False)
+        assert result.returncode == 1 and messages[case].encode() in result.stderr, case
+    copy = tmp_path / "kws"
+    shutil.copytree(KWS_DIR, copy)
+    (copy / "model.lec").write_bytes(bytes(flipped))
+    with pytest.raises(ModelFileError, match="checksum mismatch"):  # the manifest's sha256, before the C reader
+        StreamingModel.load(copy, backend="native")
+
+
+def test_no_c_compiler_is_a_clear_error(monkeypatch, tmp_path):
+    from lstm_edge.runtime import native_build
+
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("LSTM_EDGE_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(BackendUnavailableError, match="needs a C compiler"):
+        native_build.shared_library()
+    assert not native.available()
+
+
+def test_build_c_needs_c_files_and_a_known_target(tmp_path, exported):
+    _, model_dir = exported("feature_lstm")
+    plain = tmp_path / "plain"
+    shutil.copytree(model_dir, plain)
+    manifest = Manifest.load(plain)
+    replace(manifest, files=tuple(f for f in manifest.files if f.format != "c")).save(plain)
+    with pytest.raises(BuildError, match="lstm-edge add-c"):
+        build_c("native", tmp_path / "out", plain)
+    with pytest.raises(BuildError, match="expected one of"):
+        build_c("riscv", tmp_path / "out")
+
+
+# ------------------------------------------------------------------------------------------- shipped models
+@pytest.mark.parametrize("precision", ["float", "int8"])
+def test_shipped_kws_through_the_backend(precision):
+    manifest = Manifest.load(KWS_DIR)
+    reference = np.load(KWS_DIR / manifest.reference["input"])
+    expected = np.load(KWS_DIR / manifest.reference["output"])
+    stream = StreamingModel.load(KWS_DIR, backend="native", precision=precision).create_stream()
+    got = push_chunks(stream, reference, random_chunks(len(reference), seed=1))
+    if precision == "float":
+        assert float_close(got, expected)
+    else:
+        assert argmax_agreement(got, expected) >= manifest.tolerances["int8_argmax_agreement"]
+
+
+def test_add_c_reproduces_the_shipped_files(tmp_path):
+    """The command the lead reruns after a re-export: on a copy it writes byte-identical files and entries."""
+    copy = tmp_path / "kws"
+    shutil.copytree(KWS_DIR, copy)
+    (copy / "model.lec").unlink()
+    manifest = add_c_files(copy)
+    shipped = Manifest.load(KWS_DIR)
+    for precision in ("float", "int8"):
+        assert manifest.file("c", precision).sha256 == shipped.file("c", precision).sha256
+    assert [f.key for f in manifest.files] == [f.key for f in shipped.files]
+
+
+@pytest.mark.parametrize("model", ["text/lm", "asr"])
+def test_other_shipped_models_convert_and_match_their_reference(model, tmp_path):
+    """The text model (embedding, token ids) and the recognizer (log-softmax) from their directories' ONNX graphs."""
+    copy = tmp_path / "model"
+    shutil.copytree(ROOT / "models" / model / "export", copy)
+    manifest = add_c_files(copy)
+    reference = np.load(copy / manifest.reference["input"])
+    expected = np.load(copy / manifest.reference["output"])
+    got = StreamingModel.load(copy, backend="native").create_stream().push(reference)
+    assert float_close(got, expected)
+    int8 = StreamingModel.load(copy, backend="native", precision="int8").create_stream().push(reference)
+    assert argmax_agreement(int8, expected) >= manifest.tolerances["int8_argmax_agreement"]
+
+
+# ------------------------------------------------------------------------------------------- programs, qemu
+@pytest.mark.parametrize("runner", list(RUNNERS))
+def test_lstm_edge_run_on_every_target(builds, runner, exported):
+    """Static lstm-edge-run binaries: the shipped KWS and every native zoo model, float and int8, chunk 1 and 7."""
+    folder = builds[runner.split("-")[0]]
+    info = json.loads(run_program(builds, runner, "lstm-edge-run", ["--info", str(folder)], b"").stdout)
+    assert info["kernels"] == KERNELS[runner]
+    manifest = Manifest.load(KWS_DIR)
+    reference = np.load(KWS_DIR / manifest.reference["input"])[:300]
+    expected = np.load(KWS_DIR / manifest.reference["output"])[:300]
+    outputs = {}
+    for precision in ("float", "int8"):
+        for chunk in ("1", "7"):
+            out = run_program(builds, runner, "lstm-edge-run", ["--chunk", chunk, "--precision", precision,
+                                                                str(folder)], raw_frames(reference)).stdout
+            outputs[precision, chunk] = np.frombuffer(out, "<f4").reshape(expected.shape)
+        assert np.abs(outputs[precision, "1"] - outputs[precision, "7"]).max() <= 1e-6
+    assert float_close(outputs["float", "7"], expected)
+    assert argmax_agreement(outputs["int8", "7"], expected) >= manifest.tolerances["int8_argmax_agreement"]
+    for name in NATIVE_MODELS:
+        model, model_dir = exported(name)
+        x = zoo.random_input(name, 40, seed=12)
+        want, _ = zoo.torch_reference(model, x)
+        out = run_program(builds, runner, "lstm-edge-run", ["--chunk", "3", str(model_dir)],
+                          raw_frames(x[0].numpy())).stdout
+        assert float_close(np.frombuffer(out, "<f4").reshape(want.shape), want), name
+
+
+def test_portable_kernels_agree_with_the_simd_ones(builds):
+    manifest = Manifest.load(KWS_DIR)
+    reference = raw_frames(np.load(KWS_DIR / manifest.reference["input"])[:200])
+    for precision in ("float", "int8"):
+        args = ["--precision", precision, str(builds["native"])]
+        simd = run_program(builds, "native", "lstm-edge-run", args, reference).stdout
+        portable = run_program(builds, "native", "lstm-edge-run", args, reference,
+                               env={"LEM_KERNEL": "portable"}).stdout
+        assert float_close(np.frombuffer(portable, "<f4"), np.frombuffer(simd, "<f4")), precision
+
+
+def test_lstm_edge_listen_under_qemu_arm_gives_the_demo_detections(builds):
+    pcm = demo_pcm()
+    spotter = KeywordSpotter(StreamingModel.load(KWS_DIR, backend="onnx"))
+    expected = [d.to_dict() for d in spotter.detect(pcm)]
+    out = run_program(builds, "armv7", "lstm-edge-listen", [str(builds["armv7"])], pcm.astype("<i2").tobytes())
+    got = [json.loads(line) for line in out.stdout.decode().splitlines()]
+    assert len(expected) >= 5 and [d["label"] for d in got] == [d["label"] for d in expected]
+    for mine, theirs in zip(got, expected):
+        assert abs(mine["start"] - theirs["start"]) < 1e-6 and abs(mine["end"] - theirs["end"]) < 1e-6
+        assert abs(mine["score"] - theirs["score"]) <= 2e-4
+
+
+FIRMWARE_STYLE_PROGRAM = r"""
+#include <stdio.h>
+#include "lstm_edge_model.h"
+#include "model_int8_lec.h"
+int main(void) {
+    int status;
+    float x[40], y[12];
+    lem_model *model = lem_model_from_memory(lem_model_int8_lec, sizeof lem_model_int8_lec, &status);
+    lem_stream *stream = model ? lem_stream_create(model, 1, &status) : NULL;
+    if (stream == NULL) return 1;
+    while (fread(x, sizeof x, 1, stdin) == 1) {
+        if (lem_stream_push(stream, x, 1, y) != LEM_OK) return 1;
+        fwrite(y, sizeof y, 1, stdout);
+    }
+    return 0;
+}
+"""
+
+
+def test_const_array_header_runs_the_model_from_memory(builds, tmp_path):
+    """model_int8_lec.h (for firmware without files): the same outputs as lstm-edge-run on the file."""
+    folder = builds["armv7"]
+    source = tmp_path / "firmware.c"
+    source.write_text(FIRMWARE_STYLE_PROGRAM)
+    binary = tmp_path / "firmware"
+    subprocess.run(["arm-linux-gnueabihf-gcc", "-std=c99", "-O2", "-static", f"-I{folder}", "-o", str(binary),
+                    str(source), str(folder / "liblstm_edge.a"), "-lm"], check=True, capture_output=True)
+    frames = raw_frames(np.load(KWS_DIR / "reference" / "input.npy")[:50])
+    from_header = subprocess.run(["qemu-arm", str(binary)], input=frames, capture_output=True, check=True).stdout
+    from_file = run_program(builds, "armv7", "lstm-edge-run", ["--chunk", "1", "--precision", "int8", str(folder)],
+                            frames).stdout
+    assert len(from_header) == 50 * 12 * 4 and from_header == from_file
