@@ -48,11 +48,16 @@ def main() -> None:
 
     from lstm_edge.runtime import StreamingModel
     from lstm_edge.runtime.asr import SpeechRecognizer
+    from lstm_edge.runtime.backends import info
     from lstm_edge.runtime.kws import KeywordSpotter
+    from lstm_edge.runtime.manifest import Manifest
 
     runners = {}
     texts = {}
+    formats = {entry.format for entry in Manifest.load(args.model_dir).files}
     for backend in NAMES:
+        if info(backend).format not in formats:
+            continue
         for precision in ("float", "int8"):
             recognizer = SpeechRecognizer(StreamingModel.load(args.model_dir, backend=backend, precision=precision))
             runners[f"asr {backend} {precision}"] = recognizer.transcribe

@@ -231,13 +231,14 @@ def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings
 
 def best_text(state: BeamState, vocabulary: Vocabulary, final: bool = False) -> tuple[str, tuple[int, ...]]:
     """Best (text, token frames) of a beam state. ``final``: only prefixes that are a complete, grammatical
-    utterance count (an empty result if none is)."""
+    utterance count, and so does the empty one ("nothing was said"): an empty result when it is more probable than
+    every complete one, or when no complete one exists."""
     for text, beam in sorted(state.beams.items(), key=lambda item: item[1].total, reverse=True):
         stripped = text.rstrip(" ")
         if not final:
             return stripped, beam.frames[: len(stripped)]
         if not stripped:
-            continue
+            break
         previous, partial = _split_text(stripped)
         if vocabulary.can_end(previous, partial):
             return stripped, beam.frames[: len(stripped)]

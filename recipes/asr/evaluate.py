@@ -44,6 +44,7 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
     rng = np.random.default_rng(0)
     audio_list = utterances(arrays)[:limit]
     errors: dict[str, list[int]] = {}
+    by_engine: dict[str, list[int]] = {}  # synthesiser family of the voice: espeak, flite
     latencies: list[float] = []
     examples: list[dict[str, str]] = []
     processing, duration = 0.0, 0.0
@@ -71,10 +72,11 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
         hypothesis = " ".join(finals).split()
         reference = str(arrays["texts"][i]).split()
         kind = str(arrays["kinds"][i])
-        counts = errors.setdefault(kind, [0, 0])
         distance = edit_distance(reference, hypothesis)
-        counts[0] += distance
-        counts[1] += len(reference)
+        engine = str(arrays["voices"][i]).split(":")[0]
+        for counts in (errors.setdefault(kind, [0, 0]), by_engine.setdefault(engine, [0, 0])):
+            counts[0] += distance
+            counts[1] += len(reference)
         if distance and len(examples) < 15:
             examples.append({"voice": str(arrays["voices"][i]), "reference": " ".join(reference),
                              "hypothesis": " ".join(hypothesis)})
@@ -84,6 +86,7 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
         "backend": recognizer.model.backend,
         "engine": recognizer.model.engine, "precision": precision, "utterances": len(audio_list),
         "wer": wer, "wer_all": round(total[0] / max(total[1], 1), 4),
+        "wer_by_synthesiser": {engine: round(e / max(n, 1), 4) for engine, (e, n) in sorted(by_engine.items())},
         "words": {kind: n for kind, (_, n) in sorted(errors.items())},
         "rtf": round(processing / duration, 5), "audio_seconds": round(duration, 1),
         "final_latency_seconds": {"median": round(float(np.median(latencies)), 3),
