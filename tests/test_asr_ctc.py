@@ -135,3 +135,15 @@ def test_stack_frames_pairs_consecutive_frames() -> None:
     stacked = stack_frames(features, 2)
     assert stacked.shape == (2, 4)
     np.testing.assert_array_equal(stacked[1], [4, 5, 6, 7])
+
+
+def test_nothing_said_beats_an_improbable_word() -> None:
+    """Blank everywhere but one frame where "four" is a weak second guess: the final result is empty, while the
+    same word spoken clearly is found."""
+    vocabulary = Vocabulary(TOKENS, ("four", "one"))
+    rows = spell([None] * 30)
+    for i, ch in enumerate("four"):
+        rows[10 + i, TOKENS.index(ch)] = -4.0  # probability ~2% against blank's ~95%
+    assert best_text(beam_step(BeamState(), rows, vocabulary, BeamSettings()), vocabulary, final=True)[0] == ""
+    spoken = spell([None] * 5 + spell_text("four") + [None] * 5)
+    assert prefix_beam_search(spoken, vocabulary) == "four"
