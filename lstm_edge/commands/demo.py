@@ -59,11 +59,12 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     from lstm_edge.quantize import quantize
     from lstm_edge.quantize.parity import format_table, parity_report
     from lstm_edge.quantize.tasks import clip_predictor_for
+    from lstm_edge.recipes.kws.export_model import detector_settings
     from lstm_edge.recipes.kws.model import feature_normalization, load_shipped_model
     from lstm_edge.runtime.audio import load_mono
     from lstm_edge.runtime.backends import info
     from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
-    from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
+    from lstm_edge.runtime.kws import KeywordSpotter
     from lstm_edge.runtime.manifest import Manifest
     from lstm_edge.runtime.model import StreamingModel
 
@@ -82,7 +83,8 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
         export(model, torch.from_numpy(features[None, :10]), out_dir, formats=("onnx", "tflite"), chunk_sizes=(10, 1),
                labels=config["labels"], frontend=frontend_config.to_dict(feature_normalization(model)),
                name="kws-lstm", output_semantics="logits",
-               detector=DetectorConfig().to_manifest(clip_rule=config["clip_rule"]), reference_input=features)
+               detector=detector_settings(config).to_manifest(clip_rule=config["clip_rule"]),
+               reference_input=features)
     with _step(2, "quantizing to int8 (dynamic: int8 weights, float state)"):
         quantize(out_dir)
     with _step(3, "verifying parity against the float torch model, and accuracy on unseen voices"):
