@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lstm_edge.runtime.manifest import Manifest
 
 
+@pytest.mark.slow
 def test_kws_train_two_phrases_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "my-kws"
     result = subprocess.run(

@@ -99,12 +99,13 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     with _step(4, f"streaming demo.wav ({duration:.1f} s) in 100 ms chunks on each backend x precision"):
         for backend in backends:
             for precision in ("float", "int8"):
-                spotter = KeywordSpotter(StreamingModel.load(out_dir, backend=backend, precision=precision))
+                model_files = StreamingModel.load(out_dir, backend=backend, precision=precision)
+                spotter = KeywordSpotter(model_files)
                 spotter.detect(audio)  # warm-up
                 times: list[float] = []
                 detections = spotter.detect(audio, timings=times)
-                size = spotter.model.manifest.file(info(backend).format, precision).bytes
-                rows.append((backend, precision, spotter.model.engine, size, np.median(times) * 1e3,
+                size = model_files.manifest.file(info(backend).format, precision).bytes
+                rows.append((backend, precision, model_files.engine, size, np.median(times) * 1e3,
                              np.percentile(times, 99) * 1e3, sum(times) / duration, detections))
                 if shown is None:
                     shown = (backend, precision, detections)

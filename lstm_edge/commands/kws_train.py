@@ -46,7 +46,7 @@ def cmd_kws_train(args: argparse.Namespace) -> int:
     init_from = None if args.from_scratch else shipped_model_dir()
     train_config = train.TrainConfig(max_train_minutes=args.minutes, max_epochs=args.max_epochs, seed=args.seed,
                                      threads=args.threads, learning_rate=args.learning_rate,
-                                     eval_clips_per_class=5)
+                                     eval_clips_per_class=min(25, args.eval_per_class))
     _say(started, f"training for at most {args.minutes:g} min"
                   + ("" if init_from is None else f" (encoder warm-started from {init_from})"))
     report = train.run(data_dir, training_dir, train_config, init_from=init_from)
@@ -94,7 +94,7 @@ def register(sub) -> None:
                    help="minutes of keyword-free running speech per held-out split (default 30)")
     p.add_argument("--stream-keywords", type=int, default=60,
                    help="occurrences of each keyword in the held-out recall streams (default 60)")
-    p.add_argument("--minutes", type=float, default=12.0, help="training time budget in minutes (default 12)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time budget in minutes (default 10)")
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--max-false-alarms-per-hour", type=float, default=1.0,

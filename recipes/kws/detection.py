@@ -88,6 +88,17 @@ def stream_posteriors(streams: Mapping[str, np.ndarray], score: Scorer) -> list[
             for i in range(len(offsets) - 1)]
 
 
+def _peak_smoothed(posteriors: np.ndarray, columns: Sequence[int], smoothing_frames: int) -> float:
+    """The highest moving-average keyword posterior of a stream, as the detector smooths it (the first frames
+    average over the frames seen so far)."""
+    keywords = posteriors[:, columns]
+    cumulative = np.cumsum(np.vstack([np.zeros((1, keywords.shape[1])), keywords]), axis=0)
+    ends = np.arange(1, keywords.shape[0] + 1)
+    starts = np.maximum(ends - smoothing_frames, 0)
+    smoothed = (cumulative[ends] - cumulative[starts]) / (ends - starts)[:, None]
+    return float(smoothed.max()) if smoothed.size else 0.0
+
+
 def score_threshold(streams: Mapping[str, np.ndarray], posteriors: Sequence[np.ndarray], labels: Sequence[str],
                     frontend: Mapping[str, Any], config: DetectorConfig) -> dict[str, Any]:
     """Recall, false alarms per hour and per-keyword recall of one detector setting."""
@@ -97,7 +108,10 @@ def score_threshold(streams: Mapping[str, np.ndarray], posteriors: Sequence[np.n
     negative_alarms, positive_alarms = 0, 0
     alarms_per_label: dict[str, int] = {}
     found = np.zeros(streams["event_label"].size, dtype=bool)
+    keyword_columns = [i for i, label in enumerate(labels) if label not in NON_KEYWORD_LABELS]
     for number, posterior in enumerate(posteriors):
+        if _peak_smoothed(posterior, keyword_columns, config.smoothing_frames) < config.threshold - 1e-9:
+            continue  # no keyword's smoothed posterior reaches the threshold: the detector cannot fire here
         stream = spotter.create_stream()
         detections = stream.push_posteriors(posterior) + stream.flush()
         events = np.flatnonzero(streams["event_stream"] == number)
@@ -186,8 +200,10 @@ VARIANTS = (("onnx", "float"), ("onnx", "int8"), ("litert", "float"), ("litert",
 
 
 def evaluate_export(data_dir: Path, export_dir: Path, split: str = "test",
-                    variants: Sequence[tuple[str, str]] = VARIANTS) -> dict[str, Any]:
-    """The deployed files on ``split`` streams: each backend x precision at the manifest's threshold and swept."""
+                    variants: Sequence[tuple[str, str]] = VARIANTS,
+                    swept: Sequence[tuple[str, str]] = (("onnx", "float"), ("onnx", "int8"))) -> dict[str, Any]:
+    """The deployed files on ``split`` streams: each backend x precision at the manifest's threshold, and the
+    ``swept`` ones over ``THRESHOLDS`` too."""
     streams = load_streams(data_dir, split)
     report: dict[str, Any] = {"split": split, "model": str(export_dir), "streams": streams_summary(streams),
                               "match_slack_s": MATCH_SLACK_S, "results": {}}
@@ -196,7 +212,7 @@ def evaluate_export(data_dir: Path, export_dir: Path, split: str = "test",
         score, labels, frontend, detector = runtime_scorer(export_dir, backend, precision)
         base = DetectorConfig.from_manifest(detector)
         posteriors = stream_posteriors(streams, score)
-        rows = sweep(streams, posteriors, labels, frontend, base)
+        rows = sweep(streams, posteriors, labels, frontend, base) if (backend, precision) in swept else []
         at_default = score_threshold(streams, posteriors, labels, frontend, base)
         report["results"][f"{backend}/{precision}"] = {"at_manifest_threshold": at_default, "sweep": rows,
                                                         "seconds": round(time.time() - started, 1)}
@@ -219,7 +235,8 @@ def plot(report: Mapping[str, Any], validation: Mapping[str, Any] | None, path: 
     if validation is not None:
         curves.append(("validation voices, float (threshold chosen here)", validation["sweep"], "--"))
     for key, result in report["results"].items():
-        curves.append((f"test voices, {key}", result["sweep"], "-"))
+        if result["sweep"]:
+            curves.append((f"{report['split']} voices, {key}", result["sweep"], "-"))
     for name, rows, style in curves:
         fa = [max(row["false_alarms_per_hour"], floor) for row in rows]
         recall = [100 * row["recall"] for row in rows]

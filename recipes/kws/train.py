@@ -21,7 +21,7 @@ import math
 import time
 import wave
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ class TrainConfig:
     freq_mask_probability: float = 0.5
     freq_mask_max_bins: int = 5
     max_train_minutes: float = 50.0
-    eval_clips_per_class: int = 5
+    eval_clips_per_class: int = 10  # eval_clips.npz (the verify/demo accuracy gate): one clip is 0.83 points
     threads: int = 1
     input_size: int = DEFAULT_ARCHITECTURE["input_size"]
     hidden_size: int = DEFAULT_ARCHITECTURE["hidden_size"]
@@ -458,7 +458,8 @@ def run(data_dir: Path, out_dir: Path, config: TrainConfig, init_from: Path | No
     if tune_only:
         model, model_config = load_model(out_dir)
         previous = json.loads((out_dir / "train_report.json").read_text())
-        config = TrainConfig(**previous["train_config"])
+        # the training settings of the run, except how many evaluation clips to write
+        config = replace(TrainConfig(**previous["train_config"]), eval_clips_per_class=config.eval_clips_per_class)
         history, training_seconds = previous["history"], previous["training_seconds"]
         warm = previous.get("init_from")
     else:
@@ -529,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="cross-entropy weight of the _unknown_ class")
     parser.add_argument("--input-size", type=int, default=TrainConfig.input_size, help="width of the input projection")
     parser.add_argument("--hidden-size", type=int, default=TrainConfig.hidden_size, help="LSTM hidden size")
+    parser.add_argument("--eval-clips-per-class", type=int, default=TrainConfig.eval_clips_per_class,
+                        help="test clips per label in eval_clips.npz")
     parser.add_argument("--tune-only", action="store_true",
                         help="do not train: load the model in --out, choose its clip rule on validation again and "
                              "rewrite its config, evaluation, eval clips and demo")
@@ -538,7 +541,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
                          warmup_epochs=args.warmup_epochs, min_learning_rate=args.min_learning_rate,
                          label_smoothing=args.label_smoothing, unknown_weight=args.unknown_weight,
-                         input_size=args.input_size, hidden_size=args.hidden_size)
+                         input_size=args.input_size, hidden_size=args.hidden_size,
+                         eval_clips_per_class=args.eval_clips_per_class)
     report = run(args.data, args.out, config, init_from=args.init_from, tune_only=args.tune_only)
     print(json.dumps({"test": report["accuracy"]["test"], "parameters": report["parameters"],
                       "demo": report["demo"]}, indent=1))
