@@ -6,8 +6,10 @@ features are identical by construction; they are cached next to the data.
 Streaming training: each training sequence concatenates ``clips_per_sequence`` random clips (the model runs forever
 on the device with its state carried). Per-frame targets: ``_silence_`` before a word; ignored from the word's start
 until ``lead_frames`` before its end; the clip's label from there until ``hold_frames`` after the end; ``_silence_``
-again afterwards. ``_silence_`` clips are silence throughout. Clip accuracy uses ``kws.clip_prediction``, on each
-clip alone (zero state) and on clips cut out of long streams (state carried).
+again afterwards. Negatives (``_unknown_``: other words, crops of running sentences) are ``_unknown_`` from their
+first frame. ``_silence_`` clips are silence throughout. Labels come from the set's ``index.json`` (any keyword set;
+``--init-from`` warm-starts every tensor of matching shape from another model directory). Clip accuracy uses
+``kws.clip_prediction``, on each clip alone (zero state) and on clips cut out of long streams (state carried).
 
 Run: ``python -m lstm_edge.recipes.kws.train --data DIR --out models/kws``.
 """
