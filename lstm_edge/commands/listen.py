@@ -67,7 +67,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
     for detection in stream.flush():
         _print(detection, args.json)
         count += 1
-    print(f"{count} detection(s); threshold {config.threshold}; {model.describe()}", file=sys.stderr)
+    print(f"{count} detection(s); {model.describe()}; threshold {config.threshold}", file=sys.stderr)
     return 0
 
 
