@@ -229,3 +229,50 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     stream = _resampler(source_rate, target_rate)
     head = stream.resample_chunk(samples.astype(np.float32), last=True)
     return head.astype(np.float32, copy=False)
+
+def iter_pcm_s16le(stream: BinaryIO, chunk_samples: int) -> Iterator[np.ndarray]:
+    """Raw mono signed 16-bit little-endian PCM from a binary stream (a pipe: ``arecord -t raw -f S16_LE``) as
+    float32 chunks of ``chunk_samples`` samples, yielded as soon as each is complete; the last may be shorter.
+    An odd trailing byte is dropped."""
+    if chunk_samples < 1:
+        raise InputError(expected_got("chunk_samples", "a positive number", chunk_samples))
+    wanted = 2 * chunk_samples
+    pending = b""
+    # read1: return what the pipe has now rather than wait until a whole buffer is filled
+    read = stream.read1 if hasattr(stream, "read1") else stream.read
+    while True:
+        data = read(wanted - len(pending))
+        if not data:
+            break
+        pending += data
+        if len(pending) == wanted:
+            yield np.frombuffer(pending, dtype="<i2").astype(np.float32) / 32768.0
+            pending = b""
+    usable = len(pending) // 2 * 2
+    if usable:
+        yield np.frombuffer(pending[:usable], dtype="<i2").astype(np.float32) / 32768.0
+
+
+def iter_microphone(sample_rate: int, chunk_samples: int, device: str | int | None = None) -> Iterator[np.ndarray]:
+    """The default (or given) input device as mono float32 chunks, through the optional ``sounddevice`` package
+    (``pip install 'lstm-edge[mic]'``; it needs the PortAudio library). Runs until the consumer stops."""
+    if chunk_samples < 1:
+        raise InputError(expected_got("chunk_samples", "a positive number", chunk_samples))
+    try:
+        import sounddevice
+    except ImportError as error:
+        raise BackendUnavailableError(
+            "microphone input needs the sounddevice package: pip install 'lstm-edge[mic]' "
+            f"(and the PortAudio library, e.g. apt-get install libportaudio2); import failed: {error}") from error
+    except OSError as error:
+        raise BackendUnavailableError(f"sounddevice could not load PortAudio ({error}); install it, e.g. "
+                                      "apt-get install libportaudio2") from error
+
+    def blocks() -> Iterator[np.ndarray]:
+        with sounddevice.InputStream(samplerate=sample_rate, channels=1, dtype="float32", blocksize=chunk_samples,
+                                     device=device) as microphone:
+            while True:
+                block, _overflowed = microphone.read(chunk_samples)
+                yield np.asarray(block, dtype=np.float32)[:, 0].copy()
+
+    return blocks()  # the import above fails at the call, not at the first chunk

@@ -103,16 +103,26 @@ def clip_prediction(logits: Any, rule: Mapping[str, Any] | None = None) -> int:
 class KeywordSpotter:
     """A loaded keyword-spotting model plus detection settings; stateless, shareable across threads."""
 
-    def __init__(self, model: StreamingModel, config: DetectorConfig | None = None) -> None:
-        manifest = model.manifest
-        if not manifest.frontend or not manifest.labels:
-            raise ManifestError("a keyword spotter needs a model directory with a frontend and labels in its manifest")
+    def __init__(self, model: StreamingModel | None, config: DetectorConfig | None = None,
+                 labels: Iterable[str] | None = None, frontend: Mapping[str, Any] | None = None) -> None:
+        """``model`` supplies labels, frontend and detector defaults from its manifest. Without a model (``labels``
+        and ``frontend`` given instead), streams only take posteriors (``KeywordStream.push_posteriors``): the
+        detector alone, for posteriors computed elsewhere."""
         from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 
+        if model is not None:
+            manifest = model.manifest
+            if not manifest.frontend or not manifest.labels:
+                raise ManifestError("a keyword spotter needs a model directory with a frontend and labels in its "
+                                    "manifest")
+            labels, frontend = manifest.labels, manifest.frontend
+            config = config or DetectorConfig.from_manifest(manifest.detector)
+        elif labels is None or frontend is None:
+            raise InputError(expected_got("KeywordSpotter", "a model, or labels and a frontend", "neither"))
         self.model = model
-        self.config = config or DetectorConfig.from_manifest(manifest.detector)
-        self.frontend = LogMelFrontend(LogMelConfig.from_dict(dict(manifest.frontend)))
-        self.labels = tuple(manifest.labels)
+        self.config = config or DetectorConfig()
+        self.frontend = LogMelFrontend(LogMelConfig.from_dict(dict(frontend)))
+        self.labels = tuple(labels)
         self.keyword_indices = [i for i, label in enumerate(self.labels) if label not in NON_KEYWORDS]
         self.sample_rate = int(self.frontend.config.sample_rate)
         self.hop_s = self.frontend.config.hop_length / self.sample_rate
@@ -149,12 +159,13 @@ class KeywordStream:
     def __init__(self, spotter: KeywordSpotter) -> None:
         self.spotter = spotter
         self.features = spotter.frontend.create_stream()
-        self.model_stream = spotter.model.create_stream()
+        self.model_stream = None if spotter.model is None else spotter.model.create_stream()
         self.reset()
 
     def reset(self) -> None:
         self.features.reset()
-        self.model_stream.reset()
+        if self.model_stream is not None:
+            self.model_stream.reset()
         config = self.spotter.config
         lookback = int(round(config.lookback_s / self.spotter.hop_s)) + 1
         self._history: deque[np.ndarray] = deque(maxlen=max(lookback, config.smoothing_frames))
@@ -167,10 +178,20 @@ class KeywordStream:
         return frame * self.spotter.hop_s + self.spotter.window_s
 
     def push(self, pcm: np.ndarray) -> list[Detection]:
+        if self.model_stream is None:
+            raise LstmEdgeError("this keyword spotter has no model: push posteriors (push_posteriors), not audio")
         frames = self.features.push(pcm)
         if frames.shape[0] == 0:
             return []
         return self._consume(softmax(self.model_stream.push(frames).astype(np.float64)))
+
+    def push_posteriors(self, posteriors: np.ndarray) -> list[Detection]:
+        """Run the detector on per-frame posteriors [T, labels] computed elsewhere (the model's softmax), as
+        ``push`` does after the model; used to sweep detector settings over one model pass."""
+        posteriors = np.asarray(posteriors, dtype=np.float64)
+        if posteriors.ndim != 2 or posteriors.shape[1] != len(self.spotter.labels):
+            raise InputError(expected_got("posteriors", f"[T, {len(self.spotter.labels)}]", posteriors.shape))
+        return self._consume(posteriors)
 
     def flush(self) -> list[Detection]:
         """Close a detection still open at the end of the audio."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_edge.recipes.kws import evaluate, synth, train
+from lstm_edge.recipes.kws import detection, evaluate, synth, train
 from lstm_edge.recipes.kws.model import (
     build_model,
     count_parameters,
@@ -21,14 +22,16 @@ from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 from lstm_edge.runtime.kws import clip_prediction
 
 MIN_PARAMETERS, MAX_PARAMETERS = 100_000, 300_000
-# The shipped model must stay clearly better than chance (1/12) on its own test-voice evaluation clips.
-MIN_EVAL_CLIP_ACCURACY = 0.75
+# The shipped model must stay clearly better than chance (1/12) on its own test-voice evaluation clips (held-out
+# espeak-ng voices and the held-out flite voice, microphone augmentation; 70% measured, README "Keyword spotting").
+MIN_EVAL_CLIP_ACCURACY = 0.65
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out_dir = tmp_path_factory.mktemp("kws_tiny")
-    config = synth.SynthConfig(train_per_class=3, eval_per_class=1, seed=5, workers=2)
+    config = synth.SynthConfig(train_per_class=3, eval_per_class=2, seed=5, workers=2, stream_negative_minutes=0.3,
+                               stream_keywords_per_label=1, stream_segment_seconds=10.0)
     synth.generate_dataset(out_dir, config)
     return out_dir
 
@@ -64,15 +67,22 @@ def test_synth_splits_are_disjoint_by_voice(tiny_dataset: Path) -> None:
         assert not set(splits[first]["voices_used"]) & set(splits[second]["voices_used"])
         assert not set(splits[first]["languages"]) & set(splits[second]["languages"])
         assert not set(splits[first]["variants"]) & set(splits[second]["variants"])
-    # train_unknown_factor 2: twice as many _unknown_ training clips; validation and test balanced.
-    expected_counts = {"train": [3, 6] + [3] * 10, "validation": [1] * 12, "test": [1] * 12}
+        assert not set(splits[first]["flite_voices"]) & set(splits[second]["flite_voices"])
+    assert splits["test"]["flite_voices"] == ["slt"] and splits["validation"]["flite_voices"] == ["rms"]
+    # Train: 2x single-word and 2x sentence negatives in _unknown_; validation and test balanced (half sentences).
+    expected_counts = {"train": [3, 12] + [3] * 10, "validation": [2] * 12, "test": [2] * 12}
     for split, counts in expected_counts.items():
-        data = synth.load_split(tiny_dataset, split)
+        data = synth.load_split(tiny_dataset, split, synth.LABELS)
         assert data["audio"].dtype == np.int16
         assert data["audio"].shape == (sum(counts), synth.CLIP_SAMPLES)
         assert np.bincount(data["labels"], minlength=12).tolist() == counts
+        unknown = data["labels"] == 1
+        assert set(data["kinds"][unknown].tolist()) == {"word", "sentence"}
+        assert np.all(data["kinds"][data["labels"] >= 2] == "keyword")
         for voice in data["voices"]:
-            if voice:
+            if str(voice).startswith("flite:"):
+                assert str(voice)[6:] in splits[split]["flite_voices"]
+            elif voice:
                 language, variant = str(voice).split("+")
                 assert language in splits[split]["languages"] and variant in splits[split]["variants"]
         is_silence = data["labels"] == 0
@@ -153,16 +163,16 @@ def test_training_on_the_tiny_set_lowers_the_loss_and_streams(tiny_dataset: Path
     model = build_model({"architecture": {"n_mels": 40, "input_size": 16, "hidden_size": 16, "num_layers": 1,
                                           "n_labels": 12}})
     config = train.TrainConfig(max_epochs=6, patience=100, batch_size=2, clips_per_sequence=2, learning_rate=1e-2,
-                               lr_schedule="cosine", max_train_minutes=5.0)
+                               lr_schedule="cosine", max_train_minutes=60.0)  # 6 epochs on a busy machine too
     best_state, history = train.train(model, splits["train"], splits["validation"], config, hop_length=160)
     assert len(history) == 6
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["learning_rate"] < history[0]["learning_rate"]
     assert set(best_state) == set(model.state_dict())
-    # The validation metrics are real accuracies over the 12 validation clips.
+    # The validation metrics are real accuracies over the 24 validation clips.
     for entry in history:
         accuracy = entry["validation"]["clip_accuracy"]
-        assert 0.0 <= accuracy <= 1.0 and float(accuracy * 12).is_integer()
+        assert 0.0 <= accuracy <= 1.0 and float(accuracy * 24).is_integer()
 
     # The clip rule is chosen on validation: the best row of the grid, ties going to the rule nearest the default.
     model.load_state_dict(best_state)
@@ -181,7 +191,7 @@ def test_training_on_the_tiny_set_lowers_the_loss_and_streams(tiny_dataset: Path
 
 def test_evaluate_runs_the_deployed_files_and_matches_torch(tiny_dataset: Path) -> None:
     report = evaluate.evaluate(tiny_dataset, shipped_model_dir() / "export", split="test")
-    assert report["clips"] == 12 and report["voices"] >= 1
+    assert report["clips"] == 24 and report["voices"] >= 1
     assert set(report["results"]) == {"onnx/float", "onnx/int8", "litert/float", "litert/int8"}
     model, config = load_shipped_model()
     frontend = LogMelFrontend(LogMelConfig.from_dict(config["frontend"]))
@@ -192,6 +202,41 @@ def test_evaluate_runs_the_deployed_files_and_matches_torch(tiny_dataset: Path) 
     assert report["results"]["onnx/float"]["accuracy"] == pytest.approx(torch_accuracy)
     assert report["results"]["litert/float"]["accuracy"] == pytest.approx(torch_accuracy)
     for row in report["results"].values():
-        assert float(row["accuracy"] * 12).is_integer()
+        assert float(row["accuracy"] * 24).is_integer()
         assert row["drop_vs_onnx_float_points"] == pytest.approx(
             100 * (report["results"]["onnx/float"]["accuracy"] - row["accuracy"]))
+
+
+def test_held_out_streams_hold_their_keywords_and_only_their_voices(tiny_dataset: Path) -> None:
+    index = json.loads((tiny_dataset / "index.json").read_text())
+    assert set(index["streams"]) == {"validation", "test"}
+    for split in ("validation", "test"):
+        streams = synth.load_streams(tiny_dataset, split)
+        info = index["splits"][split]
+        for voice in streams["utterance_voices"]:
+            voice = str(voice)
+            if voice.startswith("flite:"):
+                assert voice[6:] in info["flite_voices"]
+            else:
+                language, variant = voice.split("+")
+                assert language in info["languages"] and variant in info["variants"]
+        kinds, offsets = streams["stream_kinds"], streams["offsets"]
+        assert set(kinds.tolist()) == {"negative", "positive"}
+        assert np.sum(np.diff(offsets)[kinds == "negative"]) / synth.SAMPLE_RATE >= 0.3 * 60 * 0.8
+        assert sorted(streams["event_label"].tolist()) == list(range(2, 12))  # each keyword once
+        for number, label, start, end in zip(streams["event_stream"], streams["event_label"],
+                                             streams["event_start"], streams["event_end"]):
+            assert kinds[number] == "positive" and 2 <= label < 12
+            audio = streams["audio"][offsets[number]:offsets[number + 1]]
+            assert 0 <= start < end <= audio.size
+            assert np.abs(audio[start:end].astype(np.float64)).max() > 100
+
+
+def test_detection_chooses_the_threshold_on_validation_only(tiny_dataset: Path, tmp_path: Path) -> None:
+    shutil.copytree(shipped_model_dir(), tmp_path / "model", ignore=shutil.ignore_patterns("export"))
+    report = detection.tune_on_validation(tiny_dataset, tmp_path / "model", max_false_alarms_per_hour=1.0)
+    assert report["split"] == "validation" and len(report["sweep"]) == len(detection.THRESHOLDS)
+    within = [row for row in report["sweep"] if row["false_alarms_per_hour"] <= 1.0]
+    assert report["chosen"] in within or (not within and report["chosen"]["threshold"] == max(detection.THRESHOLDS))
+    written = json.loads((tmp_path / "model" / "config.json").read_text())["detector"]
+    assert written["threshold"] == report["chosen"]["threshold"] == report["detector"]["threshold"]

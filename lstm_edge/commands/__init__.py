@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-MODULES = ("core", "quantize", "listen", "devices", "demo", "text", "asr", "build_c")
+MODULES = ("core", "quantize", "listen", "devices", "demo", "text", "asr", "build_c", "kws_train")
 
 
 def register_all(subparsers: argparse._SubParsersAction) -> None:

@@ -59,11 +59,12 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     from lstm_edge.quantize import quantize
     from lstm_edge.quantize.parity import format_table, parity_report
     from lstm_edge.quantize.tasks import clip_predictor_for
+    from lstm_edge.recipes.kws.export_model import detector_settings
     from lstm_edge.recipes.kws.model import feature_normalization, load_shipped_model
     from lstm_edge.runtime.audio import load_mono
     from lstm_edge.runtime.backends import info
     from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
-    from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter
+    from lstm_edge.runtime.kws import KeywordSpotter
     from lstm_edge.runtime.manifest import Manifest
     from lstm_edge.runtime.model import StreamingModel
 
@@ -82,7 +83,8 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
         export(model, torch.from_numpy(features[None, :10]), out_dir, formats=("onnx", "tflite"), chunk_sizes=(10, 1),
                labels=config["labels"], frontend=frontend_config.to_dict(feature_normalization(model)),
                name="kws-lstm", output_semantics="logits",
-               detector=DetectorConfig().to_manifest(clip_rule=config["clip_rule"]), reference_input=features)
+               detector=detector_settings(config).to_manifest(clip_rule=config["clip_rule"]),
+               reference_input=features)
     with _step(2, "quantizing to int8 (dynamic: int8 weights, float state)"):
         quantize(out_dir)
     with _step(3, "verifying parity against the float torch model, and accuracy on unseen voices"):
@@ -97,12 +99,13 @@ def run_demo(out_dir: Path, backends: tuple[str, ...] = ("onnx", "litert")) -> i
     with _step(4, f"streaming demo.wav ({duration:.1f} s) in 100 ms chunks on each backend x precision"):
         for backend in backends:
             for precision in ("float", "int8"):
-                spotter = KeywordSpotter(StreamingModel.load(out_dir, backend=backend, precision=precision))
+                model_files = StreamingModel.load(out_dir, backend=backend, precision=precision)
+                spotter = KeywordSpotter(model_files)
                 spotter.detect(audio)  # warm-up
                 times: list[float] = []
                 detections = spotter.detect(audio, timings=times)
-                size = spotter.model.manifest.file(info(backend).format, precision).bytes
-                rows.append((backend, precision, spotter.model.engine, size, np.median(times) * 1e3,
+                size = model_files.manifest.file(info(backend).format, precision).bytes
+                rows.append((backend, precision, model_files.engine, size, np.median(times) * 1e3,
                              np.percentile(times, 99) * 1e3, sum(times) / duration, detections))
                 if shown is None:
                     shown = (backend, precision, detections)

@@ -51,9 +51,13 @@ def evaluate(data_dir: Path, model_dir: Path, split: str = "test", chunk: int = 
         predictions = np.asarray(predicted)
         per_label = {label: float(np.mean(predictions[labels == index] == index))
                      for index, label in enumerate(labels_of_model) if np.any(labels == index)}
+        is_flite = np.char.startswith(np.asarray(data["voices"]).astype(str), "flite:")
+        per_synthesiser = {name: float(np.mean(predictions[chosen] == labels[chosen]))
+                           for name, chosen in (("flite", is_flite), ("espeak-ng", ~is_flite & (labels != 0)))
+                           if np.any(chosen)}
         report["results"][f"{backend}/{precision}"] = {
-            "accuracy": float(np.mean(predictions == labels)), "per_label": per_label, "engine": model.engine,
-            "seconds": time.perf_counter() - began}
+            "accuracy": float(np.mean(predictions == labels)), "per_label": per_label,
+            "per_synthesiser": per_synthesiser, "engine": model.engine, "seconds": time.perf_counter() - began}
     float_accuracy = report["results"]["onnx/float"]["accuracy"]
     for row in report["results"].values():
         row["drop_vs_onnx_float_points"] = 100 * (float_accuracy - row["accuracy"])
@@ -69,8 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = evaluate(args.data, args.model_dir, args.split)
     for key, row in report["results"].items():
+        by_synthesiser = ", ".join(f"{name} {100 * value:.1f}%" for name, value in row["per_synthesiser"].items())
         print(f"{key:14s} accuracy {100 * row['accuracy']:.2f}%  (drop vs onnx/float "
-              f"{row['drop_vs_onnx_float_points']:+.2f} points)  {row['engine']}")
+              f"{row['drop_vs_onnx_float_points']:+.2f} points; {by_synthesiser})  {row['engine']}")
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0

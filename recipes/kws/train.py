@@ -6,8 +6,10 @@ features are identical by construction; they are cached next to the data.
 Streaming training: each training sequence concatenates ``clips_per_sequence`` random clips (the model runs forever
 on the device with its state carried). Per-frame targets: ``_silence_`` before a word; ignored from the word's start
 until ``lead_frames`` before its end; the clip's label from there until ``hold_frames`` after the end; ``_silence_``
-again afterwards. ``_silence_`` clips are silence throughout. Clip accuracy uses ``kws.clip_prediction``, on each
-clip alone (zero state) and on clips cut out of long streams (state carried).
+again afterwards. Negatives (``_unknown_``: other words, crops of running sentences) are ``_unknown_`` from their
+first frame. ``_silence_`` clips are silence throughout. Labels come from the set's ``index.json`` (any keyword set;
+``--init-from`` warm-starts every tensor of matching shape from another model directory). Clip accuracy uses
+``kws.clip_prediction``, on each clip alone (zero state) and on clips cut out of long streams (state carried).
 
 Run: ``python -m lstm_edge.recipes.kws.train --data DIR --out models/kws``.
 """
@@ -21,7 +23,7 @@ import math
 import time
 import wave
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +41,22 @@ from lstm_edge.recipes.kws.model import (
     count_parameters,
     load_model,
 )
-from lstm_edge.recipes.kws.synth import CLIP_SAMPLES, LABELS, SAMPLE_RATE, SILENCE_LABEL, load_split
+from lstm_edge.recipes.kws.synth import (
+    CLIP_SAMPLES,
+    NON_KEYWORD_LABELS,
+    SAMPLE_RATE,
+    SILENCE_LABEL,
+    UNKNOWN_LABEL,
+    dataset_labels,
+    load_split,
+)
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 from lstm_edge.runtime.kws import clip_prediction
 
 IGNORE_TARGET = -100
-SILENCE_INDEX = LABELS.index(SILENCE_LABEL)
-UNKNOWN_LABEL = "_unknown_"
+# Every label set starts with these two (``synth.labels_for``).
+SILENCE_INDEX = NON_KEYWORD_LABELS.index(SILENCE_LABEL)
+UNKNOWN_INDEX = NON_KEYWORD_LABELS.index(UNKNOWN_LABEL)
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ class TrainConfig:
     freq_mask_probability: float = 0.5
     freq_mask_max_bins: int = 5
     max_train_minutes: float = 50.0
-    eval_clips_per_class: int = 5
+    eval_clips_per_class: int = 10  # eval_clips.npz (the verify/demo accuracy gate): one clip is 0.83 points
     threads: int = 1
     input_size: int = DEFAULT_ARCHITECTURE["input_size"]
     hidden_size: int = DEFAULT_ARCHITECTURE["hidden_size"]
@@ -92,6 +103,7 @@ def cached_features(data_dir: Path, split: str, frontend: LogMelFrontend) -> dic
         "labels": data["labels"],
         "speech_start": data["speech_start"],
         "speech_end": data["speech_end"],
+        "label_names": np.array(dataset_labels(data_dir)),
     }
     np.savez(cache_file, allow_pickle=False, **result)
     return result
@@ -101,13 +113,18 @@ def stream_targets(
     labels: np.ndarray, speech_start: np.ndarray, speech_end: np.ndarray, n_frames: int, config: TrainConfig,
     hop_length: int,
 ) -> np.ndarray:
-    """Per-frame targets of clips laid end to end (``n_frames`` each); a hold region may run into the next clip."""
+    """Per-frame targets of clips laid end to end (``n_frames`` each); a hold region may run into the next clip.
+    A negative (``_unknown_``: another word, a crop of running speech) is ``_unknown_`` from its first frame on, so
+    running speech is trained as such throughout; a keyword is ignored until ``lead_frames`` before its end."""
     targets = np.full(labels.shape[0] * n_frames, SILENCE_INDEX, dtype=np.int64)
     for k, (label, start, end) in enumerate(zip(labels, speech_start, speech_end)):
         if label == SILENCE_INDEX or start < 0:
             continue
         start_frame = k * n_frames + int(start) // hop_length
         end_frame = k * n_frames + int(end) // hop_length
+        if label == UNKNOWN_INDEX:
+            targets[start_frame : end_frame + config.hold_frames] = UNKNOWN_INDEX
+            continue
         label_from = max(start_frame, end_frame - config.lead_frames)
         targets[start_frame:label_from] = IGNORE_TARGET
         targets[label_from : end_frame + config.hold_frames] = int(label)
@@ -171,9 +188,8 @@ def evaluate(
             segment = stream_logits[sequence_index, k * n_frames : (k + 1) * n_frames]
             streamed_correct += int(clip_prediction(segment, clip_rule) == labels[clip_index])
             streamed_total += 1
-    per_label = {
-        LABELS[c]: float(np.mean(alone[labels == c] == c)) for c in range(len(LABELS)) if np.any(labels == c)
-    }
+    names = [str(name) for name in split["label_names"]]
+    per_label = {names[c]: float(np.mean(alone[labels == c] == c)) for c in range(len(names)) if np.any(labels == c)}
     return {
         "clip_accuracy": float(np.mean(alone == labels)),
         "stream_clip_accuracy": streamed_correct / max(1, streamed_total),
@@ -247,7 +263,7 @@ def train(
     else:
         raise ValueError(f"lr_schedule: expected 'plateau' or 'cosine', got {config.lr_schedule!r}")
     class_weights = torch.ones(model.n_labels)
-    class_weights[LABELS.index(UNKNOWN_LABEL)] = config.unknown_weight
+    class_weights[UNKNOWN_INDEX] = config.unknown_weight
     loss_function = nn.CrossEntropyLoss(weight=class_weights, ignore_index=IGNORE_TARGET,
                                         label_smoothing=config.label_smoothing)
     best_score, best_state, epochs_without_gain, history = -1.0, None, 0, []
@@ -310,35 +326,44 @@ def write_eval_clips(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend
                      config: TrainConfig, clip_rule: dict[str, Any]) -> dict[str, Any]:
     """A small labelled test-voice set (int16 audio) with the float model's clip predictions."""
     test = load_split(data_dir, "test")
+    labels = dataset_labels(data_dir)
     rng = np.random.default_rng(config.seed + 7)
     chosen = np.concatenate([
-        rng.choice(np.flatnonzero(test["labels"] == c), config.eval_clips_per_class, replace=False)
-        for c in range(len(LABELS))
+        rng.choice(of_label, min(config.eval_clips_per_class, of_label.size), replace=False)
+        for of_label in (np.flatnonzero(test["labels"] == c) for c in range(len(labels)))
     ])
     audio = test["audio"][chosen]
     with torch.no_grad():
         logits = model(torch.from_numpy(np.stack([frontend.compute(clip) for clip in audio]))).numpy()
     predictions = np.array([clip_prediction(clip, clip_rule) for clip in logits], dtype=np.int64)
     np.savez_compressed(
-        out_dir / "eval_clips.npz", audio=audio, labels=test["labels"][chosen], label_names=np.array(LABELS),
+        out_dir / "eval_clips.npz", audio=audio, labels=test["labels"][chosen], label_names=np.array(labels),
         voices=test["voices"][chosen], float_predictions=predictions, sample_rate=np.int64(SAMPLE_RATE),
     )
     return {"n_clips": int(chosen.size), "float_accuracy": float(np.mean(predictions == test["labels"][chosen]))}
 
 
+DEMO_WORDS: tuple[str, ...] = ("yes", "stop", "left", "go", "off", "right", "down", "no", "up")
+
+
 def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogMelFrontend,
                seed: int, clip_rule: dict[str, Any]) -> dict[str, Any]:
-    """demo.wav: test-voice keywords separated by quiet noise; demo.json: words and their true times."""
+    """demo.wav: test-voice keywords separated by quiet noise; demo.json: words and their true times.
+    The words are ``DEMO_WORDS`` for the default keywords, otherwise each keyword twice."""
     test = load_split(data_dir, "test")
+    labels = dataset_labels(data_dir)
+    keywords = [label for label in labels if label not in NON_KEYWORD_LABELS]
     rng = np.random.default_rng(seed)
-    words = ["yes", "stop", "left", "go", "off", "right", "down", "no", "up"]
+    words = list(DEMO_WORDS) if set(DEMO_WORDS) <= set(keywords) else keywords * 2
     gap_samples = int(0.45 * SAMPLE_RATE)
     pieces: list[np.ndarray] = [np.zeros(int(0.6 * SAMPLE_RATE))]
     events: list[dict[str, Any]] = []
     position = pieces[0].size
+    duration = test["speech_end"] - test["speech_start"]
     for word in words:
-        short = test["speech_end"] - test["speech_start"] < 9000
-        candidates = np.flatnonzero((test["labels"] == LABELS.index(word)) & short)
+        of_word = test["labels"] == labels.index(word)
+        short = duration < max(9000, int(np.median(duration[of_word])))
+        candidates = np.flatnonzero(of_word & short)
         clip_index = int(rng.choice(candidates))
         start, end = int(test["speech_start"][clip_index]), int(test["speech_end"][clip_index])
         cut_from, cut_to = max(0, start - 800), min(CLIP_SAMPLES, end + 800)
@@ -364,23 +389,41 @@ def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogM
     for event in events:
         first = int(event["start_s"] * SAMPLE_RATE) // hop
         last = int(event["end_s"] * SAMPLE_RATE) // hop + 30
-        detected.append(LABELS[clip_prediction(logits[first:last], clip_rule)])
+        detected.append(labels[clip_prediction(logits[first:last], clip_rule)])
     demo = {"sample_rate": SAMPLE_RATE, "duration_s": round(pcm.size / SAMPLE_RATE, 3), "events": events,
-            "labels": list(LABELS)}
+            "labels": list(labels)}
     (out_dir / "demo.json").write_text(json.dumps(demo, indent=1))
     return {"duration_s": demo["duration_s"], "words": words, "float_detected": detected,
             "float_correct": int(sum(d == w for d, w in zip(detected, words)))}
 
 
+def warm_start(model: KeywordLSTM, init_from: Path) -> dict[str, Any]:
+    """Copy every tensor of the model in ``init_from`` (``float.pt``) whose name and shape match ``model``'s (all of
+    them for the same label set; all but the classifier for other keywords). Returns what was copied."""
+    source = torch.load(Path(init_from) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    copied = {name: value for name, value in source.items() if name in target and target[name].shape == value.shape}
+    if not any(name.startswith("lstm.") for name in copied):
+        raise ValueError(f"--init-from {init_from}: expected an LSTM of the same size, got tensors "
+                         f"{ {k: tuple(v.shape) for k, v in source.items()} }")
+    model.load_state_dict(copied, strict=False)
+    digest = hashlib.sha256((Path(init_from) / WEIGHTS_FILE).read_bytes()).hexdigest()
+    return {"from": str(init_from), "sha256": digest, "copied": sorted(copied),
+            "skipped": sorted(set(target) - set(copied))}
+
+
 def _train_new_model(
-    config: TrainConfig, splits: dict[str, dict[str, np.ndarray]], frontend: LogMelFrontend
-) -> tuple[KeywordLSTM, list[dict[str, Any]], float, dict[str, Any]]:
-    """Build, normalise and train a model; returns (model with the best weights, history, seconds, model config)."""
+    config: TrainConfig, splits: dict[str, dict[str, np.ndarray]], frontend: LogMelFrontend,
+    labels: Sequence[str], init_from: Path | None = None,
+) -> tuple[KeywordLSTM, list[dict[str, Any]], float, dict[str, Any], dict[str, Any] | None]:
+    """Build, normalise (or warm-start) and train a model; returns (model with the best weights, history, seconds,
+    model config, warm-start record)."""
     model_config: dict[str, Any] = {
         "model": "KeywordLSTM",
-        "architecture": dict(DEFAULT_ARCHITECTURE, input_size=config.input_size, hidden_size=config.hidden_size),
+        "architecture": dict(DEFAULT_ARCHITECTURE, input_size=config.input_size, hidden_size=config.hidden_size,
+                             n_labels=len(labels)),
         "frontend": frontend.config.to_dict(),
-        "labels": list(LABELS),
+        "labels": list(labels),
         "clip_rule": dict(DEFAULT_CLIP_RULE),
         "input": {"name": "features", "shape": [1, "T", frontend.n_mels], "dtype": "float32"},
         "streaming_targets": {"lead_frames": config.lead_frames, "hold_frames": config.hold_frames},
@@ -390,17 +433,88 @@ def _train_new_model(
         splits["train"]["features"].reshape(-1, frontend.n_mels).mean(axis=0),
         splits["train"]["features"].reshape(-1, frontend.n_mels).std(axis=0),
     )
+    started = None if init_from is None else warm_start(model, init_from)  # keeps the source's normalisation
     training_started = time.time()
     best_state, history = train(model, splits["train"], splits["validation"], config, frontend.config.hop_length)
     model.load_state_dict(best_state)
     model.eval()
-    return model, history, time.time() - training_started, model_config
+    return model, history, time.time() - training_started, model_config, started
+
+
+def run(data_dir: Path, out_dir: Path, config: TrainConfig, init_from: Path | None = None,
+        tune_only: bool = False) -> dict[str, Any]:
+    """Train (or, with ``tune_only``, reload) a model on ``data_dir``, choose its clip rule on validation, and write
+    ``config.json``, ``float.pt``, ``eval_clips.npz``, ``demo.wav``/``demo.json`` and ``train_report.json`` into
+    ``out_dir``; returns the report."""
+    started = time.time()
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    frontend = LogMelFrontend(LogMelConfig())
+    labels = dataset_labels(data_dir)
+    splits = {name: cached_features(data_dir, name, frontend) for name in ("train", "validation", "test")}
+    print(f"[train] features ready ({time.time() - started:.0f}s)", flush=True)
+
+    warm: dict[str, Any] | None = None
+    if tune_only:
+        model, model_config = load_model(out_dir)
+        previous = json.loads((out_dir / "train_report.json").read_text())
+        # the training settings of the run, except how many evaluation clips to write
+        config = replace(TrainConfig(**previous["train_config"]), eval_clips_per_class=config.eval_clips_per_class)
+        history, training_seconds = previous["history"], previous["training_seconds"]
+        warm = previous.get("init_from")
+    else:
+        model, history, training_seconds, model_config, warm = _train_new_model(
+            config, splits, frontend, labels, init_from)
+    clip_rule, clip_rule_search = tune_clip_rule(model, splits["validation"])
+    model_config["clip_rule"] = clip_rule
+    print(f"[train] clip rule chosen on validation: {clip_rule}", flush=True)
+
+    results = {name: evaluate(model, splits[name], config.clips_per_sequence, seed=config.seed + 2, clip_rule=clip_rule)
+               for name in ("train", "validation", "test")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({name: value.contiguous() for name, value in model.state_dict().items()}, out_dir / WEIGHTS_FILE)
+    (out_dir / CONFIG_FILE).write_text(json.dumps(model_config, indent=1))
+    eval_clips = write_eval_clips(out_dir, data_dir, model, frontend, config, clip_rule)
+    demo = write_demo(out_dir, data_dir, model, frontend, config.seed + 11, clip_rule)
+
+    index = json.loads((data_dir / "index.json").read_text())
+    report = {
+        "accuracy": {name: {k: v for k, v in metrics.items()} for name, metrics in results.items()},
+        "test_clip_accuracy": results["test"]["clip_accuracy"],
+        "test_stream_clip_accuracy": results["test"]["stream_clip_accuracy"],
+        "parameters": count_parameters(model),
+        "labels": list(labels),
+        "data": {name: {key: info[key] for key in ("n_clips", "per_label", "per_kind", "languages", "variants",
+                                                   "flite_voices") if key in info}
+                 | {"n_voices_used": len(info["voices_used"])}
+                 for name, info in index["splits"].items()},
+        "data_config": index["config"],
+        "data_generation_seconds": index.get("wall_seconds"),
+        "init_from": warm,
+        "epochs_run": len(history),
+        "best_epoch": 1 + int(np.argmax([h["validation"]["clip_accuracy"] + h["validation"]["stream_clip_accuracy"]
+                                         for h in history])),
+        "history": history,
+        "clip_rule_search": clip_rule_search,
+        "train_config": asdict(config),
+        "training_seconds": round(training_seconds, 1),
+        "wall_seconds": round(time.time() - started, 1),
+        "eval_clips": eval_clips,
+        "demo": demo,
+        "torch_version": torch.__version__,
+    }
+    (out_dir / "train_report.json").write_text(json.dumps(report, indent=1))
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="directory written by the synth recipe")
     parser.add_argument("--out", type=Path, required=True, help="model directory to write (e.g. models/kws)")
+    parser.add_argument("--init-from", type=Path,
+                        help="model directory whose float.pt initialises every tensor of matching name and shape")
     parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     parser.add_argument("--max-train-minutes", type=float, default=TrainConfig.max_train_minutes)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
@@ -418,6 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="cross-entropy weight of the _unknown_ class")
     parser.add_argument("--input-size", type=int, default=TrainConfig.input_size, help="width of the input projection")
     parser.add_argument("--hidden-size", type=int, default=TrainConfig.hidden_size, help="LSTM hidden size")
+    parser.add_argument("--eval-clips-per-class", type=int, default=TrainConfig.eval_clips_per_class,
+                        help="test clips per label in eval_clips.npz")
     parser.add_argument("--tune-only", action="store_true",
                         help="do not train: load the model in --out, choose its clip rule on validation again and "
                              "rewrite its config, evaluation, eval clips and demo")
@@ -427,60 +543,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          learning_rate=args.learning_rate, lr_schedule=args.lr_schedule,
                          warmup_epochs=args.warmup_epochs, min_learning_rate=args.min_learning_rate,
                          label_smoothing=args.label_smoothing, unknown_weight=args.unknown_weight,
-                         input_size=args.input_size, hidden_size=args.hidden_size)
-    started = time.time()
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-
-    frontend = LogMelFrontend(LogMelConfig())
-    splits = {name: cached_features(args.data, name, frontend) for name in ("train", "validation", "test")}
-    print(f"[train] features ready ({time.time() - started:.0f}s)", flush=True)
-
-    if args.tune_only:
-        model, model_config = load_model(args.out)
-        previous = json.loads((args.out / "train_report.json").read_text())
-        config = TrainConfig(**previous["train_config"])
-        history, training_seconds = previous["history"], previous["training_seconds"]
-    else:
-        model, history, training_seconds, model_config = _train_new_model(config, splits, frontend)
-    clip_rule, clip_rule_search = tune_clip_rule(model, splits["validation"])
-    model_config["clip_rule"] = clip_rule
-    print(f"[train] clip rule chosen on validation: {clip_rule}", flush=True)
-
-    results = {name: evaluate(model, splits[name], config.clips_per_sequence, seed=config.seed + 2, clip_rule=clip_rule)
-               for name in ("train", "validation", "test")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.save({name: value.contiguous() for name, value in model.state_dict().items()}, args.out / WEIGHTS_FILE)
-    (args.out / CONFIG_FILE).write_text(json.dumps(model_config, indent=1))
-    eval_clips = write_eval_clips(args.out, args.data, model, frontend, config, clip_rule)
-    demo = write_demo(args.out, args.data, model, frontend, config.seed + 11, clip_rule)
-
-    index = json.loads((args.data / "index.json").read_text())
-    report = {
-        "accuracy": {name: {k: v for k, v in metrics.items()} for name, metrics in results.items()},
-        "test_clip_accuracy": results["test"]["clip_accuracy"],
-        "test_stream_clip_accuracy": results["test"]["stream_clip_accuracy"],
-        "parameters": count_parameters(model),
-        "data": {name: {"n_clips": info["n_clips"], "per_label": info["per_label"],
-                        "languages": info["languages"], "variants": info["variants"],
-                        "n_voices_used": len(info["voices_used"])}
-                 for name, info in index["splits"].items()},
-        "data_generation_seconds": index.get("wall_seconds"),
-        "epochs_run": len(history),
-        "best_epoch": 1 + int(np.argmax([h["validation"]["clip_accuracy"] + h["validation"]["stream_clip_accuracy"]
-                                         for h in history])),
-        "history": history,
-        "clip_rule_search": clip_rule_search,
-        "train_config": asdict(config),
-        "training_seconds": round(training_seconds, 1),
-        "wall_seconds": round(time.time() - started, 1),
-        "eval_clips": eval_clips,
-        "demo": demo,
-        "torch_version": torch.__version__,
-    }
-    (args.out / "train_report.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps({"test": results["test"], "parameters": report["parameters"], "demo": demo}, indent=1))
+                         input_size=args.input_size, hidden_size=args.hidden_size,
+                         eval_clips_per_class=args.eval_clips_per_class)
+    report = run(args.data, args.out, config, init_from=args.init_from, tune_only=args.tune_only)
+    print(json.dumps({"test": report["accuracy"]["test"], "parameters": report["parameters"],
+                      "demo": report["demo"]}, indent=1))
     return 0
 
 
