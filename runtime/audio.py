@@ -233,7 +233,7 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
 def iter_pcm_s16le(stream: BinaryIO, chunk_samples: int) -> Iterator[np.ndarray]:
     """Raw mono signed 16-bit little-endian PCM from a binary stream (a pipe: ``arecord -t raw -f S16_LE``) as
     float32 chunks of ``chunk_samples`` samples, yielded as soon as each is complete; the last may be shorter.
-    An odd trailing byte is dropped."""
+    An odd trailing byte (half a sample) raises ``InputError`` after every whole sample has been yielded."""
     if chunk_samples < 1:
         raise InputError(expected_got("chunk_samples", "a positive number", chunk_samples))
     wanted = 2 * chunk_samples
@@ -251,6 +251,8 @@ def iter_pcm_s16le(stream: BinaryIO, chunk_samples: int) -> Iterator[np.ndarray]
     usable = len(pending) // 2 * 2
     if usable:
         yield np.frombuffer(pending[:usable], dtype="<i2").astype(np.float32) / 32768.0
+    if len(pending) > usable:
+        raise InputError("raw PCM: expected 16-bit samples (an even number of bytes), got one trailing byte")
 
 
 def iter_microphone(sample_rate: int, chunk_samples: int, device: str | int | None = None) -> Iterator[np.ndarray]:

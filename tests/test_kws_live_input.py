@@ -96,8 +96,11 @@ class _Trickle:
 
 def test_raw_pcm_chunks_are_whole_whatever_the_pipe_delivers():
     samples = (np.arange(1003) - 500).astype("<i2")
-    data = samples.tobytes() + b"\x01"  # an odd trailing byte is dropped
-    chunks = list(iter_pcm_s16le(_Trickle(data, step=7), chunk_samples=160))  # type: ignore[arg-type]
+    data = samples.tobytes() + b"\x01"  # half a sample at the end: every whole one first, then an error
+    chunks = []
+    with pytest.raises(ValueError, match="even number of bytes"):
+        for chunk in iter_pcm_s16le(_Trickle(data, step=7), chunk_samples=160):  # type: ignore[arg-type]
+            chunks.append(chunk)
     assert [c.size for c in chunks] == [160] * 6 + [43]
     np.testing.assert_array_equal(np.concatenate(chunks), samples.astype(np.float32) / 32768.0)
     with pytest.raises(ValueError, match="expected a positive number"):

@@ -9,30 +9,12 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from lstm_edge.commands import add_engine_options
 from lstm_edge.runtime.errors import InputError
-
-STDIN_CHUNK_BYTES = 3200  # 100 ms of 16 kHz s16le
-
-
-def read_pcm_chunks(stream: BinaryIO, chunk_bytes: int = STDIN_CHUNK_BYTES) -> Iterator[np.ndarray]:
-    """int16 chunks of raw little-endian 16-bit mono PCM, as they arrive (an odd trailing byte is an error)."""
-    leftover = b""
-    while True:
-        data = stream.read(chunk_bytes)
-        if not data:
-            break
-        data = leftover + data
-        usable = len(data) // 2 * 2
-        leftover = data[usable:]
-        if usable:
-            yield np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
-    if leftover:
-        raise InputError("stdin PCM: expected 16-bit samples (an even number of bytes), got one trailing byte")
 
 
 def _print_result(result, as_json: bool) -> None:
@@ -47,7 +29,7 @@ def _print_result(result, as_json: bool) -> None:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from lstm_edge.runtime.asr import CHUNK_SECONDS, SpeechRecognizer
-    from lstm_edge.runtime.audio import load_mono
+    from lstm_edge.runtime.audio import iter_pcm_s16le, load_mono
     from lstm_edge.runtime.model import StreamingModel
 
     model = StreamingModel.load(args.model_dir, backend=args.backend, precision=args.precision)
@@ -55,7 +37,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.audio == "-":
         if recognizer.sample_rate != 16000:
             raise InputError(f"stdin PCM is read as 16 kHz, but the model expects {recognizer.sample_rate} Hz")
-        chunks: Iterator[np.ndarray] = read_pcm_chunks(sys.stdin.buffer)
+        chunks: Iterator[np.ndarray] = iter_pcm_s16le(sys.stdin.buffer, int(recognizer.sample_rate * CHUNK_SECONDS))
     else:
         audio, notes = load_mono(args.audio, recognizer.sample_rate)
         for note in notes:
