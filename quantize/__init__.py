@@ -28,7 +28,7 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
              mode: str | QuantizeMode = "dynamic", formats: Sequence[str] | None = None) -> Path:
     """Quantize every float model file of ``model_dir`` (or only ``formats``) to int8; returns ``model_dir``."""
     from lstm_edge.quantize.calibration import Calibration
-    from lstm_edge.quantize.formats import quantizer_for
+    from lstm_edge.quantize.formats import QUANTIZED_ELSEWHERE, quantizer_for
 
     try:
         mode = QuantizeMode(mode)
@@ -37,8 +37,9 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
     config = QuantizeConfig(mode=mode, formats=tuple(formats) if formats else None)
     model_dir = Path(model_dir)
     manifest = Manifest.load(model_dir)
+    # C weight files come in pairs from the float ONNX graph (export / add-c): not quantized here unless asked
     targets = [f for f in manifest.files if f.precision == "float"
-               and (config.formats is None or f.format in config.formats)]
+               and (f.format in config.formats if config.formats else f.format not in QUANTIZED_ELSEWHERE)]
     if not targets:
         raise InputError(expected_got("model files to quantize", f"float files of formats {config.formats or 'any'}",
                                       [f.key for f in manifest.files]))

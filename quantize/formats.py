@@ -20,6 +20,10 @@ class Quantizer(Protocol):
                  manifest: Manifest, entry: ModelFile) -> dict[str, Any]: ...
 
 
+# Formats whose int8 file is written beside the float one by their own exporter (``lstm-edge add-c``).
+QUANTIZED_ELSEWHERE: frozenset[str] = frozenset({"c"})
+
+
 def _registry() -> dict[str, Quantizer]:
     from lstm_edge.quantize.onnx_quant import OnnxQuantizer
     from lstm_edge.quantize.tflite_quant import TFLiteQuantizer
@@ -30,5 +34,6 @@ def _registry() -> dict[str, Quantizer]:
 def quantizer_for(fmt: str) -> Quantizer:
     quantizers = _registry()
     if fmt not in quantizers:
-        raise InputError(expected_got("model format to quantize", sorted(quantizers), repr(fmt)))
+        hint = " (C weight files get their int8 twin from `lstm-edge add-c`)" if fmt in QUANTIZED_ELSEWHERE else ""
+        raise InputError(expected_got("model format to quantize", sorted(quantizers), repr(fmt)) + hint)
     return quantizers[fmt]

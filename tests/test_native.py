@@ -249,6 +249,19 @@ def test_export_with_only_the_c_format(tmp_path):
                        zoo.torch_reference(model, x)[0])
 
 
+def test_quantize_leaves_the_c_pair_alone_and_refuses_to_quantize_it(tmp_path):
+    """A directory with C files (written in pairs by add-c) quantizes its ONNX file and keeps both C entries; asking
+    for the C format by name says where its int8 file comes from."""
+    from lstm_edge.quantize import quantize
+
+    model, example = zoo.build("feature_lstm")
+    out = export(model, example, tmp_path / "lstm", formats=("onnx", "c"))
+    quantize(out)
+    assert sorted(f.key for f in Manifest.load(out).files) == ["c/float", "c/int8", "onnx/float", "onnx/int8"]
+    with pytest.raises(InputError, match="add-c"):
+        quantize(out, formats=("c",))
+
+
 def test_corrupt_truncated_and_foreign_files_are_refused(tmp_path, builds):
     data = bytearray((KWS_DIR / "model.int8.lec").read_bytes())
     flipped = bytearray(data)
