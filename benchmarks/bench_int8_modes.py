@@ -60,8 +60,8 @@ def main() -> int:
     for mode in ("dynamic", "static"):
         dirs[mode] = work / mode
         shutil.copytree(args.model_dir, dirs[mode])
-        for stale in dirs[mode].glob("model.int8.*"):
-            stale.unlink()
+        for stale in ("model.int8.onnx", "model.int8.tflite"):  # quantize writes these again (C files stay)
+            (dirs[mode] / stale).unlink(missing_ok=True)
     quantize(dirs["dynamic"])
     rows: dict[str, dict] = {}
     static_error = None
