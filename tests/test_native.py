@@ -320,7 +320,7 @@ def test_shipped_kws_through_the_backend(precision):
 
 
 def test_add_c_reproduces_the_shipped_files(tmp_path):
-    """The command the lead reruns after a re-export: on a copy it writes byte-identical files and entries."""
+    """The command to rerun after a re-export: on a copy it writes byte-identical files and entries."""
     copy = tmp_path / "kws"
     shutil.copytree(KWS_DIR, copy)
     (copy / "model.lec").unlink()
