@@ -10,6 +10,7 @@ WAVE_FORMAT_EXTENSIBLE holding either. Resampling streams through python-soxr (`
 from __future__ import annotations
 
 import struct
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,18 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     chunks = list(iter_frames(path))
     data = np.concatenate(chunks) if chunks else np.zeros((0, info.channels), np.float32)
     return data, info.sample_rate
+
+
+def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int) -> None:
+    """Write mono int16 samples as a 16-bit PCM WAV file."""
+    pcm = np.asarray(pcm)
+    if pcm.dtype != np.int16 or pcm.ndim != 1:
+        raise InputError(expected_got("samples to write", "mono int16 [N]", f"{pcm.dtype}{list(pcm.shape)}"))
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(pcm.astype("<i2").tobytes())
 
 
 def _resampler(source_rate: int, target_rate: int):

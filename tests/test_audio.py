@@ -144,3 +144,14 @@ def test_iter_mono_reads_the_file_lazily(tmp_path):
     first = next(chunks)
     assert first.shape == (1600,)
     assert sum(1 for _ in chunks) == 49
+
+
+def test_write_wav_round_trips_and_refuses_other_samples(tmp_path):
+    from lstm_edge.runtime.audio import read_wav, write_wav
+
+    pcm = (np.arange(-300, 300) * 50).astype(np.int16)
+    write_wav(tmp_path / "a.wav", pcm, 16000)
+    samples, rate = read_wav(tmp_path / "a.wav")
+    assert rate == 16000 and np.allclose(samples.reshape(-1), pcm / 32768.0)
+    with pytest.raises(ValueError, match="mono int16"):
+        write_wav(tmp_path / "b.wav", pcm.astype(np.float32), 16000)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import wave
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lstm_edge.recipes.asr.synth import SAMPLE_RATE, load_split, utterances
+from lstm_edge.runtime.audio import write_wav
 
 GAP_SECONDS = 0.8
 KINDS: tuple[str, ...] = ("digits", "command", "number", "command")
@@ -65,11 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arrays = load_split(args.data, "test")
     recording, events = build(arrays, pick(arrays))
     args.out.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(args.out / "demo.wav"), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(recording.astype("<i2").tobytes())
+    write_wav(args.out / "demo.wav", recording, SAMPLE_RATE)
     (args.out / "demo.json").write_text(json.dumps({"utterances": events}, indent=1))
     print(json.dumps(events))
     return 0

@@ -21,7 +21,6 @@ import hashlib
 import json
 import math
 import time
-import wave
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -50,6 +49,7 @@ from lstm_edge.recipes.kws.synth import (
     dataset_labels,
     load_split,
 )
+from lstm_edge.runtime.audio import write_wav
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 from lstm_edge.runtime.kws import clip_prediction
 
@@ -377,11 +377,7 @@ def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogM
     signal = np.concatenate(pieces)
     signal += rng.normal(0.0, 10.0 ** (-60 / 20), signal.size)
     pcm = np.round(np.clip(signal, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    with wave.open(str(out_dir / "demo.wav"), "wb") as wav_file:
-        wav_file.setnchannels(1)
-        wav_file.setsampwidth(2)
-        wav_file.setframerate(SAMPLE_RATE)
-        wav_file.writeframes(pcm.tobytes())
+    write_wav(out_dir / "demo.wav", pcm, SAMPLE_RATE)
     hop = frontend.config.hop_length
     with torch.no_grad():
         logits = model(torch.from_numpy(frontend.compute(pcm))[None])[0].numpy()
