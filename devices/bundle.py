@@ -6,7 +6,9 @@
 
 Linux boards get ``model/`` (manifest + the chosen model file), ``wheels/`` (lstm-edge, numpy, the engine and their
 dependencies for the board's platform and Python), ``install.sh`` (offline, checks ``SHA256SUMS`` first),
-``run.sh``, a systemd unit template and a README. Phones get the model and an integration guide, no wheels.
+``run.sh``, a systemd unit template and a README. Phones get the model and an integration guide, no wheels. A board
+without a Python engine (the armv7 profile; any Linux board with ``backend="native"``) gets the C programs instead
+of wheels (``native_bundle``).
 The bundled ``manifest.json`` lists only the files in the bundle; their sha256 values are the originals.
 The parts: ``choice`` (which model file), ``wheels``, ``render`` (templates), ``archive`` (sums, safe extraction).
 """
@@ -25,6 +27,7 @@ import lstm_edge
 from lstm_edge.devices.archive import SUMS_NAME, extract_bundle, verify_bundle, write_sums
 from lstm_edge.devices.choice import Choice, choose_model_file
 from lstm_edge.devices.errors import BundleError
+from lstm_edge.devices.native_bundle import write_native_parts
 from lstm_edge.devices.profiles import ProfileError, get_profile
 from lstm_edge.devices.render import common_values, render
 from lstm_edge.devices.wheels import DEFAULT_WHEEL_CACHE, Log, build_own_wheel, download_wheels
@@ -64,7 +67,15 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
         raise BundleError(f"{model_dir}/manifest.json: {err}") from None
     choice = choose_model_file(manifest, profile, backend, precision)
     check_file(model_dir, choice.entry)
-    if profile.runs_python and python not in profile.python_versions:
+    native = choice.backend == "native"
+    if native and profile.kind != "linux":
+        raise BundleError(f"{profile.name} bundles carry the model for an app's engine; for the C library in an app, "
+                          "build it with `lstm-edge build-c` (or from the sources in native/, see its README)")
+    if profile.kind == "linux" and not native and not profile.python_versions:
+        raise BundleError(f"{profile.name} has no Python engine (no wheels for {profile.architecture}): bundle with "
+                          "--backend native (the C programs; the model directory needs a C weight file, "
+                          "`lstm-edge add-c MODEL_DIR`)")
+    if profile.kind == "linux" and not native and python not in profile.python_versions:
         raise BundleError(expected_got(f"--python for {profile.name}", f"one of {list(profile.python_versions)}",
                                        repr(python)))
     out_path = Path(out_path)
@@ -93,10 +104,13 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
         shutil.copytree(NATIVE_SOURCES, root / "native", ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.so"))
         values["FILES"] = (f"- `model/{choice.entry.path}`: {choice.entry.format}, {choice.entry.precision}, "
                            f"{choice.entry.bytes} bytes, sha256 {choice.entry.sha256}")
-        info = {"device": profile.name, "backend": choice.backend, "precision": choice.precision,
-                "model_file": f"model/{choice.entry.path}", "notes": list(choice.notes),
-                "lstm_edge": lstm_edge.__version__, "python": python if profile.runs_python else None}
-        if profile.runs_python:
+        info: dict[str, object] = {"device": profile.name, "backend": choice.backend, "precision": choice.precision,
+                                   "model_file": f"model/{choice.entry.path}", "notes": list(choice.notes),
+                                   "lstm_edge": lstm_edge.__version__,
+                                   "python": python if profile.kind == "linux" and not native else None}
+        if native:
+            info["c"] = write_native_parts(root, model_dir, manifest, profile, values)
+        elif profile.kind == "linux":
             wheels_dir = root / "wheels"
             if wheel is not None:
                 wheel = Path(wheel)

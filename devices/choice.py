@@ -31,9 +31,6 @@ def choose_model_file(manifest: Manifest, profile: Profile, backend: str | None,
     notes: list[str] = []
     if backend is not None and backend not in backends.REGISTRY:
         raise BundleError(expected_got("backend", f"one of {list(backends.NAMES)}", repr(backend)))
-    if backend is not None and backends.info(backend).needs:
-        raise BundleError(f"bundles install a Python engine from PyPI; backend {backend!r} has none (it needs "
-                          f"{backends.info(backend).needs}): build its C programs with `lstm-edge build-c` instead")
     have = ", ".join(f.key for f in manifest.files) or "none"
     if backend is None:
         backend = profile.backend

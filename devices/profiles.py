@@ -36,7 +36,7 @@ class Profile:
 
     name: str
     title: str
-    kind: str  # "linux" (Python runs there), "android" or "ios" (an app embeds the engine)
+    kind: str  # "linux" (a board: the Python runtime, or the C programs), "android" or "ios" (an app embeds it)
     cpu: str
     cores: int
     architecture: str
@@ -54,7 +54,8 @@ class Profile:
 
     @property
     def runs_python(self) -> bool:
-        return self.kind == "linux"
+        """The board runs lstm-edge's Python runtime (a Linux board with engine wheels, not the C programs)."""
+        return self.kind == "linux" and self.backend != "native"
 
     def pip_platforms(self) -> list[str]:
         """Every wheel platform tag this device accepts, newest first (for ``pip download --platform``).
@@ -128,7 +129,7 @@ class Profile:
         if not supported and not reason:
             raise ProfileError(f"{where}: supported is false, so unsupported_reason must say why (got none)")
         if kind == "linux" and supported:
-            if not python_versions or not platform_tags:
+            if backend != "native" and (not python_versions or not platform_tags):
                 raise ProfileError(expected_got(f"{where}", "python_versions and platform_tags for a Linux board",
                                                 f"{list(python_versions)} and {list(platform_tags)}"))
             wrong = [t for t in platform_tags if not t.endswith(architecture)]

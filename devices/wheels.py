@@ -22,6 +22,8 @@ from lstm_edge.runtime.errors import expected_got
 DEFAULT_WHEEL_CACHE = Path(os.environ.get("LSTM_EDGE_WHEEL_CACHE", Path.home() / ".cache" / "lstm-edge" / "wheels"))
 # Host-side parts and training assets: the device wheel holds the runtime, the CLI and device tools only.
 HOST_ONLY = ("models", "recipes", "export", "quantize", "demo.py")
+# Inside devices/: what only makes bundles (a board runs bundles, it does not make them)
+BUNDLE_MAKING = ("templates", "bundle.py", "native_bundle.py", "render.py", "wheels.py", "choice.py")
 
 Log = Callable[[str], None]
 
@@ -35,6 +37,8 @@ def _ignore_for_device(root: Path):
         if Path(folder).resolve() in (root.resolve(), (root / "lstm_edge").resolve()) or \
                 Path(folder).name == "lstm_edge":
             skipped |= {n for n in names if n in HOST_ONLY}
+        if Path(folder).name == "devices":
+            skipped |= {n for n in names if n in BUNDLE_MAKING}
         return skipped
     return ignore
 

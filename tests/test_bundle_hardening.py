@@ -80,7 +80,7 @@ def test_device_wheel_holds_the_runtime_only(bundle_root):
     [wheel] = (bundle_root / "wheels").glob("lstm_edge-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for host_only in ("lstm_edge/models/", "lstm_edge/recipes/", "lstm_edge/export/", "lstm_edge/quantize/",
-                      "lstm_edge/demo.py"):
+                      "lstm_edge/demo.py", "lstm_edge/devices/templates/", "lstm_edge/devices/bundle.py"):
         assert not any(n.startswith(host_only) for n in names), host_only
     for needed in ("lstm_edge/cli.py", "lstm_edge/runtime/model.py", "lstm_edge/runtime/audio.py",
                    "lstm_edge/devices/bench.py"):

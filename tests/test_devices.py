@@ -1,4 +1,4 @@
-"""Device profiles, bundles (contents, checksums, safe extraction, phone guides, armv7 refusal) and bench."""
+"""Device profiles, bundles (contents, checksums, safe extraction, phone guides, armv7 without wheels) and bench."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_profiles_load_and_validate():
             assert tags and all(t.endswith(profile.architecture) for t in tags)
             assert "3.11" in profile.python_versions
     armv7 = profiles["raspberry-pi-3-armv7"]
-    assert not armv7.supported and "64-bit" in armv7.unsupported_reason
+    assert armv7.supported and armv7.backend == "native" and not armv7.python_versions
     pi4 = profiles["raspberry-pi-4"]
     assert pi4.architecture == "aarch64" and "manylinux_2_36_aarch64" in pi4.pip_platforms()
     assert profiles["x86_64-linux"].pip_platforms()[-1].endswith("x86_64")
@@ -79,7 +79,8 @@ def test_devices_command_lists_every_profile(capsys):
     text = capsys.readouterr().out
     for name in EXPECTED_DEVICES:
         assert name in text
-    assert "UNSUPPORTED" in text
+    [armv7] = [line for line in text.splitlines() if line.startswith("raspberry-pi-3-armv7 ")]
+    assert armv7.split()[1:4] == ["armv7l", "native", "int8"] and "(C programs)" in armv7
     assert cli_main(["devices", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {p["name"] for p in listed} == EXPECTED_DEVICES
@@ -159,12 +160,17 @@ def test_phone_bundle_has_a_guide_with_the_real_state_names(model_dir, tmp_path,
     assert "reset" in guide and "copy state_out back" in guide
 
 
-def test_armv7_is_refused_with_a_pointer_to_64_bit(model_dir, tmp_path, capsys):
-    with pytest.raises(ProfileError, match=r"not supported: no inference engine ships for 32-bit ARM.*64-bit"):
+def test_armv7_needs_the_c_weight_file_and_refuses_a_python_engine(model_dir, tmp_path, capsys):
+    """The test model directory has no C weight file: the armv7 profile says how to add one; a Python engine
+    asked for explicitly is refused (no armv7 wheels), and nothing is written."""
+    with pytest.raises(BundleError, match=r"no Python engine .*--backend native.*lstm-edge add-c"):
         make_bundle(model_dir, "raspberry-pi-3-armv7", tmp_path / "x.tar.gz", log=lambda m: None)
-    code = cli_main(["bundle", str(model_dir), "--device", "raspberry-pi-3-armv7", "-o", str(tmp_path / "x.tar.gz")])
+    code = cli_main(["bundle", str(model_dir), "--device", "raspberry-pi-3-armv7", "--backend", "onnx",
+                     "-o", str(tmp_path / "x.tar.gz")])
     assert code == 1
-    assert "Raspberry Pi OS (64-bit)" in capsys.readouterr().err
+    assert "has no Python engine (no wheels for armv7l)" in capsys.readouterr().err
+    with pytest.raises(BundleError, match=r"a c file for backend 'native'"):
+        make_bundle(model_dir, "raspberry-pi-4", tmp_path / "x.tar.gz", backend="native", log=lambda m: None)
     assert not (tmp_path / "x.tar.gz").exists()
 
 

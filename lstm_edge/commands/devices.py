@@ -22,7 +22,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return 0
     print(f"{'device':24} {'arch':10} {'backend':8} {'prec':5} {'python':19} status")
     for p in profiles.values():
-        python = ",".join(p.python_versions) or "(app)"
+        python = ",".join(p.python_versions) or ("(C programs)" if p.kind == "linux" else "(app)")
         status = "ok" if p.supported else "UNSUPPORTED: " + (p.unsupported_reason or "").split(":")[0]
         print(f"{p.name:24} {p.architecture:10} {p.backend:8} {p.precision:5} {python:19} {status}")
     print("details: lstm-edge devices --json")
