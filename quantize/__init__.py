@@ -54,8 +54,11 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
         quantizer = quantizer_for(entry.format)
         out_name = INT8_NAMES[entry.format]
         info = quantizer.quantize(model_dir / entry.path, model_dir / out_name, config, recorded, manifest, entry)
-        new_entry = file_entry(model_dir, out_name, entry.format, "int8", chunk_sizes=entry.chunk_sizes,
-                               signatures=entry.signatures, quantization=info, checks=entry.checks)
+        kept = info.get("signatures_kept")  # a quantizer that keeps fewer signatures than the float file says so
+        chunk_sizes = sorted(int(k) for k in kept) if kept else entry.chunk_sizes
+        new_entry = file_entry(model_dir, out_name, entry.format, "int8", chunk_sizes=chunk_sizes,
+                               signatures=dict(kept) if kept else entry.signatures, quantization=info,
+                               checks=entry.checks)
         manifest = manifest.with_file(new_entry)
         manifest.save(model_dir)
     return model_dir

@@ -1,23 +1,25 @@
 """int8 quantization of a streaming ``.tflite`` file with ai-edge-quantizer, and the structural facts to check it.
 
-Two modes, each writing one file that keeps every signature of the float file and shares one set of weights:
+Two modes, each writing one file with one set of weights:
 
-* ``dynamic``: int8 weights, float32 activations (recipe ``dynamic_wi8_afp32``). Inputs, outputs and the carried
-  state stay float32, so a stream runs it exactly like the float file.
-* ``static``: full integer. Every FULLY_CONNECTED is int8 x int8 (per-tensor weight scales); every other op
-  (the gates' LOGISTIC/TANH, the MUL/ADD of the cell state, the state itself) has int16 activations
-  (``_static_recipe`` says why). Every signature input and output becomes int16 or int8 with its own (scale,
-  zero point); a stream quantizes what it feeds and dequantizes what it reads. The activation ranges come from
-  calibration feeds with realistic carried state, merged with a running min/max: ai-edge-quantizer's default merge
-  is a moving average (0.95 old, 0.05 new), which pulls the range towards the first samples' (a stream starts from
-  zero state) and clips the state a stream reaches later. FULLY_CONNECTED inputs that share weights (the
-  signatures, the unrolled steps) get one range, so their shared int32 bias has one quantization.
+* ``dynamic``: int8 weights, float32 activations (recipe ``dynamic_wi8_afp32``), every signature of the float
+  file. Inputs, outputs and the carried state stay float32, so a stream runs it exactly like the float file.
+* ``static``: full integer, the one-frame signature only (``TFLiteQuantizer`` says why). Every FULLY_CONNECTED is
+  int8 x int8 (per-tensor weight scales); every other op (the gates' LOGISTIC/TANH, the MUL/ADD of the cell state,
+  the state itself) has int16 activations (``_static_recipe`` says why). Every signature input and output becomes
+  int16 or int8 with its own (scale, zero point); a stream quantizes what it feeds and dequantizes what it reads.
+  The activation ranges come from calibration feeds with realistic carried state, merged with a running min/max:
+  ai-edge-quantizer's default merge is a moving average (0.95 old, 0.05 new), which pulls the range towards the
+  first samples' (a stream starts from zero state) and clips the state a stream reaches later. FULLY_CONNECTED
+  inputs that share weights (the unrolled steps of a signature) get one range, so their shared int32 bias has one
+  quantization.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -354,20 +356,35 @@ def _check_state_ranges(staged: Path, path: Path, feeds: dict[str, list[dict[str
 
 
 class TFLiteQuantizer:
-    """ai-edge-quantizer on the TFLite file; static calibrates every signature at its own chunk length."""
+    """ai-edge-quantizer on the TFLite file: dynamic keeps every signature; static keeps the one-frame signature."""
 
     format = "tflite"
 
     def quantize(self, src: Path, dst: Path, config: QuantizeConfig, calibration: Calibration | None,
                  manifest: Manifest, entry: ModelFile) -> dict[str, Any]:
         mode = config.mode.value
-        by_signature = None
-        if calibration is not None and mode == "static":
-            signatures = entry.signatures or {}
-            lengths = entry.chunk_sizes or [1]
-            by_signature = {signatures.get(str(length), "step"): calibration.feeds(length) for length in lengths}
-        return quantize_tflite(src, dst, mode, by_signature,
-                               states=[(s.input, s.output) for s in manifest.states])
+        states = [(s.input, s.output) for s in manifest.states]
+        if mode != "static":
+            return quantize_tflite(src, dst, mode, None, states=states)
+        if calibration is None:
+            raise QuantizationError("static TFLite quantization needs calibration data")
+        signatures = entry.signatures or {}
+        length = min(entry.chunk_sizes or [1])
+        key = signatures.get(str(length), "step")
+        by_signature = {key: calibration.feeds(length)}
+        if len(signatures) <= 1:
+            return quantize_tflite(src, dst, mode, by_signature, states=states)
+        # Full integer keeps one signature, chunk_1: integer accelerators and microcontrollers step one frame per
+        # call, every chunking gives the same integers (one set of scales), and the file drops the unrolled
+        # chunk_10 graph with its per-tensor quantization parameters (KWS: smaller than dynamic, not larger).
+        with tempfile.TemporaryDirectory(prefix="lstm-edge-static-") as tmp:
+            single = Path(tmp) / src.name
+            single.write_bytes(keep_signatures(src.read_bytes(), [key]))
+            record = quantize_tflite(single, dst, mode, by_signature, states=states)
+        record["signatures_kept"] = {str(length): key}
+        record["notes"] += (f"; one signature ({key}): a push of T frames makes T calls of it, so every chunking "
+                            "gives identical outputs")
+        return record
 
 
 def share_fc_input_ranges(float_path: Path, qsvs: dict[str, Any]) -> dict[str, Any]:
@@ -435,3 +452,38 @@ def repoint_signature_outputs(model_bytes: bytes) -> bytes:
                                                      f"{name!r} (subgraph outputs {sorted(by_name)})"))
             struct.pack_into("<I", patched, tensor_map._tab.Pos + field, by_name[name + "_quantized"])
     return bytes(patched)
+
+
+def keep_signatures(model_bytes: bytes, keys: Sequence[str]) -> bytes:
+    """The float ``.tflite`` with only the signatures ``keys`` (and their subgraphs); unused buffers emptied.
+
+    Buffers the converter stored after the flatbuffer (addressed by offset) are brought inline, so the result is
+    one ordinary flatbuffer for the quantizer to read.
+    """
+    import flatbuffers
+
+    from lstm_edge.quantize.tflite_inspect import _schema, _text
+
+    schema = _schema()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_bytes), 0)
+    by_key = {_text(sig.signatureKey): sig for sig in model.signatureDefs or []}
+    missing = [k for k in keys if k not in by_key]
+    if missing or not keys:
+        raise QuantizationError(expected_got("signatures to keep", f"some of {sorted(by_key)}", list(keys)))
+    kept = [by_key[k] for k in keys]
+    order = [sig.subgraphIndex for sig in kept]
+    model.subgraphs = [model.subgraphs[i] for i in order]
+    for index, sig in enumerate(kept):
+        sig.subgraphIndex = index
+    model.signatureDefs = kept
+    used = {0} | {t.buffer for sg in model.subgraphs for t in sg.tensors or []} | \
+        {m.buffer for m in model.metadata or []}
+    for index, buffer in enumerate(model.buffers or []):
+        if buffer.offset and buffer.offset > 1:  # stored after the flatbuffer
+            buffer.data = np.frombuffer(model_bytes, np.uint8, count=buffer.size, offset=buffer.offset).copy()
+        buffer.offset, buffer.size = 0, 0
+        if index not in used:
+            buffer.data = None
+    builder = flatbuffers.Builder(len(model_bytes) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

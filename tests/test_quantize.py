@@ -87,13 +87,20 @@ def test_static_tflite_is_full_integer_and_the_runtime_hides_it(quantized_dir, t
         assert set(signature["inputs"].values()) | set(signature["outputs"].values()) <= {"int8", "int16"}
         fc = signature["ops"]["FULLY_CONNECTED"]
         assert fc["int8_activations"] == fc["int8_weights"] == fc["count"] > 0
+    # one signature (chunk_1): every chunking runs the same integer steps, and the file is smaller than dynamic
+    assert entry.chunk_sizes == (1,) and entry.signatures == {"1": "chunk_1"} and set(counts["signatures"]) == {
+        "chunk_1"}
+    assert entry.bytes < Manifest.load(quantized_dir).file("tflite", "int8").bytes
     model = StreamingModel.load(target, backend="litert", precision="int8")
-    stream = model.create_stream()
     x = np.load(target / "reference" / "input.npy")
-    y = np.concatenate([stream.push(x[i:i + 7]) for i in range(0, len(x), 7)])  # composes chunk_1 and chunk_10
-    assert y.dtype == np.float32 and all(v.dtype == np.float32 for v in stream.state.values())
+    outputs = []
+    for chunk in (7, 1, len(x)):
+        stream = model.create_stream()
+        outputs.append(np.concatenate([stream.push(x[i:i + chunk]) for i in range(0, len(x), chunk)]))
+        assert outputs[-1].dtype == np.float32 and all(v.dtype == np.float32 for v in stream.state.values())
+    assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[0], outputs[2])
     reference = np.load(target / "reference" / "output.npy")
-    assert (y.argmax(-1) == reference.argmax(-1)).mean() >= 0.95
+    assert (outputs[0].argmax(-1) == reference.argmax(-1)).mean() >= 0.95
 
 
 def test_structure_check_refuses_a_file_that_stayed_float(quantized_dir):

@@ -81,7 +81,7 @@ def test_spec_client_handles_static_int8_io(tmp_path):
     quantize(out, calibration=calibration, mode="static")
     entry = Manifest.load(out).file("tflite", "int8")
     assert entry.quantization["io_dtype"] in ("int16", "int16/int8") and set(entry.quantization["io_quantization"]) == {
-        "chunk_10", "chunk_1"}
+        "chunk_1"}
     compare_with_runtime(out, run_client(out, tmp_path / "client.npz"))
 
 
