@@ -231,12 +231,25 @@ def test_token_model_refuses_ids_out_of_range(exported):
 
 
 # ------------------------------------------------------------------------------------------- refusals and errors
-@pytest.mark.parametrize("name, layer", [("stacked_residual", "forward()' (ONNX Erf"),
-                                         ("projected", "lstm.unprojected")])
+@pytest.mark.parametrize("name, layer", [("stacked_residual", "forward()' (ONNX Erf")])
 def test_layers_without_a_c_version_are_refused_by_name(name, layer, tmp_path):
     model, example = zoo.build(name)
     with pytest.raises(ExportError, match=re.escape(f"C exporter cannot convert layer '{layer}")):
         export(model, example, tmp_path / name, formats=("onnx", "c"))
+
+
+def test_file_version_follows_the_layers_and_newer_versions_are_refused(exported):
+    """Files with only version-1 layers stay version 1 (older readers load them); a projected LSTM makes version 2;
+    a version this library does not know is refused by number."""
+    versions = {}
+    for name in ("feature_lstm", "projected"):
+        data = (Path(exported(name)[1]) / "model.lec").read_bytes()
+        versions[name] = int.from_bytes(data[4:8], "little")
+    assert versions == {"feature_lstm": 1, "projected": 2}
+    future = bytearray(data)
+    future[4:8] = (3).to_bytes(4, "little")
+    with pytest.raises(ModelFileError, match="version 3"):
+        native.load_c_model(bytes(future), "future.lec")
 
 
 def test_export_with_only_the_c_format(tmp_path):

@@ -12,7 +12,7 @@
 #include "lstm_edge_kernels.h"
 
 enum { OP_LINEAR = 1, OP_AFFINE = 2, OP_ADD = 3, OP_ACT = 4, OP_LSTM = 5, OP_GRU = 6, OP_EMBED = 7,
-       OP_LAYERNORM = 8 };
+       OP_LAYERNORM = 8, OP_LSTM_PROJ = 9, OP_CONV = 10 };
 enum { ACT_RELU = 1, ACT_TANH = 2, ACT_SIGMOID = 3, ACT_SOFTMAX = 4, ACT_LOG_SOFTMAX = 5 };
 enum { DTYPE_F32 = 0, DTYPE_I8 = 1 };
 
@@ -43,6 +43,7 @@ typedef struct {
 struct lem_model {
     const lem_kernels *kernels;
     int int8;
+    uint32_t file_version; /* layer types 9 and 10 need version 2 */
     lem_input_kind input_kind;
     size_t input_width, output_width, output_buffer;
     size_t n_buffers, n_states, n_ops, state_size;
@@ -62,7 +63,7 @@ struct lem_stream {
     float *state, *backup;
     float **buffers; /* n_buffers of [max_chunk, stride] */
     float *gates;    /* [max_chunk, max_gates] */
-    float *hidden;   /* [max_hidden padded] */
+    float *hidden;   /* [2 x max_hidden padded]: h, and a projected LSTM's unprojected o * tanh(c) */
     float *gates_h;  /* [max_gates] */
     int8_t *quant;   /* [max_stride] */
     int32_t *ids;    /* [max_chunk] */
@@ -272,6 +273,10 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
     if (r->error) return r->error;
     snprintf(what, sizeof what, "layer %lu (type %lu)", (unsigned long)index, (unsigned long)o->type);
     if (o->in0 >= m->n_buffers || o->out >= m->n_buffers) return check_buffer(m, MAX_BUFFERS, 0, what);
+    if (o->type >= OP_LSTM_PROJ && m->file_version < 2) {
+        snprintf(last_error, sizeof last_error, "%s: this layer type needs file version 2", what);
+        return LEM_ERR_FORMAT;
+    }
     in_w = m->widths[o->in0];
     out_w = m->widths[o->out];
     switch (o->type) {
@@ -320,6 +325,27 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
             if (h > m->max_hidden) m->max_hidden = h;
             break;
         }
+        case OP_LSTM_PROJ: {
+            size_t p = o->p[3];
+            h = o->p[0];
+            if (h == 0 || h > MAX_DIM || p == 0 || p > h || out_w != p) return check_buffer(m, o->out, p, what);
+            s = check_state_slice(m, o->p[1], p, what);
+            if (s == LEM_OK) s = check_state_slice(m, o->p[2], h, what);
+            if (s == LEM_OK) s = read_matrix(r, &o->m[0], 4 * h, in_w, what, &m->bytes);
+            if (s == LEM_OK) s = read_matrix(r, &o->m[1], 4 * h, p, what, &m->bytes);
+            if (s == LEM_OK) s = read_matrix(r, &o->m[3], p, h, what, &m->bytes);
+            if (s == LEM_OK) s = read_vector(r, &o->m[2], 4 * h, what, &m->bytes);
+            for (k = 0; s == LEM_OK && k < 4; k++) {
+                if (k != 2 && (o->m[k].q != NULL) != (m->int8 != 0)) {
+                    snprintf(last_error, sizeof last_error, "%s: weight dtype does not match the file's precision",
+                             what);
+                    s = LEM_ERR_FORMAT;
+                }
+            }
+            if (4 * h > m->max_gates) m->max_gates = 4 * h;
+            if (h > m->max_hidden) m->max_hidden = h;
+            break;
+        }
         case OP_EMBED:
             if (o->in0 != 0 || m->input_kind != LEM_INPUT_TOKEN_IDS) {
                 snprintf(last_error, sizeof last_error, "%s: an embedding must read the token-id input", what);
@@ -348,7 +374,7 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
 lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
     reader r;
     lem_model *m;
-    uint32_t payload, crc, precision, i, k, meta_bytes;
+    uint32_t payload, crc, precision, i, k, meta_bytes, file_version;
     int s;
     if (data == NULL) {
         fail(LEM_ERR_ARGUMENT, status, "no data");
@@ -363,8 +389,12 @@ lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
     r.size = size;
     r.pos = 4;
     r.error = 0;
-    if (read_u32(&r) != LEM_FILE_VERSION) {
-        fail(LEM_ERR_FORMAT, status, "unsupported C weight file version (this library reads version 1)");
+    file_version = read_u32(&r);
+    if (file_version < 1 || file_version > LEM_FILE_VERSION) {
+        snprintf(last_error, sizeof last_error,
+                 "unsupported C weight file version %lu (this library reads versions 1 to %d)",
+                 (unsigned long)file_version, LEM_FILE_VERSION);
+        fail(LEM_ERR_FORMAT, status, NULL);
         return NULL;
     }
     m = (lem_model *)calloc(1, sizeof *m);
@@ -372,6 +402,7 @@ lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
         fail(LEM_ERR_NO_MEMORY, status, "out of memory");
         return NULL;
     }
+    m->file_version = file_version;
     precision = read_u32(&r);
     m->int8 = precision == 1;
     m->input_kind = (lem_input_kind)read_u32(&r);
@@ -531,7 +562,7 @@ int lem_model_state_info(const lem_model *model, size_t index, lem_state_info *i
 
 /* ----------------------------------------------------------------------------------------------- streams */
 static size_t stream_floats(const lem_model *m, size_t max_chunk) {
-    size_t i, n = 2 * m->state_size + max_chunk * m->max_gates + padded(m->max_hidden) + m->max_gates;
+    size_t i, n = 2 * m->state_size + max_chunk * m->max_gates + 2 * padded(m->max_hidden) + m->max_gates;
     for (i = 0; i < m->n_buffers; i++) n += max_chunk * padded(m->widths[i]);
     return n;
 }
@@ -573,7 +604,7 @@ lem_stream *lem_stream_create(const lem_model *model, size_t max_chunk, int *sta
     s->state = (float *)aligned_zeros(state_n * sizeof(float));
     s->backup = (float *)aligned_zeros(state_n * sizeof(float));
     s->gates = (float *)aligned_zeros((max_chunk * model->max_gates + 1) * sizeof(float));
-    s->hidden = (float *)aligned_zeros((padded(model->max_hidden) + LEM_PAD) * sizeof(float));
+    s->hidden = (float *)aligned_zeros((2 * padded(model->max_hidden) + LEM_PAD) * sizeof(float));
     s->gates_h = (float *)aligned_zeros((model->max_gates + 1) * sizeof(float));
     s->quant = (int8_t *)aligned_zeros(model->max_stride + LEM_PAD);
     s->ids = (int32_t *)aligned_zeros(max_chunk * sizeof(int32_t));
@@ -718,6 +749,30 @@ static void run_lstm(lem_stream *s, const op *o, const float *in, size_t in_stri
     memcpy(state_h, hidden, h * sizeof(float));
 }
 
+/* LSTM with a projection (torch's proj_size): the recurrent product reads the projected h (P values), the gates
+ * give u = o * tanh(c) (H values) and h = W_hr u. */
+static void run_lstm_proj(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out,
+                          size_t out_stride, size_t n) {
+    size_t h = o->p[0], p = o->p[3], t;
+    float *state_h = s->state + o->p[1], *c = s->state + o->p[2], *hidden = s->hidden;
+    float *u = s->hidden + padded(s->model->max_hidden), *g;
+    for (t = 0; t < n; t++) {
+        g = s->gates + t * 4 * h;
+        memcpy(g, o->m[2].f, 4 * h * sizeof(float));
+        matvec(s, &o->m[0], in + t * in_stride, g);
+    }
+    memcpy(hidden, state_h, p * sizeof(float));
+    for (t = 0; t < n; t++) {
+        g = s->gates + t * 4 * h;
+        matvec(s, &o->m[1], hidden, g);
+        lstm_gates(g, c, u, h);
+        memset(hidden, 0, p * sizeof(float));
+        matvec(s, &o->m[3], u, hidden);
+        memcpy(out + t * out_stride, hidden, p * sizeof(float));
+    }
+    memcpy(state_h, hidden, p * sizeof(float));
+}
+
 static void run_gru(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out, size_t out_stride,
                     size_t n) {
     size_t h = o->p[0], t, j;
@@ -806,6 +861,9 @@ static void run_ops(lem_stream *s, size_t n) {
                 break;
             case OP_GRU:
                 run_gru(s, o, in, in_stride, out, out_stride, n);
+                break;
+            case OP_LSTM_PROJ:
+                run_lstm_proj(s, o, in, in_stride, out, out_stride, n);
                 break;
             case OP_EMBED:
                 for (t = 0; t < n; t++)
