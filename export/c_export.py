@@ -5,8 +5,12 @@ The float ONNX graph is the source because every model directory has one and its
 onto a layer of ``runtime/native/lstm_edge_model.c``: MatMul/Gemm (+Add) -> linear, LSTM/GRU -> recurrent layer
 reading and writing its slice of the named state, Gather of a table by the token ids -> embedding,
 LayerNormalization, Relu/Tanh/Sigmoid/Softmax/LogSoftmax, Add of two activations (residual), Sub/Div/Mul/Add by a
-constant -> elementwise affine; Transpose/Squeeze/Unsqueeze/Reshape that only move unit axes are no-ops. Anything
-else is refused with the layer's name. The format is specified in docs/manifest.md ("C weight file").
+constant -> elementwise affine, the unprojected form of an LSTM with ``proj_size`` -> projected LSTM, Conv over a
+context window (export/conv.py: Concat(context state, frames)) -> causal conv. Each value's layout in its buffer is
+tracked (which axis is time, which are the frame's features, zero frames padded along time and not yet sliced
+off), so Transpose/Squeeze/Unsqueeze/Reshape/Pad/Slice that keep the frames intact are no-ops; nodes of constants
+only (pad amounts, shapes) are evaluated. Anything else is refused with the layer's name. The format is specified
+in docs/manifest.md ("C weight file").
 """
 
 from __future__ import annotations
@@ -119,7 +123,8 @@ def layer_name(node: Any) -> str:
 def _refuse(node: Any, reason: str) -> ExportError:
     return ExportError(f"the C exporter cannot convert layer '{layer_name(node)}' (ONNX {node.op_type} node "
                        f"{node.name!r}): {reason}. It supports Linear, Embedding, LayerNorm, ReLU/tanh/sigmoid/"
-                       "softmax/log-softmax, residual adds, constant affine steps, and LSTM/GRU stacks.")
+                       "softmax/log-softmax, residual adds, constant affine steps, LSTM (also with proj_size) and "
+                       "GRU stacks, and causal Conv1d/Conv2d over time.")
 
 
 class _Converter:
@@ -194,8 +199,14 @@ class _Converter:
         spec = manifest.input
         ids = spec.dtype == "int64"
         if manifest.kind != "sequence":
-            raise ExportError("the C exporter converts sequence models ([1, T, F] or [1, T] inputs); this is a "
-                              f"{manifest.kind} model")
+            layers = list(dict.fromkeys(layer_name(n) for n in self.graph.node
+                                        if n.op_type in ("MatMul", "Gemm", "Conv") and not n.name.startswith(
+                                            NONFINITE_PREFIX)))
+            raise ExportError(f"the C exporter converts sequence models ([1, T, F] or [1, T] inputs); this is a "
+                              f"{manifest.kind} model (input {list(spec.shape)} per call), whose layers "
+                              f"{', '.join(repr(name) for name in layers)} have no C version as a step. Write it as "
+                              "a sequence model (nn.LSTM/nn.GRU over [1, T, F] instead of nn.LSTMCell/nn.GRUCell) "
+                              "to run it in C")
         features = 1 if ids else int(np.prod([int(d) for d in spec.shape[2:]]))
         self.new_buffer(spec.name, 1 if ids else features)
         frame = [] if ids else [int(d) for d in spec.shape[2:]]
@@ -401,9 +412,10 @@ class _Converter:
         starts, ends = self.const(node.input[1]), self.const(node.input[2])
         axes = self.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
         steps = self.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
-        if source not in self.views or starts is None or ends is None or (len(node.input) > 3 and axes is None):
+        frames = self.windows[source][1] if source in self.windows else source
+        if frames not in self.views or starts is None or ends is None or (len(node.input) > 3 and axes is None):
             raise _refuse(node, "only a constant slice of an activation along time")
-        view = self.views[source]
+        view = self.views[frames]
         axis = self._time_axis(node, view)
         rank = len(view.axes)
         axes_list = [int(a) + (rank if int(a) < 0 else 0) for a in (axes.reshape(-1) if axes is not None
@@ -542,8 +554,8 @@ class _Converter:
             final = self.finals.get(spec.output)
             if final is None or final[0] != spec.input or final[1] != 0 or final[2] != spec.shape[0]:
                 raise ExportError(f"the C exporter cannot map state {spec.name!r}: its output {spec.output!r} is not "
-                                  "the final state of recurrent layers in the order they read it (convolution "
-                                  "contexts and hand-built state updates have no C layer yet)")
+                                  "the final state of recurrent layers in the order they read it, nor a causal "
+                                  "convolution's context (hand-built state updates have no C layer)")
 
     def _input_buffer(self, node: Any, name: str, flat: bool = True) -> int:
         if name not in self.buffers:
