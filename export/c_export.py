@@ -5,8 +5,12 @@ The float ONNX graph is the source because every model directory has one and its
 onto a layer of ``runtime/native/lstm_edge_model.c``: MatMul/Gemm (+Add) -> linear, LSTM/GRU -> recurrent layer
 reading and writing its slice of the named state, Gather of a table by the token ids -> embedding,
 LayerNormalization, Relu/Tanh/Sigmoid/Softmax/LogSoftmax, Add of two activations (residual), Sub/Div/Mul/Add by a
-constant -> elementwise affine; Transpose/Squeeze/Unsqueeze/Reshape that only move unit axes are no-ops. Anything
-else is refused with the layer's name. The format is specified in docs/manifest.md ("C weight file").
+constant -> elementwise affine, the unprojected form of an LSTM with ``proj_size`` -> projected LSTM, Conv over a
+context window (export/conv.py: Concat(context state, frames)) -> causal conv. Each value's layout in its buffer is
+tracked (which axis is time, which are the frame's features, zero frames padded along time and not yet sliced
+off), so Transpose/Squeeze/Unsqueeze/Reshape/Pad/Slice that keep the frames intact are no-ops; nodes of constants
+only (pad amounts, shapes) are evaluated. Anything else is refused with the layer's name. The format is specified
+in docs/manifest.md ("C weight file").
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from lstm_edge.runtime.errors import ExportError
 from lstm_edge.runtime.manifest import Manifest, check_file, file_entry
 
 MAGIC = b"LEMW"
-FILE_VERSION = 1
+FILE_VERSION = 2  # the newest version written; a file without version-2 layers is written as version 1
 HEADER_BYTES = 64
 C_FILES = {"float": "model.lec", "int8": "model.int8.lec"}
-OP_LINEAR, OP_AFFINE, OP_ADD, OP_ACT, OP_LSTM, OP_GRU, OP_EMBED, OP_LAYERNORM = range(1, 9)
+OP_LINEAR, OP_AFFINE, OP_ADD, OP_ACT, OP_LSTM, OP_GRU, OP_EMBED, OP_LAYERNORM, OP_LSTM_PROJ, OP_CONV = range(1, 11)
+VERSION_2_LAYERS = (OP_LSTM_PROJ, OP_CONV)  # files holding them are version 2; others stay version 1
 ACTIVATIONS = {"Relu": 1, "Tanh": 2, "Sigmoid": 3, "Softmax": 4, "LogSoftmax": 5}
 ALIASES = ("Transpose", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Flatten")
 QUANTIZATION = {
@@ -50,9 +55,47 @@ class Layer:
     out: int
     in1: int = 0
     params: list[int] = field(default_factory=list)
+    extra: list[int] = field(default_factory=list)  # causal conv: six more parameters (file version 2)
     matrices: list[np.ndarray] = field(default_factory=list)  # quantized in int8 files
     vectors: list[np.ndarray] = field(default_factory=list)  # always float32
     name: str = ""
+
+
+SENTINEL_T = 1_000_003  # stands for the time length where a Shape output is folded into a constant
+
+Axis = str | int  # "T" time, "U" a unit axis, k: the k-th dimension of the buffer's frame
+
+
+@dataclass(frozen=True)
+class View:
+    """How an ONNX value lies in its buffer: per ONNX axis time, unit or a frame dimension; the frame's dimensions
+    (row-major in memory); frames of zero padding before/after the real ones (a Pad along time not yet sliced off)."""
+
+    axes: tuple[Axis, ...]
+    frame: tuple[int, ...]
+    lead: int = 0
+    trail: int = 0
+
+    @staticmethod
+    def of(axes: Sequence[Axis], frame: Sequence[int], lead: int = 0, trail: int = 0) -> View:
+        """Normalised: frame dimensions of size 1 become unit axes."""
+        keep = [k for k, size in enumerate(frame) if size != 1]
+        renumber = {k: i for i, k in enumerate(keep)}
+        new_axes = tuple(a if isinstance(a, str) else ("U" if a not in renumber else renumber[a]) for a in axes)
+        return View(new_axes, tuple(frame[k] for k in keep), lead, trail)
+
+    @property
+    def width(self) -> int:
+        return int(np.prod(self.frame)) if self.frame else 1
+
+    @property
+    def flat(self) -> bool:
+        """[.., T, .., features] with the features on the last axis (or a width of 1)."""
+        return (self.lead == self.trail == 0 and "T" in self.axes
+                and (not self.frame or (len(self.frame) == 1 and self.axes[-1] == 0)))
+
+    def dims(self) -> list[int]:
+        return [SENTINEL_T if a == "T" else 1 if a == "U" else self.frame[int(a)] for a in self.axes]
 
 
 @dataclass
@@ -80,7 +123,8 @@ def layer_name(node: Any) -> str:
 def _refuse(node: Any, reason: str) -> ExportError:
     return ExportError(f"the C exporter cannot convert layer '{layer_name(node)}' (ONNX {node.op_type} node "
                        f"{node.name!r}): {reason}. It supports Linear, Embedding, LayerNorm, ReLU/tanh/sigmoid/"
-                       "softmax/log-softmax, residual adds, constant affine steps, and LSTM/GRU stacks.")
+                       "softmax/log-softmax, residual adds, constant affine steps, LSTM (also with proj_size) and "
+                       "GRU stacks, and causal Conv1d/Conv2d over time.")
 
 
 class _Converter:
@@ -99,6 +143,8 @@ class _Converter:
         self.onnx = onnx
         self.numpy_helper = numpy_helper
         self.buffers: dict[str, int] = {}  # value name -> buffer
+        self.views: dict[str, View] = {}  # value name -> its layout in the buffer
+        self.windows: dict[str, tuple[str, str]] = {}  # Concat(context state, frames) -> (state input, frames)
         self.widths: list[int] = []
         self.layers: list[Layer] = []
         self.uses: dict[str, int] = {}
@@ -114,6 +160,13 @@ class _Converter:
             offset += int(np.prod(spec.shape))
         self.state_slices: dict[str, tuple[str, int, int]] = {}  # value -> (state input, start row, rows)
         self.finals: dict[str, tuple[str, int, int]] = {}  # value -> (state input it must return to, row, rows)
+        # projected LSTMs (export/wrap.py's _UnprojectedLSTM): h slice @ lift, and the LSTM outputs awaiting @ project
+        self.lifted: dict[str, tuple[tuple[str, int, int], np.ndarray]] = {}
+        self.unprojected: dict[str, tuple[np.ndarray, int | tuple[str, int, int]]] = {}
+        self.consumers: dict[str, list[Any]] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
 
     # ------------------------------------------------------------------ helpers
     def new_buffer(self, name: str, width: int) -> int:
@@ -124,21 +177,21 @@ class _Converter:
     def const(self, name: str) -> np.ndarray | None:
         return self.consts.get(name)
 
-    def add(self, layer: Layer, out_name: str, width: int) -> None:
+    def add(self, layer: Layer, out_name: str, width: int, view: View) -> None:
+        """Append ``layer``, writing a new buffer for ``out_name`` laid out as ``view``."""
         layer.out = self.new_buffer(out_name, width)
         self.layers.append(layer)
         self.producer[layer.out] = layer
+        self.views[out_name] = view
+
+    def flat_out(self, name: str, width: int) -> View:
+        """The view of a per-frame product of ``name`` with ``width`` outputs (features stay on the last axis)."""
+        base = self.views[name]
+        return View.of(base.axes[:-1] + (0,), (width,)) if base.axes[-1] != "T" else View.of(base.axes + (0,),
+                                                                                                   (width,))
 
     def width_of(self, name: str) -> int:
         return self.widths[self.buffers[name]]
-
-    def time_major(self, name: str, width: int) -> bool:
-        """True when the value's memory is [T, width] (every other axis has size 1, time before the features)."""
-        shape = self.shapes.get(name)
-        if shape is None:
-            return False
-        big = [d for d in shape if d != 1]
-        return big == [None, width] or (width == 1 and big == [None])
 
     # ------------------------------------------------------------------ conversion
     def run(self) -> Program:
@@ -146,10 +199,18 @@ class _Converter:
         spec = manifest.input
         ids = spec.dtype == "int64"
         if manifest.kind != "sequence":
-            raise ExportError("the C exporter converts sequence models ([1, T, F] or [1, T] inputs); this is a "
-                              f"{manifest.kind} model")
+            layers = list(dict.fromkeys(layer_name(n) for n in self.graph.node
+                                        if n.op_type in ("MatMul", "Gemm", "Conv") and not n.name.startswith(
+                                            NONFINITE_PREFIX)))
+            raise ExportError(f"the C exporter converts sequence models ([1, T, F] or [1, T] inputs); this is a "
+                              f"{manifest.kind} model (input {list(spec.shape)} per call), whose layers "
+                              f"{', '.join(repr(name) for name in layers)} have no C version as a step. Write it as "
+                              "a sequence model (nn.LSTM/nn.GRU over [1, T, F] instead of nn.LSTMCell/nn.GRUCell) "
+                              "to run it in C")
         features = 1 if ids else int(np.prod([int(d) for d in spec.shape[2:]]))
         self.new_buffer(spec.name, 1 if ids else features)
+        frame = [] if ids else [int(d) for d in spec.shape[2:]]
+        self.views[spec.name] = View.of(("U", "T", *range(len(frame))), frame)
         for node in self.graph.node:
             if node.name.startswith(NONFINITE_PREFIX):
                 continue
@@ -170,14 +231,32 @@ class _Converter:
         if op == "Constant":
             self.consts[outs[0]] = self.numpy_helper.to_array(node.attribute[0].t)
             return
+        if all(name in self.consts for name in ins if name) and any(ins) or op == "ConstantOfShape":
+            self.fold(node)
+            return
+        if op == "Shape" and ins[0] in self.views:
+            self.consts[outs[0]] = np.array(self.views[ins[0]].dims(), np.int64)
+            return
         if op in ALIASES:
             self.alias(node)
             return
         if op == "Slice" and ins[0] in self.state_offsets:
             self.state_slice(node)
             return
+        if op == "Slice":
+            self.time_slice(node)
+            return
+        if op == "Pad":
+            self.time_pad(node)
+            return
         if op == "Concat":
-            self.concat_finals(node)
+            if ins and ins[0] in self.state_offsets and ins[0] not in self.state_slices and len(ins) == 2:
+                self.context_window(node)
+            else:
+                self.concat_finals(node)
+            return
+        if op == "Conv":
+            self.conv(node)
             return
         if op == "MatMul":
             self.matmul(node)
@@ -202,22 +281,247 @@ class _Converter:
             return
         raise _refuse(node, "this operation has no C layer")
 
+    def fold(self, node: Any) -> None:
+        """A node of constants only (pad amounts, shapes): evaluated here, its outputs become constants."""
+        from onnx.reference import ReferenceEvaluator
+
+        feeds = {name: self.consts[name] for name in node.input if name}
+        try:
+            values = ReferenceEvaluator(node).run(None, feeds)
+        except Exception as error:  # noqa: BLE001 - any evaluation failure is a refusal of this node
+            raise _refuse(node, f"its constant inputs could not be evaluated ({error})") from error
+        for name, value in zip(node.output, values):
+            self.consts[name] = np.asarray(value)
+
     def attrs(self, node: Any) -> dict[str, Any]:
         return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
 
+    def _axes_input(self, node: Any, rank: int) -> list[int] | None:
+        attrs = self.attrs(node)
+        if len(node.input) > 1 and node.input[1]:
+            value = self.const(node.input[1])
+            if value is None:
+                raise _refuse(node, "its axes are not constant")
+            axes = [int(a) for a in value.reshape(-1)]
+        elif "axes" in attrs:
+            axes = [int(a) for a in attrs["axes"]]
+        else:
+            return None
+        return [a + rank if a < 0 else a for a in axes]
+
     def alias(self, node: Any) -> None:
-        source = node.input[0]
+        source, out = node.input[0], node.output[0]
         if source in self.state_offsets or source in self.state_slices:
             raise _refuse(node, "reshaping a state tensor is not supported")
         if source in self.finals:
-            self.finals[node.output[0]] = self.finals[source]
+            self.finals[out] = self.finals[source]
             return
-        if source not in self.buffers:
+        if source not in self.views:
             raise _refuse(node, "its input is not an activation of the model")
-        width = self.width_of(source)
-        if not self.time_major(node.output[0], width):
-            raise _refuse(node, f"it changes the [T, {width}] layout (shape {self.shapes.get(node.output[0])})")
+        view = self.views[source]
+        axes = list(view.axes)
+        op = node.op_type
+        if op == "Identity":
+            new = view
+        elif op == "Transpose":
+            perm = self.attrs(node).get("perm") or list(range(len(axes)))[::-1]
+            new = View(tuple(axes[p] for p in perm), view.frame, view.lead, view.trail)
+        elif op == "Squeeze":
+            drop = self._axes_input(node, len(axes))
+            drop = [i for i, a in enumerate(axes) if a == "U"] if drop is None else drop
+            if any(axes[i] != "U" for i in drop):
+                raise _refuse(node, f"it squeezes an axis that is not of size 1 (layout {axes})")
+            new = View(tuple(a for i, a in enumerate(axes) if i not in drop), view.frame, view.lead, view.trail)
+        elif op == "Unsqueeze":
+            insert = self._axes_input(node, len(axes) + len(self._axes_input(node, 0) or []))
+            for index in sorted(insert or []):
+                axes.insert(index, "U")
+            new = View(tuple(axes), view.frame, view.lead, view.trail)
+        else:
+            new = self.reshape_view(node, view)
+        if source in self.unprojected:
+            self.unprojected[out] = self.unprojected[source]
+        else:
+            self.buffers[out] = self.buffers[source]
+        self.views[out] = new
+
+    def reshape_view(self, node: Any, view: View) -> View:
+        """Reshape/Flatten: only regrouping the features of each frame, time the outermost axis before and after."""
+        dims = view.dims()
+        if node.op_type == "Flatten":
+            axis = int(self.attrs(node).get("axis", 1))
+            axis = axis + len(dims) if axis < 0 else axis
+            target = [int(np.prod(dims[:axis])), int(np.prod(dims[axis:]))]
+        else:
+            shape = self.const(node.input[1])
+            if shape is None:
+                raise _refuse(node, "its target shape is not constant")
+            target = [int(d) for d in shape.reshape(-1)]
+            target = [dims[i] if d == 0 and not self.attrs(node).get("allowzero", 0) else d
+                      for i, d in enumerate(target)]
+        big_in = [a for a in view.axes if a != "U"]
+        ordered = [a for a in big_in if a != "T"] == list(range(len(view.frame)))
+        known = int(np.prod([d for d in target if d not in (-1, SENTINEL_T)]))
+        time_slots = [i for i, d in enumerate(target) if d == SENTINEL_T or (d % SENTINEL_T == 0 and d > 0
+                                                                            and d != SENTINEL_T)]
+        if (view.lead or view.trail or not big_in or big_in[0] != "T" or not ordered or len(time_slots) != 1
+                or target[time_slots[0]] != SENTINEL_T):
+            raise _refuse(node, f"it changes the [T, features] layout (layout {list(view.axes)}, target {target})")
+        target = [view.width // known if d == -1 else d for d in target]
+        if any(d not in (1, SENTINEL_T) for d in target[:time_slots[0]]) or int(np.prod(
+                [d for d in target if d != SENTINEL_T])) != view.width:
+            raise _refuse(node, f"it moves features across time (layout {list(view.axes)}, target {target})")
+        axes: list[Axis] = []
+        frame: list[int] = []
+        for d in target:
+            if d == SENTINEL_T:
+                axes.append("T")
+            elif d == 1:
+                axes.append("U")
+            else:
+                axes.append(len(frame))
+                frame.append(d)
+        return View.of(axes, frame)
+
+    def _time_axis(self, node: Any, view: View) -> int:
+        if view.axes.count("T") != 1:
+            raise _refuse(node, f"its input has no single time axis (layout {list(view.axes)})")
+        return view.axes.index("T")
+
+    def time_pad(self, node: Any) -> None:
+        """Zero padding along time only: counted as frames before/after the real ones, until sliced off."""
+        source = node.input[0]
+        pad_values = self.const(node.input[1]) if len(node.input) > 1 else None
+        value = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
+        mode = self.attrs(node).get("mode", b"constant")
+        if source not in self.views or pad_values is None or value is None or float(np.abs(value).max()) != 0.0 or (
+                mode not in (b"constant", "constant")) or (len(node.input) > 3 and node.input[3]):
+            raise _refuse(node, "only a constant zero padding of an activation along time")
+        view = self.views[source]
+        rank = len(view.axes)
+        pads = [int(v) for v in pad_values.reshape(-1)]
+        axis = self._time_axis(node, view)
+        if len(pads) != 2 * rank or any(pads[i] or pads[rank + i] for i in range(rank) if i != axis) or min(pads) < 0:
+            raise _refuse(node, f"it pads {pads} (begin..., end...) along axes other than time (axis {axis})")
         self.buffers[node.output[0]] = self.buffers[source]
+        self.views[node.output[0]] = replace(view, lead=view.lead + pads[axis], trail=view.trail + pads[rank + axis])
+
+    def time_slice(self, node: Any) -> None:
+        """A slice along time that removes padded frames, or a conv's context (the window's last frames)."""
+        source = node.input[0]
+        starts, ends = self.const(node.input[1]), self.const(node.input[2])
+        axes = self.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        steps = self.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
+        frames = self.windows[source][1] if source in self.windows else source
+        if frames not in self.views or starts is None or ends is None or (len(node.input) > 3 and axes is None):
+            raise _refuse(node, "only a constant slice of an activation along time")
+        view = self.views[frames]
+        axis = self._time_axis(node, view)
+        rank = len(view.axes)
+        axes_list = [int(a) + (rank if int(a) < 0 else 0) for a in (axes.reshape(-1) if axes is not None
+                                                                    else range(starts.size))]
+        if axes_list != [axis] or (steps is not None and int(steps.reshape(-1)[0]) != 1):
+            raise _refuse(node, f"it slices axes {axes_list}, not the time axis {axis} with step 1")
+        start, end = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
+        if source in self.windows:
+            state_in, _ = self.windows[source]
+            spec = next(st for st in self.manifest.states if st.input == state_in)
+            if start != -int(spec.shape[axis]) or end < 2 ** 31:
+                raise _refuse(node, f"a convolution's context must be the last {spec.shape[axis]} frames of its window")
+            self.finals[node.output[0]] = (state_in, 0, int(spec.shape[0]))
+            return
+        lead = view.lead - start if start >= 0 else -1
+        trail = view.trail if end >= 2 ** 31 else view.trail + end if end < 0 else -1
+        if lead < 0 or trail < 0:
+            raise _refuse(node, f"the slice [{start}:{end}] along time drops real frames (only padding frames may "
+                                "be sliced off: a stream has no fixed length)")
+        self.buffers[node.output[0]] = self.buffers[source]
+        self.views[node.output[0]] = replace(view, lead=lead, trail=trail)
+
+    def context_window(self, node: Any) -> None:
+        """Concat(context state, frames) along time (export/conv.py): the input of a streaming convolution."""
+        state_in, frames = node.input
+        if frames not in self.views or self.views[frames].lead or self.views[frames].trail:
+            raise _refuse(node, "a context state must be concatenated with the new frames of an activation")
+        axis = self._time_axis(node, self.views[frames])
+        rank = len(self.views[frames].axes)
+        if int(self.attrs(node).get("axis", 0)) % rank != axis:
+            raise _refuse(node, "a context state must be concatenated along time")
+        self.windows[node.output[0]] = (state_in, frames)
+
+    def conv(self, node: Any) -> None:
+        """Conv1d/Conv2d over a context window (or over frames, kernel 1 along time): the C causal conv layer."""
+        attrs = self.attrs(node)
+        source = node.input[0]
+        weight = self.const(node.input[1])
+        bias = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        state_in, frames = self.windows.get(source, ("", source))
+        if weight is None or weight.ndim not in (3, 4) or frames not in self.views:
+            raise _refuse(node, "only a Conv1d/Conv2d with constant weights over the model's frames")
+        view = self.views[frames]
+        if view.lead or view.trail:
+            raise _refuse(node, "its input still holds padding frames along time")
+        axis = self._time_axis(node, view)
+        spatial = weight.ndim - 2
+        if axis < 2:
+            raise _refuse(node, f"time is on axis {axis}, not a spatial axis of the convolution")
+        out_ch, in_group = int(weight.shape[0]), int(weight.shape[1])
+        groups = int(attrs.get("group", 1))
+        kernel = [int(k) for k in weight.shape[2:]]
+        dilations = [int(d) for d in attrs.get("dilations", [1] * spatial)]
+        strides = [int(d) for d in attrs.get("strides", [1] * spatial)]
+        pads = [int(d) for d in attrs.get("pads", [0] * 2 * spatial)]
+        if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+            raise _refuse(node, "auto_pad is not supported")
+        t = axis - 2
+        if strides[t] != 1 or pads[t] or pads[spatial + t]:
+            raise _refuse(node, f"stride {strides[t]} and padding {pads[t]}/{pads[spatial + t]} along time (a "
+                                "streaming convolution has stride 1 and no padding along time)")
+        receptive = (kernel[t] - 1) * dilations[t]
+        context = 0
+        if state_in:
+            spec = next(st for st in self.manifest.states if st.input == state_in)
+            context = int(spec.shape[axis])
+        if receptive != context:
+            raise _refuse(node, f"it reads {receptive} past frames but its context state holds {context}")
+        channels = in_group * groups
+        f_axis = 5 - axis if spatial == 2 else None  # the other spatial axis (2 <-> 3)
+        dims = view.dims()
+        features = dims[f_axis] if f_axis is not None else 1
+        if dims[1] != channels or view.width != channels * features:
+            raise _refuse(node, f"input of {dims[1]} channels x {features}, weights for {channels} channels")
+        order = [a for a in (view.axes[1], view.axes[f_axis] if f_axis is not None else "U") if a != "U"]
+        if order != sorted(order):
+            raise _refuse(node, "its input frames are laid out features before channels")
+        if spatial == 2:
+            f = 1 - t
+            kf, sf, df, pf0, pf1 = kernel[f], strides[f], dilations[f], pads[f], pads[spatial + f]
+            out_features = (features + pf0 + pf1 - df * (kf - 1) - 1) // sf + 1
+            w = weight if t == 0 else weight.transpose(0, 1, 3, 2)
+        else:
+            kf, sf, df, pf0, out_features = 1, 1, 1, 0, 1
+            w = weight[:, :, :, None]
+        if out_features < 1 or out_ch % groups:
+            raise _refuse(node, f"output of {out_ch} channels x {out_features} features with {groups} groups")
+        vector = (bias if bias is not None else np.zeros(out_ch)).astype(np.float32).reshape(-1)
+        out_axes: list[Axis] = ["U"] * len(view.axes)
+        out_axes[axis] = "T"
+        out_axes[1] = 0
+        if f_axis is not None:
+            out_axes[f_axis] = 1
+        out_view = View.of(out_axes, (out_ch, out_features))
+        src = self._input_buffer(node, frames, flat=False)
+        if receptive == 0 and groups == 1 and features == 1 and out_features == 1:  # pointwise: a linear layer
+            layer = Layer(OP_LINEAR, src, 0, matrices=[w[:, :, 0, 0].astype(np.float32)], vectors=[vector],
+                          name=layer_name(node))
+        else:
+            time_last = 1 if (spatial == 2 and axis == 3) else 0
+            offset = self.state_offsets[state_in] if state_in else 0
+            layer = Layer(OP_CONV, src, 0, params=[offset, channels, groups, kernel[t], dilations[t], time_last],
+                          extra=[features, kf, sf, pf0, df, out_features],
+                          matrices=[w.reshape(out_ch, -1).astype(np.float32)], vectors=[vector],
+                          name=layer_name(node))
+        self.add(layer, node.output[0], out_ch * out_features, out_view)
 
     def state_slice(self, node: Any) -> None:
         state_in = node.input[0]
@@ -250,12 +554,19 @@ class _Converter:
             final = self.finals.get(spec.output)
             if final is None or final[0] != spec.input or final[1] != 0 or final[2] != spec.shape[0]:
                 raise ExportError(f"the C exporter cannot map state {spec.name!r}: its output {spec.output!r} is not "
-                                  "the final state of recurrent layers in the order they read it (convolution "
-                                  "contexts and hand-built state updates have no C layer yet)")
+                                  "the final state of recurrent layers in the order they read it, nor a causal "
+                                  "convolution's context (hand-built state updates have no C layer)")
 
-    def _input_buffer(self, node: Any, name: str) -> int:
+    def _input_buffer(self, node: Any, name: str, flat: bool = True) -> int:
         if name not in self.buffers:
             raise _refuse(node, f"input {name!r} is not an activation of the model")
+        view = self.views[name]
+        if view.lead or view.trail:
+            raise _refuse(node, f"its input holds {view.lead} + {view.trail} frames of padding along time that the "
+                                "model does not slice off")
+        if flat and not view.flat:
+            raise _refuse(node, f"it reads frames laid out as {list(view.axes)} (features {list(view.frame)}); "
+                                "expected time, then the features on the last axis")
         if self.manifest.input.dtype == "int64" and self.buffers[name] == 0:
             raise _refuse(node, "it reads the token ids as numbers")
         return self.buffers[name]
@@ -265,12 +576,26 @@ class _Converter:
         weight = self.const(b)
         if weight is None or weight.ndim != 2:
             raise _refuse(node, "only a product with a constant [in, out] weight is supported")
+        if a in self.state_slices:  # a projected LSTM's carried h lifted into the unprojected space
+            self.lifted[node.output[0]] = (self.state_slices[a], weight)
+            return
+        if a in self.unprojected:  # a projected LSTM's o * tanh(c) projected: the C layer's own output
+            project, target = self.unprojected[a]
+            if weight.shape != project.shape or not np.array_equal(weight, project):
+                raise _refuse(node, "a projected LSTM's unprojected output is multiplied by a matrix other than its "
+                                    "projection")
+            if isinstance(target, int):
+                self.buffers[node.output[0]] = target
+                self.views[node.output[0]] = self.flat_out(a, project.shape[1])
+            else:
+                self.finals[node.output[0]] = target
+            return
         source = self._input_buffer(node, a)
         if weight.shape[0] != self.widths[source]:
             raise _refuse(node, f"weight rows {weight.shape[0]} != input width {self.widths[source]}")
         layer = Layer(OP_LINEAR, source, 0, matrices=[weight.T.astype(np.float32)],
                       vectors=[np.zeros(weight.shape[1], np.float32)], name=layer_name(node))
-        self.add(layer, node.output[0], weight.shape[1])
+        self.add(layer, node.output[0], weight.shape[1], self.flat_out(a, weight.shape[1]))
 
     def gemm(self, node: Any) -> None:
         attrs = self.attrs(node)
@@ -283,7 +608,7 @@ class _Converter:
         rows = matrix.shape[0]
         vector = np.broadcast_to(bias, (rows,)).astype(np.float32) if bias is not None else np.zeros(rows, np.float32)
         self.add(Layer(OP_LINEAR, source, 0, matrices=[matrix.astype(np.float32)], vectors=[vector],
-                       name=layer_name(node)), node.output[0], rows)
+                       name=layer_name(node)), node.output[0], rows, self.flat_out(node.input[0], rows))
 
     def elementwise(self, node: Any) -> None:
         op = node.op_type
@@ -292,19 +617,21 @@ class _Converter:
         if ca is None and cb is None:
             if op != "Add":
                 raise _refuse(node, f"{op} of two activations has no C layer (only residual adds)")
-            left, right = self._input_buffer(node, a), self._input_buffer(node, b)
+            left, right = self._input_buffer(node, a, flat=False), self._input_buffer(node, b, flat=False)
             if self.widths[left] != self.widths[right]:
                 raise _refuse(node, "a residual add needs two activations of the same width")
-            self.add(Layer(OP_ADD, left, 0, in1=right, name=layer_name(node)), node.output[0], self.widths[left])
+            if self.views[a] != self.views[b]:
+                raise _refuse(node, f"a residual add of two differently laid out activations ({self.views[a]} vs "
+                                    f"{self.views[b]})")
+            self.add(Layer(OP_ADD, left, 0, in1=right, name=layer_name(node)), node.output[0], self.widths[left],
+                     self.views[a])
             return
         value_name, constant = (b, ca) if ca is not None else (a, cb)
         if constant is None:
             raise _refuse(node, "unreachable")
-        source = self._input_buffer(node, value_name)
+        source = self._input_buffer(node, value_name, flat=False)
         width = self.widths[source]
-        if constant.size not in (1, width) or (constant.ndim and constant.shape[-1] not in (1, width)):
-            raise _refuse(node, f"a constant of shape {constant.shape} does not broadcast over the features only")
-        vector = np.broadcast_to(constant.astype(np.float32).reshape(-1), (width,)).astype(np.float64)
+        vector = self.per_frame(node, constant, self.views[value_name])
         constant_first = ca is not None
         if op in ("Sub", "Div") and constant_first:
             raise _refuse(node, f"constant {op} activation has no C layer")
@@ -324,24 +651,40 @@ class _Converter:
                 producer.matrices[0] = (producer.matrices[0] * scale[:, None]).astype(np.float32)
                 producer.vectors[0] = (producer.vectors[0] * scale + shift).astype(np.float32)
                 self.buffers[node.output[0]] = source
+                self.views[node.output[0]] = self.views[value_name]
                 return
             if producer.type == OP_AFFINE:
                 producer.vectors[0] = (producer.vectors[0] * scale).astype(np.float32)
                 producer.vectors[1] = (producer.vectors[1] * scale + shift).astype(np.float32)
                 self.buffers[node.output[0]] = source
+                self.views[node.output[0]] = self.views[value_name]
                 return
         self.add(Layer(OP_AFFINE, source, 0, vectors=[scale.astype(np.float32), shift.astype(np.float32)],
-                       name=layer_name(node)), node.output[0], width)
+                       name=layer_name(node)), node.output[0], width, self.views[value_name])
+
+    def per_frame(self, node: Any, constant: np.ndarray, view: View) -> np.ndarray:
+        """A constant broadcast against a value, as one float64 value per feature in the buffer's frame order."""
+        rank = len(view.axes)
+        if constant.ndim > rank:
+            raise _refuse(node, f"a constant of shape {constant.shape} has more axes than the activation")
+        full = constant.astype(np.float64).reshape((1,) * (rank - constant.ndim) + constant.shape)
+        if any(full.shape[i] != 1 for i, a in enumerate(view.axes) if isinstance(a, str)):
+            raise _refuse(node, f"a constant of shape {constant.shape} varies over time or a unit axis "
+                                f"(layout {list(view.axes)})")
+        feature_axes = [i for i, a in enumerate(view.axes) if not isinstance(a, str)]
+        reduced = full.reshape([full.shape[i] for i in feature_axes])
+        order = sorted(range(len(feature_axes)), key=lambda j: int(view.axes[feature_axes[j]]))
+        return np.broadcast_to(reduced.transpose(order), view.frame).reshape(-1).copy()
 
     def activation(self, node: Any) -> None:
-        source = self._input_buffer(node, node.input[0])
+        source = self._input_buffer(node, node.input[0], flat=node.op_type in ("Softmax", "LogSoftmax"))
         if node.op_type in ("Softmax", "LogSoftmax"):
             axis = self.attrs(node).get("axis", -1)
-            rank = len(self.shapes.get(node.input[0]) or [])
+            rank = len(self.views[node.input[0]].axes)
             if axis not in (-1, rank - 1):
                 raise _refuse(node, f"{node.op_type} over axis {axis} (only the feature axis)")
         self.add(Layer(OP_ACT, source, 0, params=[ACTIVATIONS[node.op_type]], name=layer_name(node)),
-                 node.output[0], self.widths[source])
+                 node.output[0], self.widths[source], self.views[node.input[0]])
 
     def recurrent(self, node: Any) -> None:
         attrs = self.attrs(node)
@@ -372,35 +715,85 @@ class _Converter:
         b_ih, b_hh = reorder(b[:gates * hidden, None])[:, 0], reorder(b[gates * hidden:, None])[:, 0]
         if w_ih.shape[1] != self.widths[source]:
             raise _refuse(node, f"input width {self.widths[source]} != weight columns {w_ih.shape[1]}")
-        starts = []
-        for index, name in enumerate(ins[5:5 + (2 if lstm else 1)]):
-            piece = self.state_slices.get(name) if name else None
-            if piece is None and name in self.state_offsets:
-                spec = next(s for s in self.manifest.states if s.input == name)
-                piece = (name, 0, spec.shape[0])
-            if piece is None or piece[2] != 1:
-                raise _refuse(node, "its initial state must be one layer of a named state input "
-                                    f"(got {name or 'none'} for {'hc'[index]})")
-            spec = next(s for s in self.manifest.states if s.input == piece[0])
-            if int(np.prod(spec.shape[1:])) != hidden:
-                raise _refuse(node, f"state {spec.name!r} rows hold {int(np.prod(spec.shape[1:]))} values, "
-                                    f"not the hidden size {hidden}")
-            starts.append((piece, self.state_offsets[piece[0]] + piece[1] * hidden))
+        if lstm and ins[5] in self.lifted:
+            self.projected_lstm(node, source, w_ih, w_hh, (b_ih + b_hh).astype(np.float32))
+            return
+        starts = [self._state_piece(node, self._piece_of(name), hidden, "hc"[index])
+                  for index, name in enumerate(ins[5:5 + (2 if lstm else 1)])]
         if lstm:
             layer = Layer(OP_LSTM, source, 0, params=[hidden, starts[0][1], starts[1][1]],
                           matrices=[w_ih, w_hh], vectors=[(b_ih + b_hh).astype(np.float32)], name=layer_name(node))
         else:
             layer = Layer(OP_GRU, source, 0, params=[hidden, starts[0][1], 0], matrices=[w_ih, w_hh],
                           vectors=[b_ih.astype(np.float32), b_hh.astype(np.float32)], name=layer_name(node))
-        self.add(layer, node.output[0], hidden)
+        self.add(layer, node.output[0], hidden, View.of(("T", "U", "U", 0), (hidden,)))
         outs = list(node.output) + ["", "", ""]
-        if not self.time_major(outs[0], hidden):
-            # Y is [T, 1, 1, H]: time-major already
-            pass
         for k, name in enumerate(outs[1:1 + (2 if lstm else 1)]):
             if name:
                 piece = starts[k][0]
                 self.finals[name] = (piece[0], piece[1], 1)
+
+    def _projection_of(self, node: Any, hidden: int) -> np.ndarray:
+        """The constant [H, P] matrix the LSTM's final h is multiplied by (through no-op reshapes)."""
+        pending = [node.output[1]] if len(node.output) > 1 and node.output[1] else []
+        while pending:
+            name = pending.pop()
+            for consumer in self.consumers.get(name, []):
+                if consumer.op_type in ALIASES:
+                    pending.append(consumer.output[0])
+                elif consumer.op_type == "MatMul" and consumer.input[0] == name:
+                    weight = self.const(consumer.input[1])
+                    if weight is not None and weight.ndim == 2 and weight.shape[0] == hidden:
+                        return weight
+        raise _refuse(node, "its initial h is lifted by a matrix but its final h is not projected back (expected "
+                            "export/wrap.py's unprojected LSTM: MatMul(h, lift) -> LSTM -> MatMul(., project))")
+
+    def _piece_of(self, name: str) -> tuple[str, int, int] | None:
+        """(state input, first row, rows) of a value that is a named state input or a slice of one."""
+        piece = self.state_slices.get(name) if name else None
+        if piece is None and name in self.state_offsets:
+            spec = next(s for s in self.manifest.states if s.input == name)
+            piece = (name, 0, spec.shape[0])
+        return piece
+
+    def _state_piece(self, node: Any, piece: tuple[str, int, int] | None, width: int,
+                     what: str) -> tuple[tuple[str, int, int], int]:
+        """One layer of a named state input and its offset in the C state vector."""
+        if piece is None or piece[2] != 1:
+            raise _refuse(node, f"its initial {what} must be one layer of a named state input")
+        spec = next(s for s in self.manifest.states if s.input == piece[0])
+        row = int(np.prod(spec.shape[1:]))
+        if row != width:
+            raise _refuse(node, f"state {spec.name!r} rows hold {row} values, expected {width} for {what}")
+        return piece, self.state_offsets[piece[0]] + piece[1] * width
+
+    def projected_lstm(self, node: Any, source: int, w_ih: np.ndarray, recurrent: np.ndarray,
+                       bias: np.ndarray) -> None:
+        """nn.LSTM with proj_size, from its unprojected ONNX form: R = W_hh W_hr, lift = pinv(W_hr)^T, project =
+        W_hr^T. The C layer carries the projected h (P values) and uses W_hh = R lift^T (exact: W_hr pinv(W_hr) = I)."""
+        hidden = recurrent.shape[1]
+        h_piece, lift = self.lifted[node.input[5]]
+        project = self._projection_of(node, hidden)
+        size = project.shape[1]
+        if lift.shape != (size, hidden) or size >= hidden:
+            raise _refuse(node, f"lift {lift.shape} and projection {project.shape} do not fit hidden size {hidden}")
+        identity = project.T.astype(np.float64) @ lift.T.astype(np.float64)
+        if float(np.abs(identity - np.eye(size)).max()) > 1e-3:
+            raise _refuse(node, "the lift of its initial h is not the inverse of its output projection")
+        w_hh = (recurrent.astype(np.float64) @ lift.T.astype(np.float64)).astype(np.float32)
+        h_slice, h_offset = self._state_piece(node, h_piece, size, "h")
+        c_name = node.input[6] if len(node.input) > 6 else ""
+        c_slice, c_offset = self._state_piece(node, self._piece_of(c_name), hidden, "c")
+        layer = Layer(OP_LSTM_PROJ, source, 0, params=[hidden, h_offset, c_offset, size],
+                      matrices=[w_ih, w_hh, project.T.astype(np.float32)], vectors=[bias], name=layer_name(node))
+        self.add(layer, node.output[0] + "#projected", size, View.of(("T", "U", "U", 0), (size,)))
+        outs = list(node.output) + ["", ""]
+        self.unprojected[outs[0]] = (project, layer.out)
+        self.views[outs[0]] = View.of(("T", "U", "U", 0), (hidden,))
+        if outs[1]:
+            self.unprojected[outs[1]] = (project, (h_slice[0], h_slice[1], 1))
+        if outs[2]:
+            self.finals[outs[2]] = (c_slice[0], c_slice[1], 1)
 
     def embedding(self, node: Any) -> None:
         table = self.const(node.input[0])
@@ -408,7 +801,7 @@ class _Converter:
                 or self.attrs(node).get("axis", 0) != 0):
             raise _refuse(node, "only a constant table indexed by the token-id input")
         self.add(Layer(OP_EMBED, 0, 0, matrices=[table.astype(np.float32)], name=layer_name(node)),
-                 node.output[0], table.shape[1])
+                 node.output[0], table.shape[1], self.flat_out(node.input[1], table.shape[1]))
 
     def layer_norm(self, node: Any) -> None:
         attrs = self.attrs(node)
@@ -416,13 +809,13 @@ class _Converter:
         width = self.widths[source]
         scale = self.const(node.input[1])
         bias = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(width, np.float32)
-        if (attrs.get("axis", -1) not in (-1, len(self.shapes.get(node.input[0]) or [0, 0, 0]) - 1) or scale is None
+        if (attrs.get("axis", -1) not in (-1, len(self.views[node.input[0]].axes) - 1) or scale is None
                 or bias is None):
             raise _refuse(node, "only a layer norm over the feature axis with constant scale and bias")
         eps = struct.unpack("<I", struct.pack("<f", float(attrs.get("epsilon", 1e-5))))[0]
         self.add(Layer(OP_LAYERNORM, source, 0, params=[eps],
                        vectors=[scale.astype(np.float32).reshape(-1), bias.astype(np.float32).reshape(-1)],
-                       name=layer_name(node)), node.output[0], width)
+                       name=layer_name(node)), node.output[0], width, self.views[node.input[0]])
 
 
 def program_from_onnx(onnx_path: Path, manifest: Manifest) -> Program:
@@ -486,7 +879,9 @@ def program_bytes(program: Program, precision: str, metadata: str = "") -> bytes
     for layer in program.layers:
         params = (list(layer.params) + [0] * 6)[:6]
         body.append(struct.pack("<10I", layer.type, layer.in0, layer.in1, layer.out, *params))
-        quantized = int8 and layer.type in (OP_LINEAR, OP_LSTM, OP_GRU)
+        if layer.type == OP_CONV:
+            body.append(struct.pack("<6I", *layer.extra))
+        quantized = int8 and layer.type in (OP_LINEAR, OP_LSTM, OP_GRU, OP_LSTM_PROJ, OP_CONV)
         for matrix in layer.matrices:
             body.append(_tensor(matrix, quantized))
         for vector in layer.vectors:
@@ -494,7 +889,8 @@ def program_bytes(program: Program, precision: str, metadata: str = "") -> bytes
     meta = metadata.encode("utf-8")
     body.append(_aligned(meta))
     payload = b"".join(body)
-    header = MAGIC + struct.pack("<12I", FILE_VERSION, 1 if int8 else 0, program.input_kind, program.input_width,
+    version = 2 if any(layer.type in VERSION_2_LAYERS for layer in program.layers) else 1
+    header = MAGIC + struct.pack("<12I", version, 1 if int8 else 0, program.input_kind, program.input_width,
                                  program.output_width, len(program.widths), len(program.states), len(program.layers),
                                  program.output_buffer, len(payload), zlib.crc32(payload) & 0xFFFFFFFF, len(meta))
     header += b"\0" * (HEADER_BYTES - len(header))

@@ -32,7 +32,8 @@ from lstm_edge.runtime.backends import REGISTRY  # noqa: E402
 # The backends of the formats every zoo model is exported to; the native backend (C weight files) runs the zoo
 # models its C layers cover, NATIVE_MODELS, which the fixture also converts (tests/test_native.py covers the rest).
 BACKENDS = tuple(name for name, record in REGISTRY.items() if record.format in FORMATS)
-NATIVE_MODELS = ("feature_lstm", "gru", "learned_h0", "tokens_time_major")
+NATIVE_MODELS = ("feature_lstm", "gru", "learned_h0", "tokens_time_major", "projected", "causal_crnn", "dilated_tcn",
+                 "depthwise_separable")
 ALL_BACKENDS = (*BACKENDS, "native")
 
 

@@ -12,7 +12,7 @@
 #include "lstm_edge_kernels.h"
 
 enum { OP_LINEAR = 1, OP_AFFINE = 2, OP_ADD = 3, OP_ACT = 4, OP_LSTM = 5, OP_GRU = 6, OP_EMBED = 7,
-       OP_LAYERNORM = 8 };
+       OP_LAYERNORM = 8, OP_LSTM_PROJ = 9, OP_CONV = 10 };
 enum { ACT_RELU = 1, ACT_TANH = 2, ACT_SIGMOID = 3, ACT_SOFTMAX = 4, ACT_LOG_SOFTMAX = 5 };
 enum { DTYPE_F32 = 0, DTYPE_I8 = 1 };
 
@@ -32,6 +32,7 @@ typedef struct {
 typedef struct {
     uint32_t type, in0, in1, out;
     uint32_t p[6];
+    uint32_t x[6]; /* causal conv: features in, kernel, stride, padding and dilation along features, features out */
     matrix m[4];
 } op;
 
@@ -43,6 +44,7 @@ typedef struct {
 struct lem_model {
     const lem_kernels *kernels;
     int int8;
+    uint32_t file_version; /* layer types 9 and 10 need version 2 */
     lem_input_kind input_kind;
     size_t input_width, output_width, output_buffer;
     size_t n_buffers, n_states, n_ops, state_size;
@@ -51,6 +53,7 @@ struct lem_model {
     float *initial_state;
     op *ops;
     size_t max_gates, max_hidden, max_stride; /* scratch sizes */
+    size_t max_context, max_frame, max_patch, max_group_out; /* causal conv scratch: floats */
     size_t vocabulary;                        /* token-id models: rows of the embedding */
     char *metadata;                           /* "key=value" lines (labels, frontend, detector), or "" */
     size_t bytes;
@@ -62,10 +65,13 @@ struct lem_stream {
     float *state, *backup;
     float **buffers; /* n_buffers of [max_chunk, stride] */
     float *gates;    /* [max_chunk, max_gates] */
-    float *hidden;   /* [max_hidden padded] */
+    float *hidden;   /* [2 x max_hidden padded]: h, and a projected LSTM's unprojected o * tanh(c) */
     float *gates_h;  /* [max_gates] */
     int8_t *quant;   /* [max_stride] */
     int32_t *ids;    /* [max_chunk] */
+    float *window;   /* causal conv: carried + new frames */
+    float *patch;    /* causal conv: one output's receptive field */
+    float *conv_out; /* causal conv: one group's outputs */
 };
 
 static char last_error[256] = "";
@@ -272,6 +278,10 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
     if (r->error) return r->error;
     snprintf(what, sizeof what, "layer %lu (type %lu)", (unsigned long)index, (unsigned long)o->type);
     if (o->in0 >= m->n_buffers || o->out >= m->n_buffers) return check_buffer(m, MAX_BUFFERS, 0, what);
+    if (o->type >= OP_LSTM_PROJ && m->file_version < 2) {
+        snprintf(last_error, sizeof last_error, "%s: this layer type needs file version 2", what);
+        return LEM_ERR_FORMAT;
+    }
     in_w = m->widths[o->in0];
     out_w = m->widths[o->out];
     switch (o->type) {
@@ -320,6 +330,68 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
             if (h > m->max_hidden) m->max_hidden = h;
             break;
         }
+        case OP_LSTM_PROJ: {
+            size_t p = o->p[3];
+            h = o->p[0];
+            if (h == 0 || h > MAX_DIM || p == 0 || p > h || out_w != p) return check_buffer(m, o->out, p, what);
+            s = check_state_slice(m, o->p[1], p, what);
+            if (s == LEM_OK) s = check_state_slice(m, o->p[2], h, what);
+            if (s == LEM_OK) s = read_matrix(r, &o->m[0], 4 * h, in_w, what, &m->bytes);
+            if (s == LEM_OK) s = read_matrix(r, &o->m[1], 4 * h, p, what, &m->bytes);
+            if (s == LEM_OK) s = read_matrix(r, &o->m[3], p, h, what, &m->bytes);
+            if (s == LEM_OK) s = read_vector(r, &o->m[2], 4 * h, what, &m->bytes);
+            for (k = 0; s == LEM_OK && k < 4; k++) {
+                if (k != 2 && (o->m[k].q != NULL) != (m->int8 != 0)) {
+                    snprintf(last_error, sizeof last_error, "%s: weight dtype does not match the file's precision",
+                             what);
+                    s = LEM_ERR_FORMAT;
+                }
+            }
+            if (4 * h > m->max_gates) m->max_gates = 4 * h;
+            if (h > m->max_hidden) m->max_hidden = h;
+            break;
+        }
+        case OP_CONV: {
+            size_t cin = o->p[1], groups = o->p[2], kt = o->p[3], dt = o->p[4], f_in, kf, sf, df, f_out, ctx;
+            size_t cout, patch;
+            for (k = 0; k < 6; k++) o->x[k] = read_u32(r);
+            if (r->error) return r->error;
+            f_in = o->x[0];
+            kf = o->x[1];
+            sf = o->x[2];
+            df = o->x[4];
+            f_out = o->x[5];
+            if (cin == 0 || groups == 0 || cin % groups || kt == 0 || dt == 0 || kt > 65535 || dt > 65535
+                || f_in == 0 || kf == 0 || sf == 0 || df == 0 || kf > 65535 || df > 65535 || f_out == 0
+                || o->x[3] > 65535 || o->p[5] > 1 || f_in > MAX_DIM / cin || in_w != cin * f_in || out_w % f_out
+                || (out_w / f_out) % groups) {
+                snprintf(last_error, sizeof last_error, "%s: causal conv geometry does not fit its buffers "
+                         "(%lu -> %lu values)", what, (unsigned long)in_w, (unsigned long)out_w);
+                return LEM_ERR_FORMAT;
+            }
+            cout = out_w / f_out;
+            ctx = (kt - 1) * dt;
+            patch = cin / groups * kt;
+            if (patch > MAX_DIM / kf || (ctx && ctx > MAX_DIM / in_w)) {
+                snprintf(last_error, sizeof last_error, "%s: causal conv kernel too large", what);
+                return LEM_ERR_FORMAT;
+            }
+            patch *= kf;
+            if (ctx) s = check_state_slice(m, o->p[0], ctx * in_w, what);
+            if (s == LEM_OK) s = read_matrix(r, &o->m[0], cout, patch, what, &m->bytes);
+            if (s == LEM_OK) s = read_vector(r, &o->m[1], cout, what, &m->bytes);
+            if (s == LEM_OK && (o->m[0].q != NULL) != (m->int8 != 0)) {
+                snprintf(last_error, sizeof last_error, "%s: weight dtype does not match the file's precision",
+                         what);
+                s = LEM_ERR_FORMAT;
+            }
+            if (ctx * in_w > m->max_context) m->max_context = ctx * in_w;
+            if (in_w > m->max_frame) m->max_frame = in_w;
+            if (padded(patch) > m->max_patch) m->max_patch = padded(patch);
+            if (padded(patch) > m->max_stride) m->max_stride = padded(patch);
+            if (cout / groups > m->max_group_out) m->max_group_out = cout / groups;
+            break;
+        }
         case OP_EMBED:
             if (o->in0 != 0 || m->input_kind != LEM_INPUT_TOKEN_IDS) {
                 snprintf(last_error, sizeof last_error, "%s: an embedding must read the token-id input", what);
@@ -348,7 +420,7 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
 lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
     reader r;
     lem_model *m;
-    uint32_t payload, crc, precision, i, k, meta_bytes;
+    uint32_t payload, crc, precision, i, k, meta_bytes, file_version;
     int s;
     if (data == NULL) {
         fail(LEM_ERR_ARGUMENT, status, "no data");
@@ -363,8 +435,12 @@ lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
     r.size = size;
     r.pos = 4;
     r.error = 0;
-    if (read_u32(&r) != LEM_FILE_VERSION) {
-        fail(LEM_ERR_FORMAT, status, "unsupported C weight file version (this library reads version 1)");
+    file_version = read_u32(&r);
+    if (file_version < 1 || file_version > LEM_FILE_VERSION) {
+        snprintf(last_error, sizeof last_error,
+                 "unsupported C weight file version %lu (this library reads versions 1 to %d)",
+                 (unsigned long)file_version, LEM_FILE_VERSION);
+        fail(LEM_ERR_FORMAT, status, NULL);
         return NULL;
     }
     m = (lem_model *)calloc(1, sizeof *m);
@@ -372,6 +448,7 @@ lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
         fail(LEM_ERR_NO_MEMORY, status, "out of memory");
         return NULL;
     }
+    m->file_version = file_version;
     precision = read_u32(&r);
     m->int8 = precision == 1;
     m->input_kind = (lem_input_kind)read_u32(&r);
@@ -531,8 +608,9 @@ int lem_model_state_info(const lem_model *model, size_t index, lem_state_info *i
 
 /* ----------------------------------------------------------------------------------------------- streams */
 static size_t stream_floats(const lem_model *m, size_t max_chunk) {
-    size_t i, n = 2 * m->state_size + max_chunk * m->max_gates + padded(m->max_hidden) + m->max_gates;
+    size_t i, n = 2 * m->state_size + max_chunk * m->max_gates + 2 * padded(m->max_hidden) + m->max_gates;
     for (i = 0; i < m->n_buffers; i++) n += max_chunk * padded(m->widths[i]);
+    n += m->max_context + max_chunk * m->max_frame + m->max_patch + m->max_group_out;
     return n;
 }
 
@@ -555,6 +633,9 @@ void lem_stream_free(lem_stream *stream) {
     aligned_free(stream->gates_h);
     aligned_free(stream->quant);
     aligned_free(stream->ids);
+    aligned_free(stream->window);
+    aligned_free(stream->patch);
+    aligned_free(stream->conv_out);
     free(stream);
 }
 
@@ -573,11 +654,15 @@ lem_stream *lem_stream_create(const lem_model *model, size_t max_chunk, int *sta
     s->state = (float *)aligned_zeros(state_n * sizeof(float));
     s->backup = (float *)aligned_zeros(state_n * sizeof(float));
     s->gates = (float *)aligned_zeros((max_chunk * model->max_gates + 1) * sizeof(float));
-    s->hidden = (float *)aligned_zeros((padded(model->max_hidden) + LEM_PAD) * sizeof(float));
+    s->hidden = (float *)aligned_zeros((2 * padded(model->max_hidden) + LEM_PAD) * sizeof(float));
     s->gates_h = (float *)aligned_zeros((model->max_gates + 1) * sizeof(float));
     s->quant = (int8_t *)aligned_zeros(model->max_stride + LEM_PAD);
     s->ids = (int32_t *)aligned_zeros(max_chunk * sizeof(int32_t));
     s->buffers = (float **)calloc(model->n_buffers, sizeof(float *));
+    s->window = (float *)aligned_zeros((model->max_context + max_chunk * model->max_frame + 1) * sizeof(float));
+    s->patch = (float *)aligned_zeros((model->max_patch + LEM_PAD) * sizeof(float));
+    s->conv_out = (float *)aligned_zeros((model->max_group_out + 1) * sizeof(float));
+    if (s->window == NULL || s->patch == NULL || s->conv_out == NULL) goto no_memory;
     if (s->state == NULL || s->backup == NULL || s->gates == NULL || s->hidden == NULL || s->gates_h == NULL
         || s->quant == NULL || s->ids == NULL || s->buffers == NULL)
         goto no_memory;
@@ -718,6 +803,84 @@ static void run_lstm(lem_stream *s, const op *o, const float *in, size_t in_stri
     memcpy(state_h, hidden, h * sizeof(float));
 }
 
+/* LSTM with a projection (torch's proj_size): the recurrent product reads the projected h (P values), the gates
+ * give u = o * tanh(c) (H values) and h = W_hr u. */
+static void run_lstm_proj(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out,
+                          size_t out_stride, size_t n) {
+    size_t h = o->p[0], p = o->p[3], t;
+    float *state_h = s->state + o->p[1], *c = s->state + o->p[2], *hidden = s->hidden;
+    float *u = s->hidden + padded(s->model->max_hidden), *g;
+    for (t = 0; t < n; t++) {
+        g = s->gates + t * 4 * h;
+        memcpy(g, o->m[2].f, 4 * h * sizeof(float));
+        matvec(s, &o->m[0], in + t * in_stride, g);
+    }
+    memcpy(hidden, state_h, p * sizeof(float));
+    for (t = 0; t < n; t++) {
+        g = s->gates + t * 4 * h;
+        matvec(s, &o->m[1], hidden, g);
+        lstm_gates(g, c, u, h);
+        memset(hidden, 0, p * sizeof(float));
+        matvec(s, &o->m[3], u, hidden);
+        memcpy(out + t * out_stride, hidden, p * sizeof(float));
+    }
+    memcpy(state_h, hidden, p * sizeof(float));
+}
+
+/* Causal convolution over time (and a second spatial axis of F features): output frame t reads input frames
+ * t - (K-1)*D .. t, the first of them carried in the state (the last (K-1)*D input frames, zeros at the start).
+ * A frame is [channels, F]; each output value is one group's matrix times the receptive field, gathered. */
+/* Where carried frame a, channel ci, feature j of a conv's context lies in its state tensor. */
+static size_t conv_state_index(int time_last, size_t ci, size_t a, size_t j, size_t ctx, size_t f_in) {
+    return time_last ? (ci * f_in + j) * ctx + a : (ci * ctx + a) * f_in + j;
+}
+
+static void run_conv(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out, size_t out_stride,
+                     size_t n) {
+    const lem_kernels *k = s->model->kernels;
+    const matrix *w = &o->m[0];
+    size_t cin = o->p[1], groups = o->p[2], kt = o->p[3], dt = o->p[4];
+    size_t f_in = o->x[0], kf = o->x[1], sf = o->x[2], pf = o->x[3], df = o->x[4], f_out = o->x[5];
+    size_t frame = cin * f_in, ctx = (kt - 1) * dt, cg = cin / groups, og = w->rows / groups;
+    size_t t, fo, g, ci, a, b, j;
+    float *win = s->window, *state = s->state + o->p[0], *patch = s->patch, *y = s->conv_out;
+    int time_last = o->p[5] != 0; /* state laid out [channels, F, frames] instead of [channels, frames, F] */
+    for (ci = 0; ci < cin; ci++)
+        for (a = 0; a < ctx; a++)
+            for (j = 0; j < f_in; j++)
+                win[a * frame + ci * f_in + j] = state[conv_state_index(time_last, ci, a, j, ctx, f_in)];
+    for (t = 0; t < n; t++) memcpy(win + (ctx + t) * frame, in + t * in_stride, frame * sizeof(float));
+    for (t = 0; t < n; t++) {
+        for (fo = 0; fo < f_out; fo++) {
+            for (g = 0; g < groups; g++) {
+                for (ci = 0; ci < cg; ci++) {
+                    for (a = 0; a < kt; a++) {
+                        const float *row = win + (t + a * dt) * frame + (g * cg + ci) * f_in;
+                        float *dst = patch + (ci * kt + a) * kf;
+                        for (b = 0; b < kf; b++) {
+                            long fi = (long)(fo * sf + b * df) - (long)pf;
+                            dst[b] = fi >= 0 && fi < (long)f_in ? row[fi] : 0.0f;
+                        }
+                    }
+                }
+                memcpy(y, o->m[1].f + g * og, og * sizeof(float));
+                if (w->q != NULL) {
+                    float xs = quantize(patch, w->cols, s->quant);
+                    if (xs != 0.0f)
+                        k->matvec_i8(w->q + g * og * w->stride, w->scale + g * og, og, w->stride, s->quant, xs, y);
+                } else {
+                    k->matvec_f32(w->f + g * og * w->stride, og, w->stride, patch, y);
+                }
+                for (j = 0; j < og; j++) out[t * out_stride + (g * og + j) * f_out + fo] = y[j];
+            }
+        }
+    }
+    for (ci = 0; ci < cin; ci++)
+        for (a = 0; a < ctx; a++)
+            for (j = 0; j < f_in; j++)
+                state[conv_state_index(time_last, ci, a, j, ctx, f_in)] = win[(n + a) * frame + ci * f_in + j];
+}
+
 static void run_gru(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out, size_t out_stride,
                     size_t n) {
     size_t h = o->p[0], t, j;
@@ -806,6 +969,12 @@ static void run_ops(lem_stream *s, size_t n) {
                 break;
             case OP_GRU:
                 run_gru(s, o, in, in_stride, out, out_stride, n);
+                break;
+            case OP_LSTM_PROJ:
+                run_lstm_proj(s, o, in, in_stride, out, out_stride, n);
+                break;
+            case OP_CONV:
+                run_conv(s, o, in, in_stride, out, out_stride, n);
                 break;
             case OP_EMBED:
                 for (t = 0; t < n; t++)

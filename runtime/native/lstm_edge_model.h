@@ -2,8 +2,8 @@
  * lstm_edge_model: the streaming models of lstm-edge in dependency-free C99 (libm only), float32 or int8.
  *
  * A model is read at run time from the directory's C weight file (model.lec / model.int8.lec, format in
- * docs/manifest.md, "C weight file"): a short list of layers (linear, LSTM, GRU, embedding, layer norm,
- * elementwise affine, activations, residual add) over [T, width] buffers, with their weights. The model is
+ * docs/manifest.md, "C weight file"): a short list of layers (linear, LSTM, projected LSTM, GRU, causal convolution,
+ * embedding, layer norm, elementwise affine, activations, residual add) over [T, width] buffers, with their weights. The model is
  * immutable after create and may be shared by many threads; each stream owns its state and scratch memory and
  * belongs to one thread at a time (as a Python Stream does).
  *
@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define LEM_VERSION "0.1.0"
-#define LEM_FILE_VERSION 1
+#define LEM_FILE_VERSION 2 /* reads versions 1 and 2 */
 
 typedef enum {
     LEM_OK = 0,
