@@ -4,9 +4,10 @@
  *   native_loop MODEL.lec ITERATIONS ROWSxCOLS[,ROWSxCOLS...]
  *
  * Prints one JSON line: microseconds per push at T=1, per frame at T=10, and the floor: per frame, one int8
- * matrix-vector product (the same kernel the model uses) for each listed matrix, with nothing else around it.
+ * matrix-vector product (the same kernel and weight layout the model uses) for each listed matrix, with nothing
+ * else around it.
  */
-#define _POSIX_C_SOURCE 199309L
+#define _POSIX_C_SOURCE 200112L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,8 @@ int main(int argc, char **argv) {
     float *scales[64];
     double t1[ROUNDS], t10[ROUNDS], tf[ROUNDS], start;
     const lem_kernels *kernels = lem_kernels_select();
+    void (*matvec_i8)(const int8_t *, const float *, size_t, size_t, const int8_t *, float, float *) =
+        kernels->matvec_i8_packed != NULL ? kernels->matvec_i8_packed : kernels->matvec_i8;
     char *spec, *token;
     if (argc != 4) {
         fprintf(stderr, "usage: native_loop MODEL.lec ITERATIONS ROWSxCOLS[,...]\n");
@@ -68,6 +71,13 @@ int main(int argc, char **argv) {
         scales[n_mats] = (float *)calloc(r, sizeof(float));
         for (k = 0; k < r * pad; k++) mats[n_mats][k] = (int8_t)((int)((k * 2654435761u) >> 24) % 255 - 127);
         for (k = 0; k < r; k++) scales[n_mats][k] = 1e-3f;
+        if (kernels->matvec_i8_packed != NULL) {
+            void *packed = NULL;
+            if (posix_memalign(&packed, 64, lem_packed_rows(r, kernels->i8_block) * pad) != 0) return 1;
+            kernels->pack_i8(mats[n_mats], r, pad, (int8_t *)packed);
+            free(mats[n_mats]);
+            mats[n_mats] = (int8_t *)packed;
+        }
         n_mats++;
     }
     for (k = 0; k < 4096; k++) {
@@ -84,7 +94,7 @@ int main(int argc, char **argv) {
         t10[round] = (now_us() - start) / (double)((iterations / 10 + 1) * 10);
         start = now_us();
         for (i = 0; i < iterations; i++)
-            for (k = 0; k < n_mats; k++) kernels->matvec_i8(mats[k], scales[k], rows[k], cols[k], qx, 1e-3f, fy);
+            for (k = 0; k < n_mats; k++) matvec_i8(mats[k], scales[k], rows[k], cols[k], qx, 1e-3f, fy);
         tf[round] = (now_us() - start) / (double)iterations;
     }
     qsort(t1, ROUNDS, sizeof(double), compare);

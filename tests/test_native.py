@@ -87,7 +87,20 @@ def builds(tmp_path_factory):
 
 RUNNERS = {"native": (), "aarch64": ("qemu-aarch64",), "aarch64-a72": ("qemu-aarch64", "-cpu", "cortex-a72"),
            "armv7": ("qemu-arm",)}
-KERNELS = {"native": "avx2", "aarch64": "neon-dotprod", "aarch64-a72": "neon", "armv7": "portable"}
+
+
+def x86_kernels() -> list[str]:
+    """The x86-64 kernel sets this CPU runs, slowest first, from the flags /proc/cpuinfo lists."""
+    flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    kernels = ["portable"]
+    if {"avx2", "fma"} <= flags:
+        kernels.append("avx2")
+        if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
+            kernels.append("avx512-vnni")
+    return kernels
+
+
+KERNELS = {"native": x86_kernels()[-1], "aarch64": "neon-dotprod", "aarch64-a72": "neon", "armv7": "portable"}
 
 
 def run_program(builds, runner: str, program: str, args: list[str], stdin: bytes, env: dict | None = None,
@@ -374,14 +387,29 @@ def test_lstm_edge_run_on_every_target(builds, runner, exported):
 
 
 def test_portable_kernels_agree_with_the_simd_ones(builds):
+    """Every kernel set this CPU runs (LEM_KERNEL picks one): int8 outputs bitwise equal to the portable kernels'
+    (each computes the exact int32 dot product), float outputs within the float tolerance."""
     manifest = Manifest.load(KWS_DIR)
     reference = raw_frames(np.load(KWS_DIR / manifest.reference["input"])[:200])
+    kernels = x86_kernels()
+    assert kernels[-1] != "portable", "this x86-64 CPU has no AVX2: no SIMD kernels to compare"
     for precision in ("float", "int8"):
         args = ["--precision", precision, str(builds["native"])]
-        simd = run_program(builds, "native", "lstm-edge-run", args, reference).stdout
-        portable = run_program(builds, "native", "lstm-edge-run", args, reference,
-                               env={"LEM_KERNEL": "portable"}).stdout
-        assert float_close(np.frombuffer(portable, "<f4"), np.frombuffer(simd, "<f4")), precision
+        outputs = {}
+        for kernel in kernels:
+            env = {"LEM_KERNEL": kernel}
+            info = json.loads(run_program(builds, "native", "lstm-edge-run", ["--info", *args], b"", env=env).stdout)
+            assert info["kernels"] == kernel
+            for chunk in ("1", "10"):
+                outputs[kernel, chunk] = run_program(builds, "native", "lstm-edge-run", ["--chunk", chunk, *args],
+                                                     reference, env=env).stdout
+        portable = np.frombuffer(outputs["portable", "1"], "<f4")
+        assert portable.size == 200 * 12
+        for (kernel, chunk), out in outputs.items():
+            if precision == "int8":
+                assert out == outputs["portable", "1"], (kernel, chunk)
+            else:
+                assert float_close(np.frombuffer(out, "<f4"), portable), (kernel, chunk)
 
 
 def test_lstm_edge_listen_under_qemu_arm_gives_the_demo_detections(builds):

@@ -27,6 +27,7 @@ typedef struct {
     float *f;                  /* float32 values (rows x stride), or NULL */
     int8_t *q;                 /* int8 values (rows x stride), or NULL */
     float *scale;              /* int8: one scale per row */
+    int packed;                /* f or q is in the kernels' packed layout (read by matvec only) */
 } matrix;
 
 typedef struct {
@@ -205,6 +206,31 @@ static int read_matrix(reader *r, matrix *m, size_t rows, size_t cols, const cha
         }
     }
     /* little-endian hosts only store as read; big-endian float bit patterns would need swapping */
+    return LEM_OK;
+}
+
+/* A matrix that only matvec reads moves to the kernels' packed layout, when they have one. */
+static int pack_matrix(lem_model *m, matrix *w) {
+    const lem_kernels *k = m->kernels;
+    if (w->q != NULL && k->matvec_i8_packed != NULL) {
+        size_t rows = lem_packed_rows(w->rows, k->i8_block);
+        int8_t *packed = (int8_t *)aligned_zeros(rows * w->stride);
+        if (packed == NULL) return LEM_ERR_NO_MEMORY;
+        k->pack_i8(w->q, w->rows, w->stride, packed);
+        aligned_free(w->q);
+        w->q = packed;
+        m->bytes += (rows - w->rows) * w->stride;
+        w->packed = 1;
+    } else if (w->f != NULL && k->matvec_f32_packed != NULL) {
+        size_t rows = lem_packed_rows(w->rows, k->f32_block);
+        float *packed = (float *)aligned_zeros(rows * w->stride * sizeof(float));
+        if (packed == NULL) return LEM_ERR_NO_MEMORY;
+        k->pack_f32(w->f, w->rows, w->stride, packed);
+        aligned_free(w->f);
+        w->f = packed;
+        m->bytes += (rows - w->rows) * w->stride * sizeof(float);
+        w->packed = 1;
+    }
     return LEM_OK;
 }
 
@@ -469,6 +495,13 @@ lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
         goto failed_status;
     }
     m->kernels = lem_kernels_select();
+    for (i = 0; i < m->n_ops; i++) { /* the matrices of matvec */
+        op *o = &m->ops[i];
+        if (o->type == OP_LINEAR || o->type == OP_LSTM || o->type == OP_GRU) {
+            if (pack_matrix(m, &o->m[0]) != LEM_OK) goto no_memory;
+            if (o->type != OP_LINEAR && pack_matrix(m, &o->m[1]) != LEM_OK) goto no_memory;
+        }
+    }
     m->bytes += sizeof *m + m->state_size * sizeof(float);
     if (status != NULL) *status = LEM_OK;
     return m;
@@ -677,9 +710,10 @@ static void matvec(lem_stream *s, const matrix *w, const float *x, float *y) {
     const lem_kernels *k = s->model->kernels;
     if (w->q != NULL) {
         float xs = quantize(x, w->cols, s->quant);
-        if (xs != 0.0f) k->matvec_i8(w->q, w->scale, w->rows, w->stride, s->quant, xs, y);
+        if (xs != 0.0f)
+            (w->packed ? k->matvec_i8_packed : k->matvec_i8)(w->q, w->scale, w->rows, w->stride, s->quant, xs, y);
     } else {
-        k->matvec_f32(w->f, w->rows, w->stride, x, y);
+        (w->packed ? k->matvec_f32_packed : k->matvec_f32)(w->f, w->rows, w->stride, x, y);
     }
 }
 
