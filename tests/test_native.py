@@ -318,6 +318,36 @@ def test_build_c_needs_c_files_and_a_known_target(tmp_path, exported):
         build_c("riscv", tmp_path / "out")
 
 
+def test_outputs_stay_intact_and_every_way_of_passing_arrays_agrees():
+    """The backend writes each call's outputs into fresh records (output blocks are renewed as they fill): arrays
+    returned earlier keep their values. A state the backend returned (passed by address), a copy of it, a
+    read-only chunk and a non-contiguous one give the same results bitwise."""
+    model = StreamingModel.load(KWS_DIR, backend="native", precision="int8")
+    x = np.load(KWS_DIR / "reference" / "input.npy")[:150]
+    whole, _ = model.step(x, model.initial_state())
+    state, ys, states = model.initial_state(), [], []
+    for t in range(len(x)):  # more calls than one output block holds
+        y, state = model.step(x[t:t + 1], state)
+        ys.append(y)
+        states.append(state)
+    kept = [y.copy() for y in ys]
+    assert np.abs(np.concatenate(ys) - whole).max() <= 1e-6
+    assert all(np.array_equal(a, b) for a, b in zip(ys, kept))
+    middle = states[70]
+    by_address, next_state = model.step(x[71:74], middle)
+    copied, copied_state = model.step(x[71:74], {name: np.array(v) for name, v in middle.items()})
+    frozen = x[71:74].copy()
+    frozen.flags.writeable = False
+    read_only, _ = model.step(frozen, middle)
+    strided, _ = model.step(np.repeat(x[71:74], 2, axis=1)[:, ::2], middle)
+    for got in (copied, read_only, strided):
+        assert np.array_equal(got, by_address)
+    assert all(np.array_equal(next_state[n], copied_state[n]) for n in model.state_names)
+    for length in range(1, 25):  # more chunk lengths than a slot keeps output layouts for
+        y, _ = model.step(x[:length], model.initial_state())
+        assert np.abs(y - whole[:length]).max() <= 1e-6
+
+
 # ------------------------------------------------------------------------------------------- shipped models
 @pytest.mark.parametrize("precision", ["float", "int8"])
 def test_shipped_kws_through_the_backend(precision):
