@@ -9,6 +9,7 @@
 
 #include "lstm_edge_kernels.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,8 +42,34 @@ static void matvec_i8_portable(const int8_t *w, const float *row_scale, size_t r
     }
 }
 
-static const lem_kernels PORTABLE = {"portable", matvec_f32_portable, matvec_i8_portable, 0, 0, NULL, NULL, NULL,
-                                     NULL};
+/* Round to the nearest integer (ties to even) for |v| < 2^22, without libm (rintf is a call on baseline x86-64). */
+static float round_near(float v) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23 (needs IEEE rounding: do not build with -ffast-math) */
+    return (v + magic) - magic;
+}
+
+static void quantize_values(const float *v, size_t n, float inv, int8_t *q) {
+    size_t i;
+    for (i = 0; i < n; i++) q[i] = (int8_t)(int)round_near(v[i] * inv);
+}
+
+static float quantize_portable(const float *v, size_t n, int8_t *q) {
+    size_t i;
+    float peak = 0.0f;
+    for (i = 0; i < n; i++) {
+        float a = fabsf(v[i]);
+        if (a > peak) peak = a; /* NaN is skipped */
+    }
+    if (peak == 0.0f) {
+        memset(q, 0, n);
+        return 0.0f;
+    }
+    quantize_values(v, n, 127.0f / peak, q);
+    return peak / 127.0f;
+}
+
+static const lem_kernels PORTABLE = {"portable", quantize_portable, matvec_f32_portable, matvec_i8_portable, 0, 0,
+                                     NULL, NULL, NULL, NULL};
 
 const lem_kernels *lem_kernels_portable(void) { return &PORTABLE; }
 
@@ -380,10 +407,65 @@ LEM_AVX512 static void matvec_i8_vnni_packed(const int8_t *w, const float *row_s
     }
 }
 
-static const lem_kernels AVX2 = {"avx2", matvec_f32_avx2, matvec_i8_avx2, 8, 8, pack_f32_8, pack_i8_8,
-                                 matvec_f32_avx2_packed, matvec_i8_avx2_packed};
-static const lem_kernels AVX512_VNNI = {"avx512-vnni", matvec_f32_avx2, matvec_i8_avx2, 16, 16, pack_f32_16,
-                                        pack_i8_16, matvec_f32_avx512_packed, matvec_i8_vnni_packed};
+/* --------------------------------------------------------------------- quantize: the portable result, bitwise */
+/* max(a, peak) keeps peak when a is NaN, as the portable loop skips NaN; cvtps rounds to nearest even, as
+ * round_near does (the default rounding mode). */
+LEM_AVX2 static float quantize_avx2(const float *v, size_t n, int8_t *q) {
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 peak8 = _mm256_setzero_ps(), inv8;
+    __m128 p4;
+    float peak, inv;
+    size_t i, full = n / 8 * 8;
+    for (i = 0; i < full; i += 8) peak8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(v + i), magnitude), peak8);
+    p4 = _mm_max_ps(_mm256_castps256_ps128(peak8), _mm256_extractf128_ps(peak8, 1));
+    p4 = _mm_max_ps(p4, _mm_movehl_ps(p4, p4));
+    p4 = _mm_max_ss(p4, _mm_shuffle_ps(p4, p4, 1));
+    peak = _mm_cvtss_f32(p4);
+    for (; i < n; i++) {
+        float a = fabsf(v[i]);
+        if (a > peak) peak = a;
+    }
+    if (peak == 0.0f) {
+        memset(q, 0, n);
+        return 0.0f;
+    }
+    inv = 127.0f / peak;
+    inv8 = _mm256_set1_ps(inv);
+    for (i = 0; i < full; i += 8) {
+        __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + i), inv8));
+        __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storel_epi64((__m128i *)(q + i), _mm_packs_epi16(w, w));
+    }
+    quantize_values(v + full, n - full, inv, q + full);
+    return peak / 127.0f;
+}
+
+LEM_AVX512 static float quantize_avx512(const float *v, size_t n, int8_t *q) {
+    __m512 peak16 = _mm512_setzero_ps(), inv16;
+    float peak, inv;
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        peak16 = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(rows_mask(n - i), v + i)), peak16);
+    }
+    peak = _mm512_reduce_max_ps(peak16);
+    if (peak == 0.0f) {
+        memset(q, 0, n);
+        return 0.0f;
+    }
+    inv = 127.0f / peak;
+    inv16 = _mm512_set1_ps(inv);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = rows_mask(n - i);
+        __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, v + i), inv16));
+        _mm512_mask_cvtepi32_storeu_epi8(q + i, m, r);
+    }
+    return peak / 127.0f;
+}
+
+static const lem_kernels AVX2 = {"avx2", quantize_avx2, matvec_f32_avx2, matvec_i8_avx2, 8, 8, pack_f32_8,
+                                 pack_i8_8, matvec_f32_avx2_packed, matvec_i8_avx2_packed};
+static const lem_kernels AVX512_VNNI = {"avx512-vnni", quantize_avx512, matvec_f32_avx2, matvec_i8_avx2, 16, 16,
+                                        pack_f32_16, pack_i8_16, matvec_f32_avx512_packed, matvec_i8_vnni_packed};
 
 static const lem_kernels *detect(const char *forced) {
     int avx2, vnni;
@@ -473,9 +555,10 @@ static void matvec_i8_dotprod(const int8_t *w, const float *row_scale, size_t ro
     }
 }
 
-static const lem_kernels NEON = {"neon", matvec_f32_neon, matvec_i8_neon, 0, 0, NULL, NULL, NULL, NULL};
-static const lem_kernels NEON_DOTPROD = {"neon-dotprod", matvec_f32_neon, matvec_i8_dotprod, 0, 0, NULL, NULL,
-                                          NULL, NULL};
+static const lem_kernels NEON = {"neon", quantize_portable, matvec_f32_neon, matvec_i8_neon, 0, 0, NULL, NULL, NULL,
+                                 NULL};
+static const lem_kernels NEON_DOTPROD = {"neon-dotprod", quantize_portable, matvec_f32_neon, matvec_i8_dotprod, 0, 0,
+                                         NULL, NULL, NULL, NULL};
 
 static const lem_kernels *detect(const char *forced) {
     (void)forced;

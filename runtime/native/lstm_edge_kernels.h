@@ -5,8 +5,8 @@
  * A kernel set may also have "packed" versions over a weight layout of its own, made once at load by its pack
  * functions from the row-major matrix: rows in blocks of f32_block / i8_block rows (the last block padded with
  * zero rows), so that one vector instruction updates a whole block of rows and no row needs a horizontal sum.
- * Every int8 kernel computes the exact int32 dot product and the same float expression after it, so all int8
- * kernels give bitwise the same results.
+ * Every int8 kernel computes the exact int32 dot product and the same float expression after it, and every
+ * quantize the same values, so all kernel sets give bitwise the same int8 results.
  */
 #ifndef LSTM_EDGE_KERNELS_H
 #define LSTM_EDGE_KERNELS_H
@@ -18,6 +18,8 @@
 
 typedef struct {
     const char *name;
+    /* q[:n] = round(v[:n] / s) with s = max|v| / 127 (ties to even), returns s (0 for an all-zero vector) */
+    float (*quantize)(const float *v, size_t n, int8_t *q);
     /* y[r] += dot(w[r, :cols], x[:cols]) for r < rows */
     void (*matvec_f32)(const float *w, size_t rows, size_t cols, const float *x, float *y);
     /* y[r] += x_scale * row_scale[r] * dot(w[r, :cols], x[:cols]), int8 values in [-127, 127] */

@@ -657,13 +657,6 @@ int lem_stream_set_state(lem_stream *stream, const float *state) {
 }
 
 /* ----------------------------------------------------------------------------------------------- layers */
-/* Round to the nearest integer for |v| < 2^22, without libm (floorf/rintf are calls on baseline x86-64). */
-static float round_near(float v) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    const float keep = magic; /* (needs IEEE rounding: do not build with -ffast-math) */
-    return (v + keep) - keep;
-}
-
 /* exp(x), x clamped to [-87, 88]: 2^n * p(r), r in [-ln2/2, ln2/2], degree-6 polynomial (relative error ~2e-7).
  * Branch-free apart from the clamps (min/max instructions), so the gate loops vectorise. NaN stays NaN. */
 static float fast_exp(float x) {
@@ -688,28 +681,11 @@ static float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 /* 1 - 2 / (e^2x + 1): absolute error ~1e-7 over the whole range (relative error grows only for |x| < 1e-3) */
 static float fast_tanh(float x) { return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f); }
 
-/* q = round(v / s) with s = max|v| / 127 (s = 0 for an all-zero vector); the padding stays 0 */
-static float quantize(const float *v, size_t n, int8_t *q) {
-    size_t i;
-    float peak = 0.0f, inv;
-    for (i = 0; i < n; i++) {
-        float a = fabsf(v[i]);
-        if (a > peak) peak = a;
-    }
-    if (peak == 0.0f) {
-        memset(q, 0, n);
-        return 0.0f;
-    }
-    inv = 127.0f / peak;
-    for (i = 0; i < n; i++) q[i] = (int8_t)(int)round_near(v[i] * inv);
-    return peak / 127.0f;
-}
-
 /* y[:rows] += W x, float or int8 */
 static void matvec(lem_stream *s, const matrix *w, const float *x, float *y) {
     const lem_kernels *k = s->model->kernels;
     if (w->q != NULL) {
-        float xs = quantize(x, w->cols, s->quant);
+        float xs = k->quantize(x, w->cols, s->quant);
         if (xs != 0.0f)
             (w->packed ? k->matvec_i8_packed : k->matvec_i8)(w->q, w->scale, w->rows, w->stride, s->quant, xs, y);
     } else {
