@@ -91,11 +91,12 @@ def load_c_model(data: bytes, where: str) -> tuple[Any, int]:
 
 class _Outputs:
     """Where the calls of one chunk length write: records of ``state_size + frames * out_width`` floats (rounded up
-    to 64 bytes) in one block, with the block's views shaped as y and as each state made once, so that a call's
-    outputs are one index into each (fresh arrays that never share memory with another call's)."""
+    to 64 bytes) in one block. The arrays of every record (y and each state, views shaped as the results) are made
+    together when a block is made, so a call takes its outputs ready-made: fresh arrays that never share memory
+    with another call's."""
 
-    __slots__ = ("frames", "record", "count", "states_at", "bounds", "shapes", "out_width", "next", "address", "y",
-                 "states")
+    __slots__ = ("frames", "record", "count", "states_at", "bounds", "shapes", "out_width", "next", "address",
+                 "records")
 
     def __init__(self, frames: int, state_size: int, out_width: int, bounds: list[tuple[int, int]],
                  shapes: list[tuple[int, ...]]) -> None:
@@ -110,8 +111,10 @@ class _Outputs:
         block = np.empty((self.count, self.record), np.float32)
         self.address = block.ctypes.data
         at = self.states_at
-        self.y = block[:, at:at + self.frames * self.out_width].reshape(self.count, 1, self.frames, self.out_width)
-        self.states = [block[:, a:b].reshape(self.count, *shape) for (a, b), shape in zip(self.bounds, self.shapes)]
+        ys = list(block[:, at:at + self.frames * self.out_width].reshape(self.count, 1, self.frames, self.out_width))
+        states = [list(block[:, a:b].reshape(self.count, *shape)) for (a, b), shape in zip(self.bounds, self.shapes)]
+        per_record = list(zip(*states)) if states else [()] * self.count
+        self.records: list[tuple[np.ndarray, tuple[np.ndarray, ...]]] = list(zip(ys, per_record))
         self.next = 0
 
 
@@ -150,7 +153,7 @@ class NativeBackend:
         self._slots: list[_Slot] = []
         # States this backend returned, by the id of the first (the arrays kept, so an id cannot be reused while
         # listed): the address of their concatenated vector, for the next call.
-        self._produced: dict[int, tuple[list[np.ndarray], int]] = {}
+        self._produced: dict[int, tuple[tuple[np.ndarray, ...], int]] = {}
         self._check_contract(path, manifest)
         self._ids = manifest.input.dtype == "int64"
         self._out_width = int(lib.lem_model_output_width(handle))
@@ -258,13 +261,13 @@ class NativeBackend:
             slots.append(slot)
         if status != 0:
             raise self._error(status, x)
-        new_states = [view[index] for view in outputs.states]
+        y, new_states = outputs.records[index]
         produced = self._produced
         if len(produced) >= KNOWN_STATES:
             produced.clear()
-        if new_states:
+        if new_states:  # (a tuple: the caller's list may change, the record must not)
             produced[id(new_states[0])] = (new_states, out_at)
-        return outputs.y[index], new_states
+        return y, list(new_states)
 
     def _point_at(self, slot: _Slot, states: Sequence[np.ndarray]) -> None:
         """The slot's pointer table at the given states, copying those C cannot read in place."""
