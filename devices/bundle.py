@@ -6,7 +6,10 @@
 
 Linux boards get ``model/`` (manifest + the chosen model file), ``wheels/`` (lstm-edge, numpy, the engine and their
 dependencies for the board's platform and Python), ``install.sh`` (offline, checks ``SHA256SUMS`` first),
-``run.sh``, a systemd unit template and a README. Phones get the model and an integration guide, no wheels.
+``run.sh``, a systemd unit template and a README. Boards whose profile names a ``c_target`` (32-bit ARM, where no
+Python engine ships) get lstm-edge's C programs cross-built for it (``bin/``, from ``lstm-edge build-c``), the C
+weight file, the static library and headers (``lib/``) and a ``run.sh`` for the programs, no wheels. Phones get the
+model and an integration guide, no wheels.
 The bundled ``manifest.json`` lists only the files in the bundle; their sha256 values are the originals.
 The parts: ``choice`` (which model file), ``wheels``, ``render`` (templates), ``archive`` (sums, safe extraction).
 """
@@ -74,7 +77,7 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
         log(f"note: {note}")
     root_name = _bundle_root_name(out_path)
     values = common_values(manifest, profile, choice)
-    values.update({"PYTHON": python, "ARCHIVE": out_path.name, "ROOT": root_name,
+    values.update({"PYTHON": python if profile.runs_python else "-", "ARCHIVE": out_path.name, "ROOT": root_name,
                    "EXTRA": backends.info(choice.backend).extra, "ENGINE": backends.info(choice.backend).pip_package,
                    "PLATFORMS": ", ".join(profile.platform_tags) or "-"})
 
@@ -93,10 +96,16 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
         shutil.copytree(NATIVE_SOURCES, root / "native", ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.so"))
         values["FILES"] = (f"- `model/{choice.entry.path}`: {choice.entry.format}, {choice.entry.precision}, "
                            f"{choice.entry.bytes} bytes, sha256 {choice.entry.sha256}")
-        info = {"device": profile.name, "backend": choice.backend, "precision": choice.precision,
-                "model_file": f"model/{choice.entry.path}", "notes": list(choice.notes),
-                "lstm_edge": lstm_edge.__version__, "python": python if profile.runs_python else None}
-        if profile.runs_python:
+        info: dict[str, object] = {
+            "device": profile.name, "backend": choice.backend, "precision": choice.precision,
+            "model_file": f"model/{choice.entry.path}", "notes": list(choice.notes),
+            "lstm_edge": lstm_edge.__version__, "python": python if profile.runs_python else None}
+        if profile.c_target is not None:
+            info["c_build"] = _add_c_programs(profile.c_target, model_dir, choice.precision, root)
+            (root / "run.sh").write_text(render("run-c.sh", values), encoding="utf-8")
+            (root / "run.sh").chmod(0o755)
+            (root / "README.md").write_text(render("README-c.md", values), encoding="utf-8")
+        elif profile.runs_python:
             wheels_dir = root / "wheels"
             if wheel is not None:
                 wheel = Path(wheel)
@@ -129,6 +138,23 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
     log(f"wrote {out_path} ({out_path.stat().st_size / 1e6:.1f} MB): {profile.name}, {choice.backend}, "
         f"{choice.precision}")
     return out_path
+
+
+def _add_c_programs(target: str, model_dir: Path, precision: str, root: Path) -> dict[str, object]:
+    """``lstm-edge build-c`` for ``target``: the programs into ``bin/``, the library and headers into ``lib/``
+    (the weight file is in ``model/`` already). Returns what BUNDLE.json records about the build."""
+    from lstm_edge.devices.c_build import HEADERS, PROGRAMS, build_c
+
+    with tempfile.TemporaryDirectory(prefix="lstm-edge-build-c-") as work:
+        record = build_c(target, work, model_dir)
+        (root / "bin").mkdir()
+        (root / "lib").mkdir()
+        for program in PROGRAMS:
+            shutil.copy2(Path(work) / program, root / "bin" / program)
+        extras = ("model_int8_lec.h",) if precision == "int8" else ()
+        for name in ("liblstm_edge.a", *HEADERS, *extras):
+            shutil.copy2(Path(work) / name, root / "lib" / name)
+    return {key: record[key] for key in ("target", "compiler", "cflags", "static_programs", "library_size")}
 
 
 def _main(argv: list[str]) -> int:

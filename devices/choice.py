@@ -31,10 +31,20 @@ def choose_model_file(manifest: Manifest, profile: Profile, backend: str | None,
     notes: list[str] = []
     if backend is not None and backend not in backends.REGISTRY:
         raise BundleError(expected_got("backend", f"one of {list(backends.NAMES)}", repr(backend)))
-    if backend is not None and backends.info(backend).needs:
-        raise BundleError(f"bundles install a Python engine from PyPI; backend {backend!r} has none (it needs "
-                          f"{backends.info(backend).needs}): build its C programs with `lstm-edge build-c` instead")
     have = ", ".join(f.key for f in manifest.files) or "none"
+    if profile.c_target is not None:  # the bundle ships lstm-edge's C programs: the C weight file or nothing
+        if backend is not None and backend != profile.backend:
+            raise BundleError(expected_got(f"backend for {profile.name} (its bundle ships lstm-edge's C programs, "
+                                           "no Python engine)", repr(profile.backend), repr(backend)))
+        if not manifest.has_file("c", "float"):
+            raise BundleError(f"{profile.name} bundles run lstm-edge's C programs, which read the C weight file, and "
+                              f"the model directory has none (manifest lists: {have}); add it with: "
+                              "lstm-edge add-c MODEL_DIR")
+        backend = profile.backend
+    if backend is not None and backends.info(backend).needs and profile.c_target is None:
+        raise BundleError(f"bundles for {profile.name} install a Python engine from PyPI; backend {backend!r} has none "
+                          f"(it needs {backends.info(backend).needs}): build its C programs with `lstm-edge build-c` "
+                          "instead, or bundle for a board whose profile ships them (raspberry-pi-3-armv7)")
     if backend is None:
         backend = profile.backend
         formats = {f.format for f in manifest.files}

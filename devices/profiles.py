@@ -51,10 +51,11 @@ class Profile:
     supported: bool
     notes: tuple[str, ...]
     unsupported_reason: str | None = None
+    c_target: str | None = None  # a `lstm-edge build-c` target: the bundle ships its C programs, not Python wheels
 
     @property
     def runs_python(self) -> bool:
-        return self.kind == "linux"
+        return self.kind == "linux" and self.c_target is None
 
     def pip_platforms(self) -> list[str]:
         """Every wheel platform tag this device accepts, newest first (for ``pip download --platform``).
@@ -127,7 +128,17 @@ class Profile:
         reason = field("unsupported_reason", str, optional=True)
         if not supported and not reason:
             raise ProfileError(f"{where}: supported is false, so unsupported_reason must say why (got none)")
-        if kind == "linux" and supported:
+        c_target = field("c_target", str, optional=True)
+        if c_target is not None:
+            from lstm_edge.devices.c_build import TARGETS
+
+            if c_target not in TARGETS or kind != "linux":
+                raise ProfileError(expected_got(f"{where}.c_target", f"one of {list(TARGETS)} on a linux board",
+                                                f"{c_target!r} on a {kind} board"))
+            if backend != "native":
+                raise ProfileError(expected_got(f"{where}.backend", "'native' (the bundle ships the C programs)",
+                                                repr(backend)))
+        if kind == "linux" and supported and c_target is None:
             if not python_versions or not platform_tags:
                 raise ProfileError(expected_got(f"{where}", "python_versions and platform_tags for a Linux board",
                                                 f"{list(python_versions)} and {list(platform_tags)}"))
@@ -138,7 +149,7 @@ class Profile:
                    architecture=architecture, os=field("os", str), glibc=glibc, platform_tags=platform_tags,
                    python_versions=python_versions, backend=backend, precision=precision, threads=data["threads"],
                    memory_budget_mb=data["memory_budget_mb"], supported=supported, notes=strings("notes"),
-                   unsupported_reason=reason)
+                   unsupported_reason=reason, c_target=c_target)
 
 
 def load_profile_file(path: str | Path) -> Profile:

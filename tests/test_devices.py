@@ -1,4 +1,5 @@
-"""Device profiles, bundles (contents, checksums, safe extraction, phone guides, armv7 refusal) and bench."""
+"""Device profiles, bundles (contents, checksums, safe extraction, phone guides, armv7 C programs under qemu-arm)
+and bench."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import wave
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from lstm_edge.devices.bench import RESULT_FIELDS, bench, format_table, frame_se
 from lstm_edge.devices.bundle import BundleError, extract_bundle, make_bundle, verify_bundle
 from lstm_edge.devices.profiles import Profile, ProfileError, get_profile, load_profile_file, load_profiles
 from lstm_edge.runtime import Manifest, StreamingModel
+from lstm_edge.runtime.kws import KeywordSpotter
+
+KWS_DIR = Path(__file__).resolve().parent.parent / "models" / "kws" / "export"
 
 EXPECTED_DEVICES = {"raspberry-pi-5", "raspberry-pi-4", "raspberry-pi-zero-2-w", "raspberry-pi-3-armv7",
                     "generic-aarch64-linux", "x86_64-linux", "android-arm64", "ios-arm64"}
@@ -48,7 +53,7 @@ def test_profiles_load_and_validate():
             assert tags and all(t.endswith(profile.architecture) for t in tags)
             assert "3.11" in profile.python_versions
     armv7 = profiles["raspberry-pi-3-armv7"]
-    assert not armv7.supported and "64-bit" in armv7.unsupported_reason
+    assert armv7.supported and armv7.c_target == "armv7" and armv7.backend == "native" and not armv7.runs_python
     pi4 = profiles["raspberry-pi-4"]
     assert pi4.architecture == "aarch64" and "manylinux_2_36_aarch64" in pi4.pip_platforms()
     assert profiles["x86_64-linux"].pip_platforms()[-1].endswith("x86_64")
@@ -79,7 +84,8 @@ def test_devices_command_lists_every_profile(capsys):
     text = capsys.readouterr().out
     for name in EXPECTED_DEVICES:
         assert name in text
-    assert "UNSUPPORTED" in text
+    armv7 = [line for line in text.splitlines() if line.startswith("raspberry-pi-3-armv7 ")]
+    assert len(armv7) == 1 and armv7[0].split()[2:5] == ["native", "int8", "(C"] and armv7[0].endswith(" ok")
     assert cli_main(["devices", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert {p["name"] for p in listed} == EXPECTED_DEVICES
@@ -159,12 +165,62 @@ def test_phone_bundle_has_a_guide_with_the_real_state_names(model_dir, tmp_path,
     assert "reset" in guide and "copy state_out back" in guide
 
 
-def test_armv7_is_refused_with_a_pointer_to_64_bit(model_dir, tmp_path, capsys):
-    with pytest.raises(ProfileError, match=r"not supported: no inference engine ships for 32-bit ARM.*64-bit"):
+def test_armv7_bundle_ships_the_c_programs_and_runs_them_under_qemu_arm(tmp_path):
+    """raspberry-pi-3-armv7 (no Python engine ships for 32-bit ARM): the bundle holds lstm-edge-run and
+    lstm-edge-listen cross-built for armv7, the int8 C weight file, the library and run.sh, no wheels. Under
+    qemu-arm, run.sh gives the shipped keyword spotter's int8 outputs (bitwise those of the native backend here)
+    and the demo's detections, and --verify catches a changed file."""
+    archive = tmp_path / "kws-armv7.tar.gz"
+    assert cli_main(["bundle", str(KWS_DIR), "--device", "raspberry-pi-3-armv7", "-o", str(archive)]) == 0
+    root = extract_bundle(archive, tmp_path / "board")
+    assert not (root / "wheels").exists() and not (root / "install.sh").exists()
+    for name in ("bin/lstm-edge-run", "bin/lstm-edge-listen", "lib/liblstm_edge.a", "lib/lstm_edge_model.h",
+                 "model/model.int8.lec"):
+        assert (root / name).is_file(), name
+    head = (root / "bin" / "lstm-edge-run").read_bytes()[:20]
+    assert head[:5] == b"\x7fELF\x01" and int.from_bytes(head[18:20], "little") == 40  # 32-bit ELF, EM_ARM
+    info = json.loads((root / "BUNDLE.json").read_text())
+    assert (info["backend"], info["precision"], info["python"]) == ("native", "int8", None)
+    assert info["c_build"]["target"] == "armv7" and info["c_build"]["static_programs"]
+    manifest = Manifest.load(root / "model")
+    assert [(f.format, f.precision) for f in manifest.files] == [("c", "int8")]
+    assert "./run.sh --listen" in (root / "README.md").read_text()
+    env = {**os.environ, "LSTM_EDGE_EXEC_WRAPPER": "qemu-arm"}
+
+    def run_sh(args: list[str], stdin: bytes) -> subprocess.CompletedProcess:
+        return subprocess.run([str(root / "run.sh"), *args], input=stdin, capture_output=True, env=env,
+                              timeout=300)
+
+    assert run_sh(["--verify"], b"").returncode == 0
+    board = json.loads(run_sh(["--info"], b"").stdout)
+    assert board["kernels"] == "portable" and board["int8"] == 1
+    frames = np.load(KWS_DIR / manifest.reference["input"])[:300]
+    expected = np.load(KWS_DIR / manifest.reference["output"])[:300]
+    result = run_sh(["--chunk", "7"], frames.astype("<f4").tobytes())
+    assert result.returncode == 0, result.stderr.decode()
+    got = np.frombuffer(result.stdout, "<f4").reshape(expected.shape)
+    assert (got.argmax(-1) == expected.argmax(-1)).mean() >= manifest.tolerances["int8_argmax_agreement"]
+    here = StreamingModel.load(KWS_DIR, backend="native", precision="int8").create_stream().push(frames)
+    np.testing.assert_array_equal(got, here)
+    with wave.open(str(KWS_DIR.parent / "demo.wav"), "rb") as handle:
+        pcm = handle.readframes(handle.getnframes())
+    heard = run_sh(["--listen"], pcm)
+    assert heard.returncode == 0, heard.stderr.decode()
+    spotter = KeywordSpotter(StreamingModel.load(KWS_DIR, backend="native", precision="int8"))
+    want = [d.label for d in spotter.detect(np.frombuffer(pcm, "<i2"))]
+    assert len(want) >= 5 and [json.loads(line)["label"] for line in heard.stdout.decode().splitlines()] == want
+    (root / "model" / "model.int8.lec").write_bytes(b"changed")
+    changed = run_sh(["--verify"], b"")
+    assert changed.returncode != 0 and "model/model.int8.lec: FAILED" in changed.stdout.decode()
+
+
+def test_c_bundles_need_the_c_file_and_python_boards_refuse_the_native_backend(model_dir, tmp_path):
+    with pytest.raises(BundleError, match="C weight file, and the model directory has none.*lstm-edge add-c"):
         make_bundle(model_dir, "raspberry-pi-3-armv7", tmp_path / "x.tar.gz", log=lambda m: None)
-    code = cli_main(["bundle", str(model_dir), "--device", "raspberry-pi-3-armv7", "-o", str(tmp_path / "x.tar.gz")])
-    assert code == 1
-    assert "Raspberry Pi OS (64-bit)" in capsys.readouterr().err
+    with pytest.raises(BundleError, match=r"expected 'native', got 'onnx'"):
+        make_bundle(KWS_DIR, "raspberry-pi-3-armv7", tmp_path / "x.tar.gz", backend="onnx", log=lambda m: None)
+    with pytest.raises(BundleError, match=r"backend 'native' has none.*lstm-edge build-c.*raspberry-pi-3-armv7"):
+        make_bundle(KWS_DIR, "raspberry-pi-4", tmp_path / "x.tar.gz", backend="native", log=lambda m: None)
     assert not (tmp_path / "x.tar.gz").exists()
 
 

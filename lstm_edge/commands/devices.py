@@ -22,7 +22,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return 0
     print(f"{'device':24} {'arch':10} {'backend':8} {'prec':5} {'python':19} status")
     for p in profiles.values():
-        python = ",".join(p.python_versions) or "(app)"
+        python = ",".join(p.python_versions) or ("(C programs)" if p.c_target else "(app)")
         status = "ok" if p.supported else "UNSUPPORTED: " + (p.unsupported_reason or "").split(":")[0]
         print(f"{p.name:24} {p.architecture:10} {p.backend:8} {p.precision:5} {python:19} {status}")
     print("details: lstm-edge devices --json")
@@ -73,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("bundle", help="package a model directory for a device",
                               description="Write a .tar.gz for a device: Linux boards get the model, offline wheels, "
                                           "install.sh (checks SHA256SUMS), run.sh, a systemd unit and a README; "
-                                          "phones get the model and a Kotlin/Swift integration guide.")
+                                          "32-bit ARM boards get lstm-edge's C programs built for them, the C weight "
+                                          "file and run.sh; phones get the model and a Kotlin/Swift integration "
+                                          "guide.")
     p.add_argument("model_dir")
     p.add_argument("--device", required=True, help="a profile name (see `lstm-edge devices`)")
     p.add_argument("-o", "--output", required=True, help="bundle to write (.tar.gz)")
