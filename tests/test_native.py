@@ -343,7 +343,7 @@ def test_outputs_stay_intact_and_every_way_of_passing_arrays_agrees():
     for got in (copied, read_only, strided):
         assert np.array_equal(got, by_address)
     assert all(np.array_equal(next_state[n], copied_state[n]) for n in model.state_names)
-    for length in range(1, 25):  # more chunk lengths than a slot keeps output layouts for
+    for length in range(1, 25):  # more chunk lengths than a slot keeps output blocks for
         y, _ = model.step(x[:length], model.initial_state())
         assert np.abs(y - whole[:length]).max() <= 1e-6
 

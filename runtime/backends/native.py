@@ -24,7 +24,7 @@ from lstm_edge.runtime.values import nonfinite_count, refuse_nonfinite_chunk
 INFO = REGISTRY["native"]
 MAX_CHUNK = 64  # frames per internal C step (longer pushes are run in pieces of this size, no allocation)
 OUTPUT_BLOCK = 1 << 15  # floats per block that outputs are sliced from (128 KB)
-OUTPUT_LAYOUTS = 16  # chunk lengths a slot keeps output blocks for
+OUTPUT_LAYOUTS = 8  # chunk lengths a slot keeps an output block for (at most 8 x 128 KB held per slot)
 KNOWN_STATES = 256  # states returned whose addresses are remembered (then forgotten all at once)
 LEM_ERR_NONFINITE_INPUT = -6
 LEM_ERR_NONFINITE_RESULT = -7
