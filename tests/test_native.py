@@ -87,7 +87,20 @@ def builds(tmp_path_factory):
 
 RUNNERS = {"native": (), "aarch64": ("qemu-aarch64",), "aarch64-a72": ("qemu-aarch64", "-cpu", "cortex-a72"),
            "armv7": ("qemu-arm",)}
-KERNELS = {"native": "avx2", "aarch64": "neon-dotprod", "aarch64-a72": "neon", "armv7": "portable"}
+
+
+def x86_kernels() -> list[str]:
+    """The x86-64 kernel sets this CPU runs, slowest first, from the flags /proc/cpuinfo lists."""
+    flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+    kernels = ["portable"]
+    if {"avx2", "fma"} <= flags:
+        kernels.append("avx2")
+        if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
+            kernels.append("avx512-vnni")
+    return kernels
+
+
+KERNELS = {"native": x86_kernels()[-1], "aarch64": "neon-dotprod", "aarch64-a72": "neon", "armv7": "portable"}
 
 
 def run_program(builds, runner: str, program: str, args: list[str], stdin: bytes, env: dict | None = None,
@@ -355,6 +368,36 @@ def test_build_c_needs_c_files_and_a_known_target(tmp_path, exported):
         build_c("riscv", tmp_path / "out")
 
 
+def test_outputs_stay_intact_and_every_way_of_passing_arrays_agrees():
+    """The backend writes each call's outputs into fresh records (output blocks are renewed as they fill): arrays
+    returned earlier keep their values. A state the backend returned (passed by address), a copy of it, a
+    read-only chunk and a non-contiguous one give the same results bitwise."""
+    model = StreamingModel.load(KWS_DIR, backend="native", precision="int8")
+    x = np.load(KWS_DIR / "reference" / "input.npy")[:150]
+    whole, _ = model.step(x, model.initial_state())
+    state, ys, states = model.initial_state(), [], []
+    for t in range(len(x)):  # more calls than one output block holds
+        y, state = model.step(x[t:t + 1], state)
+        ys.append(y)
+        states.append(state)
+    kept = [y.copy() for y in ys]
+    assert np.abs(np.concatenate(ys) - whole).max() <= 1e-6
+    assert all(np.array_equal(a, b) for a, b in zip(ys, kept))
+    middle = states[70]
+    by_address, next_state = model.step(x[71:74], middle)
+    copied, copied_state = model.step(x[71:74], {name: np.array(v) for name, v in middle.items()})
+    frozen = x[71:74].copy()
+    frozen.flags.writeable = False
+    read_only, _ = model.step(frozen, middle)
+    strided, _ = model.step(np.repeat(x[71:74], 2, axis=1)[:, ::2], middle)
+    for got in (copied, read_only, strided):
+        assert np.array_equal(got, by_address)
+    assert all(np.array_equal(next_state[n], copied_state[n]) for n in model.state_names)
+    for length in range(1, 25):  # more chunk lengths than a slot keeps output blocks for
+        y, _ = model.step(x[:length], model.initial_state())
+        assert np.abs(y - whole[:length]).max() <= 1e-6
+
+
 # ------------------------------------------------------------------------------------------- shipped models
 @pytest.mark.parametrize("precision", ["float", "int8"])
 def test_shipped_kws_through_the_backend(precision):
@@ -424,14 +467,29 @@ def test_lstm_edge_run_on_every_target(builds, runner, exported):
 
 
 def test_portable_kernels_agree_with_the_simd_ones(builds):
+    """Every kernel set this CPU runs (LEM_KERNEL picks one): int8 outputs bitwise equal to the portable kernels'
+    (each computes the exact int32 dot product), float outputs within the float tolerance."""
     manifest = Manifest.load(KWS_DIR)
     reference = raw_frames(np.load(KWS_DIR / manifest.reference["input"])[:200])
+    kernels = x86_kernels()
+    assert kernels[-1] != "portable", "this x86-64 CPU has no AVX2: no SIMD kernels to compare"
     for precision in ("float", "int8"):
         args = ["--precision", precision, str(builds["native"])]
-        simd = run_program(builds, "native", "lstm-edge-run", args, reference).stdout
-        portable = run_program(builds, "native", "lstm-edge-run", args, reference,
-                               env={"LEM_KERNEL": "portable"}).stdout
-        assert float_close(np.frombuffer(portable, "<f4"), np.frombuffer(simd, "<f4")), precision
+        outputs = {}
+        for kernel in kernels:
+            env = {"LEM_KERNEL": kernel}
+            info = json.loads(run_program(builds, "native", "lstm-edge-run", ["--info", *args], b"", env=env).stdout)
+            assert info["kernels"] == kernel
+            for chunk in ("1", "10"):
+                outputs[kernel, chunk] = run_program(builds, "native", "lstm-edge-run", ["--chunk", chunk, *args],
+                                                     reference, env=env).stdout
+        portable = np.frombuffer(outputs["portable", "1"], "<f4")
+        assert portable.size == 200 * 12
+        for (kernel, chunk), out in outputs.items():
+            if precision == "int8":
+                assert out == outputs["portable", "1"], (kernel, chunk)
+            else:
+                assert float_close(np.frombuffer(out, "<f4"), portable), (kernel, chunk)
 
 
 def test_lstm_edge_listen_under_qemu_arm_gives_the_demo_detections(builds):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from lstm_edge.runtime.values import nonfinite_count, refuse_nonfinite_chunk
 INFO = REGISTRY["native"]
 MAX_CHUNK = 64  # frames per internal C step (longer pushes are run in pieces of this size, no allocation)
 OUTPUT_BLOCK = 1 << 15  # floats per block that outputs are sliced from (128 KB)
-KNOWN_STATES = 256
+OUTPUT_LAYOUTS = 8  # chunk lengths a slot keeps an output block for (at most 8 x 128 KB held per slot)
+KNOWN_STATES = 256  # states returned whose addresses are remembered (then forgotten all at once)
 LEM_ERR_NONFINITE_INPUT = -6
 LEM_ERR_NONFINITE_RESULT = -7
 _library: Any = None
@@ -89,29 +89,48 @@ def load_c_model(data: bytes, where: str) -> tuple[Any, int]:
     return lib, handle
 
 
-class _Slot:
-    """One C stream, its pointer table for the states and fallback buffers for arrays passed by copy."""
+class _Outputs:
+    """Where the calls of one chunk length write: records of ``state_size + frames * out_width`` floats (rounded up
+    to 64 bytes) in one block. The arrays of every record (y and each state, views shaped as the results) are made
+    together when a block is made, so a call takes its outputs ready-made: fresh arrays that never share memory
+    with another call's."""
 
-    def __init__(self, stream: int, in_width: int, ids: bool, state_sizes: list[int], out_width: int) -> None:
+    __slots__ = ("frames", "record", "count", "states_at", "bounds", "shapes", "out_width", "next", "address",
+                 "records")
+
+    def __init__(self, frames: int, state_size: int, out_width: int, bounds: list[tuple[int, int]],
+                 shapes: list[tuple[int, ...]]) -> None:
+        self.frames, self.states_at, self.out_width = frames, state_size, out_width
+        self.bounds, self.shapes = bounds, shapes
+        size = state_size + frames * out_width
+        self.record = size + (-size % 16)
+        self.count = max(1, OUTPUT_BLOCK // self.record)
+        self.renew()
+
+    def renew(self) -> None:
+        block = np.empty((self.count, self.record), np.float32)
+        self.address = block.ctypes.data
+        at = self.states_at
+        ys = list(block[:, at:at + self.frames * self.out_width].reshape(self.count, 1, self.frames, self.out_width))
+        states = [list(block[:, a:b].reshape(self.count, *shape)) for (a, b), shape in zip(self.bounds, self.shapes)]
+        per_record = list(zip(*states)) if states else [()] * self.count
+        self.records: list[tuple[np.ndarray, tuple[np.ndarray, ...]]] = list(zip(ys, per_record))
+        self.next = 0
+
+
+class _Slot:
+    """One C stream, its pointer table for the states, fallback buffers for arrays passed by copy and the output
+    records per chunk length. A slot belongs to one call at a time (taken from the backend's pool), so no lock."""
+
+    def __init__(self, stream: int, in_width: int, ids: bool, state_sizes: list[int]) -> None:
         self.stream = stream
         self.in_width, self.ids = in_width, ids
         self.pointers = (ctypes.c_void_p * max(len(state_sizes), 1))()
         self.pointers_address = ctypes.addressof(self.pointers)
         self.state_copies = [np.zeros(n, np.float32) for n in state_sizes]
         self.state_copy_addresses = [a.ctypes.data for a in self.state_copies]
-        self.block = np.empty(OUTPUT_BLOCK, np.float32)
-        self.block_used, self.block_address = 0, self.block.ctypes.data
+        self.outputs: dict[int, _Outputs] = {}
         self.grow(16)
-
-    def output(self, n: int) -> tuple[np.ndarray, int]:
-        """A fresh float32 array of n values and its address: a slice of a block whose address was taken once
-        (the slot belongs to one call at a time, so no lock)."""
-        used = self.block_used
-        if used + n > self.block.size:
-            self.block = np.empty(max(OUTPUT_BLOCK, n), np.float32)
-            used, self.block_address = 0, self.block.ctypes.data
-        self.block_used = used + n + (-n % 16)  # 64-byte steps keep every output aligned
-        return self.block[used:used + n], self.block_address + 4 * used
 
     def grow(self, frames: int) -> None:
         self.frames = frames
@@ -132,9 +151,9 @@ class NativeBackend:
         self.int8 = bool(lib.lem_model_is_int8(handle))
         self.engine = f"lstm-edge C {self.kernels}"
         self._slots: list[_Slot] = []
-        # States this backend returned, by id (the object kept, so an id cannot be reused while listed): the next
-        # call finds their addresses here instead of asking numpy.
-        self._produced: OrderedDict[int, tuple[np.ndarray, int]] = OrderedDict()
+        # States this backend returned, by the id of the first (the arrays kept, so an id cannot be reused while
+        # listed): the address of their concatenated vector, for the next call.
+        self._produced: dict[int, tuple[tuple[np.ndarray, ...], int]] = {}
         self._check_contract(path, manifest)
         self._ids = manifest.input.dtype == "int64"
         self._out_width = int(lib.lem_model_output_width(handle))
@@ -147,7 +166,9 @@ class NativeBackend:
             self._bounds.append((offset, offset + n))
             offset += n
         self._in_width = 1 if self._ids else int(lib.lem_model_input_width(handle))
-        self._run = lib.lem_stream_run_parts
+        self._run_parts = lib.lem_stream_run_parts
+        self._run_whole = lib.lem_stream_run
+        self._byte_at = (ctypes.c_char * 1).from_buffer  # a ctypes array: passed as its address
         self._x_dtype = np.dtype(np.int32 if self._ids else np.float32)
         self._float32 = np.dtype(np.float32)
         self._char_from = ctypes.c_char.from_buffer
@@ -183,7 +204,7 @@ class NativeBackend:
         if not stream:
             raise LstmEdgeError(f"the C library could not create a stream: "
                                 f"{self._lib.lem_status_string(status.value).decode()}")
-        return _Slot(int(stream), self._in_width, self._ids, [b - a for a, b in self._bounds], self._out_width)
+        return _Slot(int(stream), self._in_width, self._ids, [b - a for a, b in self._bounds])
 
     def memory(self) -> dict[str, int]:
         """Bytes held by the C model (weights) and by one stream of this backend."""
@@ -198,40 +219,65 @@ class NativeBackend:
         except IndexError:
             slot = self._new_slot()
         try:
-            # Addresses through ctypes' buffer protocol (c_char.from_buffer) cost a fraction of ndarray.ctypes;
-            # arrays it cannot take (read-only, wrong dtype, not contiguous) are copied into the slot's buffers.
-            x_at = self._address(x, self._x_dtype)
+            # x by address through ctypes' buffer protocol, which refuses read-only and non-contiguous arrays
+            # (those, other dtypes and token ids are copied into the slot's buffer)
+            x_at: object = None
+            if x.dtype is self._x_dtype:
+                try:
+                    x_at = self._byte_at(x)  # type: ignore[arg-type]  # ndarray is a buffer
+                except (TypeError, ValueError):
+                    pass
             if x_at is None:
                 if frames > slot.frames:
                     slot.grow(frames)
                 slot.x[:frames] = x[0]
                 x_at = slot.x_address
-            pointers = slot.pointers
-            known = self._produced
-            for index, value in enumerate(states):
-                record = known.get(id(value))
-                if record is not None and record[0] is value:  # a state this backend returned: address known
-                    pointers[index] = record[1]
-                    continue
-                found = self._address(value, self._float32)
-                if found is None:
-                    slot.state_copies[index][...] = value.reshape(-1)
-                    found = slot.state_copy_addresses[index]
-                pointers[index] = found
-            out, out_at = slot.output(self._state_size + frames * self._out_width)
-            status = self._run(slot.stream, x_at, frames, slot.pointers_address, out_at,
-                               out_at + 4 * self._state_size)
+            outputs = slot.outputs.get(frames)
+            if outputs is None:
+                if len(slot.outputs) >= OUTPUT_LAYOUTS:
+                    slot.outputs.clear()
+                outputs = slot.outputs[frames] = _Outputs(frames, self._state_size, self._out_width, self._bounds,
+                                                          self._shapes)
+            index = outputs.next
+            if index == outputs.count:
+                outputs.renew()
+                index = 0
+            outputs.next = index + 1
+            out_at = outputs.address + 4 * outputs.record * index
+            y_at = out_at + 4 * self._state_size
+            # states this backend returned are one concatenated vector whose address is known: no per-state work
+            known = self._produced.get(id(states[0])) if states else None
+            if known is not None:
+                for mine, given in zip(known[0], states):
+                    if mine is not given:
+                        known = None
+                        break
+            if known is not None:
+                status = self._run_whole(slot.stream, x_at, frames, known[1], out_at, y_at)
+            else:
+                self._point_at(slot, states)
+                status = self._run_parts(slot.stream, x_at, frames, slot.pointers_address, out_at, y_at)
         finally:
             slots.append(slot)
         if status != 0:
             raise self._error(status, x)
-        y = out[self._state_size:].reshape(1, frames, self._out_width)
-        new_states = [out[a:b].reshape(shape) for (a, b), shape in zip(self._bounds, self._shapes)]
-        for (a, _), value in zip(self._bounds, new_states):
-            known[id(value)] = (value, out_at + 4 * a)
-        while len(known) > KNOWN_STATES:
-            known.popitem(last=False)
-        return y, new_states
+        y, new_states = outputs.records[index]
+        produced = self._produced
+        if len(produced) >= KNOWN_STATES:
+            produced.clear()
+        if new_states:  # (a tuple: the caller's list may change, the record must not)
+            produced[id(new_states[0])] = (new_states, out_at)
+        return y, list(new_states)
+
+    def _point_at(self, slot: _Slot, states: Sequence[np.ndarray]) -> None:
+        """The slot's pointer table at the given states, copying those C cannot read in place."""
+        pointers = slot.pointers
+        for index, value in enumerate(states):
+            found = self._address(value, self._float32)
+            if found is None:
+                slot.state_copies[index][...] = value.reshape(-1)
+                found = slot.state_copy_addresses[index]
+            pointers[index] = found
 
     def _address(self, array: np.ndarray, dtype: np.dtype) -> int | None:
         if array.dtype != dtype or not array.flags.c_contiguous or not array.flags.writeable or not array.size:

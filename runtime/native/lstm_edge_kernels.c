@@ -1,7 +1,7 @@
 /*
- * Matrix-vector kernels: portable C99, plus AVX2 (x86-64) and NEON / NEON dot-product (aarch64) versions compiled
- * with per-function target attributes and chosen at run time from what the CPU reports, so one binary runs on
- * every CPU of its architecture.
+ * Matrix-vector kernels: portable C99, plus AVX2 and AVX-512 VNNI (x86-64) and NEON / NEON dot-product (aarch64)
+ * versions compiled with per-function target attributes and chosen at run time from what the CPU reports, so one
+ * binary runs on every CPU of its architecture.
  */
 #if defined(__linux__) && defined(__aarch64__)
 #define _GNU_SOURCE /* getauxval */
@@ -9,8 +9,11 @@
 
 #include "lstm_edge_kernels.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+size_t lem_packed_rows(size_t rows, size_t block) { return block ? (rows + block - 1) / block * block : rows; }
 
 /* ------------------------------------------------------------------------------------------------ portable */
 static void matvec_f32_portable(const float *w, size_t rows, size_t cols, const float *x, float *y) {
@@ -39,16 +42,69 @@ static void matvec_i8_portable(const int8_t *w, const float *row_scale, size_t r
     }
 }
 
-static const lem_kernels PORTABLE = {"portable", matvec_f32_portable, matvec_i8_portable};
+/* Round to the nearest integer (ties to even) for |v| < 2^22, without libm (rintf is a call on baseline x86-64). */
+static float round_near(float v) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23 (needs IEEE rounding: do not build with -ffast-math) */
+    return (v + magic) - magic;
+}
+
+static void quantize_values(const float *v, size_t n, float inv, int8_t *q) {
+    size_t i;
+    for (i = 0; i < n; i++) q[i] = (int8_t)(int)round_near(v[i] * inv);
+}
+
+static float quantize_portable(const float *v, size_t n, int8_t *q) {
+    size_t i;
+    float peak = 0.0f;
+    for (i = 0; i < n; i++) {
+        float a = fabsf(v[i]);
+        if (a > peak) peak = a; /* NaN is skipped */
+    }
+    if (peak == 0.0f) {
+        memset(q, 0, n);
+        return 0.0f;
+    }
+    quantize_values(v, n, 127.0f / peak, q);
+    return peak / 127.0f;
+}
+
+static const lem_kernels PORTABLE = {"portable", quantize_portable, matvec_f32_portable, matvec_i8_portable, 0, 0,
+                                     NULL, NULL, NULL, NULL};
 
 const lem_kernels *lem_kernels_portable(void) { return &PORTABLE; }
 
-/* ------------------------------------------------------------------------------------------------ x86-64 AVX2 */
+/* ------------------------------------------------------------------------------------------------ x86-64 */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
 #define LEM_AVX2 __attribute__((target("avx2,fma")))
+#define LEM_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 
+/* Packed layouts (see lem_kernels): float, per block of B rows and per column, the B rows' values; int8, per block
+ * of B rows and per group of 4 columns, each row's 4 bytes in turn, xor-ed with `flip` (0x80 stores w + 128). */
+static void pack_f32_blocks(const float *w, size_t rows, size_t cols, size_t block, float *out) {
+    size_t b, c, r;
+    for (b = 0; b < rows; b += block)
+        for (c = 0; c < cols; c++)
+            for (r = 0; r < block; r++) *out++ = b + r < rows ? w[(b + r) * cols + c] : 0.0f;
+}
+
+static void pack_i8_blocks(const int8_t *w, size_t rows, size_t cols, size_t block, uint8_t flip, int8_t *out) {
+    size_t b, g, r, k;
+    for (b = 0; b < rows; b += block)
+        for (g = 0; g < cols; g += 4)
+            for (r = 0; r < block; r++)
+                for (k = 0; k < 4; k++)
+                    *out++ = (int8_t)((uint8_t)(b + r < rows ? w[(b + r) * cols + g + k] : 0) ^ flip);
+}
+
+static int32_t load4(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* --------------------------------------------------------------------- AVX2: row-major */
 LEM_AVX2 static float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -90,11 +146,9 @@ LEM_AVX2 static void matvec_f32_avx2(const float *w, size_t rows, size_t cols, c
 }
 
 /* |x| (u8) times w with x's sign (s8): pairs sum to at most 2 * 127 * 127, so maddubs cannot saturate. */
-LEM_AVX2 static __m256i dot32_avx2(__m256i ax, __m256i xv, const int8_t *wp, __m256i acc) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i wv = _mm256_loadu_si256((const __m256i *)wp);
+LEM_AVX2 static __m256i dot32_avx2(__m256i ax, __m256i xv, __m256i wv, __m256i acc) {
     __m256i pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xv));
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
 }
 
 LEM_AVX2 static void matvec_i8_avx2(const int8_t *w, const float *row_scale, size_t rows, size_t cols,
@@ -107,10 +161,10 @@ LEM_AVX2 static void matvec_i8_avx2(const int8_t *w, const float *row_scale, siz
         for (c = 0; c < cols; c += 32) {
             __m256i xv = _mm256_loadu_si256((const __m256i *)(x + c));
             __m256i ax = _mm256_abs_epi8(xv);
-            a0 = dot32_avx2(ax, xv, w0 + c, a0);
-            a1 = dot32_avx2(ax, xv, w0 + cols + c, a1);
-            a2 = dot32_avx2(ax, xv, w0 + 2 * cols + c, a2);
-            a3 = dot32_avx2(ax, xv, w0 + 3 * cols + c, a3);
+            a0 = dot32_avx2(ax, xv, _mm256_loadu_si256((const __m256i *)(w0 + c)), a0);
+            a1 = dot32_avx2(ax, xv, _mm256_loadu_si256((const __m256i *)(w0 + cols + c)), a1);
+            a2 = dot32_avx2(ax, xv, _mm256_loadu_si256((const __m256i *)(w0 + 2 * cols + c)), a2);
+            a3 = dot32_avx2(ax, xv, _mm256_loadu_si256((const __m256i *)(w0 + 3 * cols + c)), a3);
         }
         y[r] += x_scale * row_scale[r] * (float)hsum_epi32(a0);
         y[r + 1] += x_scale * row_scale[r + 1] * (float)hsum_epi32(a1);
@@ -121,17 +175,307 @@ LEM_AVX2 static void matvec_i8_avx2(const int8_t *w, const float *row_scale, siz
         __m256i a0 = _mm256_setzero_si256();
         for (c = 0; c < cols; c += 32) {
             __m256i xv = _mm256_loadu_si256((const __m256i *)(x + c));
-            a0 = dot32_avx2(_mm256_abs_epi8(xv), xv, w + r * cols + c, a0);
+            a0 = dot32_avx2(_mm256_abs_epi8(xv), xv, _mm256_loadu_si256((const __m256i *)(w + r * cols + c)), a0);
         }
         y[r] += x_scale * row_scale[r] * (float)hsum_epi32(a0);
     }
 }
 
-static const lem_kernels AVX2 = {"avx2", matvec_f32_avx2, matvec_i8_avx2};
+/* --------------------------------------------------------------------- AVX2: packed, blocks of 8 rows */
+static void pack_f32_8(const float *w, size_t rows, size_t cols, float *out) { pack_f32_blocks(w, rows, cols, 8, out); }
 
-static const lem_kernels *detect(void) {
+static void pack_i8_8(const int8_t *w, size_t rows, size_t cols, int8_t *out) {
+    pack_i8_blocks(w, rows, cols, 8, 0, out);
+}
+
+/* y[:n] += v for the n <= 8 rows of one block */
+LEM_AVX2 static void add_rows8(float *y, size_t n, __m256 v) {
+    float t[8];
+    size_t i;
+    if (n == 8) {
+        _mm256_storeu_ps(y, _mm256_add_ps(_mm256_loadu_ps(y), v));
+        return;
+    }
+    _mm256_storeu_ps(t, v);
+    for (i = 0; i < n; i++) y[i] += t[i];
+}
+
+/* y[:n] += x_scale * row_scale[:n] * acc, the same float operations as the portable kernel */
+LEM_AVX2 static void scale_rows8(float *y, const float *row_scale, size_t n, __m256i acc, float x_scale) {
+    int32_t t[8];
+    size_t i;
+    if (n == 8) {
+        __m256 s = _mm256_mul_ps(_mm256_set1_ps(x_scale), _mm256_loadu_ps(row_scale));
+        __m256 v = _mm256_mul_ps(s, _mm256_cvtepi32_ps(acc));
+        _mm256_storeu_ps(y, _mm256_add_ps(_mm256_loadu_ps(y), v));
+        return;
+    }
+    _mm256_storeu_si256((__m256i *)t, acc);
+    for (i = 0; i < n; i++) y[i] += x_scale * row_scale[i] * (float)t[i];
+}
+
+#define LEM_LEFT(rows, r, block) ((rows) - (r) < (block) ? (rows) - (r) : (block))
+
+LEM_AVX2 static void matvec_f32_avx2_packed(const float *w, size_t rows, size_t cols, const float *x, float *y) {
+    const size_t bs = 8 * cols; /* floats per block */
+    size_t r = 0, c;
+    for (; r + 32 <= rows; r += 32) { /* four blocks, two accumulators each (even and odd columns) */
+        const float *p = w + (r / 8) * bs;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+        for (c = 0; c < cols; c += 2) {
+            __m256 x0 = _mm256_broadcast_ss(x + c), x1 = _mm256_broadcast_ss(x + c + 1);
+            const float *q = p + 8 * c;
+            a0 = _mm256_fmadd_ps(_mm256_load_ps(q), x0, a0);
+            e0 = _mm256_fmadd_ps(_mm256_load_ps(q + 8), x1, e0);
+            a1 = _mm256_fmadd_ps(_mm256_load_ps(q + bs), x0, a1);
+            e1 = _mm256_fmadd_ps(_mm256_load_ps(q + bs + 8), x1, e1);
+            a2 = _mm256_fmadd_ps(_mm256_load_ps(q + 2 * bs), x0, a2);
+            e2 = _mm256_fmadd_ps(_mm256_load_ps(q + 2 * bs + 8), x1, e2);
+            a3 = _mm256_fmadd_ps(_mm256_load_ps(q + 3 * bs), x0, a3);
+            e3 = _mm256_fmadd_ps(_mm256_load_ps(q + 3 * bs + 8), x1, e3);
+        }
+        add_rows8(y + r, 8, _mm256_add_ps(a0, e0));
+        add_rows8(y + r + 8, 8, _mm256_add_ps(a1, e1));
+        add_rows8(y + r + 16, 8, _mm256_add_ps(a2, e2));
+        add_rows8(y + r + 24, 8, _mm256_add_ps(a3, e3));
+    }
+    for (; r < rows; r += 8) {
+        const float *p = w + (r / 8) * bs;
+        __m256 a0 = _mm256_setzero_ps(), e0 = a0, a1 = a0, e1 = a0;
+        for (c = 0; c < cols; c += 4) {
+            const float *q = p + 8 * c;
+            a0 = _mm256_fmadd_ps(_mm256_load_ps(q), _mm256_broadcast_ss(x + c), a0);
+            e0 = _mm256_fmadd_ps(_mm256_load_ps(q + 8), _mm256_broadcast_ss(x + c + 1), e0);
+            a1 = _mm256_fmadd_ps(_mm256_load_ps(q + 16), _mm256_broadcast_ss(x + c + 2), a1);
+            e1 = _mm256_fmadd_ps(_mm256_load_ps(q + 24), _mm256_broadcast_ss(x + c + 3), e1);
+        }
+        add_rows8(y + r, LEM_LEFT(rows, r, 8), _mm256_add_ps(_mm256_add_ps(a0, e0), _mm256_add_ps(a1, e1)));
+    }
+}
+
+/* One 4-column group of one 8-row block: x's 4 bytes broadcast (xv) and their absolute values (ax). */
+LEM_AVX2 static __m256i dot_block8(__m256i acc, const int8_t *q, __m256i ax, __m256i xv) {
+    __m256i pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(_mm256_load_si256((const __m256i *)q), xv));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+LEM_AVX2 static void matvec_i8_avx2_packed(const int8_t *w, const float *row_scale, size_t rows, size_t cols,
+                                           const int8_t *x, float x_scale, float *y) {
+    const size_t bs = 8 * cols; /* bytes per block */
+    size_t r = 0, c;
+    for (; r + 32 <= rows; r += 32) {
+        const int8_t *p = w + (r / 8) * bs;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+        for (c = 0; c < cols; c += 4) {
+            __m256i xv = _mm256_set1_epi32(load4(x + c)), ax = _mm256_abs_epi8(xv);
+            const int8_t *q = p + 8 * c;
+            a0 = dot_block8(a0, q, ax, xv);
+            a1 = dot_block8(a1, q + bs, ax, xv);
+            a2 = dot_block8(a2, q + 2 * bs, ax, xv);
+            a3 = dot_block8(a3, q + 3 * bs, ax, xv);
+        }
+        scale_rows8(y + r, row_scale + r, 8, a0, x_scale);
+        scale_rows8(y + r + 8, row_scale + r + 8, 8, a1, x_scale);
+        scale_rows8(y + r + 16, row_scale + r + 16, 8, a2, x_scale);
+        scale_rows8(y + r + 24, row_scale + r + 24, 8, a3, x_scale);
+    }
+    for (; r < rows; r += 8) {
+        const int8_t *p = w + (r / 8) * bs;
+        __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+        for (c = 0; c < cols; c += 8) {
+            __m256i x0 = _mm256_set1_epi32(load4(x + c)), x1 = _mm256_set1_epi32(load4(x + c + 4));
+            a0 = dot_block8(a0, p + 8 * c, _mm256_abs_epi8(x0), x0);
+            a1 = dot_block8(a1, p + 8 * c + 32, _mm256_abs_epi8(x1), x1);
+        }
+        scale_rows8(y + r, row_scale + r, LEM_LEFT(rows, r, 8), _mm256_add_epi32(a0, a1), x_scale);
+    }
+}
+
+/* --------------------------------------------------------------------- AVX-512 (VNNI): packed, blocks of 16 rows */
+static void pack_f32_16(const float *w, size_t rows, size_t cols, float *out) {
+    pack_f32_blocks(w, rows, cols, 16, out);
+}
+
+/* vpdpbusd multiplies unsigned by signed bytes: the weights are stored as w + 128 (0..254) and x stays signed, so
+ * the sum is dot(w, x) + 128 * sum(x), and 128 * sum(x) is taken off once per call (wrapping int32 arithmetic
+ * on both sides, so the result is the exact int32 dot product). */
+static void pack_i8_16(const int8_t *w, size_t rows, size_t cols, int8_t *out) {
+    pack_i8_blocks(w, rows, cols, 16, 0x80, out);
+}
+
+LEM_AVX512 static __mmask16 rows_mask(size_t n) { return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u); }
+
+LEM_AVX512 static void add_rows16(float *y, size_t n, __m512 v) {
+    __mmask16 m = rows_mask(n);
+    _mm512_mask_storeu_ps(y, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), v));
+}
+
+LEM_AVX512 static void scale_rows16(float *y, const float *row_scale, size_t n, __m512i acc, float x_scale) {
+    __mmask16 m = rows_mask(n);
+    __m512 s = _mm512_mul_ps(_mm512_set1_ps(x_scale), _mm512_maskz_loadu_ps(m, row_scale));
+    __m512 v = _mm512_mul_ps(s, _mm512_cvtepi32_ps(acc));
+    _mm512_mask_storeu_ps(y, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, y), v));
+}
+
+LEM_AVX512 static void matvec_f32_avx512_packed(const float *w, size_t rows, size_t cols, const float *x,
+                                                float *y) {
+    const size_t bs = 16 * cols;
+    size_t r = 0, c;
+    for (; r + 64 <= rows; r += 64) {
+        const float *p = w + (r / 16) * bs;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+        for (c = 0; c < cols; c += 2) {
+            __m512 x0 = _mm512_set1_ps(x[c]), x1 = _mm512_set1_ps(x[c + 1]);
+            const float *q = p + 16 * c;
+            a0 = _mm512_fmadd_ps(_mm512_load_ps(q), x0, a0);
+            e0 = _mm512_fmadd_ps(_mm512_load_ps(q + 16), x1, e0);
+            a1 = _mm512_fmadd_ps(_mm512_load_ps(q + bs), x0, a1);
+            e1 = _mm512_fmadd_ps(_mm512_load_ps(q + bs + 16), x1, e1);
+            a2 = _mm512_fmadd_ps(_mm512_load_ps(q + 2 * bs), x0, a2);
+            e2 = _mm512_fmadd_ps(_mm512_load_ps(q + 2 * bs + 16), x1, e2);
+            a3 = _mm512_fmadd_ps(_mm512_load_ps(q + 3 * bs), x0, a3);
+            e3 = _mm512_fmadd_ps(_mm512_load_ps(q + 3 * bs + 16), x1, e3);
+        }
+        add_rows16(y + r, 16, _mm512_add_ps(a0, e0));
+        add_rows16(y + r + 16, 16, _mm512_add_ps(a1, e1));
+        add_rows16(y + r + 32, 16, _mm512_add_ps(a2, e2));
+        add_rows16(y + r + 48, 16, _mm512_add_ps(a3, e3));
+    }
+    for (; r < rows; r += 16) {
+        const float *p = w + (r / 16) * bs;
+        __m512 a0 = _mm512_setzero_ps(), e0 = a0, a1 = a0, e1 = a0;
+        for (c = 0; c < cols; c += 4) {
+            const float *q = p + 16 * c;
+            a0 = _mm512_fmadd_ps(_mm512_load_ps(q), _mm512_set1_ps(x[c]), a0);
+            e0 = _mm512_fmadd_ps(_mm512_load_ps(q + 16), _mm512_set1_ps(x[c + 1]), e0);
+            a1 = _mm512_fmadd_ps(_mm512_load_ps(q + 32), _mm512_set1_ps(x[c + 2]), a1);
+            e1 = _mm512_fmadd_ps(_mm512_load_ps(q + 48), _mm512_set1_ps(x[c + 3]), e1);
+        }
+        add_rows16(y + r, LEM_LEFT(rows, r, 16), _mm512_add_ps(_mm512_add_ps(a0, e0), _mm512_add_ps(a1, e1)));
+    }
+}
+
+/* 128 * sum(x) in every lane */
+LEM_AVX512 static __m512i offset_of(const int8_t *x, size_t cols) {
+    __m512i acc = _mm512_setzero_si512();
+    const __m512i ones = _mm512_set1_epi8(1);
+    size_t c;
+    for (c = 0; c < cols; c += 64) {
+        __mmask64 m = cols - c >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (cols - c)) - 1u);
+        acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(m, x + c));
+    }
+    return _mm512_set1_epi32((int32_t)((uint32_t)_mm512_reduce_add_epi32(acc) * 128u));
+}
+
+LEM_AVX512 static void matvec_i8_vnni_packed(const int8_t *w, const float *row_scale, size_t rows, size_t cols,
+                                             const int8_t *x, float x_scale, float *y) {
+    const size_t bs = 16 * cols;
+    const __m512i offset = offset_of(x, cols);
+    size_t r = 0, c;
+    for (; r + 64 <= rows; r += 64) {
+        const int8_t *p = w + (r / 16) * bs;
+        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+        for (c = 0; c < cols; c += 8) {
+            __m512i x0 = _mm512_set1_epi32(load4(x + c)), x1 = _mm512_set1_epi32(load4(x + c + 4));
+            const int8_t *q = p + 16 * c;
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_load_si512(q), x0);
+            e0 = _mm512_dpbusd_epi32(e0, _mm512_load_si512(q + 64), x1);
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_load_si512(q + bs), x0);
+            e1 = _mm512_dpbusd_epi32(e1, _mm512_load_si512(q + bs + 64), x1);
+            a2 = _mm512_dpbusd_epi32(a2, _mm512_load_si512(q + 2 * bs), x0);
+            e2 = _mm512_dpbusd_epi32(e2, _mm512_load_si512(q + 2 * bs + 64), x1);
+            a3 = _mm512_dpbusd_epi32(a3, _mm512_load_si512(q + 3 * bs), x0);
+            e3 = _mm512_dpbusd_epi32(e3, _mm512_load_si512(q + 3 * bs + 64), x1);
+        }
+        scale_rows16(y + r, row_scale + r, 16, _mm512_sub_epi32(_mm512_add_epi32(a0, e0), offset), x_scale);
+        scale_rows16(y + r + 16, row_scale + r + 16, 16, _mm512_sub_epi32(_mm512_add_epi32(a1, e1), offset),
+                     x_scale);
+        scale_rows16(y + r + 32, row_scale + r + 32, 16, _mm512_sub_epi32(_mm512_add_epi32(a2, e2), offset),
+                     x_scale);
+        scale_rows16(y + r + 48, row_scale + r + 48, 16, _mm512_sub_epi32(_mm512_add_epi32(a3, e3), offset),
+                     x_scale);
+    }
+    for (; r < rows; r += 16) {
+        const int8_t *p = w + (r / 16) * bs;
+        __m512i a0 = _mm512_setzero_si512(), e0 = a0;
+        for (c = 0; c < cols; c += 8) {
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_load_si512(p + 16 * c), _mm512_set1_epi32(load4(x + c)));
+            e0 = _mm512_dpbusd_epi32(e0, _mm512_load_si512(p + 16 * c + 64), _mm512_set1_epi32(load4(x + c + 4)));
+        }
+        scale_rows16(y + r, row_scale + r, LEM_LEFT(rows, r, 16), _mm512_sub_epi32(_mm512_add_epi32(a0, e0), offset),
+                     x_scale);
+    }
+}
+
+/* --------------------------------------------------------------------- quantize: the portable result, bitwise */
+/* max(a, peak) keeps peak when a is NaN, as the portable loop skips NaN; cvtps rounds to nearest even, as
+ * round_near does (the default rounding mode). */
+LEM_AVX2 static float quantize_avx2(const float *v, size_t n, int8_t *q) {
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 peak8 = _mm256_setzero_ps(), inv8;
+    __m128 p4;
+    float peak, inv;
+    size_t i, full = n / 8 * 8;
+    for (i = 0; i < full; i += 8) peak8 = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(v + i), magnitude), peak8);
+    p4 = _mm_max_ps(_mm256_castps256_ps128(peak8), _mm256_extractf128_ps(peak8, 1));
+    p4 = _mm_max_ps(p4, _mm_movehl_ps(p4, p4));
+    p4 = _mm_max_ss(p4, _mm_shuffle_ps(p4, p4, 1));
+    peak = _mm_cvtss_f32(p4);
+    for (; i < n; i++) {
+        float a = fabsf(v[i]);
+        if (a > peak) peak = a;
+    }
+    if (peak == 0.0f) {
+        memset(q, 0, n);
+        return 0.0f;
+    }
+    inv = 127.0f / peak;
+    inv8 = _mm256_set1_ps(inv);
+    for (i = 0; i < full; i += 8) {
+        __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(v + i), inv8));
+        __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storel_epi64((__m128i *)(q + i), _mm_packs_epi16(w, w));
+    }
+    quantize_values(v + full, n - full, inv, q + full);
+    return peak / 127.0f;
+}
+
+LEM_AVX512 static float quantize_avx512(const float *v, size_t n, int8_t *q) {
+    __m512 peak16 = _mm512_setzero_ps(), inv16;
+    float peak, inv;
+    size_t i;
+    for (i = 0; i < n; i += 16) {
+        peak16 = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(rows_mask(n - i), v + i)), peak16);
+    }
+    peak = _mm512_reduce_max_ps(peak16);
+    if (peak == 0.0f) {
+        memset(q, 0, n);
+        return 0.0f;
+    }
+    inv = 127.0f / peak;
+    inv16 = _mm512_set1_ps(inv);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = rows_mask(n - i);
+        __m512i r = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, v + i), inv16));
+        _mm512_mask_cvtepi32_storeu_epi8(q + i, m, r);
+    }
+    return peak / 127.0f;
+}
+
+static const lem_kernels AVX2 = {"avx2", quantize_avx2, matvec_f32_avx2, matvec_i8_avx2, 8, 8, pack_f32_8,
+                                 pack_i8_8, matvec_f32_avx2_packed, matvec_i8_avx2_packed};
+static const lem_kernels AVX512_VNNI = {"avx512-vnni", quantize_avx512, matvec_f32_avx2, matvec_i8_avx2, 16, 16,
+                                        pack_f32_16, pack_i8_16, matvec_f32_avx512_packed, matvec_i8_vnni_packed};
+
+static const lem_kernels *detect(const char *forced) {
+    int avx2, vnni;
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &AVX2;
+    avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    vnni = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+           && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    if (forced != NULL && strcmp(forced, "avx2") == 0 && avx2) return &AVX2;
+    if (vnni) return &AVX512_VNNI;
+    if (avx2) return &AVX2;
     return &PORTABLE;
 }
 
@@ -211,10 +555,13 @@ static void matvec_i8_dotprod(const int8_t *w, const float *row_scale, size_t ro
     }
 }
 
-static const lem_kernels NEON = {"neon", matvec_f32_neon, matvec_i8_neon};
-static const lem_kernels NEON_DOTPROD = {"neon-dotprod", matvec_f32_neon, matvec_i8_dotprod};
+static const lem_kernels NEON = {"neon", quantize_portable, matvec_f32_neon, matvec_i8_neon, 0, 0, NULL, NULL, NULL,
+                                 NULL};
+static const lem_kernels NEON_DOTPROD = {"neon-dotprod", quantize_portable, matvec_f32_neon, matvec_i8_dotprod, 0, 0,
+                                         NULL, NULL, NULL, NULL};
 
-static const lem_kernels *detect(void) {
+static const lem_kernels *detect(const char *forced) {
+    (void)forced;
 #if defined(__linux__)
     if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) return &NEON_DOTPROD;
 #endif
@@ -222,11 +569,14 @@ static const lem_kernels *detect(void) {
 }
 
 #else
-static const lem_kernels *detect(void) { return &PORTABLE; }
+static const lem_kernels *detect(const char *forced) {
+    (void)forced;
+    return &PORTABLE;
+}
 #endif
 
 const lem_kernels *lem_kernels_select(void) {
     const char *forced = getenv("LEM_KERNEL");
     if (forced != NULL && strcmp(forced, "portable") == 0) return &PORTABLE;
-    return detect();
+    return detect(forced);
 }

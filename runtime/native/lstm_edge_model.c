@@ -27,6 +27,7 @@ typedef struct {
     float *f;                  /* float32 values (rows x stride), or NULL */
     int8_t *q;                 /* int8 values (rows x stride), or NULL */
     float *scale;              /* int8: one scale per row */
+    int packed;                /* f or q is in the kernels' packed layout (read by matvec only) */
 } matrix;
 
 typedef struct {
@@ -211,6 +212,31 @@ static int read_matrix(reader *r, matrix *m, size_t rows, size_t cols, const cha
         }
     }
     /* little-endian hosts only store as read; big-endian float bit patterns would need swapping */
+    return LEM_OK;
+}
+
+/* A matrix that only matvec reads moves to the kernels' packed layout, when they have one. */
+static int pack_matrix(lem_model *m, matrix *w) {
+    const lem_kernels *k = m->kernels;
+    if (w->q != NULL && k->matvec_i8_packed != NULL) {
+        size_t rows = lem_packed_rows(w->rows, k->i8_block);
+        int8_t *packed = (int8_t *)aligned_zeros(rows * w->stride);
+        if (packed == NULL) return LEM_ERR_NO_MEMORY;
+        k->pack_i8(w->q, w->rows, w->stride, packed);
+        aligned_free(w->q);
+        w->q = packed;
+        m->bytes += (rows - w->rows) * w->stride;
+        w->packed = 1;
+    } else if (w->f != NULL && k->matvec_f32_packed != NULL) {
+        size_t rows = lem_packed_rows(w->rows, k->f32_block);
+        float *packed = (float *)aligned_zeros(rows * w->stride * sizeof(float));
+        if (packed == NULL) return LEM_ERR_NO_MEMORY;
+        k->pack_f32(w->f, w->rows, w->stride, packed);
+        aligned_free(w->f);
+        w->f = packed;
+        m->bytes += (rows - w->rows) * w->stride * sizeof(float);
+        w->packed = 1;
+    }
     return LEM_OK;
 }
 
@@ -546,6 +572,14 @@ lem_model *lem_model_from_memory(const void *data, size_t size, int *status) {
         goto failed_status;
     }
     m->kernels = lem_kernels_select();
+    for (i = 0; i < m->n_ops; i++) { /* the matrices of matvec */
+        op *o = &m->ops[i];
+        if (o->type == OP_LINEAR || o->type == OP_LSTM || o->type == OP_GRU || o->type == OP_LSTM_PROJ) {
+            if (pack_matrix(m, &o->m[0]) != LEM_OK) goto no_memory;
+            if (o->type != OP_LINEAR && pack_matrix(m, &o->m[1]) != LEM_OK) goto no_memory;
+            if (o->type == OP_LSTM_PROJ && pack_matrix(m, &o->m[3]) != LEM_OK) goto no_memory; /* W_hr */
+        }
+    }
     m->bytes += sizeof *m + m->state_size * sizeof(float);
     if (status != NULL) *status = LEM_OK;
     return m;
@@ -709,13 +743,6 @@ int lem_stream_set_state(lem_stream *stream, const float *state) {
 }
 
 /* ----------------------------------------------------------------------------------------------- layers */
-/* Round to the nearest integer for |v| < 2^22, without libm (floorf/rintf are calls on baseline x86-64). */
-static float round_near(float v) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    const float keep = magic; /* (needs IEEE rounding: do not build with -ffast-math) */
-    return (v + keep) - keep;
-}
-
 /* exp(x), x clamped to [-87, 88]: 2^n * p(r), r in [-ln2/2, ln2/2], degree-6 polynomial (relative error ~2e-7).
  * Branch-free apart from the clamps (min/max instructions), so the gate loops vectorise. NaN stays NaN. */
 static float fast_exp(float x) {
@@ -740,31 +767,15 @@ static float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 /* 1 - 2 / (e^2x + 1): absolute error ~1e-7 over the whole range (relative error grows only for |x| < 1e-3) */
 static float fast_tanh(float x) { return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f); }
 
-/* q = round(v / s) with s = max|v| / 127 (s = 0 for an all-zero vector); the padding stays 0 */
-static float quantize(const float *v, size_t n, int8_t *q) {
-    size_t i;
-    float peak = 0.0f, inv;
-    for (i = 0; i < n; i++) {
-        float a = fabsf(v[i]);
-        if (a > peak) peak = a;
-    }
-    if (peak == 0.0f) {
-        memset(q, 0, n);
-        return 0.0f;
-    }
-    inv = 127.0f / peak;
-    for (i = 0; i < n; i++) q[i] = (int8_t)(int)round_near(v[i] * inv);
-    return peak / 127.0f;
-}
-
 /* y[:rows] += W x, float or int8 */
 static void matvec(lem_stream *s, const matrix *w, const float *x, float *y) {
     const lem_kernels *k = s->model->kernels;
     if (w->q != NULL) {
-        float xs = quantize(x, w->cols, s->quant);
-        if (xs != 0.0f) k->matvec_i8(w->q, w->scale, w->rows, w->stride, s->quant, xs, y);
+        float xs = k->quantize(x, w->cols, s->quant);
+        if (xs != 0.0f)
+            (w->packed ? k->matvec_i8_packed : k->matvec_i8)(w->q, w->scale, w->rows, w->stride, s->quant, xs, y);
     } else {
-        k->matvec_f32(w->f, w->rows, w->stride, x, y);
+        (w->packed ? k->matvec_f32_packed : k->matvec_f32)(w->f, w->rows, w->stride, x, y);
     }
 }
 
@@ -865,7 +876,7 @@ static void run_conv(lem_stream *s, const op *o, const float *in, size_t in_stri
                 }
                 memcpy(y, o->m[1].f + g * og, og * sizeof(float));
                 if (w->q != NULL) {
-                    float xs = quantize(patch, w->cols, s->quant);
+                    float xs = k->quantize(patch, w->cols, s->quant);
                     if (xs != 0.0f)
                         k->matvec_i8(w->q + g * og * w->stride, w->scale + g * og, og, w->stride, s->quant, xs, y);
                 } else {

@@ -14,8 +14,8 @@
  * vector of a matrix product (a frame's activations, an LSTM's h) is quantized to int8 with its own scale
  * (max|v| / 127) at run time; biases, state, gate arithmetic and every other layer stay float32.
  *
- * Kernels: portable C everywhere; AVX2 on x86-64 and NEON (with the dot-product extension when the CPU has it) on
- * aarch64, chosen at lem_model_create from what the CPU reports. lem_kernel_name() says which one runs.
+ * Kernels: portable C everywhere; AVX2 or AVX-512 VNNI on x86-64 and NEON (with the dot-product extension when the
+ * CPU has it) on aarch64, chosen at lem_model_create from what the CPU reports. lem_kernel_name() says which one runs.
  *
  * Memory: create allocates the weights (copied into an aligned arena, columns padded to 32) and stream_create
  * allocates the state and [max_chunk, width] scratch buffers; push, reset and state calls never allocate.
@@ -60,7 +60,7 @@ typedef struct {
 const char *lem_status_string(int status);
 /* What the last failing create said (which field, expected vs got); per process, not per thread. */
 const char *lem_last_error(void);
-/* "portable", "avx2", "neon" or "neon-dotprod": the kernels this process uses. */
+/* "portable", "avx2", "avx512-vnni", "neon" or "neon-dotprod": the kernels this process uses. */
 const char *lem_kernel_name(void);
 
 /* A model from a weight file in memory (the bytes are copied; the buffer may be freed afterwards). */
