@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_edge.devices.c_build import BuildError, build_c
+from lstm_edge.devices.c_build import CFLAGS as C_FLAGS
+from lstm_edge.devices.c_build import NATIVE_DIR, TARGETS, BuildError, build_c
 from lstm_edge.export import export
 from lstm_edge.export.c_export import add_c_files
 from lstm_edge.runtime import InputError, ModelFileError, NonFiniteResultError, StreamingModel
@@ -480,7 +481,7 @@ def test_portable_kernels_agree_with_the_simd_ones(builds):
             env = {"LEM_KERNEL": kernel}
             info = json.loads(run_program(builds, "native", "lstm-edge-run", ["--info", *args], b"", env=env).stdout)
             assert info["kernels"] == kernel
-            for chunk in ("1", "10"):
+            for chunk in ("1", "3", "4", "9", "10"):  # ragged: several-vector kernels on 3, 4, 9 and 10 frames
                 outputs[kernel, chunk] = run_program(builds, "native", "lstm-edge-run", ["--chunk", chunk, *args],
                                                      reference, env=env).stdout
         portable = np.frombuffer(outputs["portable", "1"], "<f4")
@@ -490,6 +491,157 @@ def test_portable_kernels_agree_with_the_simd_ones(builds):
                 assert out == outputs["portable", "1"], (kernel, chunk)
             else:
                 assert float_close(np.frombuffer(out, "<f4"), portable), (kernel, chunk)
+
+
+KERNEL_CHECK_PROGRAM = r"""
+/* kernel_check ROWSxCOLS[,...] MAX_VEC: for every shape and n_vec = 1..MAX_VEC, int8 then float, writes three
+ * [n_vec, y_stride] float blocks: the selected set's matmat, its matvec per vector, the portable matvec per vector
+ * (row-major weights, the portable quantize). Vector 2 is all zeros (int8 scale 0: its y must stay as it was). */
+#define _POSIX_C_SOURCE 200112L
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "lstm_edge_kernels.h"
+
+static unsigned long long seed = 88172645463325252ull;
+static float uniform(void) {
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    return (float)((seed >> 40) % 2000001u) / 1000000.0f - 1.0f;
+}
+
+static void *zeros(size_t bytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes + 64) != 0) exit(1);
+    memset(p, 0, bytes + 64);
+    return p;
+}
+
+static void emit(const float *y, size_t n) {
+    if (fwrite(y, sizeof(float), n, stdout) != n) exit(1);
+}
+
+int main(int argc, char **argv) {
+    const lem_kernels *k = lem_kernels_select(), *portable = lem_kernels_portable();
+    size_t rows, cols, max_vec = (size_t)atol(argv[2]), n_vec, v, i;
+    char *token;
+    fprintf(stderr, "%s\n", k->name);
+    for (token = strtok(argv[1], ","); token != NULL; token = strtok(NULL, ",")) {
+        if (sscanf(token, "%lux%lu", (unsigned long *)&rows, (unsigned long *)&cols) != 2) return 2;
+        for (n_vec = 1; n_vec <= max_vec; n_vec++) {
+            size_t stride = (cols + LEM_PAD - 1) / LEM_PAD * LEM_PAD, xs = stride + LEM_PAD, ys = rows + 3;
+            size_t prows = lem_packed_rows(rows, k->i8_block), frows = lem_packed_rows(rows, k->f32_block);
+            int8_t *w = zeros(rows * stride), *wp = zeros(prows * stride), *xq = zeros(n_vec * xs);
+            int8_t *pq = zeros(stride);
+            float *wf = zeros(rows * stride * 4), *wfp = zeros(frows * stride * 4), *scale = zeros(rows * 4);
+            float *x = zeros(n_vec * xs * 4), *xscale = zeros(n_vec * 4), *y0 = zeros(n_vec * ys * 4);
+            float *y = zeros(n_vec * ys * 4);
+            for (i = 0; i < rows; i++) {
+                size_t c;
+                scale[i] = 1e-3f * (1.5f + uniform());
+                for (c = 0; c < cols; c++) {
+                    w[i * stride + c] = (int8_t)(int)(127.0f * uniform());
+                    wf[i * stride + c] = uniform();
+                }
+            }
+            for (v = 0; v < n_vec; v++)
+                for (i = 0; i < cols; i++) x[v * xs + i] = v == 2 ? 0.0f : 3.0f * uniform();
+            for (i = 0; i < n_vec * ys; i++) y0[i] = uniform();
+            y0[0] = -0.0f;
+            if (n_vec > 2) y0[2 * ys] = -0.0f;
+            for (v = 0; v < n_vec; v++) xscale[v] = k->quantize(x + v * xs, cols, xq + v * xs);
+            if (k->matvec_i8_packed != NULL) k->pack_i8(w, rows, stride, wp);
+            if (k->matvec_f32_packed != NULL) k->pack_f32(wf, rows, stride, wfp);
+            /* int8 */
+            memcpy(y, y0, n_vec * ys * 4);
+            (k->matvec_i8_packed ? k->matmat_i8_packed : k->matmat_i8)(k->matvec_i8_packed ? wp : w, scale, rows,
+                                                                      stride, xq, xscale, n_vec, xs, y, ys);
+            emit(y, n_vec * ys);
+            memcpy(y, y0, n_vec * ys * 4);
+            for (v = 0; v < n_vec; v++)
+                if (xscale[v] != 0.0f)
+                    (k->matvec_i8_packed ? k->matvec_i8_packed : k->matvec_i8)(
+                        k->matvec_i8_packed ? wp : w, scale, rows, stride, xq + v * xs, xscale[v], y + v * ys);
+            emit(y, n_vec * ys);
+            memcpy(y, y0, n_vec * ys * 4);
+            for (v = 0; v < n_vec; v++) {
+                float s = portable->quantize(x + v * xs, cols, pq);
+                if (s != 0.0f) portable->matvec_i8(w, scale, rows, stride, pq, s, y + v * ys);
+            }
+            emit(y, n_vec * ys);
+            /* float */
+            memcpy(y, y0, n_vec * ys * 4);
+            (k->matvec_f32_packed ? k->matmat_f32_packed : k->matmat_f32)(k->matvec_f32_packed ? wfp : wf, rows,
+                                                                         stride, x, n_vec, xs, y, ys);
+            emit(y, n_vec * ys);
+            memcpy(y, y0, n_vec * ys * 4);
+            for (v = 0; v < n_vec; v++)
+                (k->matvec_f32_packed ? k->matvec_f32_packed : k->matvec_f32)(k->matvec_f32_packed ? wfp : wf, rows,
+                                                                             stride, x + v * xs, y + v * ys);
+            emit(y, n_vec * ys);
+            memcpy(y, y0, n_vec * ys * 4);
+            for (v = 0; v < n_vec; v++) portable->matvec_f32(wf, rows, stride, x + v * xs, y + v * ys);
+            emit(y, n_vec * ys);
+            free(w), free(wp), free(xq), free(pq), free(wf), free(wfp), free(scale), free(x), free(xscale);
+            free(y0), free(y);
+        }
+    }
+    return 0;
+}
+"""
+# ragged rows (partial blocks of 8 and 16, the 32/64-row groups and what is left after them) and columns
+KERNEL_CHECK_SHAPES = ["1x5", "7x40", "16x32", "17x64", "33x96", "40x128", "64x100", "96x40", "100x200", "131x33",
+                       "512x128"]
+KERNEL_CHECK_MAX_VEC = 9
+
+
+@pytest.fixture(scope="module")
+def kernel_check(tmp_path_factory):
+    """KERNEL_CHECK_PROGRAM built with lstm_edge_kernels.c for this machine and (static) for aarch64."""
+    folder = tmp_path_factory.mktemp("kernel-check")
+    source = folder / "kernel_check.c"
+    source.write_text(KERNEL_CHECK_PROGRAM)
+    binaries = {}
+    for target in ("native", "aarch64"):
+        binaries[target] = folder / f"kernel_check-{target}"
+        spec = TARGETS[target]
+        subprocess.run([spec.cc, *C_FLAGS, *(("-static",) if spec.static else ()), f"-I{NATIVE_DIR}", "-o",
+                        str(binaries[target]), str(source), str(NATIVE_DIR / "lstm_edge_kernels.c"), "-lm"],
+                       check=True, capture_output=True)
+    return binaries
+
+
+@pytest.mark.parametrize("runner, kernel", [*(("native", k) for k in x86_kernels()), ("aarch64", "neon-dotprod"),
+                                            ("aarch64-a72", "neon")])
+def test_several_vector_kernels_match_the_one_vector_ones(kernel_check, runner, kernel):
+    """matmat_* of each kernel set this CPU (or qemu) runs, n_vec 1..9 on ragged shapes: int8 bitwise equal to the
+    set's matvec per vector and to the portable kernels'; float bitwise equal to the set's matvec (same summation
+    order) and within the float tolerance of the portable one. An all-zero vector leaves its outputs alone."""
+    env = {"LEM_KERNEL": kernel} if runner == "native" else None
+    result = subprocess.run([*RUNNERS[runner], str(kernel_check[runner.split("-")[0]]), ",".join(KERNEL_CHECK_SHAPES),
+                             str(KERNEL_CHECK_MAX_VEC)], capture_output=True, timeout=300, env=env, check=True)
+    assert result.stderr.decode().strip() == kernel
+    data, start, checked = np.frombuffer(result.stdout, "<f4"), 0, 0
+    for shape in KERNEL_CHECK_SHAPES:
+        rows = int(shape.split("x")[0])
+        for n_vec in range(1, KERNEL_CHECK_MAX_VEC + 1):
+            size = n_vec * (rows + 3)
+            blocks = []
+            for _ in range(6):
+                blocks.append(data[start:start + size])
+                start += size
+            int8_mm, int8_mv, int8_portable, float_mm, float_mv, float_portable = blocks
+            what = (shape, n_vec)
+            assert int8_mm.tobytes() == int8_mv.tobytes() == int8_portable.tobytes(), what
+            assert float_mm.tobytes() == float_mv.tobytes(), what
+            assert float_close(float_mm, float_portable), what
+            if n_vec > 2:  # the zero vector: its int8 outputs untouched (-0.0 kept)
+                assert int8_mm[2 * (rows + 3):3 * (rows + 3)].tobytes() == int8_portable[2 * (rows + 3):
+                                                                                         3 * (rows + 3)].tobytes()
+                assert np.signbit(int8_mm[2 * (rows + 3)])
+            checked += 1
+    assert start == data.size and checked == len(KERNEL_CHECK_SHAPES) * KERNEL_CHECK_MAX_VEC
 
 
 def test_lstm_edge_listen_under_qemu_arm_gives_the_demo_detections(builds):

@@ -68,8 +68,59 @@ static float quantize_portable(const float *v, size_t n, int8_t *q) {
     return peak / 127.0f;
 }
 
+/* ------------------------------------------------------------------------------------------------ several vectors */
+typedef void (*matvec_f32_fn)(const float *w, size_t rows, size_t cols, const float *x, float *y);
+typedef void (*matvec_i8_fn)(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,
+                             float x_scale, float *y);
+
+/* Several vectors through a one-vector kernel, a group of rows at a time, so that the group's weights (about
+ * L1_SHARE bytes) come from the L1 cache for all vectors after the first. `unit` is a multiple of the layout's
+ * block and of the kernel's row unrolling: a row then sees the same operations as in one call over all rows. */
+#define L1_SHARE 16384u
+
+static size_t row_group(size_t unit, size_t row_bytes) {
+    size_t group = L1_SHARE / row_bytes / unit * unit;
+    return group ? group : unit;
+}
+
+static void by_rows_f32(matvec_f32_fn f, size_t unit, const float *w, size_t rows, size_t cols, const float *x,
+                        size_t n_vec, size_t x_stride, float *y, size_t y_stride) {
+    size_t group = row_group(unit, cols * sizeof(float)), r, v;
+    for (r = 0; r < rows; r += group) {
+        size_t n = rows - r < group ? rows - r : group;
+        for (v = 0; v < n_vec; v++) f(w + r * cols, n, cols, x + v * x_stride, y + v * y_stride + r);
+    }
+}
+
+static void by_rows_i8(matvec_i8_fn f, size_t unit, const int8_t *w, const float *row_scale, size_t rows,
+                       size_t cols, const int8_t *x, const float *x_scale, size_t n_vec, size_t x_stride, float *y,
+                       size_t y_stride) {
+    size_t group = row_group(unit, cols), r, v;
+    for (r = 0; r < rows; r += group) {
+        size_t n = rows - r < group ? rows - r : group;
+        for (v = 0; v < n_vec; v++)
+            if (x_scale[v] != 0.0f)
+                f(w + r * cols, row_scale + r, n, cols, x + v * x_stride, x_scale[v], y + v * y_stride + r);
+    }
+}
+
+/* name: a matmat over `matvec`, unit rows at a time */
+#define LEM_MATMAT_F32(name, matvec, unit)                                                                         \
+    static void name(const float *w, size_t rows, size_t cols, const float *x, size_t n_vec, size_t x_stride,       \
+                     float *y, size_t y_stride) {                                                                   \
+        by_rows_f32(matvec, unit, w, rows, cols, x, n_vec, x_stride, y, y_stride);                                  \
+    }
+#define LEM_MATMAT_I8(name, matvec, unit)                                                                          \
+    static void name(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,            \
+                     const float *x_scale, size_t n_vec, size_t x_stride, float *y, size_t y_stride) {              \
+        by_rows_i8(matvec, unit, w, row_scale, rows, cols, x, x_scale, n_vec, x_stride, y, y_stride);               \
+    }
+
+LEM_MATMAT_F32(matmat_f32_portable, matvec_f32_portable, 1)
+LEM_MATMAT_I8(matmat_i8_portable, matvec_i8_portable, 1)
+
 static const lem_kernels PORTABLE = {"portable", quantize_portable, matvec_f32_portable, matvec_i8_portable, 0, 0,
-                                     NULL, NULL, NULL, NULL};
+                                     NULL, NULL, NULL, NULL, matmat_f32_portable, matmat_i8_portable, NULL, NULL};
 
 const lem_kernels *lem_kernels_portable(void) { return &PORTABLE; }
 
@@ -355,8 +406,8 @@ LEM_AVX512 static void matvec_f32_avx512_packed(const float *w, size_t rows, siz
     }
 }
 
-/* 128 * sum(x) in every lane */
-LEM_AVX512 static __m512i offset_of(const int8_t *x, size_t cols) {
+/* 128 * sum(x) (wrapping) */
+LEM_AVX512 static int32_t offset_sum(const int8_t *x, size_t cols) {
     __m512i acc = _mm512_setzero_si512();
     const __m512i ones = _mm512_set1_epi8(1);
     size_t c;
@@ -364,8 +415,11 @@ LEM_AVX512 static __m512i offset_of(const int8_t *x, size_t cols) {
         __mmask64 m = cols - c >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (cols - c)) - 1u);
         acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(m, x + c));
     }
-    return _mm512_set1_epi32((int32_t)((uint32_t)_mm512_reduce_add_epi32(acc) * 128u));
+    return (int32_t)((uint32_t)_mm512_reduce_add_epi32(acc) * 128u);
 }
+
+/* 128 * sum(x) in every lane */
+LEM_AVX512 static __m512i offset_of(const int8_t *x, size_t cols) { return _mm512_set1_epi32(offset_sum(x, cols)); }
 
 LEM_AVX512 static void matvec_i8_vnni_packed(const int8_t *w, const float *row_scale, size_t rows, size_t cols,
                                              const int8_t *x, float x_scale, float *y) {
@@ -404,6 +458,68 @@ LEM_AVX512 static void matvec_i8_vnni_packed(const int8_t *w, const float *row_s
         }
         scale_rows16(y + r, row_scale + r, LEM_LEFT(rows, r, 16), _mm512_sub_epi32(_mm512_add_epi32(a0, e0), offset),
                      x_scale);
+    }
+}
+
+/* nv (1..4) vectors times nb (1 or 2) blocks of 16 rows: each block's 64 bytes of a column group are loaded once
+ * for the nv vectors. Inlined with constant nb and nv, so the nb * nv accumulators stay in registers. */
+LEM_AVX512 static inline __attribute__((always_inline)) void vnni_tile(
+    const int8_t *p, size_t bs, size_t cols, size_t rows_left, const float *row_scale, const int8_t *x,
+    size_t x_stride, const float *x_scale, const int32_t *offset, float *y, size_t y_stride, int nb, int nv) {
+    __m512i acc[8], xb[4];
+    size_t c;
+    int b, j;
+    for (b = 0; b < 4 * nb; b++) acc[b] = _mm512_setzero_si512();
+    for (c = 0; c < cols; c += 4) {
+        for (j = 0; j < nv; j++) xb[j] = _mm512_set1_epi32(load4(x + j * x_stride + c));
+        for (b = 0; b < nb; b++) {
+            __m512i wv = _mm512_load_si512(p + b * bs + 16 * c);
+            for (j = 0; j < nv; j++) acc[4 * b + j] = _mm512_dpbusd_epi32(acc[4 * b + j], wv, xb[j]);
+        }
+    }
+    for (j = 0; j < nv; j++) {
+        if (x_scale[j] == 0.0f) continue;
+        for (b = 0; b < nb && (size_t)(16 * b) < rows_left; b++)
+            scale_rows16(y + j * y_stride + 16 * b, row_scale + 16 * b, rows_left - 16 * b,
+                         _mm512_sub_epi32(acc[4 * b + j], _mm512_set1_epi32(offset[j])), x_scale[j]);
+    }
+}
+
+/* Vectors in batches of up to 16 (their offsets kept), and for each pair of blocks (32 rows; one at the end) the
+ * batch in fours: the rows' weights stay in L1 across the batch and in registers across each four. */
+LEM_AVX512 static void matmat_i8_vnni_packed(const int8_t *w, const float *row_scale, size_t rows, size_t cols,
+                                             const int8_t *x, const float *x_scale, size_t n_vec, size_t x_stride,
+                                             float *y, size_t y_stride) {
+    const size_t bs = 16 * cols;
+    int32_t offset[16];
+    size_t v0, g, r, j;
+    for (v0 = 0; v0 < n_vec; v0 += 16) {
+        size_t batch = n_vec - v0 < 16 ? n_vec - v0 : 16;
+        const int8_t *xb = x + v0 * x_stride;
+        float *yb = y + v0 * y_stride;
+        for (j = 0; j < batch; j++) offset[j] = offset_sum(xb + j * x_stride, cols);
+        for (r = 0; r < rows;) {
+            const int8_t *p = w + (r / 16) * bs;
+            int two = rows - r >= 32;
+            for (g = 0; g < batch; g += 4) {
+                const int8_t *xg = xb + g * x_stride;
+                float *yg = yb + g * y_stride + r;
+#define LEM_TILE(nb, nv) \
+    vnni_tile(p, bs, cols, rows - r, row_scale + r, xg, x_stride, x_scale + v0 + g, offset + g, yg, y_stride, nb, nv)
+                switch ((two ? 4 : 0) + (int)(batch - g < 4 ? batch - g : 4)) {
+                    case 1: LEM_TILE(1, 1); break;
+                    case 2: LEM_TILE(1, 2); break;
+                    case 3: LEM_TILE(1, 3); break;
+                    case 4: LEM_TILE(1, 4); break;
+                    case 5: LEM_TILE(2, 1); break;
+                    case 6: LEM_TILE(2, 2); break;
+                    case 7: LEM_TILE(2, 3); break;
+                    default: LEM_TILE(2, 4); break;
+                }
+#undef LEM_TILE
+            }
+            r += two ? 32 : 16;
+        }
     }
 }
 
@@ -462,10 +578,19 @@ LEM_AVX512 static float quantize_avx512(const float *v, size_t n, int8_t *q) {
     return peak / 127.0f;
 }
 
+LEM_MATMAT_F32(matmat_f32_avx2, matvec_f32_avx2, 4)
+LEM_MATMAT_I8(matmat_i8_avx2, matvec_i8_avx2, 4)
+LEM_MATMAT_F32(matmat_f32_avx2_packed, matvec_f32_avx2_packed, 32)
+LEM_MATMAT_I8(matmat_i8_avx2_packed, matvec_i8_avx2_packed, 32)
+LEM_MATMAT_F32(matmat_f32_avx512_packed, matvec_f32_avx512_packed, 64)
+
 static const lem_kernels AVX2 = {"avx2", quantize_avx2, matvec_f32_avx2, matvec_i8_avx2, 8, 8, pack_f32_8,
-                                 pack_i8_8, matvec_f32_avx2_packed, matvec_i8_avx2_packed};
+                                 pack_i8_8, matvec_f32_avx2_packed, matvec_i8_avx2_packed, matmat_f32_avx2,
+                                 matmat_i8_avx2, matmat_f32_avx2_packed, matmat_i8_avx2_packed};
 static const lem_kernels AVX512_VNNI = {"avx512-vnni", quantize_avx512, matvec_f32_avx2, matvec_i8_avx2, 16, 16,
-                                        pack_f32_16, pack_i8_16, matvec_f32_avx512_packed, matvec_i8_vnni_packed};
+                                        pack_f32_16, pack_i8_16, matvec_f32_avx512_packed, matvec_i8_vnni_packed,
+                                        matmat_f32_avx2, matmat_i8_avx2, matmat_f32_avx512_packed,
+                                        matmat_i8_vnni_packed};
 
 static const lem_kernels *detect(const char *forced) {
     int avx2, vnni;
@@ -555,10 +680,14 @@ static void matvec_i8_dotprod(const int8_t *w, const float *row_scale, size_t ro
     }
 }
 
+LEM_MATMAT_F32(matmat_f32_neon, matvec_f32_neon, 4)
+LEM_MATMAT_I8(matmat_i8_neon, matvec_i8_neon, 1)
+LEM_MATMAT_I8(matmat_i8_dotprod, matvec_i8_dotprod, 4)
+
 static const lem_kernels NEON = {"neon", quantize_portable, matvec_f32_neon, matvec_i8_neon, 0, 0, NULL, NULL, NULL,
-                                 NULL};
+                                 NULL, matmat_f32_neon, matmat_i8_neon, NULL, NULL};
 static const lem_kernels NEON_DOTPROD = {"neon-dotprod", quantize_portable, matvec_f32_neon, matvec_i8_dotprod, 0, 0,
-                                         NULL, NULL, NULL, NULL};
+                                         NULL, NULL, NULL, NULL, matmat_f32_neon, matmat_i8_dotprod, NULL, NULL};
 
 static const lem_kernels *detect(const char *forced) {
     (void)forced;

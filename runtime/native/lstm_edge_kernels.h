@@ -33,6 +33,18 @@ typedef struct {
     void (*matvec_f32_packed)(const float *w, size_t rows, size_t cols, const float *x, float *y);
     void (*matvec_i8_packed)(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,
                              float x_scale, float *y);
+    /* Several vectors at once: for v < n_vec, what matvec_* does with x + v * x_stride and y + v * y_stride (int8:
+     * x_scale[v]; a vector whose x_scale is 0 leaves its y alone, as callers skip matvec for it). Each weight block
+     * is read once for all the vectors; every y value is bitwise what the set's matvec gives (same operations in
+     * the same order). The row-major pair is there in every set; the packed pair where the packed matvecs are. */
+    void (*matmat_f32)(const float *w, size_t rows, size_t cols, const float *x, size_t n_vec, size_t x_stride,
+                       float *y, size_t y_stride);
+    void (*matmat_i8)(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,
+                      const float *x_scale, size_t n_vec, size_t x_stride, float *y, size_t y_stride);
+    void (*matmat_f32_packed)(const float *w, size_t rows, size_t cols, const float *x, size_t n_vec,
+                              size_t x_stride, float *y, size_t y_stride);
+    void (*matmat_i8_packed)(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,
+                             const float *x_scale, size_t n_vec, size_t x_stride, float *y, size_t y_stride);
 } lem_kernels;
 
 /* The fastest kernels this CPU runs. The environment variable LEM_KERNEL names a set to use instead ("portable",

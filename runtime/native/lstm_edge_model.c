@@ -69,6 +69,8 @@ struct lem_stream {
     float *hidden;   /* [2 x max_hidden padded]: h, and a projected LSTM's unprojected o * tanh(c) */
     float *gates_h;  /* [max_gates] */
     int8_t *quant;   /* [max_stride] */
+    int8_t *quant_chunk;  /* int8 models: [max_chunk, max_stride], every frame of a chunk quantized */
+    float *quant_scales;  /* [max_chunk]: their scales */
     int32_t *ids;    /* [max_chunk] */
     float *window;   /* causal conv: carried + new frames */
     float *patch;    /* causal conv: one output's receptive field */
@@ -645,12 +647,18 @@ static size_t stream_floats(const lem_model *m, size_t max_chunk) {
     size_t i, n = 2 * m->state_size + max_chunk * m->max_gates + 2 * padded(m->max_hidden) + m->max_gates;
     for (i = 0; i < m->n_buffers; i++) n += max_chunk * padded(m->widths[i]);
     n += m->max_context + max_chunk * m->max_frame + m->max_patch + m->max_group_out;
-    return n;
+    return n + max_chunk; /* quant_scales */
+}
+
+/* int8 models quantize all frames of a chunk before a matrix reads them (float models need no copy) */
+static size_t chunk_quant_bytes(const lem_model *m, size_t max_chunk) {
+    return m->int8 ? max_chunk * m->max_stride : 0;
 }
 
 size_t lem_stream_bytes_for(const lem_model *model, size_t max_chunk) {
     return sizeof(lem_stream) + model->n_buffers * sizeof(float *) + stream_floats(model, max_chunk) * sizeof(float)
-           + model->max_stride + max_chunk * sizeof(int32_t) + 64u * (model->n_buffers + 6u);
+           + model->max_stride + chunk_quant_bytes(model, max_chunk) + max_chunk * sizeof(int32_t)
+           + 64u * (model->n_buffers + 8u);
 }
 
 void lem_stream_free(lem_stream *stream) {
@@ -666,6 +674,8 @@ void lem_stream_free(lem_stream *stream) {
     aligned_free(stream->hidden);
     aligned_free(stream->gates_h);
     aligned_free(stream->quant);
+    aligned_free(stream->quant_chunk);
+    aligned_free(stream->quant_scales);
     aligned_free(stream->ids);
     aligned_free(stream->window);
     aligned_free(stream->patch);
@@ -691,6 +701,8 @@ lem_stream *lem_stream_create(const lem_model *model, size_t max_chunk, int *sta
     s->hidden = (float *)aligned_zeros((2 * padded(model->max_hidden) + LEM_PAD) * sizeof(float));
     s->gates_h = (float *)aligned_zeros((model->max_gates + 1) * sizeof(float));
     s->quant = (int8_t *)aligned_zeros(model->max_stride + LEM_PAD);
+    s->quant_chunk = (int8_t *)aligned_zeros(chunk_quant_bytes(model, max_chunk) + LEM_PAD);
+    s->quant_scales = (float *)aligned_zeros(max_chunk * sizeof(float));
     s->ids = (int32_t *)aligned_zeros(max_chunk * sizeof(int32_t));
     s->buffers = (float **)calloc(model->n_buffers, sizeof(float *));
     s->window = (float *)aligned_zeros((model->max_context + max_chunk * model->max_frame + 1) * sizeof(float));
@@ -698,7 +710,8 @@ lem_stream *lem_stream_create(const lem_model *model, size_t max_chunk, int *sta
     s->conv_out = (float *)aligned_zeros((model->max_group_out + 1) * sizeof(float));
     if (s->window == NULL || s->patch == NULL || s->conv_out == NULL) goto no_memory;
     if (s->state == NULL || s->backup == NULL || s->gates == NULL || s->hidden == NULL || s->gates_h == NULL
-        || s->quant == NULL || s->ids == NULL || s->buffers == NULL)
+        || s->quant == NULL || s->quant_chunk == NULL || s->quant_scales == NULL || s->ids == NULL
+        || s->buffers == NULL)
         goto no_memory;
     for (i = 0; i < model->n_buffers; i++) {
         s->buffers[i] = (float *)aligned_zeros(max_chunk * padded(model->widths[i]) * sizeof(float));
@@ -779,10 +792,33 @@ static void matvec(lem_stream *s, const matrix *w, const float *x, float *y) {
     }
 }
 
-/* The gate arithmetic of one LSTM frame (torch gate order i, f, g, o). On x86-64 Linux the compiler also emits an
- * AVX2 copy, chosen at load time (8 floats per instruction instead of SSE2's 4). */
+/* y[t * y_stride + :rows] += W x[t * x_stride + :cols] for the n frames of a chunk, bitwise what n matvec calls
+ * give: each frame quantized on its own, then the kernels read every weight block once for all frames. */
+static void matmat(lem_stream *s, const matrix *w, const float *x, size_t x_stride, size_t n, float *y,
+                   size_t y_stride) {
+    const lem_kernels *k = s->model->kernels;
+    size_t t;
+    if (n == 1) {
+        matvec(s, w, x, y);
+    } else if (w->q != NULL) {
+        for (t = 0; t < n; t++)
+            s->quant_scales[t] = k->quantize(x + t * x_stride, w->cols, s->quant_chunk + t * w->stride);
+        (w->packed ? k->matmat_i8_packed : k->matmat_i8)(w->q, w->scale, w->rows, w->stride, s->quant_chunk,
+                                                         s->quant_scales, n, w->stride, y, y_stride);
+    } else {
+        (w->packed ? k->matmat_f32_packed : k->matmat_f32)(w->f, w->rows, w->stride, x, n, x_stride, y, y_stride);
+    }
+}
+
+/* The gate arithmetic of one LSTM frame (torch gate order i, f, g, o). On x86-64 Linux GCC also emits an AVX2 and
+ * (GCC 12 on) an AVX-512 copy, chosen at load time (8 or 16 floats per instruction instead of SSE2's 4). Each
+ * copy does the same float operations per value (ISO C mode: no contraction into FMA), so they agree bitwise. */
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__)
+#if __GNUC__ >= 12
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
 __attribute__((target_clones("avx2", "default")))
+#endif
 #endif
 static void lstm_gates(const float *g, float *c, float *hidden, size_t h) {
     size_t j;
@@ -799,11 +835,8 @@ static void run_lstm(lem_stream *s, const op *o, const float *in, size_t in_stri
     size_t h = o->p[0], t;
     float *state_h = s->state + o->p[1], *c = s->state + o->p[2], *hidden = s->hidden, *g;
     const float *bias = o->m[2].f;
-    for (t = 0; t < n; t++) { /* input part of every frame first: W_ih x_t + b */
-        g = s->gates + t * 4 * h;
-        memcpy(g, bias, 4 * h * sizeof(float));
-        matvec(s, &o->m[0], in + t * in_stride, g);
-    }
+    for (t = 0; t < n; t++) memcpy(s->gates + t * 4 * h, bias, 4 * h * sizeof(float));
+    matmat(s, &o->m[0], in, in_stride, n, s->gates, 4 * h); /* input part of every frame first: W_ih x_t + b */
     memcpy(hidden, state_h, h * sizeof(float));
     for (t = 0; t < n; t++) {
         g = s->gates + t * 4 * h;
@@ -821,11 +854,8 @@ static void run_lstm_proj(lem_stream *s, const op *o, const float *in, size_t in
     size_t h = o->p[0], p = o->p[3], t;
     float *state_h = s->state + o->p[1], *c = s->state + o->p[2], *hidden = s->hidden;
     float *u = s->hidden + padded(s->model->max_hidden), *g;
-    for (t = 0; t < n; t++) {
-        g = s->gates + t * 4 * h;
-        memcpy(g, o->m[2].f, 4 * h * sizeof(float));
-        matvec(s, &o->m[0], in + t * in_stride, g);
-    }
+    for (t = 0; t < n; t++) memcpy(s->gates + t * 4 * h, o->m[2].f, 4 * h * sizeof(float));
+    matmat(s, &o->m[0], in, in_stride, n, s->gates, 4 * h);
     memcpy(hidden, state_h, p * sizeof(float));
     for (t = 0; t < n; t++) {
         g = s->gates + t * 4 * h;
@@ -896,11 +926,8 @@ static void run_gru(lem_stream *s, const op *o, const float *in, size_t in_strid
                     size_t n) {
     size_t h = o->p[0], t, j;
     float *state_h = s->state + o->p[1], *hidden = s->hidden, *gi, *gh = s->gates_h;
-    for (t = 0; t < n; t++) {
-        gi = s->gates + t * 3 * h;
-        memcpy(gi, o->m[2].f, 3 * h * sizeof(float));
-        matvec(s, &o->m[0], in + t * in_stride, gi);
-    }
+    for (t = 0; t < n; t++) memcpy(s->gates + t * 3 * h, o->m[2].f, 3 * h * sizeof(float));
+    matmat(s, &o->m[0], in, in_stride, n, s->gates, 3 * h);
     memcpy(hidden, state_h, h * sizeof(float));
     for (t = 0; t < n; t++) {
         gi = s->gates + t * 3 * h;
@@ -955,10 +982,8 @@ static void run_ops(lem_stream *s, size_t n) {
         size_t w = m->widths[o->out];
         switch (o->type) {
             case OP_LINEAR:
-                for (t = 0; t < n; t++) {
-                    memcpy(out + t * out_stride, o->m[1].f, w * sizeof(float));
-                    matvec(s, &o->m[0], in + t * in_stride, out + t * out_stride);
-                }
+                for (t = 0; t < n; t++) memcpy(out + t * out_stride, o->m[1].f, w * sizeof(float));
+                matmat(s, &o->m[0], in, in_stride, n, out, out_stride);
                 break;
             case OP_AFFINE:
                 for (t = 0; t < n; t++)
