@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -109,6 +109,12 @@ class StreamingModel:
         if self._scan_result:
             require_finite_result(y, new_values, self._names)
         return y[0], State(self._names, new_values, self)
+
+    def open_direct_stream(self) -> Any:
+        """The backend's own stateful stream (``push`` / ``get_state`` / ``set_state`` / ``reset``) when it has one
+        (the native backend: the C stream keeps the state), else None. ``Stream`` uses it; ``step`` stays pure."""
+        opener = getattr(self._backend, "open_stream", None)
+        return opener() if opener is not None else None
 
     # ------------------------------------------------------------ validation
     def check_chunk(self, x: object) -> np.ndarray:

@@ -29,6 +29,10 @@ class Stream:
         self._step = model.step
         self._counts_frames = model.counts_frames
         self._busy = threading.Lock()
+        # A backend whose engine keeps the state itself (native: a C stream) takes only the chunk per push; the
+        # state is read from it when asked. Same validation, errors and results as the pure step.
+        self._direct = model.open_direct_stream()
+        self._check = model.check_chunk
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Run a chunk (no batch dim: ``[T, F]`` features, ``[T]`` token ids, or one step's input).
@@ -39,7 +43,10 @@ class Stream:
             raise ConcurrentUseError("this Stream is being pushed from another thread; a Stream belongs to one "
                                      "thread at a time (create one stream per thread: model.create_stream())")
         try:
-            y, self._state = self._step(x, self._state)
+            if self._direct is not None:
+                y = self._direct.push(self._check(x))
+            else:
+                y, self._state = self._step(x, self._state)
             self.frames += len(y) if self._counts_frames else 1
             return y
         finally:
@@ -47,15 +54,24 @@ class Stream:
 
     def reset(self) -> None:
         """Back to the initial state, as a fresh stream."""
-        self._state = self.model.initial_state()
+        if self._direct is not None:
+            self._direct.reset()
+        else:
+            self._state = self.model.initial_state()
         self.frames = 0
 
     @property
     def state(self) -> State:
         """A copy of the carried state, by name (for suspend/resume)."""
+        if self._direct is not None:
+            return State(self.model.state_names, self._direct.get_state(), self.model)
         return self._state.copy()
 
     @state.setter
     def state(self, value: Mapping[str, np.ndarray]) -> None:
         """Resume from a state by name (validated: names, shapes, dtypes, finite values)."""
-        self._state = State(self.model.state_names, self.model.check_state(value), self.model)
+        values = self.model.check_state(value)
+        if self._direct is not None:
+            self._direct.set_state(values)
+        else:
+            self._state = State(self.model.state_names, values, self.model)

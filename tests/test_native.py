@@ -222,6 +222,48 @@ class SkipLSTM(torch.nn.Module):
         return self.head(out) + self.skip(x)
 
 
+@pytest.mark.parametrize("name", ["learned_h0", "tokens_time_major", "causal_crnn"])
+def test_stream_on_the_c_stream_matches_the_pure_step(exported, name):
+    """Stream.push on the native backend goes through a C stream that keeps the state; outputs, state, reset,
+    resume and refusals are those of the pure step (the state threaded through Python)."""
+    _, model_dir = exported(name)
+    model = StreamingModel.load(model_dir, backend="native", precision="int8")
+    x = zoo.random_input(name, 90, seed=4)[0].numpy()
+    stream = model.create_stream()
+    assert stream._direct is not None
+    state, pure = model.initial_state(), []
+    for start, size in zip(np.cumsum([0, *random_chunks(90, 5)[:-1]]), random_chunks(90, 5)):
+        y, state = model.step(x[start:start + size], state)
+        pure.append(y)
+    direct = push_chunks(stream, x, random_chunks(90, 5))
+    np.testing.assert_array_equal(direct, np.concatenate(pure))
+    for key, value in stream.state.items():
+        np.testing.assert_array_equal(value, state[key])
+    resume = stream.state
+    tail = stream.push(x[:7])
+    stream.state = resume  # set_state: carries on from there
+    np.testing.assert_array_equal(stream.push(x[:7]), tail)
+    readonly = np.array(x[:7])
+    readonly.flags.writeable = False  # passed by copy, same result
+    stream.state = resume
+    np.testing.assert_array_equal(stream.push(readonly), tail)
+    stream.reset()
+    np.testing.assert_array_equal(stream.push(x[:7]), push_chunks(model.create_stream(), x[:7], [7]))
+    assert stream.frames == 7
+    if x.dtype.kind == "f":
+        before = stream.state
+        bad = x[:5].copy()
+        bad[2, 0] = np.nan
+        with pytest.raises(InputError, match="NaN"):
+            stream.push(bad)
+        for key, value in stream.state.items():
+            np.testing.assert_array_equal(value, before[key])
+        with pytest.raises(InputError):
+            stream.state = {k: np.full_like(v, np.inf) for k, v in before.items()}
+        for key, value in stream.state.items():
+            np.testing.assert_array_equal(value, before[key])
+
+
 def test_nonfinite_input_and_result_are_refused_and_state_kept(tmp_path):
     torch.manual_seed(0)
     model = SkipLSTM().eval()

@@ -25,6 +25,8 @@ INFO = REGISTRY["native"]
 MAX_CHUNK = 64  # frames per internal C step (longer pushes are run in pieces of this size, no allocation)
 OUTPUT_BLOCK = 1 << 15  # floats per block that outputs are sliced from (128 KB)
 OUTPUT_LAYOUTS = 8  # chunk lengths a slot keeps an output block for (at most 8 x 128 KB held per slot)
+DIRECT_MAX_CHUNK = 16  # a Stream's own C stream: ~80 KB for the keyword spotter (64 frames: ~300 KB)
+DIRECT_OUTPUT_BLOCK = 1 << 12  # floats per output block of a Stream's own C stream (16 KB per chunk length)
 KNOWN_STATES = 256  # states returned whose addresses are remembered (then forgotten all at once)
 LEM_ERR_NONFINITE_INPUT = -6
 LEM_ERR_NONFINITE_RESULT = -7
@@ -68,6 +70,11 @@ def library() -> Any:
             "lem_stream_free": (None, [p]),
             "lem_stream_run": (i32, [p, p, size, p, p, p]),
             "lem_stream_run_parts": (i32, [p, p, size, p, p, p]),
+            "lem_stream_push": (i32, [p, p, size, p]),
+            "lem_stream_push_ids": (i32, [p, p, size, p]),
+            "lem_stream_get_state": (i32, [p, p]),
+            "lem_stream_set_state": (i32, [p, p]),
+            "lem_stream_reset": (None, [p]),
         }
         for name, (restype, argtypes) in signatures.items():
             function = getattr(lib, name)
@@ -96,22 +103,23 @@ class _Outputs:
     with another call's."""
 
     __slots__ = ("frames", "record", "count", "states_at", "bounds", "shapes", "out_width", "next", "address",
-                 "records")
+                 "records", "y_shape")
 
     def __init__(self, frames: int, state_size: int, out_width: int, bounds: list[tuple[int, int]],
-                 shapes: list[tuple[int, ...]]) -> None:
+                 shapes: list[tuple[int, ...]], batched: bool = True, block: int = OUTPUT_BLOCK) -> None:
         self.frames, self.states_at, self.out_width = frames, state_size, out_width
         self.bounds, self.shapes = bounds, shapes
+        self.y_shape = (1, frames, out_width) if batched else (frames, out_width)
         size = state_size + frames * out_width
         self.record = size + (-size % 16)
-        self.count = max(1, OUTPUT_BLOCK // self.record)
+        self.count = max(1, block // self.record)
         self.renew()
 
     def renew(self) -> None:
         block = np.empty((self.count, self.record), np.float32)
         self.address = block.ctypes.data
         at = self.states_at
-        ys = list(block[:, at:at + self.frames * self.out_width].reshape(self.count, 1, self.frames, self.out_width))
+        ys = list(block[:, at:at + self.frames * self.out_width].reshape(self.count, *self.y_shape))
         states = [list(block[:, a:b].reshape(self.count, *shape)) for (a, b), shape in zip(self.bounds, self.shapes)]
         per_record = list(zip(*states)) if states else [()] * self.count
         self.records: list[tuple[np.ndarray, tuple[np.ndarray, ...]]] = list(zip(ys, per_record))
@@ -206,10 +214,15 @@ class NativeBackend:
                                 f"{self._lib.lem_status_string(status.value).decode()}")
         return _Slot(int(stream), self._in_width, self._ids, [b - a for a, b in self._bounds])
 
+    def open_stream(self) -> DirectStream:
+        """A C stream that keeps its own state: what ``Stream`` pushes through on this backend."""
+        return DirectStream(self)
+
     def memory(self) -> dict[str, int]:
-        """Bytes held by the C model (weights) and by one stream of this backend."""
+        """Bytes held by the C model (weights) and by the C stream of one ``Stream`` (the pool's scratch streams for
+        ``step`` hold ``MAX_CHUNK`` frames instead)."""
         return {"model_bytes": int(self._lib.lem_model_bytes(self._model)),
-                "stream_bytes": int(self._lib.lem_stream_bytes_for(self._model, MAX_CHUNK))}
+                "stream_bytes": int(self._lib.lem_stream_bytes_for(self._model, DIRECT_MAX_CHUNK))}
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         frames = x.shape[1]
@@ -304,6 +317,88 @@ class NativeBackend:
         if getattr(self, "_model", None):
             lib.lem_model_free(self._model)
             self._model = 0
+
+
+class DirectStream:
+    """One C stream holding the carried state itself (``lem_stream_push``): a push hands C the chunk and the output
+    only, instead of the state both ways. ``Stream`` uses it on this backend; the state is read and written only
+    when asked (``get_state`` / ``set_state``). On an error the C stream keeps the state it had. One thread at a
+    time, like the ``Stream`` that owns it."""
+
+    def __init__(self, backend: NativeBackend) -> None:
+        self._backend = backend  # keeps the C model alive as long as this stream
+        lib = backend._lib
+        status = ctypes.c_int(0)
+        stream = lib.lem_stream_create(backend._model, DIRECT_MAX_CHUNK, ctypes.byref(status))
+        if not stream:
+            raise LstmEdgeError(f"the C library could not create a stream: "
+                                f"{lib.lem_status_string(status.value).decode()}")
+        self._lib, self._stream = lib, int(stream)
+        self._push = lib.lem_stream_push_ids if backend._ids else lib.lem_stream_push
+        self._x_dtype, self._byte_at = backend._x_dtype, backend._byte_at
+        self._ids, self._in_width = backend._ids, backend._in_width
+        self._grow(16)  # the buffer for chunks C cannot read in place (token ids, other dtypes, read-only arrays)
+        self._outputs: dict[int, _Outputs] = {}
+        self._state = np.empty(max(backend._state_size, 1), np.float32)
+        self._state_at = self._state.ctypes.data
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """``x`` batched ``[1, T, ...]`` as ``StreamingModel.check_chunk`` returns it; the outputs ``[T, out]``."""
+        frames = x.shape[1]
+        x_at: object = None
+        if x.dtype is self._x_dtype:
+            try:
+                x_at = self._byte_at(x)  # type: ignore[arg-type]  # ndarray is a buffer
+            except (TypeError, ValueError):  # read-only or not contiguous: copied below
+                pass
+        if x_at is None:
+            if frames > len(self._x):
+                self._grow(frames)
+            self._x[:frames] = x[0]
+            x_at = self._x_address
+        outputs = self._outputs.get(frames)
+        if outputs is None:
+            if len(self._outputs) >= OUTPUT_LAYOUTS:
+                self._outputs.clear()
+            backend = self._backend
+            outputs = self._outputs[frames] = _Outputs(frames, 0, backend._out_width, [], [], batched=False,
+                                                       block=DIRECT_OUTPUT_BLOCK)
+        index = outputs.next
+        if index == outputs.count:
+            outputs.renew()
+            index = 0
+        outputs.next = index + 1
+        status = self._push(self._stream, x_at, frames, outputs.address + 4 * outputs.record * index)
+        if status != 0:
+            raise self._backend._error(status, x)
+        return outputs.records[index][0]
+
+    def _grow(self, frames: int) -> None:
+        self._x = np.zeros((frames,) if self._ids else (frames, self._in_width), np.int32 if self._ids else np.float32)
+        self._x_address = self._x.ctypes.data
+
+    def get_state(self) -> list[np.ndarray]:
+        """A copy of the carried state, one array per manifest state."""
+        self._lib.lem_stream_get_state(self._stream, self._state_at)
+        return [self._state[a:b].reshape(shape).copy() for (a, b), shape in zip(self._backend._bounds,
+                                                                                self._backend._shapes)]
+
+    def set_state(self, values: Sequence[np.ndarray]) -> None:
+        """Carry on from ``values`` (validated by the model: names, shapes, dtypes, finite)."""
+        for (a, b), value in zip(self._backend._bounds, values):
+            self._state[a:b] = np.asarray(value, np.float32).reshape(-1)
+        status = self._lib.lem_stream_set_state(self._stream, self._state_at)
+        if status != 0:
+            raise self._backend._error(status, self._state)
+
+    def reset(self) -> None:
+        self._lib.lem_stream_reset(self._stream)
+
+    def __del__(self) -> None:
+        lib, stream = getattr(self, "_lib", None), getattr(self, "_stream", None)
+        if lib is not None and stream:
+            lib.lem_stream_free(stream)
+            self._stream = 0
 
 
 def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> NativeBackend:
