@@ -125,6 +125,55 @@ class _Outputs:
         self.records: list[tuple[np.ndarray, tuple[np.ndarray, ...]]] = list(zip(ys, per_record))
         self.next = 0
 
+    def take(self) -> tuple[int, int]:
+        """The next free record: its index and the address C writes it at (a new block once this one is used)."""
+        index = self.next
+        if index == self.count:
+            self.renew()
+            index = 0
+        self.next = index + 1
+        return index, self.address + 4 * self.record * index
+
+
+def _outputs_for(layouts: dict[int, _Outputs], frames: int, make: Any) -> _Outputs:
+    """The output records of one chunk length from ``layouts`` (made by ``make(frames)``; at most OUTPUT_LAYOUTS
+    lengths kept)."""
+    outputs = layouts.get(frames)
+    if outputs is None:
+        if len(layouts) >= OUTPUT_LAYOUTS:
+            layouts.clear()
+        outputs = layouts[frames] = make(frames)
+    return outputs
+
+
+class _Input:
+    """Where C reads a chunk: the caller's array in place when ctypes' buffer protocol takes it (the engine dtype,
+    contiguous, writable), else a copy in a buffer that grows (token ids, other dtypes, read-only arrays)."""
+
+    def __init__(self, in_width: int, ids: bool) -> None:
+        self.in_width, self.ids = in_width, ids
+        self.dtype = np.dtype(np.int32 if ids else np.float32)
+        self.byte_at = (ctypes.c_char * 1).from_buffer  # a ctypes array: passed as its address
+        self.grow(16)
+
+    def grow(self, frames: int) -> None:
+        self.frames = frames
+        self.x = np.zeros((frames,) if self.ids else (frames, self.in_width), self.dtype)
+        self.x_address = self.x.ctypes.data
+
+    def address(self, x: np.ndarray) -> object:
+        """What to pass C for the batched chunk ``x`` ([1, T, ...])."""
+        if x.dtype is self.dtype:
+            try:
+                return self.byte_at(x)  # type: ignore[arg-type]  # ndarray is a buffer
+            except (TypeError, ValueError):
+                pass
+        frames = x.shape[1]
+        if frames > self.frames:
+            self.grow(frames)
+        self.x[:frames] = x[0]
+        return self.x_address
+
 
 class _Slot:
     """One C stream, its pointer table for the states, fallback buffers for arrays passed by copy and the output
@@ -132,19 +181,12 @@ class _Slot:
 
     def __init__(self, stream: int, in_width: int, ids: bool, state_sizes: list[int]) -> None:
         self.stream = stream
-        self.in_width, self.ids = in_width, ids
+        self.input = _Input(in_width, ids)
         self.pointers = (ctypes.c_void_p * max(len(state_sizes), 1))()
         self.pointers_address = ctypes.addressof(self.pointers)
         self.state_copies = [np.zeros(n, np.float32) for n in state_sizes]
         self.state_copy_addresses = [a.ctypes.data for a in self.state_copies]
         self.outputs: dict[int, _Outputs] = {}
-        self.grow(16)
-
-    def grow(self, frames: int) -> None:
-        self.frames = frames
-        dtype = np.int32 if self.ids else np.float32
-        self.x = np.zeros((frames, self.in_width) if not self.ids else (frames,), dtype)
-        self.x_address = self.x.ctypes.data
 
 
 class NativeBackend:
@@ -176,8 +218,6 @@ class NativeBackend:
         self._in_width = 1 if self._ids else int(lib.lem_model_input_width(handle))
         self._run_parts = lib.lem_stream_run_parts
         self._run_whole = lib.lem_stream_run
-        self._byte_at = (ctypes.c_char * 1).from_buffer  # a ctypes array: passed as its address
-        self._x_dtype = np.dtype(np.int32 if self._ids else np.float32)
         self._float32 = np.dtype(np.float32)
         self._char_from = ctypes.c_char.from_buffer
         self._addressof = ctypes.addressof
@@ -232,31 +272,9 @@ class NativeBackend:
         except IndexError:
             slot = self._new_slot()
         try:
-            # x by address through ctypes' buffer protocol, which refuses read-only and non-contiguous arrays
-            # (those, other dtypes and token ids are copied into the slot's buffer)
-            x_at: object = None
-            if x.dtype is self._x_dtype:
-                try:
-                    x_at = self._byte_at(x)  # type: ignore[arg-type]  # ndarray is a buffer
-                except (TypeError, ValueError):
-                    pass
-            if x_at is None:
-                if frames > slot.frames:
-                    slot.grow(frames)
-                slot.x[:frames] = x[0]
-                x_at = slot.x_address
-            outputs = slot.outputs.get(frames)
-            if outputs is None:
-                if len(slot.outputs) >= OUTPUT_LAYOUTS:
-                    slot.outputs.clear()
-                outputs = slot.outputs[frames] = _Outputs(frames, self._state_size, self._out_width, self._bounds,
-                                                          self._shapes)
-            index = outputs.next
-            if index == outputs.count:
-                outputs.renew()
-                index = 0
-            outputs.next = index + 1
-            out_at = outputs.address + 4 * outputs.record * index
+            x_at = slot.input.address(x)
+            outputs = _outputs_for(slot.outputs, frames, self._make_outputs)
+            index, out_at = outputs.take()
             y_at = out_at + 4 * self._state_size
             # states this backend returned are one concatenated vector whose address is known: no per-state work
             known = self._produced.get(id(states[0])) if states else None
@@ -281,6 +299,9 @@ class NativeBackend:
         if new_states:  # (a tuple: the caller's list may change, the record must not)
             produced[id(new_states[0])] = (new_states, out_at)
         return y, list(new_states)
+
+    def _make_outputs(self, frames: int) -> _Outputs:
+        return _Outputs(frames, self._state_size, self._out_width, self._bounds, self._shapes)
 
     def _point_at(self, slot: _Slot, states: Sequence[np.ndarray]) -> None:
         """The slot's pointer table at the given states, copying those C cannot read in place."""
@@ -335,47 +356,22 @@ class DirectStream:
                                 f"{lib.lem_status_string(status.value).decode()}")
         self._lib, self._stream = lib, int(stream)
         self._push = lib.lem_stream_push_ids if backend._ids else lib.lem_stream_push
-        self._x_dtype, self._byte_at = backend._x_dtype, backend._byte_at
-        self._ids, self._in_width = backend._ids, backend._in_width
-        self._grow(16)  # the buffer for chunks C cannot read in place (token ids, other dtypes, read-only arrays)
+        self._input = _Input(backend._in_width, backend._ids)
         self._outputs: dict[int, _Outputs] = {}
         self._state = np.empty(max(backend._state_size, 1), np.float32)
         self._state_at = self._state.ctypes.data
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """``x`` batched ``[1, T, ...]`` as ``StreamingModel.check_chunk`` returns it; the outputs ``[T, out]``."""
-        frames = x.shape[1]
-        x_at: object = None
-        if x.dtype is self._x_dtype:
-            try:
-                x_at = self._byte_at(x)  # type: ignore[arg-type]  # ndarray is a buffer
-            except (TypeError, ValueError):  # read-only or not contiguous: copied below
-                pass
-        if x_at is None:
-            if frames > len(self._x):
-                self._grow(frames)
-            self._x[:frames] = x[0]
-            x_at = self._x_address
-        outputs = self._outputs.get(frames)
-        if outputs is None:
-            if len(self._outputs) >= OUTPUT_LAYOUTS:
-                self._outputs.clear()
-            backend = self._backend
-            outputs = self._outputs[frames] = _Outputs(frames, 0, backend._out_width, [], [], batched=False,
-                                                       block=DIRECT_OUTPUT_BLOCK)
-        index = outputs.next
-        if index == outputs.count:
-            outputs.renew()
-            index = 0
-        outputs.next = index + 1
-        status = self._push(self._stream, x_at, frames, outputs.address + 4 * outputs.record * index)
+        outputs = _outputs_for(self._outputs, x.shape[1], self._make_outputs)
+        index, y_at = outputs.take()
+        status = self._push(self._stream, self._input.address(x), x.shape[1], y_at)
         if status != 0:
             raise self._backend._error(status, x)
         return outputs.records[index][0]
 
-    def _grow(self, frames: int) -> None:
-        self._x = np.zeros((frames,) if self._ids else (frames, self._in_width), np.int32 if self._ids else np.float32)
-        self._x_address = self._x.ctypes.data
+    def _make_outputs(self, frames: int) -> _Outputs:
+        return _Outputs(frames, 0, self._backend._out_width, [], [], batched=False, block=DIRECT_OUTPUT_BLOCK)
 
     def get_state(self) -> list[np.ndarray]:
         """A copy of the carried state, one array per manifest state."""
