@@ -116,6 +116,11 @@ class StreamingModel:
         opener = getattr(self._backend, "open_stream", None)
         return opener() if opener is not None else None
 
+    @property
+    def fast_chunk_shape(self) -> tuple[int, ...] | None:
+        """The per-frame shape of float32 feature chunks that need no conversion (None for token ids)."""
+        return self._fast_shape  # type: ignore[return-value]  # no None left in it (see __init__)
+
     # ------------------------------------------------------------ validation
     def check_chunk(self, x: object) -> np.ndarray:
         """Validate one pushed chunk and return it batched, in the graph's dtype."""

@@ -32,7 +32,8 @@ class Stream:
         # A backend whose engine keeps the state itself (native: a C stream) takes only the chunk per push; the
         # state is read from it when asked. Same validation, errors and results as the pure step.
         self._direct = model.open_direct_stream()
-        self._check = model.check_chunk
+        if self._direct is not None:
+            self._push_direct = self._direct.pusher(model.check_chunk, model.fast_chunk_shape)
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Run a chunk (no batch dim: ``[T, F]`` features, ``[T]`` token ids, or one step's input).
@@ -44,7 +45,7 @@ class Stream:
                                      "thread at a time (create one stream per thread: model.create_stream())")
         try:
             if self._direct is not None:
-                y = self._direct.push(self._check(x))
+                y = self._push_direct(x)
             else:
                 y, self._state = self._step(x, self._state)
             self.frames += len(y) if self._counts_frames else 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,17 +161,17 @@ class _Input:
         self.x = np.zeros((frames,) if self.ids else (frames, self.in_width), self.dtype)
         self.x_address = self.x.ctypes.data
 
-    def address(self, x: np.ndarray) -> object:
-        """What to pass C for the batched chunk ``x`` ([1, T, ...])."""
+    def address(self, x: np.ndarray, frames: int) -> object:
+        """What to pass C for the chunk ``x`` of ``frames`` frames (batched ``[1, T, ...]`` or not)."""
         if x.dtype is self.dtype:
             try:
                 return self.byte_at(x)  # type: ignore[arg-type]  # ndarray is a buffer
             except (TypeError, ValueError):
                 pass
-        frames = x.shape[1]
         if frames > self.frames:
             self.grow(frames)
-        self.x[:frames] = x[0]
+        view = self.x[:frames]
+        view[...] = x.reshape(view.shape)
         return self.x_address
 
 
@@ -272,7 +272,7 @@ class NativeBackend:
         except IndexError:
             slot = self._new_slot()
         try:
-            x_at = slot.input.address(x)
+            x_at = slot.input.address(x, frames)
             outputs = _outputs_for(slot.outputs, frames, self._make_outputs)
             index, out_at = outputs.take()
             y_at = out_at + 4 * self._state_size
@@ -341,9 +341,9 @@ class NativeBackend:
 
 
 class DirectStream:
-    """One C stream holding the carried state itself (``lem_stream_push``): a push hands C the chunk and the output
-    only, instead of the state both ways. ``Stream`` uses it on this backend; the state is read and written only
-    when asked (``get_state`` / ``set_state``). On an error the C stream keeps the state it had. One thread at a
+    """One C stream holding the carried state itself (``lem_stream_push``): a push (``pusher``) hands C the chunk
+    and the output only, instead of the state both ways. ``Stream`` uses it on this backend; the state is read and
+    written only when asked (``get_state`` / ``set_state``). On an error the C stream keeps the state it had. One thread at a
     time, like the ``Stream`` that owns it."""
 
     def __init__(self, backend: NativeBackend) -> None:
@@ -361,14 +361,33 @@ class DirectStream:
         self._state = np.empty(max(backend._state_size, 1), np.float32)
         self._state_at = self._state.ctypes.data
 
-    def push(self, x: np.ndarray) -> np.ndarray:
-        """``x`` batched ``[1, T, ...]`` as ``StreamingModel.check_chunk`` returns it; the outputs ``[T, out]``."""
-        outputs = _outputs_for(self._outputs, x.shape[1], self._make_outputs)
-        index, y_at = outputs.take()
-        status = self._push(self._stream, self._input.address(x), x.shape[1], y_at)
-        if status != 0:
-            raise self._backend._error(status, x)
-        return outputs.records[index][0]
+    def pusher(self, check: Callable[[object], np.ndarray], fast_shape: tuple[int, ...] | None
+               ) -> Callable[[object], np.ndarray]:
+        """``push(x) -> y [T, out]`` for the unbatched chunks a ``Stream`` gets: a float32 ``[T, *fast_shape]``
+        array goes to C as it is (C refuses NaN/inf itself), anything else through ``check`` (the model's
+        ``check_chunk``) first. Names are bound once: this is the whole Python cost of a push on this backend."""
+        layouts, make, take_input = self._outputs, self._make_outputs, self._input.address
+        run, stream, error, float32 = self._push, self._stream, self._backend._error, np.dtype(np.float32)
+
+        ndim = 1 + len(fast_shape) if fast_shape is not None else -1
+
+        def push(chunk: object) -> np.ndarray:
+            if (type(chunk) is np.ndarray and chunk.dtype == float32 and chunk.shape[1:] == fast_shape
+                    and chunk.ndim == ndim and chunk.shape[0]):
+                x = chunk
+            else:
+                x = check(chunk)[0]
+            frames = x.shape[0]
+            outputs = layouts.get(frames)
+            if outputs is None:
+                outputs = _outputs_for(layouts, frames, make)
+            index, y_at = outputs.take()
+            status = run(stream, take_input(x, frames), frames, y_at)
+            if status != 0:
+                raise error(status, x)
+            return outputs.records[index][0]
+
+        return push
 
     def _make_outputs(self, frames: int) -> _Outputs:
         return _Outputs(frames, 0, self._backend._out_width, [], [], batched=False, block=DIRECT_OUTPUT_BLOCK)
