@@ -343,8 +343,8 @@ class NativeBackend:
 class DirectStream:
     """One C stream holding the carried state itself (``lem_stream_push``): a push (``pusher``) hands C the chunk
     and the output only, instead of the state both ways. ``Stream`` uses it on this backend; the state is read and
-    written only when asked (``get_state`` / ``set_state``). On an error the C stream keeps the state it had. One thread at a
-    time, like the ``Stream`` that owns it."""
+    written only when asked (``get_state`` / ``set_state``). On an error the C stream keeps the state it had. One
+    thread at a time, like the ``Stream`` that owns it."""
 
     def __init__(self, backend: NativeBackend) -> None:
         self._backend = backend  # keeps the C model alive as long as this stream
