@@ -103,7 +103,7 @@ class StreamingModel:
         Pure: nothing is kept between calls. ``y`` has no batch dim either. A chunk that holds NaN/inf, or whose
         output or new state would (the graph overflowed), raises and leaves ``state`` as it was.
         """
-        batched = self.check_chunk(x)
+        batched = self.check_frames(x)[np.newaxis]
         values = state.ordered if type(state) is State and state.origin is self else self.check_state(state)
         y, new_values = self._run(batched, values)
         if self._scan_result:
@@ -116,22 +116,21 @@ class StreamingModel:
         opener = getattr(self._backend, "open_stream", None)
         return opener() if opener is not None else None
 
-    @property
-    def fast_chunk_shape(self) -> tuple[int, ...] | None:
-        """The per-frame shape of float32 feature chunks that need no conversion (None for token ids)."""
-        return self._fast_shape  # type: ignore[return-value]  # no None left in it (see __init__)
-
     # ------------------------------------------------------------ validation
     def check_chunk(self, x: object) -> np.ndarray:
         """Validate one pushed chunk and return it batched, in the graph's dtype."""
+        return self.check_frames(x)[np.newaxis]
+
+    def check_frames(self, x: object) -> np.ndarray:
+        """Validate one pushed chunk and return it without the batch dim, in the graph's dtype."""
         if (type(x) is np.ndarray and x.dtype == self._float32 and x.shape[1:] == self._fast_shape
                 and x.ndim == len(self._chunk_shape) and x.shape[0] > 0):
             if self._scan_input:
                 require_finite_chunk(x)
-            return x[np.newaxis]  # else the graph reports NaN/inf itself, before any state is kept
-        return self._check_chunk_slow(x)
+            return x  # else the graph reports NaN/inf itself, before any state is kept
+        return self._check_frames_slow(x)
 
-    def _check_chunk_slow(self, x: object) -> np.ndarray:
+    def _check_frames_slow(self, x: object) -> np.ndarray:
         if not isinstance(x, np.ndarray):
             try:
                 x = np.asarray(x)
@@ -164,7 +163,7 @@ class StreamingModel:
                 x = _to_float32(x, "chunk values")
             if self._scan_input:
                 require_finite_chunk(x)
-        return x[np.newaxis]
+        return x
 
     def check_state(self, state: object) -> tuple[np.ndarray, ...]:
         """Validate a caller's state (a mapping by name) and return its values in manifest order, as copies in the

@@ -33,7 +33,7 @@ class Stream:
         # state is read from it when asked. Same validation, errors and results as the pure step.
         self._direct = model.open_direct_stream()
         if self._direct is not None:
-            self._push_direct = self._direct.pusher(model.check_chunk, model.fast_chunk_shape)
+            self._push_direct = self._direct.pusher(model.check_frames)
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Run a chunk (no batch dim: ``[T, F]`` features, ``[T]`` token ids, or one step's input).

@@ -246,13 +246,17 @@ class NativeBackend:
                 raise ModelFileError(expected_got(f"{path}: input width", in_width,
                                                   int(lib.lem_model_input_width(handle))))
 
-    def _new_slot(self) -> _Slot:
+    def create_c_stream(self, max_chunk: int) -> int:
+        """A new C stream of this model (freed with ``lem_stream_free``)."""
         status = ctypes.c_int(0)
-        stream = self._lib.lem_stream_create(self._model, MAX_CHUNK, ctypes.byref(status))
+        stream = self._lib.lem_stream_create(self._model, max_chunk, ctypes.byref(status))
         if not stream:
             raise LstmEdgeError(f"the C library could not create a stream: "
                                 f"{self._lib.lem_status_string(status.value).decode()}")
-        return _Slot(int(stream), self._in_width, self._ids, [b - a for a, b in self._bounds])
+        return int(stream)
+
+    def _new_slot(self) -> _Slot:
+        return _Slot(self.create_c_stream(MAX_CHUNK), self._in_width, self._ids, [b - a for a, b in self._bounds])
 
     def open_stream(self) -> DirectStream:
         """A C stream that keeps its own state: what ``Stream`` pushes through on this backend."""
@@ -349,34 +353,22 @@ class DirectStream:
     def __init__(self, backend: NativeBackend) -> None:
         self._backend = backend  # keeps the C model alive as long as this stream
         lib = backend._lib
-        status = ctypes.c_int(0)
-        stream = lib.lem_stream_create(backend._model, DIRECT_MAX_CHUNK, ctypes.byref(status))
-        if not stream:
-            raise LstmEdgeError(f"the C library could not create a stream: "
-                                f"{lib.lem_status_string(status.value).decode()}")
-        self._lib, self._stream = lib, int(stream)
+        self._lib, self._stream = lib, backend.create_c_stream(DIRECT_MAX_CHUNK)
         self._push = lib.lem_stream_push_ids if backend._ids else lib.lem_stream_push
         self._input = _Input(backend._in_width, backend._ids)
         self._outputs: dict[int, _Outputs] = {}
         self._state = np.empty(max(backend._state_size, 1), np.float32)
         self._state_at = self._state.ctypes.data
 
-    def pusher(self, check: Callable[[object], np.ndarray], fast_shape: tuple[int, ...] | None
-               ) -> Callable[[object], np.ndarray]:
-        """``push(x) -> y [T, out]`` for the unbatched chunks a ``Stream`` gets: a float32 ``[T, *fast_shape]``
-        array goes to C as it is (C refuses NaN/inf itself), anything else through ``check`` (the model's
-        ``check_chunk``) first. Names are bound once: this is the whole Python cost of a push on this backend."""
+    def pusher(self, check: Callable[[object], np.ndarray]) -> Callable[[object], np.ndarray]:
+        """``push(x) -> y [T, out]`` for the chunks a ``Stream`` gets, validated by ``check`` (the model's
+        ``check_frames``; NaN/inf is left to C, which refuses it). Names are bound once: this is the whole Python
+        cost of a push on this backend."""
         layouts, make, take_input = self._outputs, self._make_outputs, self._input.address
-        run, stream, error, float32 = self._push, self._stream, self._backend._error, np.dtype(np.float32)
-
-        ndim = 1 + len(fast_shape) if fast_shape is not None else -1
+        run, stream, error = self._push, self._stream, self._backend._error
 
         def push(chunk: object) -> np.ndarray:
-            if (type(chunk) is np.ndarray and chunk.dtype == float32 and chunk.shape[1:] == fast_shape
-                    and chunk.ndim == ndim and chunk.shape[0]):
-                x = chunk
-            else:
-                x = check(chunk)[0]
+            x = check(chunk)
             frames = x.shape[0]
             outputs = layouts.get(frames)
             if outputs is None:
