@@ -110,6 +110,14 @@ class StreamingModel:
             require_finite_result(y, new_values, self._names)
         return y[0], State(self._names, new_values, self)
 
+    @property
+    def fast_frame_shape(self) -> tuple[int, ...] | None:
+        """The frame shape of a chunk that ``check_frames`` passes through untouched (float32 ``[T, *shape]``) when
+        the backend refuses NaN/inf itself; None when chunks are always converted or scanned in Python."""
+        if self._scan_input or self._fast_shape is None:
+            return None
+        return tuple(int(d) for d in self._fast_shape if d is not None)
+
     def open_direct_stream(self) -> Any:
         """The backend's own stateful stream (``push`` / ``get_state`` / ``set_state`` / ``reset``) when it has one
         (the native backend: the C stream keeps the state), else None. ``Stream`` uses it; ``step`` stays pure."""

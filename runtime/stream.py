@@ -25,15 +25,22 @@ class Stream:
     def __init__(self, model: StreamingModel) -> None:
         self.model = model
         self._state: State = model.initial_state()
-        self.frames = 0  # output frames (or steps) produced since the last reset
+        self._frames = 0  # output frames (or steps) produced since the last reset
         self._step = model.step
         self._counts_frames = model.counts_frames
         self._busy = threading.Lock()
         # A backend whose engine keeps the state itself (native: a C stream) takes only the chunk per push; the
         # state is read from it when asked. Same validation, errors and results as the pure step.
         self._direct = model.open_direct_stream()
+        self._c_pusher = None
         if self._direct is not None:
             self._push_direct = self._direct.pusher(model.check_frames)
+            # The push extension, where it is built: this push as one C call (same checks, results and errors;
+            # anything but a plain float32 chunk goes through the Python push above).
+            self._c_pusher = self._direct.c_pusher(self._push_direct, model.fast_frame_shape, self._counts_frames,
+                                                   _busy_error)
+            if self._c_pusher is not None:
+                self.push = self._c_pusher.push  # type: ignore[method-assign]
 
     def push(self, x: np.ndarray) -> np.ndarray:
         """Run a chunk (no batch dim: ``[T, F]`` features, ``[T]`` token ids, or one step's input).
@@ -41,17 +48,21 @@ class Stream:
         Returns the outputs for these frames, without the batch dim.
         """
         if not self._busy.acquire(blocking=False):
-            raise ConcurrentUseError("this Stream is being pushed from another thread; a Stream belongs to one "
-                                     "thread at a time (create one stream per thread: model.create_stream())")
+            raise _busy_error()
         try:
             if self._direct is not None:
                 y = self._push_direct(x)
             else:
                 y, self._state = self._step(x, self._state)
-            self.frames += len(y) if self._counts_frames else 1
+            self._frames += len(y) if self._counts_frames else 1
             return y
         finally:
             self._busy.release()
+
+    @property
+    def frames(self) -> int:
+        """Output frames (or steps, for a step model) produced since the last reset."""
+        return int(self._c_pusher.frames) if self._c_pusher is not None else self._frames
 
     def reset(self) -> None:
         """Back to the initial state, as a fresh stream."""
@@ -59,7 +70,9 @@ class Stream:
             self._direct.reset()
         else:
             self._state = self.model.initial_state()
-        self.frames = 0
+        self._frames = 0
+        if self._c_pusher is not None:
+            self._c_pusher.frames = 0
 
     @property
     def state(self) -> State:
@@ -76,3 +89,8 @@ class Stream:
             self._direct.set_state(values)
         else:
             self._state = State(self.model.state_names, values, self.model)
+
+
+def _busy_error() -> ConcurrentUseError:
+    return ConcurrentUseError("this Stream is being pushed from another thread; a Stream belongs to one thread at a "
+                              "time (create one stream per thread: model.create_stream())")

@@ -384,6 +384,30 @@ class DirectStream:
     def _make_outputs(self, frames: int) -> _Outputs:
         return _Outputs(frames, 0, self._backend._out_width, [], [], batched=False, block=DIRECT_OUTPUT_BLOCK)
 
+    def c_pusher(self, push: Callable[[object], np.ndarray], frame_shape: tuple[int, ...] | None,
+                 counts_frames: bool, busy_error: Callable[[], Exception]) -> Any:
+        """The push extension's pusher for this stream (``.push(x)``, ``.frames``), or None when the extension is
+        not built here (``native_build.push_unavailable`` says why) or the chunks always need converting
+        (``frame_shape`` None: token ids). It runs an exact float32 chunk ``[T, *frame_shape]`` itself and hands any
+        other chunk to ``push`` (from ``pusher``), which validates it."""
+        from lstm_edge.runtime import native_build
+
+        backend = self._backend
+        if frame_shape is None or backend._ids:
+            return None
+        extension = native_build.push_extension()
+        if extension is None:
+            return None
+        width = backend._out_width
+
+        def make_outputs(frames: int) -> list[np.ndarray]:
+            return list(np.empty((max(1, DIRECT_OUTPUT_BLOCK // (frames * width)), frames, width), np.float32))
+
+        return extension.Pusher(
+            push_address=ctypes.cast(self._push, ctypes.c_void_p).value, stream_address=self._stream,
+            frame_shape=tuple(frame_shape), out_items=width, counts_frames=counts_frames, owner=self,
+            ndarray=np.ndarray, fallback=push, make_outputs=make_outputs, error=backend._error, busy_error=busy_error)
+
     def get_state(self) -> list[np.ndarray]:
         """A copy of the carried state, one array per manifest state."""
         self._lib.lem_stream_get_state(self._stream, self._state_at)
