@@ -18,6 +18,15 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     [ -f /usr/aarch64-linux-gnu/lib/libc.a ] || packages="$packages libc6-dev-arm64-cross"
     [ -f /usr/arm-linux-gnueabihf/lib/libc.a ] || packages="$packages libc6-dev-armhf-cross"
     [ -d /usr/share/games/fortunes ] || packages="$packages fortunes"  # the text corpus (BSD licence)
+    # Festival and its recorded-speaker voices: the keyword recipe's training-only synthesiser
+    for pair in english/ked_diphone:festvox-kdlpc16k catalan/upc_ca_ona_hts:festvox-ca-ona-hts \
+                czech/czech_dita:festvox-czech-dita czech/czech_ph:festvox-czech-ph czech/czech_krb:festvox-czech-krb \
+                czech/czech_machac:festvox-czech-machac finnish/suo_fi_lj_diphone:festvox-suopuhe-lj \
+                finnish/hy_fi_mv_diphone:festvox-suopuhe-mv italian/lp_diphone:festvox-italp16k \
+                italian/pc_diphone:festvox-itapc16k; do
+        [ -d "/usr/share/festival/voices/${pair%%:*}" ] || packages="$packages ${pair#*:}"
+    done
+    command -v text2wave >/dev/null 2>&1 || packages="$packages festival"
     if [ -n "$packages" ]; then
         apt-get update -qq
         # shellcheck disable=SC2086 # one word per package

@@ -31,7 +31,7 @@ MIN_EVAL_CLIP_ACCURACY = 0.65
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out_dir = tmp_path_factory.mktemp("kws_tiny")
     config = synth.SynthConfig(train_per_class=3, eval_per_class=2, seed=5, workers=2, stream_negative_minutes=0.3,
-                               stream_keywords_per_label=1, stream_segment_seconds=10.0)
+                               stream_keywords_per_label=1, stream_segment_seconds=10.0, festival_share=0.4)
     synth.generate_dataset(out_dir, config)
     return out_dir
 
@@ -69,6 +69,9 @@ def test_synth_splits_are_disjoint_by_voice(tiny_dataset: Path) -> None:
         assert not set(splits[first]["variants"]) & set(splits[second]["variants"])
         assert not set(splits[first]["flite_voices"]) & set(splits[second]["flite_voices"])
     assert splits["test"]["flite_voices"] == ["slt"] and splits["validation"]["flite_voices"] == ["rms"]
+    assert splits["train"]["festival_voices"] and not splits["validation"]["festival_voices"] + splits["test"][
+        "festival_voices"]
+    assert any(v.startswith("festival:") for v in splits["train"]["voices_used"])
     # Train: 2x single-word and 2x sentence negatives in _unknown_; validation and test balanced (half sentences).
     expected_counts = {"train": [3, 12] + [3] * 10, "validation": [2] * 12, "test": [2] * 12}
     for split, counts in expected_counts.items():
@@ -82,6 +85,8 @@ def test_synth_splits_are_disjoint_by_voice(tiny_dataset: Path) -> None:
         for voice in data["voices"]:
             if str(voice).startswith("flite:"):
                 assert str(voice)[6:] in splits[split]["flite_voices"]
+            elif str(voice).startswith("festival:"):  # a training-only synthesiser
+                assert split == "train" and str(voice)[9:] in synth.FESTIVAL_VOICES["train"]
             elif voice:
                 language, variant = str(voice).split("+")
                 assert language in splits[split]["languages"] and variant in splits[split]["variants"]
@@ -95,6 +100,28 @@ def test_synth_splits_are_disjoint_by_voice(tiny_dataset: Path) -> None:
         for clip, start, end in zip(data["audio"][~is_silence], data["speech_start"][~is_silence],
                                     data["speech_end"][~is_silence]):
             assert np.abs(clip[start:end].astype(np.float64)).max() > 100
+
+
+def test_festival_voices_change_training_only() -> None:
+    """Adding Festival voices to training leaves the held-out plans (voices, texts, prosody, effects) as they were,
+    so numbers measured before and after stay comparable; every listed Festival voice speaks."""
+    sentences = ["the quick brown fox", "a day in the life"]
+    plans = {}
+    for share in (0.0, 0.5):
+        config = synth.SynthConfig(train_per_class=4, eval_per_class=4, festival_share=share)
+        plans[share] = {split: synth.plan_split(split, config, sentences, np.random.default_rng(1))
+                        for split in synth.SPLITS}
+    for split in ("validation", "test"):
+        assert plans[0.0][split] == plans[0.5][split]
+    engines = {job.engine for _, _, job in plans[0.5]["train"] if job is not None}
+    assert engines == {"espeak", "flite", "festival"} and plans[0.0]["train"] != plans[0.5]["train"]
+    from lstm_edge.recipes.asr.synth import Request, synthesize
+
+    for voice in synth.FESTIVAL_VOICES["train"]:
+        speech = synthesize(Request("festival", voice, "stop", 1.0, 1.0))
+        assert 0.15 * synth.SAMPLE_RATE < speech.size < 2 * synth.SAMPLE_RATE and np.abs(speech).max() > 0.05
+    with pytest.raises(synth.SynthError, match="festival"):
+        synthesize(Request("festival", "no_such_voice", "stop", 1.0, 1.0))
 
 
 def test_shipped_model_rebuilds_from_config_and_weights() -> None:

@@ -81,11 +81,11 @@ class SynthConfig:
 class Request:
     """One synthesiser call."""
 
-    engine: str  # "espeak" or "flite"
+    engine: str  # "espeak", "flite" or "festival"
     voice: str
     text: str
-    rate: float  # espeak words per minute, or flite duration stretch
-    pitch: float  # espeak pitch 0-99, or flite f0 scale
+    rate: float  # espeak words per minute, or flite / festival duration stretch
+    pitch: float  # espeak pitch 0-99, or flite f0 scale (festival: unused; pitch is varied by sox afterwards)
 
 
 def _read_wav_bytes(data: bytes) -> np.ndarray:
@@ -105,7 +105,13 @@ def synthesize(request: Request) -> np.ndarray:
                    "--stdout", request.text]
         result = subprocess.run(command, capture_output=True, check=False)
         data = result.stdout
-    else:
+    elif request.engine == "festival":
+        with tempfile.NamedTemporaryFile(suffix=".wav") as out:
+            command = ["text2wave", "-eval", f"(voice_{request.voice})",
+                       "-eval", f"(Parameter.set 'Duration_Stretch {request.rate:.3f})", "-o", out.name]
+            result = subprocess.run(command, input=request.text.encode(), capture_output=True, check=False)
+            data = Path(out.name).read_bytes()
+    elif request.engine == "flite":
         with tempfile.NamedTemporaryFile(suffix=".wav") as out:
             f0 = 110.0 if request.voice in ("kal", "kal16", "awb", "rms") else 170.0
             command = ["flite", "-voice", request.voice, "-t", request.text, "-o", out.name,
@@ -113,6 +119,8 @@ def synthesize(request: Request) -> np.ndarray:
                        "--setf", f"int_f0_target_mean={f0 * request.pitch:.1f}"]
             result = subprocess.run(command, capture_output=True, check=False)
             data = Path(out.name).read_bytes()
+    else:
+        raise SynthError(f"{request}: expected engine 'espeak', 'flite' or 'festival'")
     if result.returncode != 0 or len(data) < 44 or data[:4] != b"RIFF":
         raise SynthError(f"{request}: expected a WAV, got rc={result.returncode}, stderr={result.stderr[:200]!r}")
     return trim_silence(_read_wav_bytes(data))

@@ -7,9 +7,11 @@ negatives: single words (other words and near misses of the keywords) and 1 s cr
 ``fortunes`` text, split by source file; sentences containing a keyword or its homophone are dropped).
 
 Voices come from two synthesiser families: espeak-ng (formant synthesis; a *voice* is a ``language+variant`` pair)
-and flite (voices built from recorded human speakers). Splits are by voice: espeak-ng languages and variants are
-each partitioned, so a test voice shares neither accent nor timbre with a training voice, and whole flite voices
-are held out (``FLITE_VOICES``: kal/kal16/awb train, rms validation, slt test).
+and flite (voices built from recorded human speakers); with ``festival_share`` > 0, training also gets Festival's
+recorded-speaker voices (``FESTIVAL_VOICES``, training only: more speakers, women and a child among them). Splits
+are by voice: espeak-ng languages and variants are each partitioned, so a test voice shares neither accent nor
+timbre with a training voice, and whole flite voices are held out (``FLITE_VOICES``: kal/kal16/awb train, rms
+validation, slt test).
 
 Augmentation that mimics a cheap board microphone (``sox``, per utterance): speed and pitch changes, room reverb,
 band-limiting (high- and low-pass); then random gain, time offset, coloured noise over a wide SNR range and babble.
@@ -100,6 +102,16 @@ VARIANT_SPLIT_SEED = 20261125
 
 
 FLITE_VOICES: dict[str, tuple[str, ...]] = {"train": ("kal", "kal16", "awb"), "validation": ("rms",), "test": ("slt",)}
+# Festival voices (Debian festvox packages; diphone and HTS voices built from recorded speakers, mostly of other
+# languages, reading the English text with their own letter-to-sound rules): more recorded speakers than flite has,
+# four of them women and one a child. Training only: validation and test keep their espeak-ng and flite voices, so
+# a held-out voice is never of a speaker or a synthesiser family seen in training.
+FESTIVAL_VOICES: dict[str, tuple[str, ...]] = {
+    "train": ("ked_diphone", "upc_ca_ona_hts", "czech_dita", "suo_fi_lj_diphone", "lp_diphone", "pc_diphone",
+              "czech_ph", "czech_krb", "czech_machac", "hy_fi_mv_diphone"),
+    "validation": (),
+    "test": (),
+}
 
 
 class SynthError(RuntimeError):
@@ -123,6 +135,7 @@ class SynthConfig:
     workers: int = 2
     shard_size: int = 2000
     flite_share: float = 0.4  # share of utterances spoken by flite (the rest by espeak-ng)
+    festival_share: float = 0.0  # share of training utterances spoken by Festival voices (before the flite share)
     english_share: float = 0.7  # share of espeak-ng utterances in an English voice
     speed_wpm: tuple[int, int] = (110, 230)
     pitch: tuple[int, int] = (15, 85)
@@ -240,7 +253,7 @@ class Job:
 
     @property
     def voice_name(self) -> str:
-        return self.voice if self.engine == "espeak" else f"flite:{self.voice}"
+        return self.voice if self.engine == "espeak" else f"{self.engine}:{self.voice}"
 
 
 def apply_sox(pcm: np.ndarray, effects: Sequence[str]) -> np.ndarray:
@@ -284,7 +297,11 @@ def sample_effects(config: SynthConfig, rng: np.random.Generator) -> tuple[str, 
 
 def sample_job(text: str, split: str, config: SynthConfig, rng: np.random.Generator) -> Job:
     """A job speaking ``text`` in a random voice of ``split`` with random prosody and effects."""
-    if rng.random() < config.flite_share:
+    festival = FESTIVAL_VOICES[split]
+    # (no draw for a split without Festival voices: validation and test stay the same with or without them)
+    if festival and config.festival_share > 0 and rng.random() < config.festival_share:
+        job = Job("festival", str(rng.choice(festival)), text, float(rng.uniform(*config.flite_stretch)), 1.0)
+    elif rng.random() < config.flite_share:
         job = Job("flite", str(rng.choice(FLITE_VOICES[split])), text, float(rng.uniform(*config.flite_stretch)),
                   float(rng.uniform(*config.flite_f0_scale)))
     else:
@@ -562,6 +579,7 @@ def generate_dataset(out_dir: Path, config: SynthConfig, streams: bool = True) -
                 "languages": english + other,
                 "variants": variants,
                 "flite_voices": list(FLITE_VOICES[split]),
+                "festival_voices": list(FESTIVAL_VOICES[split]) if config.festival_share > 0 else [],
                 "n_sentences_available": len(sentences[split]),
                 "voices_used": sorted(set(str(v) for v in arrays["voices"] if v)),
             }
@@ -638,6 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="minutes of keyword-free running speech per held-out split")
     parser.add_argument("--stream-keywords", type=int, default=SynthConfig.stream_keywords_per_label,
                         help="occurrences of each keyword in the held-out recall streams")
+    parser.add_argument("--festival-share", type=float, default=SynthConfig.festival_share,
+                        help="share of training utterances spoken by Festival voices (needs the festvox packages)")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to generate")
     parser.add_argument("--seed", type=int, default=SynthConfig.seed)
     parser.add_argument("--workers", type=int, default=SynthConfig.workers)
     args = parser.parse_args(argv)
@@ -646,7 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          train_unknown_factor=args.train_unknown_factor,
                          train_sentence_factor=args.train_sentence_factor,
                          stream_negative_minutes=args.stream_minutes, stream_keywords_per_label=args.stream_keywords,
-                         seed=args.seed, workers=args.workers)
+                         festival_share=args.festival_share, splits=tuple(args.splits), seed=args.seed,
+                         workers=args.workers)
     index = generate_dataset(args.out, config)
     splits: dict[str, Any] = index["splits"]
     print(json.dumps({split: info["n_clips"] for split, info in splits.items()}))
