@@ -5,7 +5,9 @@ search + endpointing, one thread), followed by 1 s of low noise so the endpoint 
 the concatenation of the final results. Reports WER per kind (digit strings, numbers, commands), the real-time
 factor (processing time / audio time) and the final-result latency: audio time from the end of speech to the end
 of the chunk that produced the last final result, plus that chunk's processing time (the end of the input if
-only the flush produced it).
+only the flush produced it). An utterance that gives no result at all (all its words deleted, counted in the WER)
+has no final result to time: it is counted in ``utterances_without_result`` and left out of the latency, which is
+also reported with it counted as the end of the input (``final_latency_with_silent_seconds``).
 
 Run: ``python -m lstm_edge.recipes.asr.evaluate MODEL_DIR --data DIR [--split test] [--out FILE.json]``.
 """
@@ -46,6 +48,7 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
     errors: dict[str, list[int]] = {}
     by_engine: dict[str, list[int]] = {}  # synthesiser family of the voice: espeak, flite
     latencies: list[float] = []
+    silent: list[float] = []  # utterances with no result at all, timed as if the end of the input were one
     examples: list[dict[str, str]] = []
     processing, duration = 0.0, 0.0
     recognizer.transcribe(audio_list[0])  # warm-up
@@ -64,11 +67,13 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
                     finals.append(result.text)
                     last_final_at = min(start + step, len(signal)) / rate + spent
         began = time.perf_counter()
-        finals.extend(r.text for r in stream.flush())
+        flushed = [r.text for r in stream.flush()]
+        finals.extend(flushed)
         processing += time.perf_counter() - began
         duration += len(signal) / rate
         end_of_speech = int(arrays["speech_end"][i]) / rate
-        latencies.append((last_final_at if last_final_at is not None else len(signal) / rate) - end_of_speech)
+        latency = (last_final_at if last_final_at is not None else len(signal) / rate) - end_of_speech
+        (latencies if last_final_at is not None or flushed else silent).append(latency)
         hypothesis = " ".join(finals).split()
         reference = str(arrays["texts"][i]).split()
         kind = str(arrays["kinds"][i])
@@ -89,11 +94,18 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
         "wer_by_synthesiser": {engine: round(e / max(n, 1), 4) for engine, (e, n) in sorted(by_engine.items())},
         "words": {kind: n for kind, (_, n) in sorted(errors.items())},
         "rtf": round(processing / duration, 5), "audio_seconds": round(duration, 1),
-        "final_latency_seconds": {"median": round(float(np.median(latencies)), 3),
-                                  "p90": round(float(np.percentile(latencies, 90)), 3),
-                                  "max": round(float(np.max(latencies)), 3)},
+        "final_latency_seconds": _spread(latencies),
+        "utterances_without_result": len(silent),
+        "final_latency_with_silent_seconds": _spread(latencies + silent),
         "errors": examples,
     }
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    return {"median": round(float(np.median(values)), 3), "p90": round(float(np.percentile(values, 90)), 3),
+            "max": round(float(np.max(values)), 3)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
