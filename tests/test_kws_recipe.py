@@ -122,6 +122,10 @@ def test_festival_voices_change_training_only() -> None:
         assert 0.15 * synth.SAMPLE_RATE < speech.size < 2 * synth.SAMPLE_RATE and np.abs(speech).max() > 0.05
     with pytest.raises(synth.SynthError, match="festival"):
         synthesize(Request("festival", "no_such_voice", "stop", 1.0, 1.0))
+    # a clip whose Festival call fails keeps its text and label: a flite training voice speaks it
+    fallback = synth.render(synth.Job("festival", "no_such_voice", "stop", 1.0, 1.0))
+    np.testing.assert_array_equal(fallback, synthesize(Request("flite", synth.FLITE_VOICES["train"][0], "stop", 1.0,
+                                                               1.0)))
 
 
 def test_shipped_model_rebuilds_from_config_and_weights() -> None:

@@ -107,9 +107,14 @@ def synthesize(request: Request) -> np.ndarray:
         data = result.stdout
     elif request.engine == "festival":
         with tempfile.NamedTemporaryFile(suffix=".wav") as out:
-            command = ["text2wave", "-eval", f"(voice_{request.voice})",
-                       "-eval", f"(Parameter.set 'Duration_Stretch {request.rate:.3f})", "-o", out.name]
-            result = subprocess.run(command, input=request.text.encode(), capture_output=True, check=False)
+            # Some diphone voices crash on some words at some duration stretches: then once more at the voice's own
+            # durations (a repeatable fallback, so a generated set stays deterministic)
+            for stretch in dict.fromkeys((round(request.rate, 3), 1.0)):
+                command = ["text2wave", "-eval", f"(voice_{request.voice})",
+                           "-eval", f"(Parameter.set 'Duration_Stretch {stretch})", "-o", out.name]
+                result = subprocess.run(command, input=request.text.encode(), capture_output=True, check=False)
+                if result.returncode == 0:
+                    break
             data = Path(out.name).read_bytes()
     elif request.engine == "flite":
         with tempfile.NamedTemporaryFile(suffix=".wav") as out:
