@@ -34,6 +34,16 @@ def test_voice_split_is_disjoint() -> None:
         assert not table["validation"] & table["test"]
 
 
+def test_festival_voices_change_training_only() -> None:
+    plans = {share: {split: synth.plan_split(split, 30, synth.SynthConfig(festival_share=share),
+                                             np.random.default_rng(2)) for split in synth.SPLITS}
+             for share in (0.0, 0.5)}
+    for split in ("validation", "test"):
+        assert plans[0.0][split] == plans[0.5][split]
+    assert {request.engine for _, request in plans[0.5]["train"]} == {"espeak", "flite", "festival"}
+    assert "festival" not in {request.engine for _, request in plans[0.0]["train"]}
+
+
 def test_smoke_synth_train_export_recognize(tmp_path: Path) -> None:
     data = tmp_path / "data"
     synth.main(["--out", str(data), "--train", "8", "--eval", "3", "--workers", "1"])

@@ -2,7 +2,8 @@
 
 Voices are split by speaker: espeak-ng English languages and voice variants are partitioned as in the keyword
 recipe (a test voice shares neither accent nor variant with training), and whole flite voices are held out
-(``FLITE_VOICES``). Each utterance gets a random speed and pitch, in training a vocal-tract-length change
+(``FLITE_VOICES``); with ``festival_share`` > 0 training also gets Festival's recorded-speaker voices (training
+only, as in the keyword recipe). Each utterance gets a random speed and pitch, in training a vocal-tract-length change
 (resampling by a factor that moves formants, pitch and tempo together, as speed perturbation does: the male flite
 training voices then also sound like shorter vocal tracts), optional band-limiting (a cheap microphone or an 8 kHz
 line), gain, optional reverb and coloured noise, and random leading/trailing silence.
@@ -32,6 +33,7 @@ from scipy.signal import butter, resample_poly, sosfilt
 
 from lstm_edge.recipes.asr.grammar import sample_sentence
 from lstm_edge.recipes.kws.synth import (
+    FESTIVAL_VOICES,
     SAMPLE_RATE,
     SynthError,
     coloured_noise,
@@ -58,6 +60,7 @@ class SynthConfig:
     eval: int = 300
     seed: int = 0
     workers: int = 2
+    festival_share: float = 0.0  # share of training utterances spoken by Festival voices (FESTIVAL_VOICES)
     espeak_wpm: tuple[int, int] = (120, 210)
     espeak_pitch: tuple[int, int] = (20, 80)
     flite_stretch: tuple[float, float] = (0.8, 1.25)
@@ -178,7 +181,12 @@ def plan_split(split: str, n: int, config: SynthConfig, rng: np.random.Generator
     plan = []
     for _ in range(n):
         kind, text = sample_sentence(rng)
-        if rng.random() < FLITE_SHARE:
+        festival = FESTIVAL_VOICES[split]
+        # (no draw without Festival voices: validation and test stay the same with or without them)
+        if festival and config.festival_share > 0 and rng.random() < config.festival_share:
+            request = Request("festival", str(rng.choice(festival)), text, float(rng.uniform(*config.flite_stretch)),
+                              1.0)
+        elif rng.random() < FLITE_SHARE:
             request = Request("flite", str(rng.choice(FLITE_VOICES[split])), text,
                               float(rng.uniform(*config.flite_stretch)), float(rng.uniform(*config.flite_f0_scale)))
         else:
@@ -244,10 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--train", type=int, default=SynthConfig.train)
     parser.add_argument("--eval", type=int, default=SynthConfig.eval, help="utterances in validation and in test")
+    parser.add_argument("--festival-share", type=float, default=SynthConfig.festival_share,
+                        help="share of training utterances spoken by Festival voices (needs the festvox packages)")
     parser.add_argument("--seed", type=int, default=SynthConfig.seed)
     parser.add_argument("--workers", type=int, default=SynthConfig.workers)
     args = parser.parse_args(argv)
-    config = SynthConfig(train=args.train, eval=args.eval, seed=args.seed, workers=args.workers)
+    config = SynthConfig(train=args.train, eval=args.eval, seed=args.seed, workers=args.workers,
+                         festival_share=args.festival_share)
     print(json.dumps(generate_dataset(args.out, config)["splits"]))
     return 0
 
