@@ -4,7 +4,8 @@
   result over chunks equals the result over the whole array).
 * ``prefix_beam_search`` / ``BeamState``: CTC prefix beam search constrained by a lexicon (character trie: a word
   may only be spelled as a lexicon word, words are separated by the space token) and optionally by a word grammar
-  (which word may follow which). Settings are data (``BeamSettings``, from the manifest).
+  (which word may follow which, or a deterministic word automaton: exactly the sentences of a grammar). Settings
+  are data (``BeamSettings``, from the manifest).
 
 Every hypothesis carries the frame of each emitted token, from which word timestamps are derived (``words_of``).
 """
@@ -104,9 +105,18 @@ class BeamSettings:
         return cls(**{k: data[k] for k in known if k in data})
 
 
+Context = Any  # what the words spelled so far allow next: None at the start, else a word or an automaton state
+
+
 class Vocabulary:
     """What the beam search may spell: tokens (characters, one of them the word separator), lexicon words, and an
-    optional word grammar ``{"start": [words], "next": {word: [words]}, "final": [words]}``."""
+    optional word grammar, in one of two forms:
+
+    * word successors ``{"start": [words], "next": {word: [words]}, "final": [words]}`` (which word may follow
+      which: remembers only the previous word);
+    * a deterministic word automaton ``{"states": N, "start": s, "final": [states], "arcs": [[from, word, to],
+      ...]}`` (at most one arc per state and word): exactly the word sequences that reach a final state.
+    """
 
     def __init__(self, tokens: Sequence[str], lexicon: Iterable[str], grammar: Mapping[str, Any] | None = None,
                  blank: int = 0, separator: str = " ") -> None:
@@ -123,44 +133,104 @@ class Vocabulary:
                 raise ManifestError(expected_got("lexicon word", "a non-empty word spelled with the tokens",
                                                  repr(word)))
         self.grammar = grammar
-        self._prefixes: dict[str | None, frozenset[str]] = {}
-        self._followers: dict[str | None, frozenset[str]] = {}
+        self._prefixes: dict[Context, frozenset[str]] = {}
+        self._followers: dict[Context, frozenset[str]] = {}
+        self._arcs: dict[tuple[Context, str], Context] = {}  # (context, word) -> the context after it
+        self._final: frozenset[Context] = frozenset()
+        self._contexts: dict[str, Context] = {"": None}  # the complete words spelled so far -> their context
         if grammar is None:
-            self._followers[None] = self.words
-        else:
-            self._followers[None] = frozenset(grammar["start"])
-            for word, nexts in grammar["next"].items():
-                self._followers[word] = frozenset(nexts)
-            self._final = frozenset(grammar["final"])
-            unknown = (set(grammar["start"]) | set(grammar["next"]) | self._final
-                       | {w for ws in grammar["next"].values() for w in ws}) - self.words
-            if unknown:
-                raise ManifestError(expected_got("grammar words", "lexicon words", sorted(unknown)))
+            return
+        if not isinstance(grammar, Mapping):
+            raise ManifestError(expected_got("grammar", "a mapping (word successors or a word automaton)",
+                                             type(grammar).__name__))
+        words = self._load_automaton(grammar) if "arcs" in grammar else self._load_successors(grammar)
+        unknown = words - self.words
+        if unknown:
+            raise ManifestError(expected_got("grammar words", "lexicon words", sorted(unknown)))
 
-    def followers(self, previous: str | None) -> frozenset[str]:
-        """Words allowed after ``previous`` (None: at the start of an utterance)."""
+    def _load_successors(self, grammar: Mapping[str, Any]) -> set[str]:
+        missing = {"start", "next", "final"} - set(grammar)
+        if missing:
+            raise ManifestError(expected_got("grammar keys", "start, next, final (or states, start, final, arcs)",
+                                             f"missing {sorted(missing)}"))
+        self._followers[None] = frozenset(grammar["start"])
+        for word, nexts in grammar["next"].items():
+            self._followers[word] = frozenset(nexts)
+        for previous, nexts in self._followers.items():
+            for word in nexts:
+                self._arcs[(previous, word)] = word
+        self._final = frozenset(grammar["final"])
+        return (set(grammar["start"]) | set(grammar["next"]) | set(self._final)
+                | {w for ws in grammar["next"].values() for w in ws})
+
+    def _load_automaton(self, grammar: Mapping[str, Any]) -> set[str]:
+        n = grammar.get("states")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ManifestError(expected_got("grammar.states", "an int >= 1", repr(n)))
+
+        def state(value: Any, where: str) -> int:
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < n:
+                raise ManifestError(expected_got(where, f"a state in 0..{n - 1}", repr(value)))
+            return value
+
+        start = state(grammar.get("start"), "grammar.start")
+        finals = grammar.get("final")
+        if not isinstance(finals, list):
+            raise ManifestError(expected_got("grammar.final", "a list of states", repr(finals)))
+        self._final = frozenset(state(f, "grammar.final") for f in finals)
+        arcs = grammar.get("arcs")
+        if not isinstance(arcs, list):
+            raise ManifestError(expected_got("grammar.arcs", "a list of [from, word, to]", repr(arcs)))
+        followers: dict[int, set[str]] = {}
+        for arc in arcs:
+            if not (isinstance(arc, list | tuple) and len(arc) == 3 and isinstance(arc[1], str)):
+                raise ManifestError(expected_got("grammar arc", "[from, word, to]", repr(arc)))
+            source, word, target = state(arc[0], "grammar arc source"), arc[1], state(arc[2], "grammar arc target")
+            if (source, word) in self._arcs:
+                raise ManifestError(expected_got("grammar arcs", "one arc per state and word (deterministic)",
+                                                 f"two arcs for {word!r} from state {source}"))
+            self._arcs[(source, word)] = target
+            followers.setdefault(source, set()).add(word)
+        self._followers = {s: frozenset(ws) for s, ws in followers.items()}
+        self._contexts[""] = start
+        return {word for _, word in self._arcs}
+
+    def context(self, text: str) -> tuple[Context, str]:
+        """(what the complete words of ``text`` allow next, the word being spelled). After a word the grammar
+        does not allow there, nothing is allowed."""
+        cut = text.rfind(" ")
+        done, partial = text[: cut + 1], text[cut + 1:]
+        context = self._contexts.get(done, _DEAD)
+        if context is _DEAD:
+            before, word = self.context(done[:-1])
+            context = None if self.grammar is None else self._arcs.get((before, word), _DEAD)
+            if len(self._contexts) >= _CONTEXT_CACHE:  # a long-running recognizer: keep the cache bounded
+                self._contexts = {"": self._contexts[""]}
+            self._contexts[done] = context
+        return context, partial
+
+    def followers(self, context: Context) -> frozenset[str]:
+        """Words allowed in ``context`` (any lexicon word without a grammar)."""
         if self.grammar is None:
             return self.words
-        return self._followers.get(previous, frozenset())
+        return self._followers.get(context, frozenset())
 
-    def prefixes(self, previous: str | None) -> frozenset[str]:
-        """Every prefix (including the whole word) of the words allowed after ``previous``."""
-        key = None if self.grammar is None else previous
+    def prefixes(self, context: Context) -> frozenset[str]:
+        """Every prefix (including the whole word) of the words allowed in ``context``."""
+        key = None if self.grammar is None else context
         if key not in self._prefixes:
-            self._prefixes[key] = frozenset(w[:i] for w in self.followers(previous) for i in range(1, len(w) + 1))
+            self._prefixes[key] = frozenset(w[:i] for w in self.followers(context) for i in range(1, len(w) + 1))
         return self._prefixes[key]
 
-    def can_end(self, previous: str | None, word: str) -> bool:
-        """True if an utterance may end with ``word`` after ``previous``."""
-        if word not in self.followers(previous):
+    def can_end(self, context: Context, word: str) -> bool:
+        """True if an utterance may end with ``word`` in ``context``."""
+        if word not in self.followers(context):
             return False
-        return self.grammar is None or word in self._final
+        return self.grammar is None or self._arcs.get((context, word), _DEAD) in self._final
 
 
-def _split_text(text: str) -> tuple[str | None, str]:
-    """(last complete word or None, the word being spelled)."""
-    words = text.split(" ")
-    return (words[-2] if len(words) > 1 else None), words[-1]
+_DEAD = object()  # the context after a word the grammar does not allow there: nothing may follow
+_CONTEXT_CACHE = 65536
 
 
 @dataclass
@@ -211,14 +281,14 @@ def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings
             last = text[-1] if text else None
             if last is not None:
                 _add(new, text, NEG_INF, beam.token + row[tokens.index(last)], beam.frames)
-            previous, partial = _split_text(text)
+            context, partial = vocabulary.context(text)
             for c in candidates:
                 if c == separator:
-                    if not partial or partial not in vocabulary.followers(previous):
+                    if not partial or partial not in vocabulary.followers(context):
                         continue
                     extended = text + " "
                 else:
-                    if partial + tokens[c] not in vocabulary.prefixes(previous):
+                    if partial + tokens[c] not in vocabulary.prefixes(context):
                         continue
                     extended = text + tokens[c]
                 score = beam.blank + row[c] if tokens[c] == last else total + row[c]
@@ -239,8 +309,8 @@ def best_text(state: BeamState, vocabulary: Vocabulary, final: bool = False) -> 
             return stripped, beam.frames[: len(stripped)]
         if not stripped:
             break
-        previous, partial = _split_text(stripped)
-        if vocabulary.can_end(previous, partial):
+        context, partial = vocabulary.context(stripped)
+        if vocabulary.can_end(context, partial):
             return stripped, beam.frames[: len(stripped)]
     return "", ()
 

@@ -77,6 +77,42 @@ def test_beam_search_respects_the_grammar() -> None:
     assert prefix_beam_search(spell(spell_text("call two one")), constrained) == "call two one"
 
 
+def test_word_automaton_accepts_exactly_its_sentences() -> None:
+    # "call" then exactly two digits among {one, two}: the successor form would also take "call one two one" (every
+    # word pair is allowed) and "call two" (two may end); the automaton counts.
+    lexicon = ["call", "one", "two", "four"]
+    automaton = {"states": 4, "start": 0, "final": [3],
+                 "arcs": [[0, "call", 1], [1, "one", 2], [1, "two", 2], [2, "one", 3], [2, "two", 3]]}
+    vocabulary = Vocabulary(TOKENS, lexicon, automaton)
+    assert prefix_beam_search(spell(spell_text("call two one")), vocabulary) == "call two one"
+    # a third digit is not in the grammar: the best complete sentence drops it
+    assert prefix_beam_search(spell(spell_text("call two one two")), vocabulary) != "call two one two"
+    # one digit is too few: nothing complete was said
+    assert prefix_beam_search(spell(spell_text("call two")), vocabulary) == ""
+    state = beam_step(BeamState(), spell(spell_text("call tw")), vocabulary, BeamSettings())
+    assert best_text(state, vocabulary)[0] == "call tw"  # a partial may stop inside the grammar
+    # streamed in chunks, the same as over the whole array
+    log_probs = spell(spell_text("call one two"))
+    state = BeamState()
+    for start in range(0, len(log_probs), 4):
+        state = beam_step(state, log_probs[start:start + 4], vocabulary, BeamSettings())
+    assert best_text(state, vocabulary, final=True)[0] == "call one two"
+
+
+@pytest.mark.parametrize(("grammar", "message"), [
+    ({"states": 2, "start": 0, "final": [1], "arcs": [[0, "one", 1], [0, "one", 0]]}, "deterministic"),
+    ({"states": 2, "start": 0, "final": [5], "arcs": [[0, "one", 1]]}, "grammar.final"),
+    ({"states": 2, "start": 0, "final": [1], "arcs": [[0, "one", 2]]}, "arc target"),
+    ({"states": 2, "start": 0, "final": [1], "arcs": [[0, "nine", 1]]}, "grammar words"),
+    ({"states": 0, "start": 0, "final": [], "arcs": []}, "grammar.states"),
+    ({"states": 2, "start": 0, "final": [1], "arcs": [[0, 1]]}, "grammar arc"),
+    ({"start": ["one"], "final": ["one"]}, "grammar keys"),
+])
+def test_bad_grammar_is_a_manifest_error(grammar: dict, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        Vocabulary(TOKENS, ["one", "two"], grammar)
+
+
 def test_beam_search_streams_like_whole() -> None:
     vocabulary = Vocabulary(TOKENS, ["two", "one", "four", "nine"])
     log_probs = spell(spell_text("nine four one"))

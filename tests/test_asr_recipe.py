@@ -117,3 +117,44 @@ def test_demo_audio_places_each_utterance_where_its_speech_is(tmp_path: Path) ->
         guess = int(round(event["start_s"] * synth.SAMPLE_RATE)) - int(arrays["speech_start"][i])
         # times are rounded to 1 ms (16 samples)
         assert any(np.array_equal(recording[s:s + pieces[i].size], pieces[i]) for s in range(guess - 16, guess + 17))
+
+
+def test_band_gain_adds_one_bounded_smooth_curve_per_utterance() -> None:
+    import torch
+
+    x = torch.zeros(4, 30, 80)
+    out = train.band_gain(x, 40, 6.0, np.random.default_rng(1))
+    curves = out[:, 0, :]
+    # the same offset at every time step and in both stacked halves; at most 6 dB of power in natural-log units
+    assert torch.equal(out, curves[:, None, :].expand_as(out))
+    assert torch.equal(curves[:, :40], curves[:, 40:])
+    assert float(curves.abs().max()) <= 6.0 * np.log(10.0) / 10.0 + 1e-6
+    assert float(curves.abs().max()) > 0.1
+    # one curve per utterance, smooth: neighbouring bands differ far less than the curve's range
+    assert not torch.allclose(curves[0], curves[1])
+    steps = (curves[:, 1:40] - curves[:, :39]).abs().max(dim=1).values
+    spans = curves[:, :40].max(dim=1).values - curves[:, :40].min(dim=1).values
+    assert bool(torch.all(steps < 0.35 * spans))
+    assert torch.equal(x, torch.zeros(4, 30, 80))  # the input batch is left as it was
+
+
+def test_word_automaton_is_the_grammar_exactly() -> None:
+    from lstm_edge.recipes.asr.grammar import sample_sentence, word_automaton
+    from lstm_edge.runtime.ctc import Vocabulary
+
+    automaton = word_automaton()
+    vocabulary = Vocabulary(TOKENS, LEXICON, automaton)  # loads: deterministic, words in the lexicon
+    successors = Vocabulary(TOKENS, LEXICON, word_graph())
+
+    def accepts(v: Vocabulary, sentence: str) -> bool:
+        context, last = v.context(sentence)
+        return v.can_end(context, last)
+
+    rng = np.random.default_rng(11)
+    assert all(accepts(vocabulary, sample_sentence(rng)[1]) for _ in range(2000))
+    # word sequences the pairwise graph lets through but no template makes
+    outside = ["start a timer for sixty five seven", "one two", "call one two", "twenty zero", "mute mute",
+               "set a timer for zero seconds", "one two three four five six seven eight nine", "hundred"]
+    assert [accepts(vocabulary, s) for s in outside] == [False] * len(outside)
+    assert accepts(successors, "start a timer for sixty five seven") and accepts(successors, "call one two")
+    assert automaton["states"] < 100  # minimised

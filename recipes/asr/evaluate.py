@@ -34,12 +34,16 @@ TAIL_SECONDS = 1.0
 
 
 def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: str | None, precision: str,
-                       limit: int | None = None, decoder: dict[str, Any] | None = None) -> dict[str, Any]:
-    """WER per kind, RTF and final latency for one precision (``decoder`` overrides the manifest's settings)."""
+                       limit: int | None = None, decoder: dict[str, Any] | None = None,
+                       grammar: dict[str, Any] | None = None) -> dict[str, Any]:
+    """WER per kind, RTF and final latency for one precision (``decoder`` and ``grammar`` override the manifest's
+    settings)."""
     model = StreamingModel.load(model_dir, backend=backend, precision=precision)
     settings = RecognizerSettings.from_manifest(model.manifest.extra)
     if decoder:
         settings = replace(settings, decoder=BeamSettings.from_dict(decoder))
+    if grammar:
+        settings = replace(settings, grammar=grammar)
     recognizer = SpeechRecognizer(model, settings)
     rate = recognizer.sample_rate
     step = int(rate * CHUNK_SECONDS)
@@ -119,15 +123,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--decoder", type=json.loads, default=None, help="decoder settings (JSON) to try instead of "
                                                                           "the manifest's")
+    parser.add_argument("--grammar", type=Path, default=None, help="a grammar (JSON file, either form the manifest "
+                                                                    "takes) to try instead of the manifest's")
     args = parser.parse_args(argv)
+    grammar = json.loads(args.grammar.read_text()) if args.grammar else None
 
     arrays = load_split(args.data, args.split)
     voices = sorted(set(str(v) for v in arrays["voices"]))
-    report: dict[str, Any] = {"split": args.split, "decoder_override": args.decoder, "voices": voices,
+    report: dict[str, Any] = {"split": args.split, "decoder_override": args.decoder,
+                              "grammar_override": str(args.grammar) if args.grammar else None, "voices": voices,
                               "chunk_seconds": CHUNK_SECONDS,
                               "tail_seconds": TAIL_SECONDS, "results": []}
     for precision in args.precisions.split(","):
-        result = evaluate_precision(args.model_dir, arrays, args.backend, precision, args.limit, args.decoder)
+        result = evaluate_precision(args.model_dir, arrays, args.backend, precision, args.limit, args.decoder,
+                                    grammar)
         report["results"].append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "errors"}), flush=True)
     if args.out:

@@ -130,3 +130,101 @@ def word_graph() -> dict[str, object]:
             following.setdefault(a, set()).add(b)
     return {"start": sorted(start), "next": {w: sorted(n) for w, n in sorted(following.items())},
             "final": sorted(final)}
+
+
+
+def _nfa_arcs() -> tuple[list[tuple[int, str, int]], set[int]]:
+    """Every sentence ``sample_sentence`` can draw as a word automaton without empty arcs: (arcs, final states);
+    state 0 is the start. Several arcs may leave a state with the same word (determinised by ``word_automaton``)."""
+    arcs: list[tuple[int, str, int]] = []
+    count = [1]
+
+    def new() -> int:
+        count[0] += 1
+        return count[0] - 1
+
+    def path(source: int, words: list[str], target: int) -> None:
+        for word in words[:-1]:
+            state = new()
+            arcs.append((source, word, state))
+            source = state
+        arcs.append((source, words[-1], target))
+
+    def digit_string(source: int, target: int, low: int = 3, high: int = 8) -> None:
+        # the n-th digit leads on to the next digit and, when low <= n, may also end the string
+        for n in range(1, high + 1):
+            following = new() if n < high else None
+            for digit in DIGITS:
+                if following is not None:
+                    arcs.append((source, digit, following))
+                if n >= low:
+                    arcs.append((source, digit, target))
+            if following is None:
+                break
+            source = following
+
+    def part(source: int, name: str, target: int) -> None:
+        if name == "{digits}":
+            digit_string(source, target)
+        elif name == "{number}":
+            for value in range(1, 101):
+                path(source, number_words(value), target)
+        else:
+            for fill in _slot_fills(name):
+                path(source, fill, target)
+
+    final = new()
+    digit_string(0, final)
+    for value in range(101):
+        path(0, number_words(value), final)
+    for template in TEMPLATES:
+        source = 0
+        for index, name in enumerate(template):
+            target = final if index == len(template) - 1 else new()
+            part(source, name, target)
+            source = target
+    return arcs, {final}
+
+
+def word_automaton() -> dict[str, object]:
+    """The grammar as a minimal deterministic word automaton, the manifest's ``grammar`` form
+    ``{"states": N, "start": 0, "final": [states], "arcs": [[from, word, to], ...]}``: it accepts exactly the
+    sentences ``sample_sentence`` can draw."""
+    arcs, nfa_final = _nfa_arcs()
+    moves: dict[int, dict[str, set[int]]] = {}
+    for source, word, target in arcs:
+        moves.setdefault(source, {}).setdefault(word, set()).add(target)
+    # subset construction
+    start = frozenset({0})
+    subsets: dict[frozenset[int], int] = {start: 0}
+    queue = [start]
+    dfa: dict[int, dict[str, int]] = {}
+    while queue:
+        subset = queue.pop()
+        out: dict[str, set[int]] = {}
+        for state in subset:
+            for word, targets in moves.get(state, {}).items():
+                out.setdefault(word, set()).update(targets)
+        row = dfa.setdefault(subsets[subset], {})
+        for word, targets in out.items():
+            key = frozenset(targets)
+            if key not in subsets:
+                subsets[key] = len(subsets)
+                queue.append(key)
+            row[word] = subsets[key]
+    final = {number for subset, number in subsets.items() if subset & nfa_final}
+    # Moore minimisation: split classes by finality, then by (word -> class of target) until stable
+    classes = {state: int(state in final) for state in range(len(subsets))}
+    while True:
+        signatures = {state: (classes[state], tuple(sorted((w, classes[t]) for w, t in dfa.get(state, {}).items())))
+                      for state in classes}
+        numbering: dict[object, int] = {}
+        # number classes in order of first appearance from the start, so the start stays state 0
+        refined = {state: numbering.setdefault(signatures[state], len(numbering)) for state in sorted(classes)}
+        stable = len(numbering) == len(set(classes.values()))
+        classes = refined
+        if stable:
+            break
+    minimal_arcs = sorted({(classes[s], w, classes[t]) for s, row in dfa.items() for w, t in row.items()})
+    return {"states": len(set(classes.values())), "start": classes[0],
+            "final": sorted({classes[s] for s in final}), "arcs": [list(arc) for arc in minimal_arcs]}

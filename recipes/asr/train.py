@@ -47,6 +47,7 @@ class TrainConfig:
     freq_mask_width: int = 6
     time_masks: int = 2  # stacked frames masked per utterance, each up to time_mask_width and 10% of its length
     time_mask_width: int = 10
+    band_gain_db: float = 0.0  # > 0: a random smooth gain curve over the mel bands per utterance, peak |gain| this
 
 
 def split_features(data_dir: Path, split: str, frontend: LogMelFrontend, stack: int,
@@ -87,6 +88,24 @@ def spec_augment(x: torch.Tensor, lengths: torch.Tensor, fill: torch.Tensor, n_m
             start = int(rng.integers(0, max(length - width, 0) + 1))
             x[row, start:start + width] = fill
     return x
+
+
+def band_gain(x: torch.Tensor, n_mels: int, max_db: float, rng: np.random.Generator) -> torch.Tensor:
+    """Give every utterance of a padded batch ``[B, T, n_mels * stack]`` of natural-log mel power its own smooth
+    gain curve over the mel bands (a tilt plus two slow cosines, scaled to a random peak within ``max_db``): a
+    different microphone, room or synthesiser colours speech this way, a constant offset per band in the log
+    domain. The same curve is added to every stacked frame and time step."""
+    stack = x.shape[2] // n_mels
+    position = np.linspace(-1.0, 1.0, n_mels)
+    curves = np.empty((x.shape[0], n_mels))
+    for row in range(x.shape[0]):
+        tilt, first, second = rng.uniform(-1.0, 1.0, size=3)
+        curve = (tilt * position + first * np.cos(np.pi * (position + 1) * rng.uniform(0.5, 1.5))
+                 + second * np.cos(np.pi * (position + 1) * rng.uniform(1.5, 3.0) + rng.uniform(0, 2 * np.pi)))
+        peak = float(np.max(np.abs(curve)))
+        curves[row] = curve / peak * rng.uniform(0.0, max_db) if peak > 0 else 0.0
+    offsets = torch.from_numpy(np.tile(curves * np.log(10.0) / 10.0, (1, stack)).astype(np.float32))
+    return x + offsets[:, None, :]
 
 
 def edit_distance(reference: Sequence[Any], hypothesis: Sequence[Any]) -> int:
@@ -132,6 +151,8 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
         losses = []
         for b in rng.permutation(len(batches)):
             x, lengths, targets, target_lengths = _batch(features, texts, batches[b])
+            if config.band_gain_db:
+                x = band_gain(x, n_mels, config.band_gain_db, rng)
             if config.freq_masks or config.time_masks:
                 x = spec_augment(x, lengths, model.mean, n_mels, config, rng)
             if config.feature_noise:
@@ -182,11 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hidden-size", type=int, default=DEFAULT_ARCHITECTURE["hidden_size"])
     parser.add_argument("--no-spec-augment", action="store_true", help="train without SpecAugment masks")
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
+    parser.add_argument("--band-gain-db", type=float, default=TrainConfig.band_gain_db,
+                        help="per-utterance random smooth gain over the mel bands, peak dB (0: off)")
     args = parser.parse_args(argv)
     masks = {"freq_masks": 0, "time_masks": 0} if args.no_spec_augment else {}
     config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps,
                          learning_rate=args.learning_rate, start_blank_frames=args.start_blank_frames,
-                         threads=args.threads, **masks)
+                         threads=args.threads, band_gain_db=args.band_gain_db, **masks)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     args.out.mkdir(parents=True, exist_ok=True)
