@@ -88,16 +88,19 @@ class BeamSettings:
     beam_size: int = 8
     token_top_k: int = 6  # per frame, only the k most probable tokens extend a prefix ...
     token_min_log_prob: float = -12.0  # ... and only those above this log-probability
+    keep_complete: bool = True  # with a grammar, always keep the best complete sentence, beyond beam_size if need be
 
     def __post_init__(self) -> None:
         if not (isinstance(self.beam_size, int) and self.beam_size >= 1):
             raise ManifestError(expected_got("decoder.beam_size", "an int >= 1", repr(self.beam_size)))
         if not (isinstance(self.token_top_k, int) and self.token_top_k >= 1):
             raise ManifestError(expected_got("decoder.token_top_k", "an int >= 1", repr(self.token_top_k)))
+        if not isinstance(self.keep_complete, bool):
+            raise ManifestError(expected_got("decoder.keep_complete", "true or false", repr(self.keep_complete)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BeamSettings:
-        known = {"beam_size", "token_top_k", "token_min_log_prob"}
+        known = {"beam_size", "token_top_k", "token_min_log_prob", "keep_complete"}
         unknown = set(data) - known - {"method"}
         if unknown:
             raise ManifestError(expected_got("decoder settings", f"keys among {sorted(known | {'method'})}",
@@ -293,10 +296,32 @@ def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings
                     extended = text + tokens[c]
                 score = beam.blank + row[c] if tokens[c] == last else total + row[c]
                 _add(new, extended, NEG_INF, score, beam.frames + (frame,))
-        ranked = sorted(new.items(), key=lambda item: item[1].total, reverse=True)[: settings.beam_size]
-        beams = dict(ranked)
+        ranked = sorted(new.items(), key=lambda item: item[1].total, reverse=True)
+        beams = dict(ranked[: settings.beam_size])
+        if settings.keep_complete and vocabulary.grammar is not None:
+            _keep_best_complete(beams, ranked[settings.beam_size:], vocabulary)
         frame += 1
     return BeamState(beams, frame)
+
+
+def _is_complete(text: str, vocabulary: Vocabulary) -> bool:
+    stripped = text.rstrip(" ")
+    if not stripped:
+        return False
+    context, last = vocabulary.context(stripped)
+    return vocabulary.can_end(context, last)
+
+
+def _keep_best_complete(beams: dict[str, _Beam], pruned: list[tuple[str, _Beam]], vocabulary: Vocabulary) -> None:
+    """If no kept prefix is a complete sentence, keep the most probable complete one that pruning dropped: a strict
+    grammar otherwise loses every complete sentence while the beam fills with longer, still-open prefixes, and the
+    utterance ends with no result."""
+    if any(_is_complete(text, vocabulary) for text in beams):
+        return
+    for text, beam in pruned:
+        if _is_complete(text, vocabulary):
+            beams[text] = beam
+            return
 
 
 def best_text(state: BeamState, vocabulary: Vocabulary, final: bool = False) -> tuple[str, tuple[int, ...]]:

@@ -99,6 +99,18 @@ def test_word_automaton_accepts_exactly_its_sentences() -> None:
     assert best_text(state, vocabulary, final=True)[0] == "call one two"
 
 
+def test_the_best_complete_sentence_survives_pruning() -> None:
+    # "call one" is a sentence; "call one two four" too. The audio trails off inside "two": with one beam, the open
+    # prefix "call one tw" wins every frame and the complete "call one" would be pruned, leaving no result.
+    automaton = {"states": 5, "start": 0, "final": [2, 4],
+                 "arcs": [[0, "call", 1], [1, "one", 2], [2, "two", 3], [3, "four", 4]]}
+    vocabulary = Vocabulary(TOKENS, ["call", "one", "two", "four"], automaton)
+    log_probs = spell(spell_text("call one tw"))
+    kept = prefix_beam_search(log_probs, vocabulary, BeamSettings(beam_size=1))
+    dropped = prefix_beam_search(log_probs, vocabulary, BeamSettings(beam_size=1, keep_complete=False))
+    assert (kept, dropped) == ("call one", "")
+
+
 @pytest.mark.parametrize(("grammar", "message"), [
     ({"states": 2, "start": 0, "final": [1], "arcs": [[0, "one", 1], [0, "one", 0]]}, "deterministic"),
     ({"states": 2, "start": 0, "final": [5], "arcs": [[0, "one", 1]]}, "grammar.final"),

@@ -158,3 +158,18 @@ def test_word_automaton_is_the_grammar_exactly() -> None:
     assert [accepts(vocabulary, s) for s in outside] == [False] * len(outside)
     assert accepts(successors, "start a timer for sixty five seven") and accepts(successors, "call one two")
     assert automaton["states"] < 100  # minimised
+
+
+def test_export_settings_take_either_grammar_form() -> None:
+    import pytest
+
+    from lstm_edge.runtime.asr import RecognizerSettings
+    from lstm_edge.runtime.ctc import Vocabulary
+
+    config = {"tokens": list(TOKENS), "architecture": {"stack": 2}}
+    for form, key in (("successors", "next"), ("automaton", "arcs")):
+        settings = RecognizerSettings.from_manifest({"asr": export_model.asr_settings(config, grammar=form)})
+        assert settings.grammar is not None and key in settings.grammar
+        Vocabulary(settings.tokens, settings.lexicon, settings.grammar)
+    with pytest.raises(ValueError, match="grammar"):
+        export_model.asr_settings(config, grammar="bigram")

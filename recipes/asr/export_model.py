@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lstm_edge.recipes.asr.grammar import LEXICON, TEMPLATES, TOKENS, word_graph
+from lstm_edge.recipes.asr.grammar import LEXICON, TEMPLATES, TOKENS, word_automaton, word_graph
 from lstm_edge.recipes.asr.model import CtcLSTM
 from lstm_edge.recipes.asr.synth import load_split, utterances
 from lstm_edge.runtime.asr import DEFAULT_ENDPOINT_RULES, stack_frames
@@ -36,8 +36,17 @@ def load_checkpoint(checkpoint_dir: Path) -> tuple[CtcLSTM, dict[str, Any]]:
     return model.eval(), config
 
 
-def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest's ``extra.asr`` block."""
+# The grammar form the manifest gets. Chosen on validation voices with the shipped model (float, 300 utterances):
+# word successors 23.8% WER, the exact automaton 24.1% (digits 17.0% vs 18.2%, commands 30.0% vs 27.7%).
+GRAMMARS = {"successors": word_graph, "automaton": word_automaton}
+DEFAULT_GRAMMAR = "successors"
+
+
+def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None,
+                 grammar: str = DEFAULT_GRAMMAR) -> dict[str, Any]:
+    """The manifest's ``extra.asr`` block (``grammar``: a key of GRAMMARS)."""
+    if grammar not in GRAMMARS:
+        raise ValueError(f"grammar: expected one of {sorted(GRAMMARS)}, got {grammar!r}")
     decoder = dict(decoder or DEFAULT_DECODER)
     BeamSettings.from_dict(decoder)
     return {
@@ -45,7 +54,7 @@ def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None) 
         "blank": 0,
         "frame_stack": int(config["architecture"]["stack"]),
         "lexicon": list(LEXICON),
-        "grammar": word_graph(),
+        "grammar": GRAMMARS[grammar](),
         "grammar_source": [" ".join(t) for t in TEMPLATES],
         "decoder": decoder,
         "endpoint": {"rules": [{"name": r.name, "must_contain_speech": r.must_contain_speech,
@@ -56,7 +65,8 @@ def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None) 
 
 
 def export_recognizer(checkpoint_dir: Path, data_dir: Path | None, out_dir: Path,
-                      decoder: dict[str, Any] | None = None, formats: Sequence[str] = ("onnx", "tflite")) -> Path:
+                      decoder: dict[str, Any] | None = None, formats: Sequence[str] = ("onnx", "tflite"),
+                      grammar: str = DEFAULT_GRAMMAR) -> Path:
     """Export + quantize (dynamic int8); the reference input is a validation utterance when ``data_dir`` is set."""
     from lstm_edge.export import export
     from lstm_edge.quantize import quantize
@@ -75,7 +85,7 @@ def export_recognizer(checkpoint_dir: Path, data_dir: Path | None, out_dir: Path
         raise ValueError(f"checkpoint tokens: expected {list(TOKENS)}, got {config['tokens']}")
     export(model, torch.from_numpy(features[None, :10]), out_dir, formats=formats, chunk_sizes=(10, 1),
            labels=list(TOKENS), frontend=frontend_config, name="asr-ctc-lstm",
-           extra={"asr": asr_settings(config, decoder)}, reference_input=features)
+           extra={"asr": asr_settings(config, decoder, grammar)}, reference_input=features)
     quantize(out_dir)
     return out_dir
 
@@ -86,8 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="synthesised set (reference input)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--decoder", type=json.loads, default=None, help="decoder settings as JSON")
+    parser.add_argument("--grammar", choices=sorted(GRAMMARS), default=DEFAULT_GRAMMAR,
+                        help="word successors (the previous word decides) or the exact sentence automaton")
     args = parser.parse_args(argv)
-    print(export_recognizer(args.checkpoint, args.data, args.out, args.decoder))
+    print(export_recognizer(args.checkpoint, args.data, args.out, args.decoder, grammar=args.grammar))
     return 0
 
 
