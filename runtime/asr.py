@@ -217,7 +217,7 @@ class RecognizerStream:
             silence_from = u.last_speech_frame + 1 if u.last_speech_frame >= 0 else u.start_frame
             trailing = (self._frame - silence_from) * frame_seconds
             # "Speech" = a complete, grammatical hypothesis exists (a stray character is not speech).
-            has_speech = bool(u.partial) and trailing > 0 and bool(best_text(u.beams, recognizer.vocabulary, True)[0])
+            has_speech = bool(u.partial) and trailing > 0 and bool(self._final_text(u)[0])
             rule = fired_rule(settings.endpoint, (self._frame - u.start_frame) * frame_seconds, trailing, has_speech)
             if rule is not None:
                 # The model was trained on utterances that start from its initial state after silence: the next
@@ -229,9 +229,14 @@ class RecognizerStream:
                 return index + 1
         return len(log_probs)
 
+    def _final_text(self, u: _Utterance) -> tuple[str, tuple[int, ...]]:
+        recognizer = self.recognizer
+        return best_text(u.beams, recognizer.vocabulary, final=True,
+                         incomplete_margin=recognizer.settings.decoder.incomplete_margin)
+
     def _finish(self, reason: str) -> Result | None:
         recognizer, u = self.recognizer, self._utterance
-        text, frames = best_text(u.beams, recognizer.vocabulary, final=True)
+        text, frames = self._final_text(u)
         self._utterance = _Utterance(self._frame)
         if not text:
             return None

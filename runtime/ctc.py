@@ -89,18 +89,22 @@ class BeamSettings:
     token_top_k: int = 6  # per frame, only the k most probable tokens extend a prefix ...
     token_min_log_prob: float = -12.0  # ... and only those above this log-probability
     keep_complete: bool = True  # with a grammar, always keep the best complete sentence, beyond beam_size if need be
+    incomplete_margin: float | None = None  # see best_text; None: a final result is always a complete sentence
 
     def __post_init__(self) -> None:
         if not (isinstance(self.beam_size, int) and self.beam_size >= 1):
             raise ManifestError(expected_got("decoder.beam_size", "an int >= 1", repr(self.beam_size)))
         if not (isinstance(self.token_top_k, int) and self.token_top_k >= 1):
             raise ManifestError(expected_got("decoder.token_top_k", "an int >= 1", repr(self.token_top_k)))
+        margin = self.incomplete_margin
+        if margin is not None and (isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0):
+            raise ManifestError(expected_got("decoder.incomplete_margin", "null or a number >= 0", repr(margin)))
         if not isinstance(self.keep_complete, bool):
             raise ManifestError(expected_got("decoder.keep_complete", "true or false", repr(self.keep_complete)))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BeamSettings:
-        known = {"beam_size", "token_top_k", "token_min_log_prob", "keep_complete"}
+        known = {"beam_size", "token_top_k", "token_min_log_prob", "keep_complete", "incomplete_margin"}
         unknown = set(data) - known - {"method"}
         if unknown:
             raise ManifestError(expected_got("decoder settings", f"keys among {sorted(known | {'method'})}",
@@ -324,10 +328,15 @@ def _keep_best_complete(beams: dict[str, _Beam], pruned: list[tuple[str, _Beam]]
             return
 
 
-def best_text(state: BeamState, vocabulary: Vocabulary, final: bool = False) -> tuple[str, tuple[int, ...]]:
+def best_text(state: BeamState, vocabulary: Vocabulary, final: bool = False,
+              incomplete_margin: float | None = None) -> tuple[str, tuple[int, ...]]:
     """Best (text, token frames) of a beam state. ``final``: only prefixes that are a complete, grammatical
     utterance count, and so does the empty one ("nothing was said"): an empty result when it is more probable than
-    every complete one, or when no complete one exists."""
+    every complete one, or when no complete one exists. ``incomplete_margin`` (log-probability): when the most
+    probable prefix is not a complete sentence and beats every complete one by more than this, the result is its
+    complete words (a sentence the speaker did not finish, or whose end the model missed) rather than a complete
+    sentence the audio hardly supports."""
+    best_open: tuple[str, _Beam] | None = None
     for text, beam in sorted(state.beams.items(), key=lambda item: item[1].total, reverse=True):
         stripped = text.rstrip(" ")
         if not final:
@@ -336,14 +345,24 @@ def best_text(state: BeamState, vocabulary: Vocabulary, final: bool = False) -> 
             break
         context, partial = vocabulary.context(stripped)
         if vocabulary.can_end(context, partial):
+            if (best_open is not None and incomplete_margin is not None
+                    and best_open[1].total - beam.total > incomplete_margin):
+                break
             return stripped, beam.frames[: len(stripped)]
+        if best_open is None:
+            best_open = (text, beam)
+    if best_open is not None and incomplete_margin is not None:
+        text, beam = best_open
+        done = text[: text.rfind(" ") + 1].rstrip(" ")  # whole words: the word being spelled is dropped
+        return done, beam.frames[: len(done)]
     return "", ()
 
 
 def prefix_beam_search(log_probs: Any, vocabulary: Vocabulary, settings: BeamSettings | None = None) -> str:
     """Constrained beam search over a whole array; the best complete utterance (may be empty)."""
-    state = beam_step(BeamState(), log_probs, vocabulary, settings or BeamSettings())
-    return best_text(state, vocabulary, final=True)[0]
+    settings = settings or BeamSettings()
+    state = beam_step(BeamState(), log_probs, vocabulary, settings)
+    return best_text(state, vocabulary, final=True, incomplete_margin=settings.incomplete_margin)[0]
 
 
 def words_of(text: str, frames: Sequence[int], frame_seconds: float, offset_seconds: float = 0.0) -> list[Word]:

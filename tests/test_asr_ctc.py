@@ -111,6 +111,28 @@ def test_the_best_complete_sentence_survives_pruning() -> None:
     assert (kept, dropped) == ("call one", "")
 
 
+def test_an_unfinished_sentence_gives_its_words_beyond_the_margin() -> None:
+    # The audio says "call one tw" and stops; "call one" is complete but "call one two" (open: it needs "four")
+    # explains the audio far better. Without a margin the result must be a complete sentence; with one, the most
+    # probable prefix's whole words are the result once it beats every complete sentence by more than the margin.
+    automaton = {"states": 5, "start": 0, "final": [2, 4],
+                 "arcs": [[0, "call", 1], [1, "one", 2], [2, "two", 3], [3, "four", 4]]}
+    vocabulary = Vocabulary(TOKENS, ["call", "one", "two", "four"], automaton)
+    log_probs = spell(spell_text("call one two "))
+    assert prefix_beam_search(log_probs, vocabulary) == "call one"
+    assert prefix_beam_search(log_probs, vocabulary, BeamSettings(incomplete_margin=5.0)) == "call one two"
+    assert prefix_beam_search(log_probs, vocabulary, BeamSettings(incomplete_margin=1e6)) == "call one"
+    # only "call one two four" complete: the audio "call one tw" has no complete sentence; with a margin its whole
+    # words are the result, and the word being spelled is not a word yet
+    strict = Vocabulary(TOKENS, ["call", "one", "two", "four"], dict(automaton, final=[4]))
+    state = beam_step(BeamState(), spell(spell_text("call one tw")), strict, BeamSettings())
+    assert best_text(state, strict, final=True)[0] == ""
+    text, frames = best_text(state, strict, final=True, incomplete_margin=5.0)
+    assert text == "call one" and len(frames) == len(text)
+    with pytest.raises(ManifestError, match="incomplete_margin"):
+        BeamSettings.from_dict({"incomplete_margin": -1})
+
+
 @pytest.mark.parametrize(("grammar", "message"), [
     ({"states": 2, "start": 0, "final": [1], "arcs": [[0, "one", 1], [0, "one", 0]]}, "deterministic"),
     ({"states": 2, "start": 0, "final": [5], "arcs": [[0, "one", 1]]}, "grammar.final"),
