@@ -160,13 +160,20 @@ class Vocabulary:
         if missing:
             raise ManifestError(expected_got("grammar keys", "start, next, final (or states, start, final, arcs)",
                                              f"missing {sorted(missing)}"))
-        self._followers[None] = frozenset(grammar["start"])
+        def words(value: Any, where: str) -> frozenset[str]:
+            if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+                raise ManifestError(expected_got(where, "a list of words", repr(value)[:80]))
+            return frozenset(value)
+
+        self._followers[None] = words(grammar["start"], "grammar.start")
+        if not isinstance(grammar["next"], Mapping):
+            raise ManifestError(expected_got("grammar.next", "a mapping word -> [words]", repr(grammar["next"])[:80]))
         for word, nexts in grammar["next"].items():
-            self._followers[word] = frozenset(nexts)
+            self._followers[word] = words(nexts, f"grammar.next[{word!r}]")
         for previous, nexts in self._followers.items():
             for word in nexts:
                 self._arcs[(previous, word)] = word
-        self._final = frozenset(grammar["final"])
+        self._final = words(grammar["final"], "grammar.final")
         return (set(grammar["start"]) | set(grammar["next"]) | set(self._final)
                 | {w for ws in grammar["next"].values() for w in ws})
 

@@ -141,8 +141,12 @@ def test_an_unfinished_sentence_gives_its_words_beyond_the_margin() -> None:
     ({"states": 0, "start": 0, "final": [], "arcs": []}, "grammar.states"),
     ({"states": 2, "start": 0, "final": [1], "arcs": [[0, 1]]}, "grammar arc"),
     ({"start": ["one"], "final": ["one"]}, "grammar keys"),
+    ({"start": "one", "next": {}, "final": ["one"]}, "grammar.start"),
+    ({"start": ["one"], "next": ["two"], "final": ["one"]}, "grammar.next"),
+    ({"start": ["one"], "next": {"one": "two"}, "final": ["one"]}, "grammar.next"),
+    ([["one"]], "grammar"),
 ])
-def test_bad_grammar_is_a_manifest_error(grammar: dict, message: str) -> None:
+def test_bad_grammar_is_a_manifest_error(grammar: object, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
         Vocabulary(TOKENS, ["one", "two"], grammar)
 
