@@ -87,6 +87,29 @@ class Result:
 
 
 @dataclass(frozen=True)
+class IdleReset:
+    """Before any speech, restart the model from its initial state every ``after_seconds`` and run the last
+    ``lookback_seconds`` of frames again, so speech meets a state like the one after the short lead-in of training
+    utterances (an LSTM left running over a long silence drifts to states it never saw there)."""
+
+    after_seconds: float = 0.5  # chosen on validation speech after 0-1.5 s of lead-in (0.75 and 1.0 drift more)
+    lookback_seconds: float = 0.2
+
+    @classmethod
+    def from_dict(cls, data: Any) -> IdleReset:
+        what = "extra.asr.idle_reset"
+        if not isinstance(data, Mapping) or set(data) != {"after_seconds", "lookback_seconds"}:
+            raise ManifestError(expected_got(what, "{after_seconds, lookback_seconds} or null", repr(data)))
+        values = data["after_seconds"], data["lookback_seconds"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ManifestError(expected_got(what, "numbers of seconds", repr(data)))
+        after, lookback = float(values[0]), float(values[1])
+        if not 0.0 <= lookback < after:
+            raise ManifestError(expected_got(what, "0 <= lookback_seconds < after_seconds", repr(data)))
+        return cls(after, lookback)
+
+
+@dataclass(frozen=True)
 class RecognizerSettings:
     """The manifest's ``extra.asr`` block, checked."""
 
@@ -98,6 +121,7 @@ class RecognizerSettings:
     endpoint: tuple[EndpointRule, ...]
     frame_stack: int
     output: str = "log_probabilities"
+    idle_reset: IdleReset | None = IdleReset()
 
     @classmethod
     def from_manifest(cls, extra: Mapping[str, Any]) -> RecognizerSettings:
@@ -114,8 +138,11 @@ class RecognizerSettings:
         decoder = dict(asr.get("decoder", {}))
         if decoder.get("method", "beam_search") != "beam_search":
             raise ManifestError(expected_got("extra.asr.decoder.method", "'beam_search'", repr(decoder["method"])))
+        # Absent: the default idle reset; null: none.
+        idle = IdleReset.from_dict(asr["idle_reset"]) if asr.get("idle_reset") is not None else None
+        idle = IdleReset() if "idle_reset" not in asr else idle
         return cls(tuple(asr["tokens"]), int(asr["blank"]), tuple(asr["lexicon"]), asr.get("grammar"),
-                   BeamSettings.from_dict(decoder), rules, int(asr.get("frame_stack", 1)))
+                   BeamSettings.from_dict(decoder), rules, int(asr.get("frame_stack", 1)), idle_reset=idle)
 
 
 class SpeechRecognizer:
@@ -137,6 +164,10 @@ class SpeechRecognizer:
 
     def create_stream(self) -> RecognizerStream:
         return RecognizerStream(self)
+
+    def frames_in(self, seconds: float) -> int:
+        """Model frames in ``seconds`` of audio (rounded)."""
+        return int(round(seconds / self.frame_seconds))
 
     def transcribe(self, audio: np.ndarray | Iterable[np.ndarray], chunk_seconds: float = CHUNK_SECONDS,
                    partial: bool = False) -> list[Result]:
@@ -172,6 +203,7 @@ class RecognizerStream:
         self.features.reset()
         self.model_stream.reset()
         self._pending = np.zeros((0, self.recognizer.frontend.n_mels), dtype=np.float32)
+        self._recent: np.ndarray | None = None  # the last model inputs, for an idle reset's lookback
         self._frame = 0
         self._utterance = _Utterance(0)
 
@@ -190,19 +222,37 @@ class RecognizerStream:
         results: list[Result] = []
         while stacked.shape[0]:
             log_probs = np.asarray(self.model_stream.push(stacked), dtype=np.float64)
-            used = self._decode(log_probs, results)
-            stacked = stacked[used:]  # after an endpoint, the rest runs again from the initial state
+            used, idle = self._decode(log_probs, results)
+            self._remember(stacked[:used])
+            stacked = stacked[used:]  # after an endpoint or an idle reset, the rest runs again from the initial state
+            if idle:
+                # Idle reset: decode the lookback frames again, as the start of a new (still silent) utterance.
+                if self._recent is not None:
+                    stacked = np.concatenate([self._recent, stacked])
+                    self._frame -= self._recent.shape[0]
+                    self._recent = None
+                self._utterance = _Utterance(self._frame)
         return results
+
+    def _remember(self, consumed: np.ndarray) -> None:
+        idle = self.recognizer.settings.idle_reset
+        keep = self.recognizer.frames_in(idle.lookback_seconds) if idle else 0
+        if keep == 0:
+            return
+        joined = consumed if self._recent is None else np.concatenate([self._recent, consumed])
+        self._recent = joined[-keep:]
 
     def flush(self) -> list[Result]:
         """End of input: the final result of the utterance in progress (if anything was recognised)."""
         result = self._finish("end_of_input")
         return [result] if result else []
 
-    def _decode(self, log_probs: np.ndarray, results: list[Result]) -> int:
-        """Decode frames until an endpoint (then reset the model state); returns how many frames were used."""
+    def _decode(self, log_probs: np.ndarray, results: list[Result]) -> tuple[int, bool]:
+        """Decode frames until an endpoint or an idle reset (either resets the model state); returns how many frames
+        were used and whether it was an idle reset."""
         recognizer = self.recognizer
         settings, frame_seconds = recognizer.settings, recognizer.frame_seconds
+        idle_frames = recognizer.frames_in(settings.idle_reset.after_seconds) if settings.idle_reset else 0
         speech = np.argmax(log_probs, axis=1) != settings.blank
         for index, (row, is_speech) in enumerate(zip(log_probs, speech)):
             u = self._utterance
@@ -226,8 +276,12 @@ class RecognizerStream:
                 final = self._finish(rule.name)
                 if final:
                     results.append(final)
-                return index + 1
-        return len(log_probs)
+                return index + 1, False
+            silent_so_far = u.last_speech_frame < 0 and not u.partial
+            if idle_frames and silent_so_far and self._frame - u.start_frame >= idle_frames:
+                self.model_stream.reset()
+                return index + 1, True
+        return len(log_probs), False
 
     def _final_text(self, u: _Utterance) -> tuple[str, tuple[int, ...]]:
         recognizer = self.recognizer

@@ -13,7 +13,7 @@ import pytest
 from scipy.io import wavfile
 
 from lstm_edge.recipes.asr.synth import Request, synthesize
-from lstm_edge.runtime.asr import SpeechRecognizer
+from lstm_edge.runtime.asr import IdleReset, RecognizerSettings, SpeechRecognizer
 from lstm_edge.runtime.errors import ManifestError
 from lstm_edge.runtime.model import StreamingModel
 
@@ -81,6 +81,29 @@ def test_silence_and_noise_give_no_output(recognizer: SpeechRecognizer) -> None:
     assert recognizer.transcribe(np.zeros(5 * RATE, dtype=np.int16), partial=True) == []
     noise = np.round(rng.normal(size=5 * RATE) * 30).astype(np.int16)
     assert recognizer.transcribe(noise) == []
+
+
+@pytest.mark.parametrize("text", sorted(SENTENCES))
+def test_speech_after_a_long_silence_decodes_as_after_a_short_one(recognizer: SpeechRecognizer, text: str) -> None:
+    # 1.9 s of quiet before speech: without the idle reset the LSTM would have drifted over it (the 2 s silence
+    # rule resets it too late); with it, the words come out the same, timed on the stream's own clock.
+    short = recognizer.transcribe(spoken(text, SENTENCES[text], lead=0.4))
+    late = recognizer.transcribe(spoken(text, SENTENCES[text], lead=1.9))
+    assert [r.text for r in late] == [r.text for r in short] == [text]
+    for a, b in zip(short[0].words, late[0].words):
+        assert b.start - a.start == pytest.approx(1.5, abs=0.05) and b.end - a.end == pytest.approx(1.5, abs=0.05)
+
+
+def test_idle_reset_settings_are_checked() -> None:
+    extra = StreamingModel.load(MODEL_DIR, backend="onnx").manifest.extra
+    assert RecognizerSettings.from_manifest(extra).idle_reset == IdleReset(0.5, 0.2)
+    asr = {k: v for k, v in extra["asr"].items() if k != "idle_reset"}
+    assert RecognizerSettings.from_manifest({"asr": asr}).idle_reset == IdleReset()
+    assert RecognizerSettings.from_manifest({"asr": dict(asr, idle_reset=None)}).idle_reset is None
+    for bad in ({"after_seconds": 0.5}, {"after_seconds": 0.2, "lookback_seconds": 0.5},
+                {"after_seconds": "0.5", "lookback_seconds": 0.2}, [0.5, 0.2]):
+        with pytest.raises(ManifestError, match="idle_reset"):
+            RecognizerSettings.from_manifest({"asr": dict(asr, idle_reset=bad)})
 
 
 def test_a_model_without_asr_settings_is_refused() -> None:

@@ -119,6 +119,27 @@ def test_demo_audio_places_each_utterance_where_its_speech_is(tmp_path: Path) ->
         assert any(np.array_equal(recording[s:s + pieces[i].size], pieces[i]) for s in range(guess - 16, guess + 17))
 
 
+def test_lead_ins_put_quiet_noise_of_one_level_in_front_of_about_half() -> None:
+    from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+
+    bank = train.lead_in_bank(LogMelFrontend(LogMelConfig()), stack=2, seconds=1.0)
+    assert len(bank) == len(train.LEAD_IN_LEVELS) and all(b.shape[1] == 80 and b.shape[0] >= 50 for b in bank)
+    means = [float(b.mean()) for b in bank]
+    assert means == sorted(means) and means[-1] - means[0] > 5.0  # louder noise, more log power
+    leads = train.lead_ins(400, bank, 25, np.random.default_rng(0))
+    lengths = [lead.shape[0] for lead in leads]
+    assert 150 < sum(n == 0 for n in lengths) < 250 and max(lengths) <= 25 and min(n for n in lengths if n) >= 5
+    # each lead-in is a contiguous piece of one level of the bank
+    lead = next(lead for lead in leads if lead.shape[0])
+    assert any(any(np.array_equal(lead, b[i:i + lead.shape[0]]) for i in range(b.shape[0] - lead.shape[0] + 1))
+               for b in bank)
+    # the batch puts it in front: the utterance's own frames follow it unchanged, and the lengths count it
+    features = [np.ones((7, 80), dtype=np.float32), np.ones((9, 80), dtype=np.float32)]
+    x, lengths_t, _, _ = train._batch(features, ["one", "two"], np.array([0, 1]), [lead, leads[0][:0]])
+    assert lengths_t.tolist() == [lead.shape[0] + 7, 9]
+    assert np.array_equal(x[0, : lead.shape[0]].numpy(), lead) and bool((x[0, lead.shape[0]:lengths_t[0]] == 1).all())
+
+
 def test_band_gain_adds_one_bounded_smooth_curve_per_utterance() -> None:
     import torch
 

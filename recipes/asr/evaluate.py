@@ -9,6 +9,11 @@ only the flush produced it). An utterance that gives no result at all (all its w
 has no final result to time: it is counted in ``utterances_without_result`` and left out of the latency, which is
 also reported with it counted as the end of the input (``final_latency_with_silent_seconds``).
 
+``stream_wer`` is the WER of the same utterances as one continuous recording, the way a microphone delivers them:
+each is preceded by a gap of 0.3-3 s (seeded) made of its own lead-in noise repeated, so the background does not
+jump, and the whole recording goes through one stream; the final results joined are scored against the references
+joined. It shows what a long silence does to the recognizer between utterances.
+
 Run: ``python -m lstm_edge.recipes.asr.evaluate MODEL_DIR --data DIR [--split test] [--out FILE.json]``.
 """
 
@@ -26,24 +31,44 @@ import numpy as np
 
 from lstm_edge.recipes.asr.synth import load_split, utterances
 from lstm_edge.recipes.asr.train import edit_distance
-from lstm_edge.runtime.asr import CHUNK_SECONDS, RecognizerSettings, SpeechRecognizer
+from lstm_edge.runtime.asr import CHUNK_SECONDS, IdleReset, RecognizerSettings, SpeechRecognizer
 from lstm_edge.runtime.ctc import BeamSettings
 from lstm_edge.runtime.model import StreamingModel
 
 TAIL_SECONDS = 1.0
+STREAM_GAP_SECONDS = (0.3, 3.0)
+
+
+def continuous_recording(arrays: dict[str, np.ndarray], audio_list: Sequence[np.ndarray], rate: int,
+                         seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """The utterances in one recording, each after a gap of its own lead-in noise (see the module docstring), then
+    ``TAIL_SECONDS`` of the last one's; returns the recording and the reference words."""
+    rng = np.random.default_rng(seed)
+    pieces: list[np.ndarray] = []
+    words: list[str] = []
+    for i, audio in enumerate(audio_list):
+        lead = audio[: max(int(arrays["speech_start"][i]) - rate // 100, rate // 100)]
+        gap = int(rng.uniform(*STREAM_GAP_SECONDS) * rate)
+        pieces += [np.tile(lead, gap // lead.size + 1)[:gap], audio]
+        words += str(arrays["texts"][i]).split()
+    tail = int(TAIL_SECONDS * rate)
+    pieces.append(np.tile(pieces[-2], tail // pieces[-2].size + 1)[:tail])
+    return np.concatenate(pieces), words
 
 
 def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: str | None, precision: str,
                        limit: int | None = None, decoder: dict[str, Any] | None = None,
-                       grammar: dict[str, Any] | None = None) -> dict[str, Any]:
-    """WER per kind, RTF and final latency for one precision (``decoder`` and ``grammar`` override the manifest's
-    settings)."""
+                       grammar: dict[str, Any] | None = None, idle_reset: Any = "manifest") -> dict[str, Any]:
+    """WER per kind, RTF and final latency for one precision (``decoder``, ``grammar`` and ``idle_reset``, a dict or
+    None for none, override the manifest's settings)."""
     model = StreamingModel.load(model_dir, backend=backend, precision=precision)
     settings = RecognizerSettings.from_manifest(model.manifest.extra)
     if decoder:
         settings = replace(settings, decoder=BeamSettings.from_dict(decoder))
     if grammar:
         settings = replace(settings, grammar=grammar)
+    if idle_reset != "manifest":
+        settings = replace(settings, idle_reset=IdleReset.from_dict(idle_reset) if idle_reset is not None else None)
     recognizer = SpeechRecognizer(model, settings)
     rate = recognizer.sample_rate
     step = int(rate * CHUNK_SECONDS)
@@ -89,12 +114,16 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
         if distance and len(examples) < 15:
             examples.append({"voice": str(arrays["voices"][i]), "reference": " ".join(reference),
                              "hypothesis": " ".join(hypothesis)})
+    recording, stream_reference = continuous_recording(arrays, audio_list, rate)
+    stream_hypothesis = " ".join(r.text for r in recognizer.transcribe(recording)).split()
+    stream_wer = edit_distance(stream_reference, stream_hypothesis) / max(len(stream_reference), 1)
     wer = {kind: round(e / max(n, 1), 4) for kind, (e, n) in sorted(errors.items())}
     total = [sum(v[0] for v in errors.values()), sum(v[1] for v in errors.values())]
     return {
         "backend": recognizer.model.backend,
         "engine": recognizer.model.engine, "precision": precision, "utterances": len(audio_list),
-        "wer": wer, "wer_all": round(total[0] / max(total[1], 1), 4),
+        "wer": wer, "wer_all": round(total[0] / max(total[1], 1), 4), "stream_wer": round(stream_wer, 4),
+        "stream_seconds": round(recording.size / rate, 1),
         "wer_by_synthesiser": {engine: round(e / max(n, 1), 4) for engine, (e, n) in sorted(by_engine.items())},
         "words": {kind: n for kind, (_, n) in sorted(errors.items())},
         "rtf": round(processing / duration, 5), "audio_seconds": round(duration, 1),
@@ -125,18 +154,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                           "the manifest's")
     parser.add_argument("--grammar", type=Path, default=None, help="a grammar (JSON file, either form the manifest "
                                                                     "takes) to try instead of the manifest's")
+    parser.add_argument("--idle-reset", default=None,
+                        help="idle reset settings (JSON, null for none) to try instead of the manifest's")
     args = parser.parse_args(argv)
     grammar = json.loads(args.grammar.read_text()) if args.grammar else None
 
     arrays = load_split(args.data, args.split)
     voices = sorted(set(str(v) for v in arrays["voices"]))
     report: dict[str, Any] = {"split": args.split, "decoder_override": args.decoder,
-                              "grammar_override": str(args.grammar) if args.grammar else None, "voices": voices,
+                              "grammar_override": str(args.grammar) if args.grammar else None,
+                              "idle_reset_override": args.idle_reset, "voices": voices,
                               "chunk_seconds": CHUNK_SECONDS,
                               "tail_seconds": TAIL_SECONDS, "results": []}
     for precision in args.precisions.split(","):
         result = evaluate_precision(args.model_dir, arrays, args.backend, precision, args.limit, args.decoder,
-                                    grammar)
+                                    grammar, "manifest" if args.idle_reset is None else json.loads(args.idle_reset))
         report["results"].append(result)
         print(json.dumps({k: v for k, v in result.items() if k != "errors"}), flush=True)
     if args.out:

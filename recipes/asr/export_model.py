@@ -20,7 +20,7 @@ import torch
 from lstm_edge.recipes.asr.grammar import LEXICON, TEMPLATES, TOKENS, word_automaton, word_graph
 from lstm_edge.recipes.asr.model import CtcLSTM
 from lstm_edge.recipes.asr.synth import load_split, utterances
-from lstm_edge.runtime.asr import DEFAULT_ENDPOINT_RULES, stack_frames
+from lstm_edge.runtime.asr import DEFAULT_ENDPOINT_RULES, IdleReset, stack_frames
 from lstm_edge.runtime.ctc import BeamSettings
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 
@@ -61,6 +61,7 @@ def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None,
         "endpoint": {"rules": [{"name": r.name, "must_contain_speech": r.must_contain_speech,
                                 "min_trailing_silence": r.min_trailing_silence,
                                 "min_utterance_length": r.min_utterance_length} for r in DEFAULT_ENDPOINT_RULES]},
+        "idle_reset": {"after_seconds": IdleReset.after_seconds, "lookback_seconds": IdleReset.lookback_seconds},
         "output": "log_probabilities",
     }
 

@@ -48,6 +48,7 @@ class TrainConfig:
     time_masks: int = 2  # stacked frames masked per utterance, each up to time_mask_width and 10% of its length
     time_mask_width: int = 10
     band_gain_db: float = 0.0  # > 0: a random smooth gain curve over the mel bands per utterance, peak |gain| this
+    lead_in_seconds: float = 0.0  # > 0: half the utterances get up to this much quiet noise in front (see lead_ins)
 
 
 def split_features(data_dir: Path, split: str, frontend: LogMelFrontend, stack: int,
@@ -59,11 +60,45 @@ def split_features(data_dir: Path, split: str, frontend: LogMelFrontend, stack: 
     return features, [str(t) for t in arrays["texts"][:limit]], [str(k) for k in arrays["kinds"][:limit]]
 
 
-def _batch(features: list[np.ndarray], texts: list[str], indices: np.ndarray) -> tuple[torch.Tensor, ...]:
-    lengths = [features[i].shape[0] for i in indices]
+# Levels of the lead-in noise bank, int16 standard deviations: 0 is digital silence, 64 is about -54 dBFS.
+LEAD_IN_LEVELS: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+
+
+def lead_in_bank(frontend: LogMelFrontend, stack: int, seconds: float = 1.0, seed: int = 0) -> list[np.ndarray]:
+    """Stacked features of white noise at each of ``LEAD_IN_LEVELS`` (``seconds`` long each)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * frontend.config.sample_rate) + frontend.config.win_length
+    return [stack_frames(frontend.compute((rng.normal(size=n) * level).astype(np.float32) / 32768.0), stack)
+            for level in LEAD_IN_LEVELS]
+
+
+def lead_ins(count: int, bank: list[np.ndarray], max_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """For each of ``count`` utterances, with probability 1/2, a stretch of quiet noise to put in front of it: a
+    random level of ``bank`` (digital silence to about -54 dBFS) for 20% to 100% of ``max_frames``, else nothing.
+    On a device, speech follows silence whose level has nothing to do with the noise inside the utterance; the
+    synthesised utterances only ever begin in their own noise."""
+    width = bank[0].shape[1]
+    out = []
+    for _ in range(count):
+        if max_frames <= 0 or rng.random() < 0.5:
+            out.append(np.zeros((0, width), dtype=np.float32))
+            continue
+        source = bank[int(rng.integers(len(bank)))]
+        frames = int(rng.integers(max(1, max_frames // 5), max_frames + 1))
+        start = int(rng.integers(0, source.shape[0] - frames + 1))
+        out.append(source[start:start + frames])
+    return out
+
+
+def _batch(features: list[np.ndarray], texts: list[str], indices: np.ndarray,
+           leads: list[np.ndarray] | None = None) -> tuple[torch.Tensor, ...]:
+    """Padded batch (with ``leads`` put in front of the utterances) and its CTC targets."""
+    rows = [features[i] if leads is None or not leads[k].shape[0] else np.concatenate([leads[k], features[i]])
+            for k, i in enumerate(indices)]
+    lengths = [r.shape[0] for r in rows]
     x = np.zeros((len(indices), max(lengths), features[0].shape[1]), dtype=np.float32)
-    for row, i in enumerate(indices):
-        x[row, : lengths[row]] = features[i]
+    for row, r in enumerate(rows):
+        x[row, : lengths[row]] = r
     targets = [encode(texts[i]) for i in indices]
     return (torch.from_numpy(x), torch.tensor(lengths), torch.tensor([t for ts in targets for t in ts]),
             torch.tensor([len(t) for t in targets]))
@@ -132,8 +167,10 @@ def character_error_rate(model: CtcLSTM, features: list[np.ndarray], texts: list
 
 
 def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
-          validation: tuple[list[np.ndarray], list[str]], config: TrainConfig, out_dir: Path) -> list[dict[str, Any]]:
-    """Train within the budget; writes the best checkpoint to ``out_dir/float.pt``; returns the history."""
+          validation: tuple[list[np.ndarray], list[str]], config: TrainConfig, out_dir: Path,
+          bank: list[np.ndarray] | None = None) -> list[dict[str, Any]]:
+    """Train within the budget; writes the best checkpoint to ``out_dir/float.pt``; returns the history
+    (``bank``: lead-in noise features, needed when ``config.lead_in_seconds`` > 0)."""
     features, texts = train_set
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -145,12 +182,19 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
     stale = 0
     steps = 0
     order_by_length = np.argsort([f.shape[0] for f in features])
+    frontend_config = LogMelConfig()
+    frame_seconds = frontend_config.hop_length / frontend_config.sample_rate * int(model.architecture["stack"])
+    lead_frames = int(round(config.lead_in_seconds / frame_seconds))
+    if lead_frames and (not bank or bank[0].shape[0] < lead_frames):
+        raise ValueError(f"lead-in bank: expected >= {lead_frames} frames per level, got "
+                         f"{bank[0].shape[0] if bank else 'no bank'}")
     for epoch in range(config.max_epochs):
         model.train()
         batches = [order_by_length[i:i + config.batch_size] for i in range(0, len(features), config.batch_size)]
         losses = []
         for b in rng.permutation(len(batches)):
-            x, lengths, targets, target_lengths = _batch(features, texts, batches[b])
+            leads = lead_ins(len(batches[b]), bank, lead_frames, rng) if lead_frames and bank else None
+            x, lengths, targets, target_lengths = _batch(features, texts, batches[b], leads)
             if config.band_gain_db:
                 x = band_gain(x, n_mels, config.band_gain_db, rng)
             if config.freq_masks or config.time_masks:
@@ -205,11 +249,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=TrainConfig.threads)
     parser.add_argument("--band-gain-db", type=float, default=TrainConfig.band_gain_db,
                         help="per-utterance random smooth gain over the mel bands, peak dB (0: off)")
+    parser.add_argument("--lead-in-seconds", type=float, default=TrainConfig.lead_in_seconds,
+                        help="quiet noise of a random level in front of half the utterances, up to this long (0: off)")
     args = parser.parse_args(argv)
     masks = {"freq_masks": 0, "time_masks": 0} if args.no_spec_augment else {}
     config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps,
                          learning_rate=args.learning_rate, start_blank_frames=args.start_blank_frames,
-                         threads=args.threads, band_gain_db=args.band_gain_db, **masks)
+                         threads=args.threads, band_gain_db=args.band_gain_db,
+                         lead_in_seconds=args.lead_in_seconds, **masks)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.set_statistics(stacked.mean(axis=0), stacked.std(axis=0))
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, weights_only=True))
-    history = train(model, (train_features, train_texts), (validation_features, validation_texts), config, args.out)
+    bank = lead_in_bank(frontend, architecture["stack"], seconds=max(1.0, 2 * config.lead_in_seconds))
+    history = train(model, (train_features, train_texts), (validation_features, validation_texts), config, args.out,
+                    bank)
     (args.out / "config.json").write_text(json.dumps({
         "architecture": architecture, "tokens": list(TOKENS), "frontend": frontend.config.to_dict(),
         "train": asdict(config), "n_parameters": sum(p.numel() for p in model.parameters()),
