@@ -96,7 +96,7 @@ def test_speech_after_a_long_silence_decodes_as_after_a_short_one(recognizer: Sp
 
 def test_idle_reset_settings_are_checked() -> None:
     extra = StreamingModel.load(MODEL_DIR, backend="onnx").manifest.extra
-    assert RecognizerSettings.from_manifest(extra).idle_reset == IdleReset(0.5, 0.2)
+    assert RecognizerSettings.from_manifest(extra).idle_reset == IdleReset(0.75, 0.25)
     asr = {k: v for k, v in extra["asr"].items() if k != "idle_reset"}
     assert RecognizerSettings.from_manifest({"asr": asr}).idle_reset == IdleReset()
     assert RecognizerSettings.from_manifest({"asr": dict(asr, idle_reset=None)}).idle_reset is None
