@@ -99,7 +99,10 @@ class IdleReset:
     lookback_seconds: float = 0.25
 
     @classmethod
-    def from_dict(cls, data: Any) -> IdleReset:
+    def from_dict(cls, data: Any) -> IdleReset | None:
+        """``{after_seconds, lookback_seconds}`` checked, or None (no idle reset) for None."""
+        if data is None:
+            return None
         what = "extra.asr.idle_reset"
         if not isinstance(data, Mapping) or set(data) != {"after_seconds", "lookback_seconds"}:
             raise ManifestError(expected_got(what, "{after_seconds, lookback_seconds} or null", repr(data)))
@@ -141,9 +144,7 @@ class RecognizerSettings:
         decoder = dict(asr.get("decoder", {}))
         if decoder.get("method", "beam_search") != "beam_search":
             raise ManifestError(expected_got("extra.asr.decoder.method", "'beam_search'", repr(decoder["method"])))
-        # Absent: the default idle reset; null: none.
-        idle = IdleReset.from_dict(asr["idle_reset"]) if asr.get("idle_reset") is not None else None
-        idle = IdleReset() if "idle_reset" not in asr else idle
+        idle = IdleReset.from_dict(asr["idle_reset"]) if "idle_reset" in asr else IdleReset()  # null: none
         return cls(tuple(asr["tokens"]), int(asr["blank"]), tuple(asr["lexicon"]), asr.get("grammar"),
                    BeamSettings.from_dict(decoder), rules, int(asr.get("frame_stack", 1)), idle_reset=idle)
 
@@ -164,13 +165,13 @@ class SpeechRecognizer:
                                      self.settings.blank)
         self.sample_rate = int(self.frontend.config.sample_rate)
         self.frame_seconds = self.settings.frame_stack * self.frontend.config.hop_length / self.sample_rate
+        idle = self.settings.idle_reset
+        # Model frames before an idle reset, and rerun by it (0, 0: no idle reset).
+        self.idle_frames = int(round(idle.after_seconds / self.frame_seconds)) if idle else 0
+        self.lookback_frames = int(round(idle.lookback_seconds / self.frame_seconds)) if idle else 0
 
     def create_stream(self) -> RecognizerStream:
         return RecognizerStream(self)
-
-    def frames_in(self, seconds: float) -> int:
-        """Model frames in ``seconds`` of audio (rounded)."""
-        return int(round(seconds / self.frame_seconds))
 
     def transcribe(self, audio: np.ndarray | Iterable[np.ndarray], chunk_seconds: float = CHUNK_SECONDS,
                    partial: bool = False) -> list[Result]:
@@ -238,12 +239,13 @@ class RecognizerStream:
         return results
 
     def _remember(self, consumed: np.ndarray) -> None:
-        idle = self.recognizer.settings.idle_reset
-        keep = self.recognizer.frames_in(idle.lookback_seconds) if idle else 0
-        if keep == 0:
+        keep = self.recognizer.lookback_frames
+        if keep == 0 or consumed.shape[0] == 0:
             return
-        joined = consumed if self._recent is None else np.concatenate([self._recent, consumed])
-        self._recent = joined[-keep:]
+        if consumed.shape[0] >= keep or self._recent is None:
+            self._recent = consumed[-keep:]  # a view of this push's own input array
+        else:
+            self._recent = np.concatenate([self._recent, consumed])[-keep:]
 
     def flush(self) -> list[Result]:
         """End of input: the final result of the utterance in progress (if anything was recognised)."""
@@ -254,8 +256,7 @@ class RecognizerStream:
         """Decode frames until an endpoint or an idle reset (either resets the model state); returns how many frames
         were used and whether it was an idle reset."""
         recognizer = self.recognizer
-        settings, frame_seconds = recognizer.settings, recognizer.frame_seconds
-        idle_frames = recognizer.frames_in(settings.idle_reset.after_seconds) if settings.idle_reset else 0
+        settings, frame_seconds, idle_frames = recognizer.settings, recognizer.frame_seconds, recognizer.idle_frames
         speech = np.argmax(log_probs, axis=1) != settings.blank
         for index, (row, is_speech) in enumerate(zip(log_probs, speech)):
             u = self._utterance

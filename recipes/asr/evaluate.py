@@ -43,16 +43,17 @@ def continuous_recording(arrays: dict[str, np.ndarray], audio_list: Sequence[np.
                          seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """The utterances in one recording, each after a gap of its own lead-in noise (see the module docstring), then
     ``TAIL_SECONDS`` of the last one's; returns the recording and the reference words."""
+    def looped(noise: np.ndarray, n: int) -> np.ndarray:
+        return np.tile(noise, n // noise.size + 1)[:n]
+
     rng = np.random.default_rng(seed)
     pieces: list[np.ndarray] = []
     words: list[str] = []
     for i, audio in enumerate(audio_list):
         lead = audio[: max(int(arrays["speech_start"][i]) - rate // 100, rate // 100)]
-        gap = int(rng.uniform(*STREAM_GAP_SECONDS) * rate)
-        pieces += [np.tile(lead, gap // lead.size + 1)[:gap], audio]
+        pieces += [looped(lead, int(rng.uniform(*STREAM_GAP_SECONDS) * rate)), audio]
         words += str(arrays["texts"][i]).split()
-    tail = int(TAIL_SECONDS * rate)
-    pieces.append(np.tile(pieces[-2], tail // pieces[-2].size + 1)[:tail])
+    pieces.append(looped(lead, int(TAIL_SECONDS * rate)))
     return np.concatenate(pieces), words
 
 
@@ -68,7 +69,7 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
     if grammar:
         settings = replace(settings, grammar=grammar)
     if idle_reset != "manifest":
-        settings = replace(settings, idle_reset=IdleReset.from_dict(idle_reset) if idle_reset is not None else None)
+        settings = replace(settings, idle_reset=IdleReset.from_dict(idle_reset))
     recognizer = SpeechRecognizer(model, settings)
     rate = recognizer.sample_rate
     step = int(rate * CHUNK_SECONDS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None,
         "endpoint": {"rules": [{"name": r.name, "must_contain_speech": r.must_contain_speech,
                                 "min_trailing_silence": r.min_trailing_silence,
                                 "min_utterance_length": r.min_utterance_length} for r in DEFAULT_ENDPOINT_RULES]},
-        "idle_reset": {"after_seconds": IdleReset.after_seconds, "lookback_seconds": IdleReset.lookback_seconds},
+        "idle_reset": asdict(IdleReset()),
         "output": "log_probabilities",
     }
 

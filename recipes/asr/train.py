@@ -167,10 +167,8 @@ def character_error_rate(model: CtcLSTM, features: list[np.ndarray], texts: list
 
 
 def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
-          validation: tuple[list[np.ndarray], list[str]], config: TrainConfig, out_dir: Path,
-          bank: list[np.ndarray] | None = None) -> list[dict[str, Any]]:
-    """Train within the budget; writes the best checkpoint to ``out_dir/float.pt``; returns the history
-    (``bank``: lead-in noise features, needed when ``config.lead_in_seconds`` > 0)."""
+          validation: tuple[list[np.ndarray], list[str]], config: TrainConfig, out_dir: Path) -> list[dict[str, Any]]:
+    """Train within the budget; writes the best checkpoint to ``out_dir/float.pt``; returns the history."""
     features, texts = train_set
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -182,18 +180,16 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
     stale = 0
     steps = 0
     order_by_length = np.argsort([f.shape[0] for f in features])
-    frontend_config = LogMelConfig()
-    frame_seconds = frontend_config.hop_length / frontend_config.sample_rate * int(model.architecture["stack"])
-    lead_frames = int(round(config.lead_in_seconds / frame_seconds))
-    if lead_frames and (not bank or bank[0].shape[0] < lead_frames):
-        raise ValueError(f"lead-in bank: expected >= {lead_frames} frames per level, got "
-                         f"{bank[0].shape[0] if bank else 'no bank'}")
+    frontend = LogMelFrontend(LogMelConfig())  # the one split_features() computed the features with
+    stack = int(model.architecture["stack"])
+    lead_frames = int(round(config.lead_in_seconds * frontend.config.sample_rate / frontend.config.hop_length / stack))
+    bank = lead_in_bank(frontend, stack, seconds=2 * config.lead_in_seconds) if lead_frames else []
     for epoch in range(config.max_epochs):
         model.train()
         batches = [order_by_length[i:i + config.batch_size] for i in range(0, len(features), config.batch_size)]
         losses = []
         for b in rng.permutation(len(batches)):
-            leads = lead_ins(len(batches[b]), bank, lead_frames, rng) if lead_frames and bank else None
+            leads = lead_ins(len(batches[b]), bank, lead_frames, rng) if lead_frames else None
             x, lengths, targets, target_lengths = _batch(features, texts, batches[b], leads)
             if config.band_gain_db:
                 x = band_gain(x, n_mels, config.band_gain_db, rng)
@@ -271,9 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.set_statistics(stacked.mean(axis=0), stacked.std(axis=0))
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, weights_only=True))
-    bank = lead_in_bank(frontend, architecture["stack"], seconds=max(1.0, 2 * config.lead_in_seconds))
-    history = train(model, (train_features, train_texts), (validation_features, validation_texts), config, args.out,
-                    bank)
+    history = train(model, (train_features, train_texts), (validation_features, validation_texts), config, args.out)
     (args.out / "config.json").write_text(json.dumps({
         "architecture": architecture, "tokens": list(TOKENS), "frontend": frontend.config.to_dict(),
         "train": asdict(config), "n_parameters": sum(p.numel() for p in model.parameters()),
