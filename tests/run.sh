@@ -27,6 +27,15 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
         [ -d "/usr/share/festival/voices/${pair%%:*}" ] || packages="$packages ${pair#*:}"
     done
     command -v text2wave >/dev/null 2>&1 || packages="$packages festival"
+    # SVOX Pico and RHVoice, in Debian's non-free section: the speech recipe's parametric recorded-speaker voices
+    nonfree=""
+    command -v pico2wave >/dev/null 2>&1 || nonfree="$nonfree libttspico-utils"
+    [ -d /usr/share/RHVoice/voices/clb ] || nonfree="$nonfree rhvoice rhvoice-english"
+    if [ -n "$nonfree" ]; then
+        codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+        echo "deb http://deb.debian.org/debian $codename non-free" > /etc/apt/sources.list.d/lstm-edge-non-free.list
+        packages="$packages$nonfree"
+    fi
     if [ -n "$packages" ]; then
         apt-get update -qq
         # shellcheck disable=SC2086 # one word per package

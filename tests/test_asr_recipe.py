@@ -29,9 +29,13 @@ def test_voice_split_is_disjoint() -> None:
     espeak = {s: set(v) for s, v in synth.ESPEAK_LANGUAGES.items()}
     flite = {s: set(v) for s, v in synth.FLITE_VOICES.items()}
     variants = {s: set(v) for s, v in synth.split_variants().items()}
-    for table in (espeak, flite, variants):
+    parametric = {s: set(v) for s, v in synth.PARAMETRIC_VOICES.items()}
+    for table in (espeak, flite, variants, parametric):
         assert not table["train"] & table["test"] and not table["train"] & table["validation"]
         assert not table["validation"] & table["test"]
+    # the same recorded speaker through another synthesiser would leak a test voice into training
+    speakers = {voice.split(":")[1] for voices in parametric.values() for voice in voices}
+    assert not speakers & flite["test"] and not speakers & flite["validation"]
 
 
 def test_festival_voices_change_training_only() -> None:
@@ -42,6 +46,25 @@ def test_festival_voices_change_training_only() -> None:
         assert plans[0.0][split] == plans[0.5][split]
     assert {request.engine for _, request in plans[0.5]["train"]} == {"espeak", "flite", "festival"}
     assert "festival" not in {request.engine for _, request in plans[0.0]["train"]}
+
+
+def test_parametric_voices_change_training_and_validation_only() -> None:
+    plans = {share: {split: synth.plan_split(split, 40, synth.SynthConfig(parametric_share=share),
+                                             np.random.default_rng(2)) for split in synth.SPLITS}
+             for share in (0.0, 0.5)}
+    assert plans[0.0]["test"] == plans[0.5]["test"]
+    engines = {split: {request.engine for _, request in plans[0.5][split]} for split in synth.SPLITS}
+    assert {"pico", "rhvoice"} <= engines["train"] and "pico" in engines["validation"]
+    assert not {"pico", "rhvoice"} & (engines["test"] | {r.engine for _, r in plans[0.0]["train"]})
+
+
+def test_parametric_engines_speak_at_the_requested_rate() -> None:
+    for engine, voice in (("pico", "en-US"), ("rhvoice", "clb")):
+        normal = synth.synthesize(synth.Request(engine, voice, "call four two seven", 1.0, 1.0))
+        slower = synth.synthesize(synth.Request(engine, voice, "call four two seven", 1.25, 1.2))
+        assert 0.8 < normal.size / synth.SAMPLE_RATE < 3.0, (engine, normal.size)
+        assert 1.1 < slower.size / normal.size < 1.45, (engine, slower.size / normal.size)
+        assert np.max(np.abs(normal)) > 0.05
 
 
 def test_smoke_synth_train_export_recognize(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
-"""Synthesise grammar sentences with espeak-ng and flite (no download; only the short demo recording is committed).
+"""Synthesise grammar sentences with espeak-ng, flite and more (no download; only the demo recording is committed).
 
 Voices are split by speaker: espeak-ng English languages and voice variants are partitioned as in the keyword
 recipe (a test voice shares neither accent nor variant with training), and whole flite voices are held out
 (``FLITE_VOICES``); with ``festival_share`` > 0 training also gets Festival's recorded-speaker voices (training
-only, as in the keyword recipe). Each utterance gets a random speed and pitch, in training a vocal-tract-length change
-(resampling by a factor that moves formants, pitch and tempo together, as speed perturbation does: the male flite
-training voices then also sound like shorter vocal tracts), optional band-limiting (a cheap microphone or an 8 kHz
-line), gain, optional reverb and coloured noise, and random leading/trailing silence.
+only, as in the keyword recipe), and with ``parametric_share`` > 0 training and validation get SVOX Pico's and
+RHVoice's voices (``PARAMETRIC_VOICES``: statistical-parametric voices built from recorded speakers, among them the
+female recorded speakers the flite and Festival training voices lack). Each utterance gets a random speed and pitch,
+in training a vocal-tract-length change (resampling by a factor that moves formants, pitch and tempo together, as
+speed perturbation does: the male flite training voices then also sound like shorter vocal tracts), optional
+band-limiting (a cheap microphone or an 8 kHz line), gain, optional reverb and coloured noise, and random
+leading/trailing silence.
 
 Output: ``DIR/{train,validation,test}.npz`` (``audio`` int16 concatenated, ``offsets`` [N+1], ``texts``, ``kinds``,
 ``voices``, ``speech_start``/``speech_end`` samples within each utterance) and ``DIR/index.json``.
@@ -50,6 +53,15 @@ ESPEAK_LANGUAGES: dict[str, tuple[str, ...]] = {
 }
 FLITE_VOICES: dict[str, tuple[str, ...]] = {"train": ("kal", "kal16", "awb"), "validation": ("rms",), "test": ("slt",)}
 FLITE_SHARE = 0.4
+# Statistical-parametric voices built from recorded speakers (Debian non-free: libttspico-utils, rhvoice-english):
+# SVOX Pico's two English voices and RHVoice's LGPL English voices (its CMU ARCTIC slt is the held-out flite test
+# speaker and stays out; its NC-licensed voices stay out too). With ``parametric_share`` > 0 they give training and
+# validation female recorded-speaker voices; test never draws them, so it stays the same with or without them.
+PARAMETRIC_VOICES: dict[str, tuple[str, ...]] = {
+    "train": ("pico:en-US", "rhvoice:alan", "rhvoice:bdl", "rhvoice:clb"),
+    "validation": ("pico:en-GB",),
+    "test": (),
+}
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ class SynthConfig:
     seed: int = 0
     workers: int = 2
     festival_share: float = 0.0  # share of training utterances spoken by Festival voices (FESTIVAL_VOICES)
+    parametric_share: float = 0.0  # share of training and validation utterances from PARAMETRIC_VOICES
     espeak_wpm: tuple[int, int] = (120, 210)
     espeak_pitch: tuple[int, int] = (20, 80)
     flite_stretch: tuple[float, float] = (0.8, 1.25)
@@ -84,11 +97,11 @@ class SynthConfig:
 class Request:
     """One synthesiser call."""
 
-    engine: str  # "espeak", "flite" or "festival"
+    engine: str  # "espeak", "flite", "festival", "pico" or "rhvoice"
     voice: str
     text: str
-    rate: float  # espeak words per minute, or flite / festival duration stretch
-    pitch: float  # espeak pitch 0-99, or flite f0 scale (festival: unused; pitch is varied by sox afterwards)
+    rate: float  # espeak words per minute, or the others' duration stretch
+    pitch: float  # espeak pitch 0-99, or the others' f0 scale (festival: unused; the training warp varies it)
 
 
 def _read_wav_bytes(data: bytes) -> np.ndarray:
@@ -127,8 +140,20 @@ def synthesize(request: Request) -> np.ndarray:
                        "--setf", f"int_f0_target_mean={f0 * request.pitch:.1f}"]
             result = subprocess.run(command, capture_output=True, check=False)
             data = Path(out.name).read_bytes()
+    elif request.engine in ("pico", "rhvoice"):
+        speed, pitch = round(100.0 / request.rate), round(100.0 * request.pitch)
+        with tempfile.NamedTemporaryFile(suffix=".wav") as out:
+            if request.engine == "pico":
+                markup = f"<speed level='{speed}'><pitch level='{pitch}'>{request.text}</pitch></speed>"
+                result = subprocess.run(["pico2wave", "-l", request.voice, "-w", out.name, markup],
+                                        capture_output=True, check=False)
+            else:
+                markup = f'<speak><prosody rate="{speed}%" pitch="{pitch - 100:+d}%">{request.text}</prosody></speak>'
+                result = subprocess.run(["RHVoice-test", "-s", "-p", request.voice, "-o", out.name],
+                                        input=markup.encode(), capture_output=True, check=False)
+            data = Path(out.name).read_bytes()
     else:
-        raise SynthError(f"{request}: expected engine 'espeak', 'flite' or 'festival'")
+        raise SynthError(f"{request}: expected engine 'espeak', 'flite', 'festival', 'pico' or 'rhvoice'")
     if result.returncode != 0 or len(data) < 44 or data[:4] != b"RIFF":
         raise SynthError(f"{request}: expected a WAV, got rc={result.returncode}, stderr={result.stderr[:200]!r}")
     return trim_silence(_read_wav_bytes(data))
@@ -182,8 +207,13 @@ def plan_split(split: str, n: int, config: SynthConfig, rng: np.random.Generator
     for _ in range(n):
         kind, text = sample_sentence(rng)
         festival = FESTIVAL_VOICES[split]
-        # (no draw without Festival voices: validation and test stay the same with or without them)
-        if festival and config.festival_share > 0 and rng.random() < config.festival_share:
+        parametric = PARAMETRIC_VOICES[split]
+        # (no draw without Festival or parametric voices: test, and without them validation, stay the same)
+        if parametric and config.parametric_share > 0 and rng.random() < config.parametric_share:
+            engine, voice = str(rng.choice(parametric)).split(":")
+            request = Request(engine, voice, text, float(rng.uniform(*config.flite_stretch)),
+                              float(rng.uniform(*config.flite_f0_scale)))
+        elif festival and config.festival_share > 0 and rng.random() < config.festival_share:
             request = Request("festival", str(rng.choice(festival)), text, float(rng.uniform(*config.flite_stretch)),
                               1.0)
         elif rng.random() < FLITE_SHARE:
@@ -254,11 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval", type=int, default=SynthConfig.eval, help="utterances in validation and in test")
     parser.add_argument("--festival-share", type=float, default=SynthConfig.festival_share,
                         help="share of training utterances spoken by Festival voices (needs the festvox packages)")
+    parser.add_argument("--parametric-share", type=float, default=SynthConfig.parametric_share,
+                        help="share of training and validation utterances spoken by Pico and RHVoice voices "
+                             "(needs libttspico-utils and rhvoice-english, Debian non-free)")
     parser.add_argument("--seed", type=int, default=SynthConfig.seed)
     parser.add_argument("--workers", type=int, default=SynthConfig.workers)
     args = parser.parse_args(argv)
     config = SynthConfig(train=args.train, eval=args.eval, seed=args.seed, workers=args.workers,
-                         festival_share=args.festival_share)
+                         festival_share=args.festival_share, parametric_share=args.parametric_share)
     print(json.dumps(generate_dataset(args.out, config)["splits"]))
     return 0
 
