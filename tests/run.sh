@@ -33,7 +33,8 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     [ -d /usr/share/RHVoice/voices/clb ] || nonfree="$nonfree rhvoice rhvoice-english"
     if [ -n "$nonfree" ]; then
         codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-        echo "deb http://deb.debian.org/debian $codename non-free" > /etc/apt/sources.list.d/lstm-edge-non-free.list
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $codename non-free" \
+            > /etc/apt/sources.list.d/lstm-edge-non-free.list
         packages="$packages$nonfree"
     fi
     if [ -n "$packages" ]; then
