@@ -30,7 +30,7 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     # SVOX Pico and RHVoice, in Debian's non-free section: the speech recipe's parametric recorded-speaker voices
     nonfree=""
     command -v pico2wave >/dev/null 2>&1 || nonfree="$nonfree libttspico-utils"
-    [ -d /usr/share/RHVoice/voices/clb ] || nonfree="$nonfree rhvoice rhvoice-english"
+    { command -v RHVoice-test >/dev/null 2>&1 && [ -d /usr/share/RHVoice/voices/clb ]; } || nonfree="$nonfree rhvoice rhvoice-english"
     if [ -n "$nonfree" ]; then
         codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
         echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $codename non-free" \
