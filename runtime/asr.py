@@ -94,9 +94,9 @@ class IdleReset:
 
     # Chosen on the validation voices (float WER of isolated utterances / of the continuous stream of evaluate.py).
     # For the previous shipped model: none 11.8% / 15.2%; 0.5, 0.2: 12.3% / 13.0%; 0.75, 0.25: 11.9% / 12.7%;
-    # 1.0, 0.3: 11.8% / 13.1%; 1.5, 0.5: 11.8% / 13.3%. Rechecked for the current one on the second synthesised
-    # set's validation (stream): none 17.6%; 0.5, 0.2: 15.7%; 0.75, 0.25: 15.1%; 1.0, 0.3: 14.8%, but on the first
-    # set's 11.2% against 10.6% for 0.75, 0.25, which stays.
+    # 1.0, 0.3: 11.8% / 13.1%; 1.5, 0.5: 11.8% / 13.3%. Rechecked for the current one (decoded at beam 32) on the
+    # second synthesised set's validation (stream): none 17.6%; 0.5, 0.2: 15.7%; 0.75, 0.25: 15.1%; 1.0, 0.3:
+    # 14.8%, but 11.2% on the first set's against 10.6% for 0.75, 0.25, which stays.
     after_seconds: float = 0.75
     lookback_seconds: float = 0.25
 
