@@ -12,6 +12,7 @@ Every hypothesis carries the frame of each emitted token, from which word timest
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,9 @@ class Vocabulary:
                                              list(self.tokens)))
         self.blank = blank
         self.separator = self.tokens.index(separator)
+        self.token_index: dict[str, int] = {}
+        for i, token in enumerate(self.tokens):
+            self.token_index.setdefault(token, i)
         self.words = frozenset(lexicon)
         spellable = set(self.tokens) - {self.tokens[blank], separator}
         for word in self.words:
@@ -247,20 +251,29 @@ _DEAD = object()  # the context after a word the grammar does not allow there: n
 _CONTEXT_CACHE = 65536
 
 
-@dataclass
 class _Beam:
-    blank: float  # log-probability of the prefix ending in blank
-    token: float  # ... ending in its last token
-    frames: tuple[int, ...]
+    """One prefix: log-probabilities of it ending in blank and in its last token, their sum (``total``, brought up
+    to date at the end of every frame), and the frame of each of its tokens."""
 
-    @property
-    def total(self) -> float:
-        return float(np.logaddexp(self.blank, self.token))
+    __slots__ = ("blank", "token", "total", "frames")
+
+    def __init__(self, blank: float, token: float, frames: tuple[int, ...]) -> None:
+        self.blank, self.token, self.frames = blank, token, frames
+        self.total = _logaddexp(blank, token)
+
+
+def _logaddexp(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) of two Python floats (numpy's ufunc costs more than the sum on scalars)."""
+    if a < b:
+        a, b = b, a
+    if b == NEG_INF:
+        return a
+    return a + math.log1p(math.exp(b - a))
 
 
 @dataclass
 class BeamState:
-    """Streaming prefix beam search: prefixes (text) -> scores, and frames consumed."""
+    """Streaming prefix beam search: prefixes (text) -> scores, most probable first, and frames consumed."""
 
     beams: dict[str, _Beam] = field(default_factory=lambda: {"": _Beam(0.0, NEG_INF, ())})
     frame: int = 0
@@ -271,8 +284,12 @@ def _add(beams: dict[str, _Beam], text: str, blank_score: float, token_score: fl
     if beam is None:
         beams[text] = _Beam(blank_score, token_score, frames)
     else:
-        beam.blank = float(np.logaddexp(beam.blank, blank_score))
-        beam.token = float(np.logaddexp(beam.token, token_score))
+        beam.blank = _logaddexp(beam.blank, blank_score)
+        beam.token = _logaddexp(beam.token, token_score)
+
+
+def _total(item: tuple[str, _Beam]) -> float:
+    return item[1].total
 
 
 def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings: BeamSettings) -> BeamState:
@@ -283,34 +300,41 @@ def beam_step(state: BeamState, log_probs: Any, vocabulary: Vocabulary, settings
                                       array.shape[1]))
     beams, frame = state.beams, state.frame
     tokens, blank, separator = vocabulary.tokens, vocabulary.blank, vocabulary.separator
+    index_of = vocabulary.token_index
     k = min(settings.token_top_k, array.shape[1])
-    for row in array:
-        top = np.argpartition(-row, k - 1)[:k]
-        candidates = [int(c) for c in top if c != blank and row[c] >= settings.token_min_log_prob]
+    constrained = settings.keep_complete and vocabulary.grammar is not None
+    for values, top in zip(array.tolist(), np.argpartition(-array, k - 1, axis=1)[:, :k].tolist()):
+        candidates = [c for c in top if c != blank and values[c] >= settings.token_min_log_prob]
+        blank_score = values[blank]
         new: dict[str, _Beam] = {}
-
         for text, beam in beams.items():
             total = beam.total
-            _add(new, text, total + row[blank], NEG_INF, beam.frames)
+            _add(new, text, total + blank_score, NEG_INF, beam.frames)
             last = text[-1] if text else None
             if last is not None:
-                _add(new, text, NEG_INF, beam.token + row[tokens.index(last)], beam.frames)
+                _add(new, text, NEG_INF, beam.token + values[index_of[last]], beam.frames)
             context, partial = vocabulary.context(text)
+            spellable = vocabulary.prefixes(context)
             for c in candidates:
                 if c == separator:
                     if not partial or partial not in vocabulary.followers(context):
                         continue
                     extended = text + " "
                 else:
-                    if partial + tokens[c] not in vocabulary.prefixes(context):
+                    if partial + tokens[c] not in spellable:
                         continue
                     extended = text + tokens[c]
-                score = beam.blank + row[c] if tokens[c] == last else total + row[c]
+                score = beam.blank + values[c] if tokens[c] == last else total + values[c]
                 _add(new, extended, NEG_INF, score, beam.frames + (frame,))
-        ranked = sorted(new.items(), key=lambda item: item[1].total, reverse=True)
-        beams = dict(ranked[: settings.beam_size])
-        if settings.keep_complete and vocabulary.grammar is not None:
-            _keep_best_complete(beams, ranked[settings.beam_size:], vocabulary)
+        for beam in new.values():
+            beam.total = _logaddexp(beam.blank, beam.token)
+        if len(new) > settings.beam_size:
+            ranked = sorted(new.items(), key=_total, reverse=True)
+            beams = dict(ranked[: settings.beam_size])
+            if constrained:
+                _keep_best_complete(beams, ranked[settings.beam_size:], vocabulary)
+        else:
+            beams = dict(sorted(new.items(), key=_total, reverse=True))
         frame += 1
     return BeamState(beams, frame)
 
@@ -344,7 +368,7 @@ def best_text(state: BeamState, vocabulary: Vocabulary, final: bool = False,
     complete words (a sentence the speaker did not finish, or whose end the model missed) rather than a complete
     sentence the audio hardly supports."""
     best_open: tuple[str, _Beam] | None = None
-    for text, beam in sorted(state.beams.items(), key=lambda item: item[1].total, reverse=True):
+    for text, beam in state.beams.items():  # most probable first (beam_step keeps them so)
         stripped = text.rstrip(" ")
         if not final:
             return stripped, beam.frames[: len(stripped)]
