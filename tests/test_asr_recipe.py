@@ -182,6 +182,33 @@ def test_band_gain_adds_one_bounded_smooth_curve_per_utterance() -> None:
     assert torch.equal(x, torch.zeros(4, 30, 80))  # the input batch is left as it was
 
 
+def test_mel_warp_moves_formants_by_the_drawn_factor() -> None:
+    import torch
+
+    from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+
+    config = LogMelConfig()
+    frontend = LogMelFrontend(config)
+    # a tone at 1 kHz and the same tone at 1.15 kHz: the warp that maps the first onto the second is alpha = 1.15
+    t = np.arange(16000) / 16000.0
+    low, high = (frontend.compute((0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32)) for f in (1000.0, 1150.0))
+    x = torch.from_numpy(np.concatenate([low, low], axis=1)[None]).repeat(64, 1, 1)
+    out = train.mel_warp(x, config, 0.3, np.random.default_rng(0))
+    # no warp leaves the features as they were
+    assert torch.allclose(train.mel_warp(x, config, 0.0, np.random.default_rng(0)), x, atol=1e-4)
+    # the same map in both stacked halves and at every time step
+    assert torch.equal(out[:, :, :40], out[:, :, 40:])
+    peaks = out[:, 10, :40].argmax(dim=1)
+    assert len(set(peaks.tolist())) > 1  # one factor per utterance
+    # some utterance drew a factor near 1.15: its peak lands in the band of the higher tone, not the lower one
+    assert int(high[10].argmax()) != int(low[10].argmax())
+    assert int(high[10].argmax()) in peaks.tolist()
+    # formants only move up and down within the range: never further than a factor 1.3 would take them
+    top = frontend.compute((0.3 * np.sin(2 * np.pi * 1300.0 * t)).astype(np.float32))[10].argmax()
+    bottom = frontend.compute((0.3 * np.sin(2 * np.pi * 1000.0 / 1.3 * t)).astype(np.float32))[10].argmax()
+    assert bool(((peaks >= int(bottom)) & (peaks <= int(top))).all())
+
+
 def test_word_automaton_is_the_grammar_exactly() -> None:
     from lstm_edge.recipes.asr.grammar import sample_sentence, word_automaton
     from lstm_edge.runtime.ctc import Vocabulary

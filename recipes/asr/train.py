@@ -26,7 +26,7 @@ from lstm_edge.recipes.asr.model import DEFAULT_ARCHITECTURE, CtcLSTM
 from lstm_edge.recipes.asr.synth import load_split, utterances
 from lstm_edge.runtime.asr import stack_frames
 from lstm_edge.runtime.ctc import greedy_decode
-from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend, hz_to_mel_htk, mel_to_hz_htk
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class TrainConfig:
     time_mask_width: int = 10
     band_gain_db: float = 0.0  # > 0: a random smooth gain curve over the mel bands per utterance, peak |gain| this
     lead_in_seconds: float = 0.0  # > 0: half the utterances get up to this much quiet noise in front (see lead_ins)
+    warp: float = 0.0  # > 0: every utterance's spectrum is stretched by a factor in [1/(1+warp), 1+warp] (mel_warp)
 
 
 def split_features(data_dir: Path, split: str, frontend: LogMelFrontend, stack: int,
@@ -143,6 +144,28 @@ def band_gain(x: torch.Tensor, n_mels: int, max_db: float, rng: np.random.Genera
     return x + offsets[:, None, :]
 
 
+def mel_warp(x: torch.Tensor, frontend: LogMelConfig, max_warp: float, rng: np.random.Generator) -> torch.Tensor:
+    """Stretch the frequency axis of every utterance of a padded batch ``[B, T, n_mels * stack]`` of log-mel
+    features by its own factor ``alpha``, log-uniform in ``[1/(1+max_warp), 1+max_warp]``: the band centred at
+    ``f`` takes the value the input had at ``f / alpha`` (linear between neighbouring bands; clamped at the edges).
+    Formants move up by ``alpha``, as from a longer to a shorter vocal tract (vocal tract length perturbation, done
+    on the mel bands instead of the spectrum). The same map is applied to every stacked frame and time step."""
+    n_mels = frontend.n_mels
+    stack = x.shape[2] // n_mels
+    edges = np.linspace(hz_to_mel_htk(frontend.f_min), hz_to_mel_htk(frontend.f_max), n_mels + 2)
+    centres_hz = mel_to_hz_htk(edges[1:-1])
+    alphas = np.exp(rng.uniform(-np.log1p(max_warp), np.log1p(max_warp), size=x.shape[0]))
+    source = (hz_to_mel_htk(centres_hz[None, :] / alphas[:, None]) - edges[1]) / (edges[2] - edges[1])
+    source = np.clip(source, 0.0, n_mels - 1.0)
+    low = np.minimum(np.floor(source).astype(np.int64), n_mels - 2)
+    weight = torch.from_numpy((source - low).astype(np.float32))
+    offsets = np.arange(stack) * n_mels
+    low_index = torch.from_numpy((low[:, None, :] + offsets[None, :, None]).reshape(x.shape[0], 1, -1))
+    weight = weight.repeat(1, stack)[:, None, :]
+    index = low_index.expand(-1, x.shape[1], -1)
+    return torch.gather(x, 2, index) * (1 - weight) + torch.gather(x, 2, index + 1) * weight
+
+
 def edit_distance(reference: Sequence[Any], hypothesis: Sequence[Any]) -> int:
     """Levenshtein distance."""
     previous = list(range(len(hypothesis) + 1))
@@ -191,6 +214,8 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
         for b in rng.permutation(len(batches)):
             leads = lead_ins(len(batches[b]), bank, lead_frames, rng) if lead_frames else None
             x, lengths, targets, target_lengths = _batch(features, texts, batches[b], leads)
+            if config.warp:
+                x = mel_warp(x, frontend.config, config.warp, rng)
             if config.band_gain_db:
                 x = band_gain(x, n_mels, config.band_gain_db, rng)
             if config.freq_masks or config.time_masks:
@@ -247,12 +272,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="per-utterance random smooth gain over the mel bands, peak dB (0: off)")
     parser.add_argument("--lead-in-seconds", type=float, default=TrainConfig.lead_in_seconds,
                         help="quiet noise of a random level in front of half the utterances, up to this long (0: off)")
+    parser.add_argument("--warp", type=float, default=TrainConfig.warp,
+                        help="stretch each utterance's spectrum by a random factor up to 1 + this (0: off)")
     args = parser.parse_args(argv)
     masks = {"freq_masks": 0, "time_masks": 0} if args.no_spec_augment else {}
     config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps,
                          learning_rate=args.learning_rate, start_blank_frames=args.start_blank_frames,
                          threads=args.threads, band_gain_db=args.band_gain_db,
-                         lead_in_seconds=args.lead_in_seconds, **masks)
+                         lead_in_seconds=args.lead_in_seconds, warp=args.warp, **masks)
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     args.out.mkdir(parents=True, exist_ok=True)
