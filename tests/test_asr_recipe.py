@@ -244,3 +244,21 @@ def test_export_settings_take_either_grammar_form() -> None:
         Vocabulary(settings.tokens, settings.lexicon, settings.grammar)
     with pytest.raises(ValueError, match="grammar"):
         export_model.asr_settings(config, grammar="bigram")
+
+
+def test_evaluate_breaks_the_word_error_rate_down_by_voice(tmp_path: Path) -> None:
+    from lstm_edge.recipes.asr import evaluate
+
+    data = tmp_path / "data"
+    synth.main(["--out", str(data), "--train", "1", "--eval", "8", "--workers", "1", "--seed", "4"])
+    arrays = synth.load_split(data, "test")
+    model_dir = Path(__file__).resolve().parent.parent / "models" / "asr" / "export"
+    result = evaluate.evaluate_precision(model_dir, arrays, "onnx", "float")
+    voices = [str(v) for v in arrays["voices"]]
+    words = {v: sum(len(str(t).split()) for t, w in zip(arrays["texts"], voices) if w == v) for v in set(voices)}
+    assert set(result["wer_by_voice"]) == set(voices)
+    assert set(result["wer_by_synthesiser_and_kind"]) == {f"{v.split(':')[0]}/{k}" for v, k in
+                                                           zip(voices, arrays["kinds"])}
+    # the word-weighted mean of the per-voice rates is the overall rate (each rounded to 4 places)
+    mean = sum(result["wer_by_voice"][v] * n for v, n in words.items()) / sum(words.values())
+    assert abs(mean - result["wer_all"]) < 1e-3

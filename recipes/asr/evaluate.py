@@ -2,12 +2,13 @@
 
 Each utterance of the split is streamed in 100 ms chunks through ``SpeechRecognizer`` (frontend + model + beam
 search + endpointing, one thread), followed by 1 s of low noise so the endpoint rules can fire. The hypothesis is
-the concatenation of the final results. Reports WER per kind (digit strings, numbers, commands), the real-time
-factor (processing time / audio time) and the final-result latency: audio time from the end of speech to the end
-of the chunk that produced the last final result, plus that chunk's processing time (the end of the input if
-only the flush produced it). An utterance that gives no result at all (all its words deleted, counted in the WER)
-has no final result to time: it is counted in ``utterances_without_result`` and left out of the latency, which is
-also reported with it counted as the end of the input (``final_latency_with_silent_seconds``).
+the concatenation of the final results. Reports WER per kind (digit strings, numbers, commands), also per
+synthesiser family and kind and per voice, the real-time factor (processing time / audio time) and the
+final-result latency: audio time from the end of speech to the end of the chunk that produced the last final
+result, plus that chunk's processing time (the end of the input if only the flush produced it). An utterance that
+gives no result at all (all its words deleted, counted in the WER) has no final result to time: it is counted in
+``utterances_without_result`` and left out of the latency, which is also reported with it counted as the end of
+the input (``final_latency_with_silent_seconds``).
 
 ``stream_wer`` is the WER of the same utterances as one continuous recording, the way a microphone delivers them:
 each is preceded by a gap of 0.3-3 s (seeded) made of its own lead-in noise repeated, so the background does not
@@ -77,6 +78,8 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
     audio_list = utterances(arrays)[:limit]
     errors: dict[str, list[int]] = {}
     by_engine: dict[str, list[int]] = {}  # synthesiser family of the voice: espeak, flite
+    by_engine_kind: dict[str, list[int]] = {}  # "flite/digits": family and kind
+    by_voice: dict[str, list[int]] = {}
     latencies: list[float] = []
     silent: list[float] = []  # utterances with no result at all, timed as if the end of the input were one
     examples: list[dict[str, str]] = []
@@ -108,8 +111,10 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
         reference = str(arrays["texts"][i]).split()
         kind = str(arrays["kinds"][i])
         distance = edit_distance(reference, hypothesis)
-        engine = str(arrays["voices"][i]).split(":")[0]
-        for counts in (errors.setdefault(kind, [0, 0]), by_engine.setdefault(engine, [0, 0])):
+        voice = str(arrays["voices"][i])
+        engine = voice.split(":")[0]
+        for counts in (errors.setdefault(kind, [0, 0]), by_engine.setdefault(engine, [0, 0]),
+                       by_engine_kind.setdefault(f"{engine}/{kind}", [0, 0]), by_voice.setdefault(voice, [0, 0])):
             counts[0] += distance
             counts[1] += len(reference)
         if distance and len(examples) < 15:
@@ -118,14 +123,15 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
     recording, stream_reference = continuous_recording(arrays, audio_list, rate)
     stream_hypothesis = " ".join(r.text for r in recognizer.transcribe(recording)).split()
     stream_wer = edit_distance(stream_reference, stream_hypothesis) / max(len(stream_reference), 1)
-    wer = {kind: round(e / max(n, 1), 4) for kind, (e, n) in sorted(errors.items())}
+    wer = _rates(errors)
     total = [sum(v[0] for v in errors.values()), sum(v[1] for v in errors.values())]
     return {
         "backend": recognizer.model.backend,
         "engine": recognizer.model.engine, "precision": precision, "utterances": len(audio_list),
         "wer": wer, "wer_all": round(total[0] / max(total[1], 1), 4), "stream_wer": round(stream_wer, 4),
         "stream_seconds": round(recording.size / rate, 1),
-        "wer_by_synthesiser": {engine: round(e / max(n, 1), 4) for engine, (e, n) in sorted(by_engine.items())},
+        "wer_by_synthesiser": _rates(by_engine), "wer_by_synthesiser_and_kind": _rates(by_engine_kind),
+        "wer_by_voice": _rates(by_voice),
         "words": {kind: n for kind, (_, n) in sorted(errors.items())},
         "rtf": round(processing / duration, 5), "audio_seconds": round(duration, 1),
         "final_latency_seconds": _spread(latencies),
@@ -133,6 +139,11 @@ def evaluate_precision(model_dir: Path, arrays: dict[str, np.ndarray], backend: 
         "final_latency_with_silent_seconds": _spread(latencies + silent),
         "errors": examples,
     }
+
+
+def _rates(counts: dict[str, list[int]]) -> dict[str, float]:
+    """Word error rate of each key's [errors, words]."""
+    return {key: round(e / max(n, 1), 4) for key, (e, n) in sorted(counts.items())}
 
 
 def _spread(values: list[float]) -> dict[str, float]:
