@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def batch(model_dir: Path) -> tuple[torch.Tensor, ...]:
-    """Padded features of the demo's utterances and their CTC targets."""
-    from lstm_edge.recipes.asr.grammar import encode
+    """The demo's utterances as the trainer batches them: padded features and their CTC targets."""
+    from lstm_edge.recipes.asr.train import _batch
     from lstm_edge.runtime.asr import stack_frames
     from lstm_edge.runtime.audio import read_wav
     from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
@@ -38,12 +38,7 @@ def batch(model_dir: Path) -> tuple[torch.Tensor, ...]:
     rate = frontend.config.sample_rate
     rows = [stack_frames(frontend.compute(audio[int((u["start_s"] - 0.3) * rate):int((u["end_s"] + 0.3) * rate)]),
                          int(config["architecture"]["stack"])) for u in demo]
-    x = np.zeros((len(rows), max(r.shape[0] for r in rows), rows[0].shape[1]), dtype=np.float32)
-    for i, r in enumerate(rows):
-        x[i, : r.shape[0]] = r
-    targets = [encode(u["text"]) for u in demo]
-    return (torch.from_numpy(x), torch.tensor([r.shape[0] for r in rows]),
-            torch.tensor([t for ts in targets for t in ts]), torch.tensor([len(t) for t in targets]))
+    return _batch(rows, [u["text"] for u in demo], np.arange(len(rows)))
 
 
 def main() -> None:

@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(config.threads)
     # Subnormal floats appear in the LSTM's gradients as training settles, and x86 cores take a slow path on each:
     # without this, every epoch runs slower than the last (benchmarks/bench_asr_train_step.py times one step of the
-    # shipped model both ways: 2.7x)
+    # shipped model both ways: 2.3x)
     torch.set_flush_denormal(True)
     torch.manual_seed(config.seed)
     args.out.mkdir(parents=True, exist_ok=True)
