@@ -58,6 +58,24 @@ def test_parametric_voices_change_training_and_validation_only() -> None:
     assert not {"pico", "rhvoice"} & (engines["test"] | {r.engine for _, r in plans[0.0]["train"]})
 
 
+def test_extra_training_voices_join_training_only_and_never_a_held_out_speaker() -> None:
+    import pytest
+
+    extra = synth.SynthConfig(parametric_share=0.5, extra_train_voices=("pico:es-ES", "pico:it-IT"))
+    plans = {config: {split: synth.plan_split(split, 60, config, np.random.default_rng(4)) for split in synth.SPLITS}
+             for config in (synth.SynthConfig(parametric_share=0.5), extra)}
+    for split in ("validation", "test"):
+        assert plans[synth.SynthConfig(parametric_share=0.5)][split] == plans[extra][split]
+    parametric = {f"{r.engine}:{r.voice}" for _, r in plans[extra]["train"] if r.engine in ("pico", "rhvoice")}
+    assert {"pico:es-ES", "pico:it-IT"} <= parametric <= {*synth.PARAMETRIC_VOICES["train"], "pico:es-ES", "pico:it-IT"}
+    for bad, why in (("pico:en-GB", "validation and test"), ("rhvoice:slt", "validation and test"),
+                     ("espeak:en-us", "engine one of"), ("pico", "engine one of")):
+        with pytest.raises(ValueError, match=why):
+            synth.parametric_voices("train", synth.SynthConfig(extra_train_voices=(bad,)))
+    with pytest.raises(SystemExit):
+        synth.main(["--out", "unused", "--extra-train-voices", "rhvoice:slt"])
+
+
 def test_parametric_engines_speak_at_the_requested_rate() -> None:
     for engine, voice in (("pico", "en-US"), ("rhvoice", "clb")):
         normal = synth.synthesize(synth.Request(engine, voice, "call four two seven", 1.0, 1.0))
@@ -73,9 +91,12 @@ def test_smoke_synth_train_export_recognize(tmp_path: Path) -> None:
     index = json.loads((data / "index.json").read_text())
     assert {v.split(":")[0] for v in index["splits"]["train"]["voices"]} <= {"espeak", "flite"}
     checkpoint = tmp_path / "checkpoint"
-    assert train.main(["--data", str(data), "--out", str(checkpoint), "--max-steps", "2", "--hidden-size", "32"]) == 0
+    assert train.main(["--data", str(data), "--out", str(checkpoint), "--max-steps", "2", "--hidden-size", "32",
+                       "--schedule", "cosine"]) == 0
     history = json.loads((checkpoint / "history.json").read_text())
     assert history and np.isfinite(history[-1]["loss"])
+    # two of two steps taken: the cosine schedule's last step ran at half the budget, still in its warm-up
+    assert np.isclose(history[-1]["lr"], train.cosine_rate(train.TrainConfig(), 0.5, 1))
     out = export_model.export_recognizer(checkpoint, data, tmp_path / "model", formats=("onnx",))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["extra"]["asr"]["tokens"] == list(TOKENS)
@@ -87,6 +108,16 @@ def test_smoke_synth_train_export_recognize(tmp_path: Path) -> None:
     for result in results:  # an untrained model may output anything, but only lexicon words in finals
         if result.final:
             assert set(result.text.split()) <= set(LEXICON)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_its_floor_when_the_budget_ends() -> None:
+    config = train.TrainConfig(learning_rate=2e-3, final_rate=0.02, warmup_steps=100, schedule="cosine")
+    assert np.isclose(train.cosine_rate(config, 0.0, 0), 2e-4)  # a tenth of the rate at the first step
+    assert np.isclose(train.cosine_rate(config, 0.0, 100), 2e-3)
+    late = [train.cosine_rate(config, p, 1000) for p in np.linspace(0.0, 1.0, 21)]
+    assert all(a > b for a, b in zip(late, late[1:]))
+    assert np.isclose(late[10], 2e-3 * (0.02 + 0.98 * 0.5)) and np.isclose(late[-1], 4e-5)
+    assert train.cosine_rate(config, 1.7, 1000) == late[-1]  # past the budget (the last epoch's tail): the floor
 
 
 def test_warp_scales_duration_and_frequency() -> None:

@@ -74,6 +74,7 @@ class SynthConfig:
     workers: int = 2
     festival_share: float = 0.0  # share of training utterances spoken by Festival voices (FESTIVAL_VOICES)
     parametric_share: float = 0.0  # share of training and validation utterances from PARAMETRIC_VOICES
+    extra_train_voices: tuple[str, ...] = ()  # more "pico:..."/"rhvoice:..." voices for PARAMETRIC_VOICES["train"]
     espeak_wpm: tuple[int, int] = (120, 210)
     espeak_pitch: tuple[int, int] = (20, 80)
     flite_stretch: tuple[float, float] = (0.8, 1.25)
@@ -200,14 +201,35 @@ def compose(speech: np.ndarray, config: SynthConfig, rng: np.random.Generator,
     return np.round(audio * 32768.0).astype(np.int16), lead, lead + speech.size
 
 
+PARAMETRIC_ENGINES: tuple[str, ...] = ("pico", "rhvoice")
+
+
+def parametric_voices(split: str, config: SynthConfig) -> tuple[str, ...]:
+    """The split's parametric voices: ``PARAMETRIC_VOICES``, and in training ``config.extra_train_voices`` too (each
+    "engine:voice" with a parametric engine, and not a validation or test voice or speaker), sorted."""
+    if split != "train" or not config.extra_train_voices:
+        return PARAMETRIC_VOICES[split]
+    held_out = {*PARAMETRIC_VOICES["validation"], *PARAMETRIC_VOICES["test"]}
+    held_out_speakers = {*FLITE_VOICES["validation"], *FLITE_VOICES["test"]}
+    for voice in config.extra_train_voices:
+        engine, _, name = voice.partition(":")
+        if engine not in PARAMETRIC_ENGINES or not name:
+            raise ValueError(f"extra training voice {voice!r}: expected 'engine:voice' with engine one of "
+                             f"{', '.join(PARAMETRIC_ENGINES)}")
+        if voice in held_out or name in held_out_speakers:
+            raise ValueError(f"extra training voice {voice!r}: expected a voice outside validation and test, got "
+                             f"one of their voices or recorded speakers")
+    return tuple(sorted({*PARAMETRIC_VOICES["train"], *config.extra_train_voices}))  # sorted: the order draws use
+
+
 def plan_split(split: str, n: int, config: SynthConfig, rng: np.random.Generator) -> list[tuple[str, Request]]:
     """(kind, request) for every utterance of a split."""
     variants = split_variants()[split]
+    festival = FESTIVAL_VOICES[split]
+    parametric = parametric_voices(split, config)
     plan = []
     for _ in range(n):
         kind, text = sample_sentence(rng)
-        festival = FESTIVAL_VOICES[split]
-        parametric = PARAMETRIC_VOICES[split]
         # (no draw without Festival or parametric voices: test, and without them validation, stay the same)
         if parametric and config.parametric_share > 0 and rng.random() < config.parametric_share:
             engine, voice = str(rng.choice(parametric)).split(":")
@@ -287,11 +309,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--parametric-share", type=float, default=SynthConfig.parametric_share,
                         help="share of training and validation utterances spoken by Pico and RHVoice voices "
                              "(needs libttspico-utils and rhvoice-english, Debian non-free)")
+    parser.add_argument("--extra-train-voices", default="",
+                        help="comma-separated parametric voices added to the training ones, e.g. "
+                             "pico:es-ES,pico:it-IT (other languages' speakers reading the English sentences)")
     parser.add_argument("--seed", type=int, default=SynthConfig.seed)
     parser.add_argument("--workers", type=int, default=SynthConfig.workers)
     args = parser.parse_args(argv)
     config = SynthConfig(train=args.train, eval=args.eval, seed=args.seed, workers=args.workers,
-                         festival_share=args.festival_share, parametric_share=args.parametric_share)
+                         festival_share=args.festival_share, parametric_share=args.parametric_share,
+                         extra_train_voices=tuple(v for v in args.extra_train_voices.split(",") if v))
+    try:
+        parametric_voices("train", config)
+    except ValueError as error:
+        parser.error(str(error))
     print(json.dumps(generate_dataset(args.out, config)["splits"]))
     return 0
 

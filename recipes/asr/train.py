@@ -50,6 +50,22 @@ class TrainConfig:
     band_gain_db: float = 0.0  # > 0: a random smooth gain curve over the mel bands per utterance, peak |gain| this
     lead_in_seconds: float = 0.0  # > 0: half the utterances get up to this much quiet noise in front (see lead_ins)
     warp: float = 0.0  # > 0: every utterance's spectrum is stretched by a factor in [1/(1+warp), 1+warp] (mel_warp)
+    schedule: str = "plateau"  # "plateau": halve on stalls (patience); "cosine": decay over the budget (cosine_rate)
+    final_rate: float = 0.02  # cosine: the rate at the end of the budget, as a share of learning_rate
+    warmup_steps: int = 200  # cosine: linear ramp from a tenth of the rate over this many steps
+
+
+def cosine_rate(config: TrainConfig, progress: float, step: int) -> float:
+    """The cosine schedule's learning rate when ``progress`` (0-1) of the budget is spent, at ``step``.
+
+    The budget is wall-clock time (or ``max_steps`` when set), so the rate reaches its floor when training stops on
+    any machine: a run on a slower machine sees fewer epochs but still ends annealed.
+    """
+    floor = config.final_rate
+    rate = config.learning_rate * (floor + (1.0 - floor) * 0.5 * (1.0 + np.cos(np.pi * min(max(progress, 0.0), 1.0))))
+    if step < config.warmup_steps:
+        rate *= 0.1 + 0.9 * step / config.warmup_steps
+    return float(rate)
 
 
 def split_features(data_dir: Path, split: str, frontend: LogMelFrontend, stack: int,
@@ -212,6 +228,11 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
         batches = [order_by_length[i:i + config.batch_size] for i in range(0, len(features), config.batch_size)]
         losses = []
         for b in rng.permutation(len(batches)):
+            if config.schedule == "cosine":
+                elapsed = time.time() - started
+                progress = steps / config.max_steps if config.max_steps else elapsed / config.budget_seconds
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine_rate(config, progress, steps)
             leads = lead_ins(len(batches[b]), bank, lead_frames, rng) if lead_frames else None
             x, lengths, targets, target_lengths = _batch(features, texts, batches[b], leads)
             if config.warp:
@@ -239,14 +260,14 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
         model.eval()
         cer = character_error_rate(model, *validation)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "validation_cer": round(cer, 4),
-                        "seconds": round(time.time() - started, 1)})
+                        "seconds": round(time.time() - started, 1), "lr": optimizer.param_groups[0]["lr"]})
         print(f"[train] {history[-1]}", flush=True)
         if cer < best:
             best, stale = cer, 0
             torch.save(model.state_dict(), out_dir / "float.pt")
         else:
             stale += 1
-            if stale >= config.patience:
+            if config.schedule == "plateau" and stale >= config.patience:
                 stale = 0
                 for group in optimizer.param_groups:
                     group["lr"] *= 0.5
@@ -274,12 +295,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="quiet noise of a random level in front of half the utterances, up to this long (0: off)")
     parser.add_argument("--warp", type=float, default=TrainConfig.warp,
                         help="stretch each utterance's spectrum by a random factor up to 1 + this (0: off)")
+    parser.add_argument("--schedule", default=TrainConfig.schedule, choices=("plateau", "cosine"),
+                        help="learning rate: halve when validation stalls, or a cosine decay over the budget")
     args = parser.parse_args(argv)
     masks = {"freq_masks": 0, "time_masks": 0} if args.no_spec_augment else {}
     config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps,
                          learning_rate=args.learning_rate, start_blank_frames=args.start_blank_frames,
                          threads=args.threads, band_gain_db=args.band_gain_db,
-                         lead_in_seconds=args.lead_in_seconds, warp=args.warp, **masks)
+                         lead_in_seconds=args.lead_in_seconds, warp=args.warp, schedule=args.schedule, **masks)
     torch.set_num_threads(config.threads)
     # Subnormal floats appear in the LSTM's gradients as training settles, and x86 cores take a slow path on each:
     # without this, every epoch runs slower than the last (benchmarks/bench_asr_train_step.py times one step of the
