@@ -62,6 +62,7 @@ PARAMETRIC_VOICES: dict[str, tuple[str, ...]] = {
     "validation": ("pico:en-GB",),
     "test": (),
 }
+PARAMETRIC_ENGINES: tuple[str, ...] = ("pico", "rhvoice")
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ def synthesize(request: Request) -> np.ndarray:
                        "--setf", f"int_f0_target_mean={f0 * request.pitch:.1f}"]
             result = subprocess.run(command, capture_output=True, check=False)
             data = Path(out.name).read_bytes()
-    elif request.engine in ("pico", "rhvoice"):
+    elif request.engine in PARAMETRIC_ENGINES:
         speed, pitch = round(100.0 / request.rate), round(100.0 * request.pitch)
         with tempfile.NamedTemporaryFile(suffix=".wav") as out:
             if request.engine == "pico":
@@ -199,9 +200,6 @@ def compose(speech: np.ndarray, config: SynthConfig, rng: np.random.Generator,
         audio += coloured_noise(audio.size, float(rng.choice([0.0, 1.0, 2.0])), rng) * level
     audio = np.clip(audio, -1.0, 32767.0 / 32768.0)
     return np.round(audio * 32768.0).astype(np.int16), lead, lead + speech.size
-
-
-PARAMETRIC_ENGINES: tuple[str, ...] = ("pico", "rhvoice")
 
 
 def parametric_voices(split: str, config: SynthConfig) -> tuple[str, ...]:
