@@ -27,13 +27,23 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
         [ -d "/usr/share/festival/voices/${pair%%:*}" ] || packages="$packages ${pair#*:}"
     done
     command -v text2wave >/dev/null 2>&1 || packages="$packages festival"
+    # more English training voices (Festival diphones), and the held-out test voices: the CMU SLT speaker in
+    # Festival, and MBROLA's US and British English voices (engine in contrib, voices in non-free)
+    for pair in english/rab_diphone:festvox-rablpc16k english/don_diphone:festvox-don \
+                us/cmu_us_slt_arctic_hts:festvox-us-slt-hts; do
+        [ -d "/usr/share/festival/voices/${pair%%:*}" ] || packages="$packages ${pair#*:}"
+    done
     # SVOX Pico and RHVoice, in Debian's non-free section: the speech recipe's parametric recorded-speaker voices
     nonfree=""
     command -v pico2wave >/dev/null 2>&1 || nonfree="$nonfree libttspico-utils"
     { command -v RHVoice-test >/dev/null 2>&1 && [ -d /usr/share/RHVoice/voices/clb ]; } || nonfree="$nonfree rhvoice rhvoice-english"
+    command -v mbrola >/dev/null 2>&1 || nonfree="$nonfree mbrola"
+    for voice in us1 us2 us3 en1; do
+        [ -d "/usr/share/mbrola/$voice" ] || nonfree="$nonfree mbrola-$voice"
+    done
     if [ -n "$nonfree" ]; then
         codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $codename non-free" \
+        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $codename contrib non-free" \
             > /etc/apt/sources.list.d/lstm-edge-non-free.list
         packages="$packages$nonfree"
     fi

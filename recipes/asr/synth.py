@@ -1,18 +1,29 @@
-"""Synthesise grammar sentences with espeak-ng, flite and more (no download; only the demo recording is committed).
+"""Synthesise grammar sentences for the speech-recognition recipe, on the shared speech-data engine
+(``recipes/speech``: voice catalogue, synthesisers, augmentation, cache).
 
-Voices are split by speaker: espeak-ng English languages and voice variants are partitioned as in the keyword
-recipe (a test voice shares neither accent nor variant with training), and whole flite voices are held out
-(``FLITE_VOICES``); with ``festival_share`` > 0 training also gets Festival's recorded-speaker voices (training
-only, as in the keyword recipe), and with ``parametric_share`` > 0 training and validation get SVOX Pico's and
-RHVoice's voices (``PARAMETRIC_VOICES``: statistical-parametric voices built from recorded speakers, among them the
-female recorded speakers the flite and Festival training voices lack). Each utterance gets a random speed and pitch,
-in training a vocal-tract-length change (resampling by a factor that moves formants, pitch and tempo together, as
-speed perturbation does: the male flite training voices then also sound like shorter vocal tracts), optional
-band-limiting (a cheap microphone or an 8 kHz line), gain, optional reverb and coloured noise, and random
-leading/trailing silence.
+Voices are split by speaker (``recipes/speech/voices.py``):
+- training: espeak-ng training accents x training variants, flite kal/kal16/awb; with ``festival_share`` > 0
+  Festival's recorded-speaker voices; with ``parametric_share`` > 0 Pico en-US and RHVoice alan/bdl/clb (plus
+  ``extra_train_voices``); with ``kokoro_share`` > 0 Kokoro-82M blends (hundreds of new speakers from weighted sums of
+  its voices, ``kokoro_speakers`` of them, never containing the validation voice); with ``piper_share`` > 0 Piper's
+  joe;
+- validation: espeak-ng en-gb-scotland x validation variants, flite rms; Pico en-GB with ``parametric_share``;
+  Kokoro blends dominated by its held-back voice with ``kokoro_share``;
+- test: only the held-out voices: MBROLA us1/us2/us3/en1 (through espeak-ng) and the CMU SLT speaker in flite,
+  Festival and RHVoice, each equally often. No setting changes the test split but its size and seed.
+
+Validation and test also hold ``out_of_grammar_share`` of English sentences outside the grammar (Debian fortunes,
+split by source file: the text recipe's split), kind ``out_of_grammar``: a recognizer should give no text for them.
+
+Each utterance gets a random speed and pitch, in training a vocal-tract-length change (resampling by a factor that
+moves formants, pitch and tempo together), optional band-limiting (a cheap microphone or an 8 kHz line), gain, room
+acoustics (pyroomacoustics image-source rooms, or with ``reverb="synthetic"`` the older decaying-noise reverb),
+coloured noise and random leading/trailing silence. Dry speech is cached per request (``--cache``), so a stopped
+generation resumes and sets that share requests synthesise them once.
 
 Output: ``DIR/{train,validation,test}.npz`` (``audio`` int16 concatenated, ``offsets`` [N+1], ``texts``, ``kinds``,
-``voices``, ``speech_start``/``speech_end`` samples within each utterance) and ``DIR/index.json``.
+``voices``, ``speech_start``/``speech_end`` samples within each utterance) and ``DIR/index.json`` (with the voice
+catalogue and each voice's licence).
 
 Run: ``python -m lstm_edge.recipes.asr.synth --out DIR [--train 3600] [--eval 300]``.
 """
@@ -22,9 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import struct
-import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,37 +40,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.signal import butter, resample_poly, sosfilt
 
 from lstm_edge.recipes.asr.grammar import sample_sentence
-from lstm_edge.recipes.kws.synth import (
-    FESTIVAL_VOICES,
+from lstm_edge.recipes.speech import voices
+from lstm_edge.recipes.speech.augment import apply_room, coloured_noise, room_bank, synthetic_reverb, warp
+from lstm_edge.recipes.speech.augment import band_limit as _band_limit
+from lstm_edge.recipes.speech.cache import DEFAULT_CACHE, render_all
+from lstm_edge.recipes.speech.synthesis import (
+    PARAMETRIC_ENGINES,
     SAMPLE_RATE,
+    Request,
     SynthError,
-    coloured_noise,
-    split_variants,
-    synthetic_reverb,
-    trim_silence,
+    synthesize,
+    synthesize_with_fallback,
 )
+from lstm_edge.recipes.speech.voices import ESPEAK_LANGUAGES, split_variants
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
-ESPEAK_LANGUAGES: dict[str, tuple[str, ...]] = {
-    "train": ("en-us", "en-gb", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029"),
-    "validation": ("en-gb-scotland",),
-    "test": ("en-gb-x-rp", "en-us-nyc"),
-}
-FLITE_VOICES: dict[str, tuple[str, ...]] = {"train": ("kal", "kal16", "awb"), "validation": ("rms",), "test": ("slt",)}
+__all__ = ["ESPEAK_LANGUAGES", "PARAMETRIC_ENGINES", "SAMPLE_RATE", "Request", "SynthError", "split_variants",
+           "synthesize", "warp"]
+
+SPLITS: tuple[str, ...] = voices.SPLITS
+FLITE_VOICES: dict[str, tuple[str, ...]] = {s: voices.names("flite", s) for s in SPLITS}
 FLITE_SHARE = 0.4
-# Statistical-parametric voices built from recorded speakers (Debian non-free: libttspico-utils, rhvoice-english):
-# SVOX Pico's two English voices and RHVoice's LGPL English voices (its CMU ARCTIC slt is the held-out flite test
-# speaker and stays out; its NC-licensed voices stay out too). With ``parametric_share`` > 0 they give training and
-# validation female recorded-speaker voices; test never draws them, so it stays the same with or without them.
+# Statistical-parametric voices built from recorded speakers (Debian non-free: libttspico-utils, rhvoice-english).
+# RHVoice's slt is the held-out SLT speaker: test only, through the held-out plan.
 PARAMETRIC_VOICES: dict[str, tuple[str, ...]] = {
     "train": ("pico:en-US", "rhvoice:alan", "rhvoice:bdl", "rhvoice:clb"),
     "validation": ("pico:en-GB",),
     "test": (),
 }
-PARAMETRIC_ENGINES: tuple[str, ...] = ("pico", "rhvoice")
+FESTIVAL_VOICES: dict[str, tuple[str, ...]] = {s: voices.names("festival", s) if s != "test" else ()
+                                               for s in SPLITS}
+# The test split: every held-out voice, equally often.
+HELD_OUT_VOICES: tuple[str, ...] = ("mbrola:us1", "mbrola:us2", "mbrola:us3", "mbrola:en1", "flite:slt",
+                                    "festival:cmu_us_slt_arctic_hts", "rhvoice:slt")
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,12 @@ class SynthConfig:
     festival_share: float = 0.0  # share of training utterances spoken by Festival voices (FESTIVAL_VOICES)
     parametric_share: float = 0.0  # share of training and validation utterances from PARAMETRIC_VOICES
     extra_train_voices: tuple[str, ...] = ()  # more "pico:..."/"rhvoice:..." voices for PARAMETRIC_VOICES["train"]
+    kokoro_share: float = 0.0  # share of training and validation utterances from Kokoro blends
+    kokoro_speakers: int = 300  # training blends (validation: a tenth of it, at least 8)
+    piper_share: float = 0.0  # share of training utterances from Piper voices
+    out_of_grammar_share: float = 0.0  # share of validation and test utterances outside the grammar
+    reverb: str = "synthetic"  # "room" (pyroomacoustics) or "synthetic" (decaying noise)
+    rooms: int = 48  # simulated rooms per split
     espeak_wpm: tuple[int, int] = (120, 210)
     espeak_pitch: tuple[int, int] = (20, 80)
     flite_stretch: tuple[float, float] = (0.8, 1.25)
@@ -95,99 +112,25 @@ class SynthConfig:
     highpass_hz: tuple[float, float] = (80.0, 400.0)
 
 
-@dataclass(frozen=True)
-class Request:
-    """One synthesiser call."""
-
-    engine: str  # "espeak", "flite", "festival", "pico" or "rhvoice"
-    voice: str
-    text: str
-    rate: float  # espeak words per minute, or the others' duration stretch
-    pitch: float  # espeak pitch 0-99, or the others' f0 scale (festival: unused; the training warp varies it)
-
-
-def _read_wav_bytes(data: bytes) -> np.ndarray:
-    """Samples of a 16-bit mono WAV with a 44-byte header (espeak-ng's streamed header has no valid sizes)."""
-    rate = struct.unpack("<I", data[24:28])[0]
-    samples = np.frombuffer(data[44:44 + (len(data) - 44) // 2 * 2], dtype=np.int16).astype(np.float32) / 32768.0
-    if rate != SAMPLE_RATE:
-        divisor = np.gcd(SAMPLE_RATE, rate)
-        samples = resample_poly(samples, SAMPLE_RATE // divisor, rate // divisor).astype(np.float32)
-    return samples
-
-
-def synthesize(request: Request) -> np.ndarray:
-    """Speak one sentence; float32 16 kHz samples, silence trimmed."""
-    if request.engine == "espeak":
-        command = ["espeak-ng", "-v", request.voice, "-s", str(int(request.rate)), "-p", str(int(request.pitch)),
-                   "--stdout", request.text]
-        result = subprocess.run(command, capture_output=True, check=False)
-        data = result.stdout
-    elif request.engine == "festival":
-        with tempfile.NamedTemporaryFile(suffix=".wav") as out:
-            # Some diphone voices crash on some words at some duration stretches: then once more at the voice's own
-            # durations (a repeatable fallback, so a generated set stays deterministic)
-            for stretch in dict.fromkeys((round(request.rate, 3), 1.0)):
-                command = ["text2wave", "-eval", f"(voice_{request.voice})",
-                           "-eval", f"(Parameter.set 'Duration_Stretch {stretch})", "-o", out.name]
-                result = subprocess.run(command, input=request.text.encode(), capture_output=True, check=False)
-                if result.returncode == 0:
-                    break
-            data = Path(out.name).read_bytes()
-    elif request.engine == "flite":
-        with tempfile.NamedTemporaryFile(suffix=".wav") as out:
-            f0 = 110.0 if request.voice in ("kal", "kal16", "awb", "rms") else 170.0
-            command = ["flite", "-voice", request.voice, "-t", request.text, "-o", out.name,
-                       "--setf", f"duration_stretch={request.rate:.3f}",
-                       "--setf", f"int_f0_target_mean={f0 * request.pitch:.1f}"]
-            result = subprocess.run(command, capture_output=True, check=False)
-            data = Path(out.name).read_bytes()
-    elif request.engine in PARAMETRIC_ENGINES:
-        speed, pitch = round(100.0 / request.rate), round(100.0 * request.pitch)
-        with tempfile.NamedTemporaryFile(suffix=".wav") as out:
-            if request.engine == "pico":
-                markup = f"<speed level='{speed}'><pitch level='{pitch}'>{request.text}</pitch></speed>"
-                result = subprocess.run(["pico2wave", "-l", request.voice, "-w", out.name, markup],
-                                        capture_output=True, check=False)
-            else:
-                markup = f'<speak><prosody rate="{speed}%" pitch="{pitch - 100:+d}%">{request.text}</prosody></speak>'
-                result = subprocess.run(["RHVoice-test", "-s", "-p", request.voice, "-o", out.name],
-                                        input=markup.encode(), capture_output=True, check=False)
-            data = Path(out.name).read_bytes()
-    else:
-        raise SynthError(f"{request}: expected engine 'espeak', 'flite', 'festival', 'pico' or 'rhvoice'")
-    if result.returncode != 0 or len(data) < 44 or data[:4] != b"RIFF":
-        raise SynthError(f"{request}: expected a WAV, got rc={result.returncode}, stderr={result.stderr[:200]!r}")
-    return trim_silence(_read_wav_bytes(data))
-
-
-def warp(speech: np.ndarray, factor: float) -> np.ndarray:
-    """Resample so that playback at 16 kHz is ``factor`` times faster (formants and pitch scale by ``factor``)."""
-    down = int(round(100 * factor))
-    divisor = np.gcd(100, down)
-    return resample_poly(speech, 100 // divisor, down // divisor).astype(np.float32)
-
-
 def band_limit(speech: np.ndarray, config: SynthConfig, rng: np.random.Generator) -> np.ndarray:
     """Random low-pass and high-pass (4th-order Butterworth), each with its probability."""
-    if rng.random() < config.lowpass_probability:
-        sos = butter(4, rng.uniform(*config.lowpass_hz), btype="lowpass", fs=SAMPLE_RATE, output="sos")
-        speech = sosfilt(sos, speech).astype(np.float32)
-    if rng.random() < config.highpass_probability:
-        sos = butter(4, rng.uniform(*config.highpass_hz), btype="highpass", fs=SAMPLE_RATE, output="sos")
-        speech = sosfilt(sos, speech).astype(np.float32)
-    return speech
+    return _band_limit(speech, rng, config.lowpass_probability, config.lowpass_hz, config.highpass_probability,
+                       config.highpass_hz)
 
 
-def compose(speech: np.ndarray, config: SynthConfig, rng: np.random.Generator,
-            warp_voice: bool = True) -> tuple[np.ndarray, int, int]:
-    """Vocal-tract warp (training voices only: ``warp_voice``), band-limiting, gain, reverb, silence padding and
-    noise; returns (int16 audio, speech_start, speech_end)."""
+def compose(speech: np.ndarray, config: SynthConfig, rng: np.random.Generator, warp_voice: bool = True,
+            rooms: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, int, int]:
+    """Vocal-tract warp (training voices only: ``warp_voice``), band-limiting, reverb (a room of ``rooms`` when
+    given, else the synthetic reverb), gain, silence padding and noise; returns (int16 audio, speech_start,
+    speech_end)."""
     if warp_voice and rng.random() < config.warp_probability:
         speech = warp(speech, float(rng.uniform(*config.warp_factor)))
     speech = band_limit(speech, config, rng)
     if rng.random() < config.reverb_probability:
-        speech = synthetic_reverb(speech, rng.uniform(*config.rt60_seconds), rng)
+        if rooms:
+            speech = apply_room(speech, rooms[int(rng.integers(len(rooms)))])
+        else:
+            speech = synthetic_reverb(speech, rng.uniform(*config.rt60_seconds), rng)
     peak = 10.0 ** (rng.uniform(*config.peak_dbfs) / 20.0)
     speech = speech * (peak / (np.max(np.abs(speech)) + 1e-9))
     lead = int(rng.uniform(*config.lead_seconds) * SAMPLE_RATE)
@@ -204,7 +147,7 @@ def compose(speech: np.ndarray, config: SynthConfig, rng: np.random.Generator,
 
 def parametric_voices(split: str, config: SynthConfig) -> tuple[str, ...]:
     """The split's parametric voices: ``PARAMETRIC_VOICES``, and in training ``config.extra_train_voices`` too (each
-    "engine:voice" with a parametric engine, and not a validation or test voice or speaker), sorted."""
+    "engine:voice" with a parametric engine, and not a validation, test or held-out voice), sorted."""
     if split != "train" or not config.extra_train_voices:
         return PARAMETRIC_VOICES[split]
     held_out = {*PARAMETRIC_VOICES["validation"], *PARAMETRIC_VOICES["test"]}
@@ -214,10 +157,49 @@ def parametric_voices(split: str, config: SynthConfig) -> tuple[str, ...]:
         if engine not in PARAMETRIC_ENGINES or not name:
             raise ValueError(f"extra training voice {voice!r}: expected 'engine:voice' with engine one of "
                              f"{', '.join(PARAMETRIC_ENGINES)}")
-        if voice in held_out or name in held_out_speakers:
+        if voice in held_out or name in held_out_speakers or voices.is_held_out(voice):
             raise ValueError(f"extra training voice {voice!r}: expected a voice outside validation and test, got "
                              f"one of their voices or recorded speakers")
     return tuple(sorted({*PARAMETRIC_VOICES["train"], *config.extra_train_voices}))  # sorted: the order draws use
+
+
+def kokoro_speakers(split: str, config: SynthConfig) -> tuple[str, ...]:
+    """The split's Kokoro blend names: ``kokoro_speakers`` training blends, a tenth as many (at least 8) validation
+    blends; deterministic for the seed."""
+    from lstm_edge.recipes.speech.neural import KOKORO_VOICES
+
+    n = config.kokoro_speakers if split == "train" else max(8, config.kokoro_speakers // 10)
+    rng = np.random.default_rng([config.seed, SPLITS.index(split), 7])
+    base = tuple(sorted(KOKORO_VOICES))
+    names = dict.fromkeys(voices.blend_id(voices.random_blend(rng, split, base)) for _ in range(n))
+    return tuple(names)
+
+
+def _neural_request(split: str, text: str, config: SynthConfig, rng: np.random.Generator,
+                    speakers: tuple[str, ...]) -> Request | None:
+    """A Kokoro or Piper request by the shares (one draw each, only when its share is on), or None."""
+    if speakers and config.kokoro_share > 0 and rng.random() < config.kokoro_share:
+        return Request("kokoro", str(rng.choice(speakers)), text, float(rng.uniform(*config.flite_stretch)), 1.0)
+    piper = voices.names("piper", split)
+    if piper and config.piper_share > 0 and rng.random() < config.piper_share:
+        return Request("piper", str(rng.choice(piper)), text, float(rng.uniform(*config.flite_stretch)), 1.0)
+    return None
+
+
+def _held_out_request(text: str, config: SynthConfig, rng: np.random.Generator) -> Request:
+    engine, voice = str(rng.choice(HELD_OUT_VOICES)).split(":")
+    if engine == "mbrola":
+        return Request(engine, voice, text, float(rng.integers(*config.espeak_wpm)),
+                       float(rng.integers(*config.espeak_pitch)))
+    return Request(engine, voice, text, float(rng.uniform(*config.flite_stretch)),
+                   float(rng.uniform(*config.flite_f0_scale)))
+
+
+def out_of_grammar_sentences(split: str) -> list[str]:
+    """English sentences of 3-10 words from the split's fortunes files (never the training files)."""
+    from lstm_edge.recipes.kws.synth import sentences_by_split
+
+    return sentences_by_split((), min_words=3, max_words=10)[split]
 
 
 def plan_split(split: str, n: int, config: SynthConfig, rng: np.random.Generator) -> list[tuple[str, Request]]:
@@ -225,11 +207,22 @@ def plan_split(split: str, n: int, config: SynthConfig, rng: np.random.Generator
     variants = split_variants()[split]
     festival = FESTIVAL_VOICES[split]
     parametric = parametric_voices(split, config)
+    neural = split != "test" and (config.kokoro_share > 0 or config.piper_share > 0)
+    speakers = kokoro_speakers(split, config) if neural and config.kokoro_share > 0 else ()
+    out_of_grammar = (out_of_grammar_sentences(split)
+                      if split != "train" and config.out_of_grammar_share > 0 else [])
     plan = []
     for _ in range(n):
         kind, text = sample_sentence(rng)
-        # (no draw without Festival or parametric voices: test, and without them validation, stay the same)
-        if parametric and config.parametric_share > 0 and rng.random() < config.parametric_share:
+        # (each extra draw happens only when its option is on: without them, every split is drawn as before)
+        if out_of_grammar and rng.random() < config.out_of_grammar_share:
+            kind, text = "out_of_grammar", str(rng.choice(out_of_grammar))
+        neural_request = _neural_request(split, text, config, rng, speakers) if neural else None
+        if split == "test":
+            request = _held_out_request(text, config, rng)
+        elif neural_request is not None:
+            request = neural_request
+        elif parametric and config.parametric_share > 0 and rng.random() < config.parametric_share:
             engine, voice = str(rng.choice(parametric)).split(":")
             request = Request(engine, voice, text, float(rng.uniform(*config.flite_stretch)),
                               float(rng.uniform(*config.flite_f0_scale)))
@@ -243,39 +236,48 @@ def plan_split(split: str, n: int, config: SynthConfig, rng: np.random.Generator
             voice = f"{rng.choice(ESPEAK_LANGUAGES[split])}+{rng.choice(variants)}"
             request = Request("espeak", voice, text, float(rng.integers(*config.espeak_wpm)),
                               float(rng.integers(*config.espeak_pitch)))
+        voices.check_trainable(request.voice_id, split)
         plan.append((kind, request))
     return plan
 
 
-def generate_split(split: str, n: int, config: SynthConfig, pool: Any, seed: int) -> dict[str, np.ndarray]:
+def generate_split(split: str, n: int, config: SynthConfig, pool: Any, seed: int,
+                   cache: Path | None = None) -> dict[str, np.ndarray]:
     """All utterances of one split as arrays."""
     rng = np.random.default_rng(seed)
     plan = plan_split(split, n, config, rng)
-    speech = pool.map(synthesize, [request for _, request in plan], chunksize=8)
+    speech = render_all([request for _, request in plan], pool, cache, label=split,
+                        render=synthesize_with_fallback)
+    rooms = room_bank(config.rooms, seed) if config.reverb == "room" else []
     pieces, bounds = [], []
     for item in speech:
-        audio, start, end = compose(item, config, rng, warp_voice=split == "train")
+        audio, start, end = compose(item, config, rng, warp_voice=split == "train", rooms=rooms)
         pieces.append(audio)
         bounds.append((start, end))
     offsets = np.concatenate([[0], np.cumsum([p.size for p in pieces])]).astype(np.int64)
     return {
         "audio": np.concatenate(pieces), "offsets": offsets,
         "texts": np.array([r.text for _, r in plan]), "kinds": np.array([k for k, _ in plan]),
-        "voices": np.array([f"{r.engine}:{r.voice}" for _, r in plan]),
+        "voices": np.array([r.voice_id for _, r in plan]),
         "speech_start": np.array([b[0] for b in bounds], dtype=np.int64),
         "speech_end": np.array([b[1] for b in bounds], dtype=np.int64),
     }
 
 
-def generate_dataset(out_dir: Path, config: SynthConfig) -> dict[str, Any]:
-    """Generate all splits into ``out_dir`` and write ``index.json``."""
+def generate_dataset(out_dir: Path, config: SynthConfig, cache: Path | None = DEFAULT_CACHE,
+                     splits: Sequence[str] = SPLITS) -> dict[str, Any]:
+    """Generate the splits into ``out_dir`` and write ``index.json``."""
+    if config.reverb not in ("room", "synthetic"):
+        raise ValueError(f"reverb: expected 'room' or 'synthetic', got {config.reverb!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    index: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "config": asdict(config), "splits": {}}
+    index: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "config": asdict(config), "splits": {},
+                             "catalogue": voices.describe()}
     with multiprocessing.get_context("spawn").Pool(config.workers) as pool:
-        for number, split in enumerate(SPLITS):
+        for split in splits:
+            number = SPLITS.index(split)
             n = config.train if split == "train" else config.eval
-            arrays = generate_split(split, n, config, pool, seed=config.seed * 1000 + number)
+            arrays = generate_split(split, n, config, pool, seed=config.seed * 1000 + number, cache=cache)
             np.savez_compressed(out_dir / f"{split}.npz", allow_pickle=False, **arrays)
             index["splits"][split] = {"n": n, "voices": sorted(set(str(v) for v in arrays["voices"])),
                                       "hours": round(arrays["audio"].size / SAMPLE_RATE / 3600, 3)}
@@ -310,17 +312,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra-train-voices", default="",
                         help="comma-separated parametric voices added to the training ones, e.g. "
                              "pico:es-ES,pico:it-IT (other languages' speakers reading the English sentences)")
+    parser.add_argument("--kokoro-share", type=float, default=SynthConfig.kokoro_share,
+                        help="share of training and validation utterances spoken by Kokoro-82M voice blends "
+                             "(needs the speech extra)")
+    parser.add_argument("--kokoro-speakers", type=int, default=SynthConfig.kokoro_speakers)
+    parser.add_argument("--piper-share", type=float, default=SynthConfig.piper_share,
+                        help="share of training utterances spoken by Piper voices (needs the speech extra)")
+    parser.add_argument("--out-of-grammar-share", type=float, default=SynthConfig.out_of_grammar_share,
+                        help="share of validation and test utterances that are sentences outside the grammar")
+    parser.add_argument("--reverb", choices=("room", "synthetic"), default=SynthConfig.reverb)
+    parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to generate")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="dry-speech cache directory")
+    parser.add_argument("--no-cache", action="store_true")
     parser.add_argument("--seed", type=int, default=SynthConfig.seed)
     parser.add_argument("--workers", type=int, default=SynthConfig.workers)
     args = parser.parse_args(argv)
     config = SynthConfig(train=args.train, eval=args.eval, seed=args.seed, workers=args.workers,
                          festival_share=args.festival_share, parametric_share=args.parametric_share,
-                         extra_train_voices=tuple(v for v in args.extra_train_voices.split(",") if v))
+                         extra_train_voices=tuple(v for v in args.extra_train_voices.split(",") if v),
+                         kokoro_share=args.kokoro_share, kokoro_speakers=args.kokoro_speakers,
+                         piper_share=args.piper_share, out_of_grammar_share=args.out_of_grammar_share,
+                         reverb=args.reverb)
+    splits = [s for s in args.splits.split(",") if s]
     try:
         parametric_voices("train", config)
+        if not splits or set(splits) - set(SPLITS):
+            raise ValueError(f"--splits: expected some of {', '.join(SPLITS)}, got {args.splits!r}")
     except ValueError as error:
         parser.error(str(error))
-    print(json.dumps(generate_dataset(args.out, config)["splits"]))
+    index = generate_dataset(args.out, config, cache=None if args.no_cache else args.cache, splits=splits)
+    print(json.dumps(index["splits"]))
     return 0
 
 

@@ -70,11 +70,13 @@ def cosine_rate(config: TrainConfig, progress: float, step: int) -> float:
 
 def split_features(data_dir: Path, split: str, frontend: LogMelFrontend, stack: int,
                    limit: int | None = None) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """(stacked features per utterance, texts, kinds) of one split."""
+    """(stacked features per utterance, texts, kinds) of one split's grammar utterances (its out-of-grammar ones,
+    made to test rejection, are left out)."""
     arrays = load_split(data_dir, split)
-    audio = utterances(arrays)[:limit]
-    features = [stack_frames(frontend.compute(a), stack) for a in audio]
-    return features, [str(t) for t in arrays["texts"][:limit]], [str(k) for k in arrays["kinds"][:limit]]
+    keep = [i for i, kind in enumerate(arrays["kinds"]) if kind != "out_of_grammar"][:limit]
+    audio = utterances(arrays)
+    features = [stack_frames(frontend.compute(audio[i]), stack) for i in keep]
+    return features, [str(arrays["texts"][i]) for i in keep], [str(arrays["kinds"][i]) for i in keep]
 
 
 # Levels of the lead-in noise bank, int16 standard deviations: 0 is digital silence, 64 is about -54 dBFS.
@@ -205,9 +207,25 @@ def character_error_rate(model: CtcLSTM, features: list[np.ndarray], texts: list
     return errors / max(total, 1)
 
 
+RESUME_FILE = "resume.pt"
+
+
+def save_resume_point(out_dir: Path, model: CtcLSTM, optimizer: torch.optim.Optimizer, rng: np.random.Generator,
+                      progress: dict[str, Any]) -> None:
+    """Everything a stopped run needs to go on as if it had not stopped (tensors and plain values only, so it loads
+    with ``weights_only=True``); written atomically after every epoch."""
+    point = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng.bit_generator.state,
+             "torch_rng": torch.get_rng_state(), **progress}
+    temporary = out_dir / (RESUME_FILE + ".tmp")
+    torch.save(point, temporary)
+    temporary.replace(out_dir / RESUME_FILE)
+
+
 def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
-          validation: tuple[list[np.ndarray], list[str]], config: TrainConfig, out_dir: Path) -> list[dict[str, Any]]:
-    """Train within the budget; writes the best checkpoint to ``out_dir/float.pt``; returns the history."""
+          validation: tuple[list[np.ndarray], list[str]], config: TrainConfig, out_dir: Path,
+          resume: bool = False) -> list[dict[str, Any]]:
+    """Train within the budget; writes the best checkpoint to ``out_dir/float.pt`` and a resume point after every
+    epoch (``resume``: go on from it; the budget counts the time already spent); returns the history."""
     features, texts = train_set
     rng = np.random.default_rng(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -218,12 +236,23 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
     best = float("inf")
     stale = 0
     steps = 0
+    first_epoch = 0
+    if resume:
+        point = torch.load(out_dir / RESUME_FILE, weights_only=True)
+        model.load_state_dict(point["model"])
+        optimizer.load_state_dict(point["optimizer"])
+        rng.bit_generator.state = point["rng"]
+        torch.set_rng_state(point["torch_rng"])
+        history, best, stale, steps = point["history"], point["best"], point["stale"], point["steps"]
+        started -= point["elapsed"]
+        first_epoch = len(history)
+        print(f"[train] resumed after epoch {first_epoch - 1}, {point['elapsed']:.0f} s spent", flush=True)
     order_by_length = np.argsort([f.shape[0] for f in features])
     frontend = LogMelFrontend(LogMelConfig())  # the one split_features() computed the features with
     stack = int(model.architecture["stack"])
     lead_frames = int(round(config.lead_in_seconds * frontend.config.sample_rate / frontend.config.hop_length / stack))
     bank = lead_in_bank(frontend, stack, seconds=2 * config.lead_in_seconds) if lead_frames else []
-    for epoch in range(config.max_epochs):
+    for epoch in range(first_epoch, config.max_epochs):
         model.train()
         batches = [order_by_length[i:i + config.batch_size] for i in range(0, len(features), config.batch_size)]
         losses = []
@@ -271,6 +300,8 @@ def train(model: CtcLSTM, train_set: tuple[list[np.ndarray], list[str]],
                 stale = 0
                 for group in optimizer.param_groups:
                     group["lr"] *= 0.5
+        save_resume_point(out_dir, model, optimizer, rng, {"history": history, "best": best, "stale": stale,
+                                                           "steps": steps, "elapsed": time.time() - started})
         if time.time() - started > config.budget_seconds or (config.max_steps and steps >= config.max_steps):
             break
     return history
@@ -297,7 +328,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="stretch each utterance's spectrum by a random factor up to 1 + this (0: off)")
     parser.add_argument("--schedule", default=TrainConfig.schedule, choices=("plateau", "cosine"),
                         help="learning rate: halve when validation stalls, or a cosine decay over the budget")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on from OUT/resume.pt (written after every epoch) with the same settings and data")
     args = parser.parse_args(argv)
+    if args.resume and not (args.out / RESUME_FILE).exists():
+        parser.error(f"--resume: expected {args.out / RESUME_FILE} from an earlier run, got no such file")
     masks = {"freq_masks": 0, "time_masks": 0} if args.no_spec_augment else {}
     config = TrainConfig(budget_seconds=args.budget_seconds, max_steps=args.max_steps,
                          learning_rate=args.learning_rate, start_blank_frames=args.start_blank_frames,
@@ -321,7 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.set_statistics(stacked.mean(axis=0), stacked.std(axis=0))
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, weights_only=True))
-    history = train(model, (train_features, train_texts), (validation_features, validation_texts), config, args.out)
+    history = train(model, (train_features, train_texts), (validation_features, validation_texts), config, args.out,
+                    resume=args.resume)
     (args.out / "config.json").write_text(json.dumps({
         "architecture": architecture, "tokens": list(TOKENS), "frontend": frontend.config.to_dict(),
         "train": asdict(config), "n_parameters": sum(p.numel() for p in model.parameters()),
