@@ -4,6 +4,13 @@ The model directory's manifest holds the settings under ``extra.asr`` (tokens, b
 endpoint rules, frame stacking). ``SpeechRecognizer(model).create_stream()`` gives a ``RecognizerStream``:
 ``push(pcm)`` returns the results completed by that audio (partial hypotheses as they change, and a final result
 when an endpoint rule fires); ``flush()`` finishes the utterance at the end of the input. Silence gives nothing.
+
+With a rejection rule (``decoder.rejection``, see ``ctc.RejectionRule``), a final result whose text differs too
+much from the unconstrained best path over the utterance's frames (out-of-grammar speech: the model spells something
+else than the grammar's closest sentence) is dropped when the endpoint fires: the utterance gives no final result.
+Partials are not checked (they are provisional); when a rejected utterance had shown one, ``push`` returns an empty
+partial in place of the final, so a display clears it (``flush`` returns finals only). Rejection changes nothing
+else: the stream goes on exactly as if the result had been kept.
 """
 
 from __future__ import annotations
@@ -14,7 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.ctc import BeamSettings, BeamState, Vocabulary, Word, beam_step, best_text, words_of
+from lstm_edge.runtime.ctc import (
+    BeamSettings,
+    BeamState,
+    GreedyState,
+    Vocabulary,
+    Word,
+    beam_step,
+    best_path_text,
+    best_text,
+    disagreement,
+    greedy_step,
+    words_of,
+)
 from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
 from lstm_edge.runtime.model import StreamingModel
 
@@ -78,6 +97,7 @@ class Result:
     end: float = 0.0
     words: tuple[Word, ...] = ()
     endpoint: str = ""  # the endpoint rule that ended a final result ("end_of_input" on flush)
+    disagreement: float | None = None  # a final result's disagreement, with a rejection rule (not in to_dict)
 
     def to_dict(self) -> dict[str, Any]:
         if not self.final:
@@ -194,6 +214,7 @@ class _Utterance:
     beams: BeamState = field(default_factory=BeamState)
     last_speech_frame: int = -1  # last frame whose most probable token is not blank
     partial: str = ""
+    greedy: GreedyState = field(default_factory=GreedyState)  # the best path, for a rejection rule
 
 
 class RecognizerStream:
@@ -250,9 +271,8 @@ class RecognizerStream:
             self._recent = np.concatenate([self._recent, consumed])[-keep:]
 
     def flush(self) -> list[Result]:
-        """End of input: the final result of the utterance in progress (if anything was recognised)."""
-        result = self._finish("end_of_input")
-        return [result] if result else []
+        """End of input: the final result of the utterance in progress (if anything was recognised and kept)."""
+        return [r for r in self._finish("end_of_input") if r.final]
 
     def _decode(self, log_probs: np.ndarray, results: list[Result]) -> tuple[int, bool]:
         """Decode frames until an endpoint or an idle reset (either resets the model state); returns how many frames
@@ -260,9 +280,12 @@ class RecognizerStream:
         recognizer = self.recognizer
         settings, frame_seconds, idle_frames = recognizer.settings, recognizer.frame_seconds, recognizer.idle_frames
         speech = np.argmax(log_probs, axis=1) != settings.blank
+        greedy = settings.decoder.rejection is not None
         for index, (row, is_speech) in enumerate(zip(log_probs, speech)):
             u = self._utterance
             u.beams = beam_step(u.beams, row[None], recognizer.vocabulary, settings.decoder)
+            if greedy:
+                u.greedy = greedy_step(u.greedy, row[None], settings.blank)
             if is_speech:
                 u.last_speech_frame = self._frame
             self._frame += 1
@@ -279,9 +302,7 @@ class RecognizerStream:
                 # The model was trained on utterances that start from its initial state after silence: the next
                 # utterance starts the same way.
                 self.model_stream.reset()
-                final = self._finish(rule.name)
-                if final:
-                    results.append(final)
+                results.extend(self._finish(rule.name))
                 return index + 1, False
             silent_so_far = u.last_speech_frame < 0 and not u.partial
             if idle_frames and silent_so_far and self._frame - u.start_frame >= idle_frames:
@@ -294,12 +315,19 @@ class RecognizerStream:
         return best_text(u.beams, recognizer.vocabulary, final=True,
                          incomplete_margin=recognizer.settings.decoder.incomplete_margin)
 
-    def _finish(self, reason: str) -> Result | None:
+    def _finish(self, reason: str) -> list[Result]:
+        """End the utterance: its final result, nothing, or (rejected after a partial was shown) an empty partial."""
         recognizer, u = self.recognizer, self._utterance
         text, frames = self._final_text(u)
         self._utterance = _Utterance(self._frame)
         if not text:
-            return None
+            return []
+        rule, distance = recognizer.settings.decoder.rejection, None
+        if rule is not None:
+            distance = disagreement(text, best_path_text(u.greedy.hypothesis, recognizer.settings.tokens))
+            if rule.rejects(distance):
+                return [Result("", final=False)] if u.partial else []
         offset = u.start_frame * recognizer.frame_seconds
         words = tuple(words_of(text, frames, recognizer.frame_seconds, offset))
-        return Result(text, final=True, start=words[0].start, end=words[-1].end, words=words, endpoint=reason)
+        return [Result(text, final=True, start=words[0].start, end=words[-1].end, words=words, endpoint=reason,
+                       disagreement=distance)]

@@ -2,13 +2,19 @@
 
 It deliberately imports nothing from lstm_edge: it is what an app developer writes from the spec. Usage:
 
-    python tests/spec_client.py MODEL_DIR OUT.npz [--chunk 7]
+    python tests/spec_client.py MODEL_DIR OUT.npz [--chunk 7] [--asr UTTERANCES.npz]
 
-For every model file of the directory it checks the sha256, streams the reference input through the file (chunks
-of ``--chunk`` frames, state carried from the manifest's initial state; TFLite chunks composed from the chunk
-signatures; static int8 I/O quantized with the manifest's scales) and stores the outputs as ``<format>/<precision>``.
-With a frontend it computes log-mel features of ``reference.frontend_input`` as ``features``. It exits 1 when its own
-results are off the directory's reference arrays (features 1e-4; float outputs: the manifest's tolerance).
+For every ONNX and TFLite file of the directory it checks the sha256, streams the reference input through the file
+(chunks of ``--chunk`` frames, state carried from the manifest's initial state; TFLite chunks composed from the chunk
+signatures; static int8 I/O quantized with the manifest's scales) and stores the outputs as ``<format>/<precision>``
+(C weight files are for lstm-edge's C library: skipped). With a frontend it computes log-mel features of
+``reference.frontend_input`` as ``features``. It exits 1 when its own results are off the directory's reference
+arrays (features 1e-4; float outputs: the manifest's tolerance).
+
+``--asr``: speech-recognition utterances, each a final text ``text_<i>`` with either the utterance's model output
+frames ``log_probs_<i>`` or its audio ``pcm_<i>`` (one utterance from the initial state: the client computes the
+features, stacks them and runs the float ONNX file). For each it applies ``extra.asr.decoder.rejection`` and stores
+``asr/disagreement_<i>`` and ``asr/rejected_<i>``.
 """
 
 from __future__ import annotations
@@ -154,6 +160,50 @@ class LiteRTRunner:
         return np.concatenate(pieces, axis=1), state
 
 
+# ------------------------------------------------------------------ speech recognition (docs/manifest.md, "extra.asr")
+def best_path_text(log_probs: np.ndarray, tokens: list, blank: int) -> str:
+    """Most probable token per frame (lowest index on a tie), runs merged, blanks dropped, single spaces."""
+    chars, previous = [], None
+    for token in np.argmax(log_probs, axis=1).tolist():
+        if token != previous and token != blank:
+            chars.append(tokens[token])
+        previous = token
+    return " ".join(word for word in "".join(chars).split(" ") if word)
+
+
+def levenshtein(a: str, b: str) -> int:
+    table = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        diagonal, table[0] = table[0], i
+        for j in range(1, len(b) + 1):
+            diagonal, table[j] = table[j], min(table[j] + 1, table[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1]))
+    return table[len(b)]
+
+
+def rejection(log_probs: np.ndarray, text: str, asr: dict) -> tuple[float, bool]:
+    """(disagreement, rejected) of a final text over its utterance's frames."""
+    best = best_path_text(log_probs, asr["tokens"], asr["blank"])
+    longest = max(len(text), len(best))
+    disagreement = levenshtein(text, best) / longest if longest else 0.0
+    rule = asr.get("decoder", {}).get("rejection")
+    if rule is None:
+        return disagreement, False
+    assert rule["method"] == "best_path_disagreement"
+    return disagreement, disagreement > rule["max_disagreement"]
+
+
+def asr_log_probs(model_dir: Path, manifest: dict, pcm: np.ndarray, chunk: int) -> np.ndarray:
+    """One utterance from the initial state: log-mel features, frame stacking, the float ONNX file."""
+    asr = manifest["extra"]["asr"]
+    assert asr.get("output", "log_probabilities") == "log_probabilities"
+    features = log_mel(pcm, manifest["frontend"])
+    stack = asr.get("frame_stack", 1)
+    n = len(features) // stack
+    x = features[:n * stack].reshape(n, features.shape[1] * stack)
+    (entry,) = [f for f in manifest["files"] if f["format"] == "onnx" and f["precision"] == "float"]
+    return stream(OnnxRunner(model_dir / entry["path"], manifest, entry), manifest, x, chunk).astype(np.float64)
+
+
 def stream(runner, manifest: dict, data: np.ndarray, chunk: int) -> np.ndarray:
     state = [initial_state(s) for s in manifest["states"]]
     outputs = []
@@ -186,6 +236,8 @@ def main(argv: list[str]) -> int:
     data = load_reference(model_dir, reference, "input")
     torch_output = load_reference(model_dir, reference, "output")
     for entry in manifest["files"]:
+        if entry["format"] == "c":
+            continue
         path = model_dir / entry["path"]
         if sha256(path) != entry["sha256"]:
             raise SystemExit(f"{path}: sha256 does not match the manifest")
@@ -195,6 +247,17 @@ def main(argv: list[str]) -> int:
         bound = manifest["tolerances"]["float_max_abs_diff"] * (1.0 + float(np.abs(torch_output).max()))
         if entry["precision"] == "float" and not np.abs(y - torch_output).max() <= bound:
             failures.append(f"{entry['format']}/float vs reference output")
+    if "--asr" in argv:
+        with np.load(argv[argv.index("--asr") + 1]) as utterances:
+            for key in [k for k in utterances.files if k.startswith("text_")]:
+                i = key[len("text_"):]
+                if f"log_probs_{i}" in utterances.files:
+                    log_probs = utterances[f"log_probs_{i}"].astype(np.float64)
+                else:
+                    log_probs = asr_log_probs(model_dir, manifest, utterances[f"pcm_{i}"], chunk)
+                disagreement, rejected = rejection(log_probs, str(utterances[key]), manifest["extra"]["asr"])
+                results[f"asr/disagreement_{i}"] = np.float64(disagreement)
+                results[f"asr/rejected_{i}"] = np.bool_(rejected)
     np.savez(out_path, **results)
     if failures:
         print("off the reference arrays:", ", ".join(failures))

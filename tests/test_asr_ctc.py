@@ -10,9 +10,13 @@ from lstm_edge.runtime.ctc import (
     BeamSettings,
     BeamState,
     GreedyState,
+    RejectionRule,
     Vocabulary,
     beam_step,
+    best_path_text,
     best_text,
+    disagreement,
+    edit_distance,
     greedy_decode,
     greedy_step,
     prefix_beam_search,
@@ -221,3 +225,35 @@ def test_nothing_said_beats_an_improbable_word() -> None:
     assert best_text(beam_step(BeamState(), rows, vocabulary, BeamSettings()), vocabulary, final=True)[0] == ""
     spoken = spell([None] * 5 + spell_text("four") + [None] * 5)
     assert prefix_beam_search(spoken, vocabulary) == "four"
+
+
+def test_best_path_text_joins_words_with_single_spaces() -> None:
+    frames = [" ", None, "t", "w", "o", " ", " ", None, " ", "o", "n", "e", None, " "]
+    assert best_path_text(greedy_decode(spell(frames)), TOKENS) == "two one"
+    assert best_path_text(greedy_decode(spell([None, " ", None])), TOKENS) == ""
+
+
+def test_disagreement_is_the_character_edit_distance_over_the_longer_text() -> None:
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3 and edit_distance("ab", "ab") == 0
+    assert disagreement("call one", "call one") == 0.0
+    assert disagreement("two", "tw") == pytest.approx(1 / 3)
+    assert disagreement("one", "fituen fiur") == pytest.approx(edit_distance("one", "fituen fiur") / 11)
+    assert disagreement("four", "") == 1.0 and disagreement("", "") == 0.0
+
+
+def test_rejection_rule_from_the_manifest() -> None:
+    rule = RejectionRule.from_dict({"method": "best_path_disagreement", "max_disagreement": 0.5})
+    assert rule == RejectionRule(0.5) and rule.to_dict() == {"method": "best_path_disagreement",
+                                                              "max_disagreement": 0.5}
+    assert rule.rejects(0.51) and not rule.rejects(0.5) and not RejectionRule(1.0).rejects(1.0)
+    assert RejectionRule.from_dict(None) is None
+    assert BeamSettings.from_dict({"beam_size": 4}).rejection is None  # absent: off
+    assert BeamSettings.from_dict({"rejection": rule.to_dict()}).rejection == rule
+    for bad, message in (({"max_disagreement": 0.5}, "decoder.rejection"),
+                         ({"method": "best_path_gap", "max_disagreement": 0.5}, "rejection.method"),
+                         ({"method": "best_path_disagreement", "max_disagreement": 1.5}, "max_disagreement"),
+                         ({"method": "best_path_disagreement", "max_disagreement": True}, "max_disagreement"),
+                         ({"method": "best_path_disagreement", "max_disagreement": "0.5"}, "max_disagreement"),
+                         (0.5, "decoder.rejection")):
+        with pytest.raises(ManifestError, match=message):
+            BeamSettings.from_dict({"rejection": bad})

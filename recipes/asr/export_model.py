@@ -1,9 +1,11 @@
 """Export a trained recognizer (``train.py`` output) as a streaming model directory: ONNX + TFLite, float + int8.
 
 The manifest's ``extra.asr`` holds everything the runtime's ``SpeechRecognizer`` needs (tokens, blank, lexicon,
-word grammar, decoder settings, endpoint rules, frame stacking).
+word grammar, decoder settings with the rejection rule, endpoint rules, frame stacking). The directory also gets the
+C weight files (``model.lec``, ``model.int8.lec``, as ``lstm-edge add-c`` writes them) for the ``native`` backend.
 
-Run: ``python -m lstm_edge.recipes.asr.export_model --checkpoint DIR --data DIR --out DIR``.
+Run: ``python -m lstm_edge.recipes.asr.export_model --checkpoint DIR --data DIR --out DIR [--rejection JSON]``
+(the rejection rule ``choose_rejection.py`` printed; ``null``: none).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 # one set and nothing on the other at twice the cost
 DEFAULT_DECODER: dict[str, Any] = {"method": "beam_search", "beam_size": 256, "token_top_k": 10,
                                    "token_min_log_prob": -12.0, "keep_complete": True, "incomplete_margin": 5.0}
+# chosen for the shipped model by choose_rejection.py on the first set's validation (300 grammar utterances, 250
+# English sentences outside the grammar): out-of-grammar utterances giving text 100% -> 81%, float WER 8.62% ->
+# 8.78%; on the second set's (with Pico en-GB) 100% -> 80%, 11.02% -> 11.33% (its own choice there: 0.55, 90%,
+# 11.17%). Rerun it after retraining.
+DEFAULT_REJECTION: dict[str, Any] | None = {"method": "best_path_disagreement", "max_disagreement": 0.5}
 
 
 def load_checkpoint(checkpoint_dir: Path) -> tuple[CtcLSTM, dict[str, Any]]:
@@ -46,12 +53,15 @@ GRAMMARS = {"successors": word_graph, "automaton": word_automaton}
 DEFAULT_GRAMMAR = "automaton"
 
 
-def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None,
-                 grammar: str = DEFAULT_GRAMMAR) -> dict[str, Any]:
-    """The manifest's ``extra.asr`` block (``grammar``: a key of GRAMMARS)."""
+def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None, grammar: str = DEFAULT_GRAMMAR,
+                 rejection: dict[str, Any] | None = DEFAULT_REJECTION) -> dict[str, Any]:
+    """The manifest's ``extra.asr`` block (``grammar``: a key of GRAMMARS; ``rejection``: the decoder's rejection
+    rule, None for none, in place of any in ``decoder``)."""
     if grammar not in GRAMMARS:
         raise ValueError(f"grammar: expected one of {sorted(GRAMMARS)}, got {grammar!r}")
-    decoder = dict(decoder or DEFAULT_DECODER)
+    decoder = {k: v for k, v in (decoder or DEFAULT_DECODER).items() if k != "rejection"}
+    if rejection is not None:
+        decoder["rejection"] = dict(rejection)
     BeamSettings.from_dict(decoder)
     return {
         "tokens": list(config["tokens"]),
@@ -71,9 +81,11 @@ def asr_settings(config: dict[str, Any], decoder: dict[str, Any] | None = None,
 
 def export_recognizer(checkpoint_dir: Path, data_dir: Path | None, out_dir: Path,
                       decoder: dict[str, Any] | None = None, formats: Sequence[str] = ("onnx", "tflite"),
-                      grammar: str = DEFAULT_GRAMMAR) -> Path:
-    """Export + quantize (dynamic int8); the reference input is a validation utterance when ``data_dir`` is set."""
+                      grammar: str = DEFAULT_GRAMMAR, rejection: dict[str, Any] | None = DEFAULT_REJECTION) -> Path:
+    """Export + quantize (dynamic int8) + the C weight files (from the float ONNX graph, so only with ``"onnx"`` in
+    ``formats``); the reference input is a validation utterance when ``data_dir`` is set."""
     from lstm_edge.export import export
+    from lstm_edge.export.c_export import add_c_files
     from lstm_edge.quantize import quantize
 
     torch.set_num_threads(1)
@@ -90,8 +102,10 @@ def export_recognizer(checkpoint_dir: Path, data_dir: Path | None, out_dir: Path
         raise ValueError(f"checkpoint tokens: expected {list(TOKENS)}, got {config['tokens']}")
     export(model, torch.from_numpy(features[None, :10]), out_dir, formats=formats, chunk_sizes=(10, 1),
            labels=list(TOKENS), frontend=frontend_config, name="asr-ctc-lstm",
-           extra={"asr": asr_settings(config, decoder, grammar)}, reference_input=features)
+           extra={"asr": asr_settings(config, decoder, grammar, rejection)}, reference_input=features)
     quantize(out_dir)
+    if "onnx" in formats:
+        add_c_files(out_dir)
     return out_dir
 
 
@@ -103,8 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--decoder", type=json.loads, default=None, help="decoder settings as JSON")
     parser.add_argument("--grammar", choices=sorted(GRAMMARS), default=DEFAULT_GRAMMAR,
                         help="word successors (the previous word decides) or the exact sentence automaton")
+    parser.add_argument("--rejection", type=json.loads, default=DEFAULT_REJECTION,
+                        help="the decoder's rejection rule as JSON, as choose_rejection.py prints it, or null for "
+                             f"none (default {json.dumps(DEFAULT_REJECTION)})")
     args = parser.parse_args(argv)
-    print(export_recognizer(args.checkpoint, args.data, args.out, args.decoder, grammar=args.grammar))
+    print(export_recognizer(args.checkpoint, args.data, args.out, args.decoder, grammar=args.grammar,
+                            rejection=args.rejection))
     return 0
 
 
