@@ -273,6 +273,10 @@ def generate_dataset(out_dir: Path, config: SynthConfig, cache: Path | None = DE
     started = time.time()
     index: dict[str, Any] = {"sample_rate": SAMPLE_RATE, "config": asdict(config), "splits": {},
                              "catalogue": voices.describe()}
+    earlier = out_dir / "index.json"
+    if set(splits) != set(SPLITS) and earlier.exists():  # generating some splits: keep the others' entries
+        index["splits"] = {k: v for k, v in json.loads(earlier.read_text()).get("splits", {}).items()
+                           if k not in splits}
     with multiprocessing.get_context("spawn").Pool(config.workers) as pool:
         for split in splits:
             number = SPLITS.index(split)
