@@ -46,6 +46,7 @@ from lstm_edge.recipes.speech import voices
 from lstm_edge.recipes.speech.augment import apply_room, coloured_noise, room_bank, synthetic_reverb, warp
 from lstm_edge.recipes.speech.augment import band_limit as _band_limit
 from lstm_edge.recipes.speech.cache import DEFAULT_CACHE, render_all
+from lstm_edge.recipes.speech.sentences import running_sentences
 from lstm_edge.recipes.speech.synthesis import (
     PARAMETRIC_ENGINES,
     SAMPLE_RATE,
@@ -197,9 +198,7 @@ def _held_out_request(text: str, config: SynthConfig, rng: np.random.Generator) 
 
 def out_of_grammar_sentences(split: str) -> list[str]:
     """English sentences of 3-10 words from the split's fortunes files (never the training files)."""
-    from lstm_edge.recipes.kws.synth import sentences_by_split
-
-    return sentences_by_split((), min_words=3, max_words=10)[split]
+    return running_sentences(min_words=3, max_words=10)[split]
 
 
 def plan_split(split: str, n: int, config: SynthConfig, rng: np.random.Generator) -> list[tuple[str, Request]]:

@@ -44,6 +44,7 @@ import numpy as np
 from lstm_edge.recipes.speech import voices
 from lstm_edge.recipes.speech.augment import apply_sox, coloured_noise, synthetic_reverb
 from lstm_edge.recipes.speech.augment import rms as _rms
+from lstm_edge.recipes.speech.sentences import running_sentences
 from lstm_edge.recipes.speech.synthesis import SAMPLE_RATE, Request, SynthError, synthesize_with_fallback, trim_silence
 from lstm_edge.recipes.speech.voices import ESPEAK_LANGUAGES as ENGLISH_LANGUAGES
 from lstm_edge.recipes.speech.voices import (
@@ -191,34 +192,10 @@ def negative_words(keywords: Sequence[str]) -> list[str]:
     return unique
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
 def sentences_by_split(keywords: Sequence[str], min_words: int = 4, max_words: int = 16) -> dict[str, list[str]]:
-    """Running-speech sentences per split from the Debian ``fortunes`` text, split by source file (the text recipe's
-    split), lower-cased, letters/apostrophes only; sentences with a keyword (or its homophone) are dropped."""
-    from lstm_edge.recipes.text.corpus import split_by_file
-
-    banned = excluded_words(keywords)
-    phrases = [k for k in keywords if " " in k]
-    splits = split_by_file()
-    out: dict[str, list[str]] = {}
-    for split in SPLITS:
-        chosen: list[str] = []
-        for document in splits.documents[split]:
-            for sentence in _SENTENCE_END.split(document.replace("\n", " ")):
-                words = re.sub(r"[^a-z' ]", " ", sentence.lower()).split()
-                words = [w.strip("'") for w in words if w.strip("'")]
-                if not min_words <= len(words) <= max_words or banned & set(words):
-                    continue
-                text = " ".join(words)
-                if any(f" {p} " in f" {text} " for p in phrases):
-                    continue
-                chosen.append(text)
-        out[split] = sorted(set(chosen))
-        if not out[split]:
-            raise SynthError(f"no usable sentence in the {split} fortunes files")
-    return out
+    """Running-speech sentences per split (``speech.sentences``); sentences with a keyword (or its homophone) are
+    dropped."""
+    return running_sentences(excluded_words(keywords), [k for k in keywords if " " in k], min_words, max_words)
 
 
 @dataclass(frozen=True)

