@@ -165,6 +165,7 @@ def test_demo_audio_places_each_utterance_where_its_speech_is(tmp_path: Path) ->
     arrays = synth.load_split(data, "test")
     indices = demo_audio.pick(arrays)
     assert indices and len(set(indices)) == len(indices)
+    assert all(synth.voices.is_held_out(str(arrays["voices"][i])) for i in indices)
     recording, events = demo_audio.build(arrays, indices)
     assert [e["text"] for e in events] == [str(arrays["texts"][i]) for i in indices]
     pieces = synth.utterances(arrays)

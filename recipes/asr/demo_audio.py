@@ -1,7 +1,7 @@
 """The speech-recognition demo recording: a few held-out test utterances in a row, with what was said.
 
 Picks, from the test split of a set written by ``synth.py`` (voices never used in training), one digit string, one
-number and two commands, at least one by the held-out flite voice, joins them with 0.8 s of quiet noise and writes
+number and two commands, alternating the held-out SLT speaker and MBROLA voices, joins them with 0.8 s of quiet noise and writes
 ``OUT/demo.wav`` (16 kHz mono s16le) and ``OUT/demo.json`` (``{"utterances": [{"text", "voice", "start_s",
 "end_s"}]}``, times of the speech within the recording).
 
@@ -26,13 +26,13 @@ KINDS: tuple[str, ...] = ("digits", "command", "number", "command")
 
 
 def pick(arrays: dict[str, np.ndarray], seed: int = 0) -> list[int]:
-    """Indices of test utterances: one per entry of ``KINDS``, alternating flite and espeak voices."""
+    """Indices of test utterances: one per entry of ``KINDS``, alternating the SLT speaker and MBROLA voices."""
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
     for position, kind in enumerate(KINDS):
-        engine = "flite" if position % 2 == 0 else "espeak"
+        mbrola = position % 2 == 1
         candidates = [i for i in range(len(arrays["kinds"])) if str(arrays["kinds"][i]) == kind
-                      and str(arrays["voices"][i]).startswith(engine) and i not in chosen]
+                      and str(arrays["voices"][i]).startswith("mbrola:") == mbrola and i not in chosen]
         if candidates:
             chosen.append(int(rng.choice(candidates)))
     return chosen
