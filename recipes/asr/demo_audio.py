@@ -2,8 +2,8 @@
 
 Picks, from the test split of a set written by ``synth.py`` (voices never used in training), one digit string, one
 number and two commands, alternating the held-out SLT speaker and MBROLA voices, joins them with 0.8 s of quiet
-noise and writes ``OUT/demo.wav`` (16 kHz mono s16le) and ``OUT/demo.json`` (``{"utterances": [{"text", "voice", "start_s",
-"end_s"}]}``, times of the speech within the recording).
+noise and writes ``OUT/demo.wav`` (16 kHz mono s16le) and ``OUT/demo.json`` (``{"utterances": [{"text", "voice",
+"start_s", "end_s"}]}``, times of the speech within the recording).
 
 Run: ``python -m lstm_edge.recipes.asr.demo_audio --data DIR --out models/asr``.
 """
