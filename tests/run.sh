@@ -42,9 +42,16 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
         [ -d "/usr/share/mbrola/$voice" ] || nonfree="$nonfree mbrola-$voice"
     done
     if [ -n "$nonfree" ]; then
+        # the machine's own archive and key (deb822 sources, else the classic list), with the extra components
         codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-        echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $codename contrib non-free" \
-            > /etc/apt/sources.list.d/lstm-edge-non-free.list
+        if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+            uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+            key=$(awk '/^Signed-By:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+        else
+            uri=$(awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
+            key=""
+        fi
+        echo "deb ${key:+[signed-by=$key] }$uri $codename contrib non-free" > /etc/apt/sources.list.d/lstm-edge-non-free.list
         packages="$packages$nonfree"
     fi
     if [ -n "$packages" ]; then
