@@ -37,9 +37,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-from scipy.signal import resample_poly
 
-SAMPLE_RATE = 16000
+from lstm_edge.recipes.speech.synthesis import resample
+
 KOKORO_SAMPLE_RATE = 24000
 KOKORO_VOICES: dict[str, str] = {
     "jf_alpha": "female",
@@ -131,8 +131,7 @@ def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
 
     A peak above 1 (Kokoro's male voice reaches 1.1) scales the whole utterance down rather than clipping it.
     """
-    divisor = int(np.gcd(SAMPLE_RATE, rate))
-    resampled = resample_poly(audio, SAMPLE_RATE // divisor, rate // divisor).astype(np.float32)
+    resampled = resample(audio, rate)
     peak = float(np.abs(resampled).max(initial=0.0))
     return resampled / np.float32(peak) if peak > 1.0 else resampled
 
