@@ -11,6 +11,7 @@ import pytest
 
 from lstm_edge.recipes.asr.grammar import LEXICON
 from lstm_edge.recipes.speech import neural
+from lstm_edge.recipes.speech.synthesis import SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_every_lexicon_word_maps_without_dropping_a_symbol() -> None:
 def test_kokoro_speaks_and_a_blend_is_a_new_voice(kokoro_cache: Path) -> None:
     speech = neural.kokoro_synthesize("nine two", [("jf_alpha", 1.0)], cache_dir=kokoro_cache)
     assert speech.dtype == np.float32 and speech.ndim == 1
-    assert 0.6 < len(speech) / neural.SAMPLE_RATE < 2.5  # two words at a normal rate, 16 kHz samples
+    assert 0.6 < len(speech) / SAMPLE_RATE < 2.5  # two words at a normal rate, 16 kHz samples
     rms, voiced = _energy_profile(speech)
     assert rms > 0.02 and 0.3 < voiced < 0.98 and np.abs(speech).max() <= 1.0
 
@@ -68,7 +69,7 @@ def test_kokoro_speaks_and_a_blend_is_a_new_voice(kokoro_cache: Path) -> None:
 
 def test_piper_speaks_deterministically() -> None:
     audio = neural.piper_synthesize("turn off the kitchen lights")
-    assert audio.dtype == np.float32 and 0.8 < len(audio) / neural.SAMPLE_RATE < 3.0
+    assert audio.dtype == np.float32 and 0.8 < len(audio) / SAMPLE_RATE < 3.0
     rms, voiced = _energy_profile(audio)
     assert rms > 0.02 and 0.3 < voiced < 0.98
     assert np.array_equal(audio, neural.piper_synthesize("turn off the kitchen lights"))
