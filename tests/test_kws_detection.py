@@ -46,6 +46,8 @@ def test_recall_and_false_alarms_per_hour_over_thresholds() -> None:
     assert by_threshold[0.8]["false_alarms_in_keyword_streams_per_hour"] == pytest.approx(60.0)
     assert by_threshold[0.96]["false_alarms_in_keyword_streams_per_hour"] == 0.0
     assert by_threshold[0.4]["per_keyword_recall"] == {"yes": 1.0, "no": 0.0}
+    assert by_threshold[0.4]["recall_by_kind"] == {"positive": 0.5}
+    assert by_threshold[0.4]["events_by_kind"] == {"positive": 2}
     assert by_threshold[0.7]["false_alarms_by_label"] == {"yes": 2}
     # The lowest threshold within the budget wins (highest recall, then fewest alarms).
     assert detection.choose_threshold(rows, 1.0)["threshold"] == 0.8

@@ -31,7 +31,8 @@ MIN_EVAL_CLIP_ACCURACY = 0.65
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out_dir = tmp_path_factory.mktemp("kws_tiny")
     config = synth.SynthConfig(train_per_class=3, eval_per_class=2, seed=5, workers=2, stream_negative_minutes=0.3,
-                               stream_keywords_per_label=1, stream_segment_seconds=10.0, festival_share=0.4)
+                               stream_keywords_per_label=1, stream_segment_seconds=10.0, festival_share=0.4,
+                               context_share=0.5, held_out_streams=True)
     synth.generate_dataset(out_dir, config)
     return out_dir
 
@@ -81,7 +82,7 @@ def test_synth_splits_are_disjoint_by_voice(tiny_dataset: Path) -> None:
         assert np.bincount(data["labels"], minlength=12).tolist() == counts
         unknown = data["labels"] == 1
         assert set(data["kinds"][unknown].tolist()) == {"word", "sentence"}
-        assert np.all(data["kinds"][data["labels"] >= 2] == "keyword")
+        assert set(data["kinds"][data["labels"] >= 2].tolist()) == {"keyword", "context"}  # 1 alone, 2 in phrases
         for voice in data["voices"]:
             if str(voice).startswith("flite:"):
                 assert str(voice)[6:] in splits[split]["flite_voices"]
@@ -93,9 +94,15 @@ def test_synth_splits_are_disjoint_by_voice(tiny_dataset: Path) -> None:
         is_silence = data["labels"] == 0
         assert np.all(data["speech_start"][is_silence] == -1)
         assert np.all(data["speech_end"][~is_silence] > data["speech_start"][~is_silence])
-        keyword_words = data["words"][data["labels"] >= 2]
-        keyword_labels = [synth.LABELS[i] for i in data["labels"][data["labels"] >= 2]]
-        assert keyword_words.tolist() == keyword_labels
+        alone = data["kinds"] == "keyword"
+        assert data["words"][alone].tolist() == [synth.LABELS[i] for i in data["labels"][alone]]
+        in_phrase = data["kinds"] == "context"
+        for words, label, start, end, context_start, context_end in zip(
+                data["words"][in_phrase], data["labels"][in_phrase], data["speech_start"][in_phrase],
+                data["speech_end"][in_phrase], data["context_start"][in_phrase], data["context_end"][in_phrase]):
+            assert synth.LABELS[label] in str(words).split() and len(str(words).split()) >= 2
+            assert 0 <= context_start <= start < end <= context_end <= synth.CLIP_SAMPLES
+        assert np.all(data["context_start"][~in_phrase] == -1)
         # Speech clips carry energy inside the recorded speech bounds.
         for clip, start, end in zip(data["audio"][~is_silence], data["speech_start"][~is_silence],
                                     data["speech_end"][~is_silence]):
@@ -246,18 +253,21 @@ def test_held_out_streams_hold_their_keywords_and_only_their_voices(tiny_dataset
         info = index["splits"][split]
         for voice in streams["utterance_voices"]:
             voice = str(voice)
-            if voice.startswith("flite:"):
+            if split == "test":  # the held-out voices only (MBROLA, CMU SLT)
+                assert voice in synth.voices.HELD_OUT_TEST_VOICES
+            elif voice.startswith("flite:"):
                 assert voice[6:] in info["flite_voices"]
             else:
                 language, variant = voice.split("+")
                 assert language in info["languages"] and variant in info["variants"]
         kinds, offsets = streams["stream_kinds"], streams["offsets"]
-        assert set(kinds.tolist()) == {"negative", "positive"}
+        assert set(kinds.tolist()) == set(synth.STREAM_KINDS)
         assert np.sum(np.diff(offsets)[kinds == "negative"]) / synth.SAMPLE_RATE >= 0.3 * 60 * 0.8
-        assert sorted(streams["event_label"].tolist()) == list(range(2, 12))  # each keyword once
+        # each keyword once in a phrase and once said apart
+        assert sorted(streams["event_label"].tolist()) == sorted(list(range(2, 12)) * 2)
         for number, label, start, end in zip(streams["event_stream"], streams["event_label"],
                                              streams["event_start"], streams["event_end"]):
-            assert kinds[number] == "positive" and 2 <= label < 12
+            assert kinds[number] in ("phrase", "apart") and 2 <= label < 12
             audio = streams["audio"][offsets[number]:offsets[number + 1]]
             assert 0 <= start < end <= audio.size
             assert np.abs(audio[start:end].astype(np.float64)).max() > 100

@@ -73,8 +73,7 @@ PARAMETRIC_VOICES: dict[str, tuple[str, ...]] = {
 FESTIVAL_VOICES: dict[str, tuple[str, ...]] = {s: voices.names("festival", s) if s != "test" else ()
                                                for s in SPLITS}
 # The test split: every held-out voice, equally often.
-HELD_OUT_VOICES: tuple[str, ...] = ("mbrola:us1", "mbrola:us2", "mbrola:us3", "mbrola:en1", "flite:slt",
-                                    "festival:cmu_us_slt_arctic_hts", "rhvoice:slt")
+HELD_OUT_VOICES: tuple[str, ...] = voices.HELD_OUT_TEST_VOICES
 
 
 @dataclass(frozen=True)
@@ -165,15 +164,8 @@ def parametric_voices(split: str, config: SynthConfig) -> tuple[str, ...]:
 
 
 def kokoro_speakers(split: str, config: SynthConfig) -> tuple[str, ...]:
-    """The split's Kokoro blend names: ``kokoro_speakers`` training blends, a tenth as many (at least 8) validation
-    blends; deterministic for the seed."""
-    from lstm_edge.recipes.speech.neural import KOKORO_VOICES
-
-    n = config.kokoro_speakers if split == "train" else max(8, config.kokoro_speakers // 10)
-    rng = np.random.default_rng([config.seed, SPLITS.index(split), 7])
-    base = tuple(sorted(KOKORO_VOICES))
-    names = dict.fromkeys(voices.blend_id(voices.random_blend(rng, split, base)) for _ in range(n))
-    return tuple(names)
+    """The split's Kokoro blend names (``voices.kokoro_speakers`` for the config's count and seed)."""
+    return voices.kokoro_speakers(split, config.kokoro_speakers, config.seed)
 
 
 def _neural_request(split: str, text: str, config: SynthConfig, rng: np.random.Generator,

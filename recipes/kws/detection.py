@@ -41,6 +41,7 @@ from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter, softmax
 THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.97, 0.98, 0.99,
                                   0.995, 0.998, 0.999)
 MATCH_SLACK_S = 0.5
+KIND_NAMES = {"phrase": "in phrases", "apart": "said apart"}
 DEFAULT_MAX_FALSE_ALARMS_PER_HOUR = 1.0
 
 Scorer = Callable[[np.ndarray], np.ndarray]  # int16 PCM -> per-frame logits [T, labels]
@@ -133,7 +134,8 @@ def score_threshold(streams: Mapping[str, np.ndarray], posteriors: Sequence[np.n
             else:
                 positive_alarms += 1
     negative_hours = float(durations[kinds == "negative"].sum()) / 3600
-    positive_hours = float(durations[kinds == "positive"].sum()) / 3600
+    positive_hours = float(durations[kinds != "negative"].sum()) / 3600
+    event_kinds = kinds[streams["event_stream"]] if found.size else np.array([], dtype=str)
     per_keyword = {}
     for index, label in enumerate(labels):
         of_label = streams["event_label"] == index
@@ -142,6 +144,8 @@ def score_threshold(streams: Mapping[str, np.ndarray], posteriors: Sequence[np.n
     return {
         "threshold": config.threshold,
         "recall": float(np.mean(found)) if found.size else 0.0,
+        "recall_by_kind": {str(kind): float(np.mean(found[event_kinds == kind])) for kind in np.unique(event_kinds)},
+        "events_by_kind": {str(kind): int(np.sum(event_kinds == kind)) for kind in np.unique(event_kinds)},
         "false_alarms_per_hour": negative_alarms / negative_hours if negative_hours else 0.0,
         "false_alarms": negative_alarms,
         "false_alarms_in_keyword_streams_per_hour": positive_alarms / positive_hours if positive_hours else 0.0,
@@ -170,7 +174,8 @@ def streams_summary(streams: Mapping[str, np.ndarray]) -> dict[str, Any]:
     kinds = streams["stream_kinds"]
     durations = np.diff(streams["offsets"]) / SAMPLE_RATE
     return {"negative_hours": round(float(durations[kinds == "negative"].sum()) / 3600, 4),
-            "positive_hours": round(float(durations[kinds == "positive"].sum()) / 3600, 4),
+            "hours_by_kind": {str(kind): round(float(durations[kinds == kind].sum()) / 3600, 4)
+                              for kind in np.unique(kinds)},
             "keyword_events": int(streams["event_label"].size),
             "voices": [str(v) for v in streams["utterance_voices"]]}
 
@@ -216,14 +221,17 @@ def evaluate_export(data_dir: Path, export_dir: Path, split: str = "test",
         at_default = score_threshold(streams, posteriors, labels, frontend, base)
         report["results"][f"{backend}/{precision}"] = {"at_manifest_threshold": at_default, "sweep": rows,
                                                         "seconds": round(time.time() - started, 1)}
+        by_kind = ", ".join(f"{KIND_NAMES.get(kind, kind)} {100 * value:.1f}%"
+                            for kind, value in at_default["recall_by_kind"].items())
         print(f"[detection] {split} {backend}/{precision}: threshold {base.threshold} recall "
-              f"{100 * at_default['recall']:.1f}% at {at_default['false_alarms_per_hour']:.2f} false alarms/h "
-              f"({time.time() - started:.0f}s)", flush=True)
+              f"{100 * at_default['recall']:.1f}% ({by_kind}) at {at_default['false_alarms_per_hour']:.2f} false "
+              f"alarms/h ({time.time() - started:.0f}s)", flush=True)
     return report
 
 
 def plot(report: Mapping[str, Any], validation: Mapping[str, Any] | None, path: Path, title: str) -> None:
-    """ROC-style curve (recall vs false alarms per hour over thresholds) to a PNG."""
+    """ROC-style curves (recall vs false alarms per hour over thresholds) to a PNG: one per stream kind of
+    keyword ("phrase": inside phrases, "apart": said apart) and model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,8 +247,11 @@ def plot(report: Mapping[str, Any], validation: Mapping[str, Any] | None, path: 
             curves.append((f"{report['split']} voices, {key}", result["sweep"], "-"))
     for name, rows, style in curves:
         fa = [max(row["false_alarms_per_hour"], floor) for row in rows]
-        recall = [100 * row["recall"] for row in rows]
-        axis.plot(fa, recall, style, marker=".", label=name)
+        kinds = sorted(rows[0].get("recall_by_kind", {})) or [None]
+        for kind in kinds:
+            recall = [100 * (row["recall"] if kind is None else row["recall_by_kind"][kind]) for row in rows]
+            axis.plot(fa, recall, style, marker="." if kind != "apart" else "x",
+                      label=name if kind is None else f"{name}, {KIND_NAMES.get(kind, kind)}")
     first = next(iter(report["results"].values()))["at_manifest_threshold"]
     axis.plot(max(first["false_alarms_per_hour"], floor), 100 * first["recall"], "k*", markersize=9,
               label=f"manifest threshold {first['threshold']} ({next(iter(report['results']))})")

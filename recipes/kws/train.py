@@ -103,6 +103,10 @@ def cached_features(data_dir: Path, split: str, frontend: LogMelFrontend) -> dic
         "labels": data["labels"],
         "speech_start": data["speech_start"],
         "speech_end": data["speech_end"],
+        # a keyword spoken in a phrase: where the phrase's speech lies in the clip (-1: no phrase; older sets)
+        "context_start": data.get("context_start", np.full(data["labels"].shape, -1, dtype=np.int64)),
+        "context_end": data.get("context_end", np.full(data["labels"].shape, -1, dtype=np.int64)),
+        "kinds": data["kinds"],
         "label_names": np.array(dataset_labels(data_dir)),
     }
     np.savez(cache_file, allow_pickle=False, **result)
@@ -111,15 +115,20 @@ def cached_features(data_dir: Path, split: str, frontend: LogMelFrontend) -> dic
 
 def stream_targets(
     labels: np.ndarray, speech_start: np.ndarray, speech_end: np.ndarray, n_frames: int, config: TrainConfig,
-    hop_length: int,
+    hop_length: int, context_start: np.ndarray | None = None, context_end: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-frame targets of clips laid end to end (``n_frames`` each); a hold region may run into the next clip.
     A negative (``_unknown_``: another word, a crop of running speech) is ``_unknown_`` from its first frame on, so
-    running speech is trained as such throughout; a keyword is ignored until ``lead_frames`` before its end."""
+    running speech is trained as such throughout; a keyword is ignored until ``lead_frames`` before its end. A
+    keyword inside a phrase (``context_start`` >= 0) has the phrase's other words as ``_unknown_`` around it, its
+    label still from ``lead_frames`` before its end until ``hold_frames`` after it."""
     targets = np.full(labels.shape[0] * n_frames, SILENCE_INDEX, dtype=np.int64)
     for k, (label, start, end) in enumerate(zip(labels, speech_start, speech_end)):
         if label == SILENCE_INDEX or start < 0:
             continue
+        if context_start is not None and context_end is not None and context_start[k] >= 0:
+            targets[k * n_frames + int(context_start[k]) // hop_length:
+                    k * n_frames + int(context_end[k]) // hop_length] = UNKNOWN_INDEX
         start_frame = k * n_frames + int(start) // hop_length
         end_frame = k * n_frames + int(end) // hop_length
         if label == UNKNOWN_INDEX:
@@ -281,7 +290,8 @@ def train(
             features = augment_features(features, config, rng)
             targets = np.stack([
                 stream_targets(train_split["labels"][idx], train_split["speech_start"][idx],
-                               train_split["speech_end"][idx], n_frames, config, hop_length)
+                               train_split["speech_end"][idx], n_frames, config, hop_length,
+                               train_split["context_start"][idx], train_split["context_end"][idx])
                 for idx in batch
             ])
             logits = model(torch.from_numpy(features.astype(np.float32)))
@@ -361,7 +371,7 @@ def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogM
     position = pieces[0].size
     duration = test["speech_end"] - test["speech_start"]
     for word in words:
-        of_word = test["labels"] == labels.index(word)
+        of_word = (test["labels"] == labels.index(word)) & (test["kinds"] == "keyword")
         short = duration < max(9000, int(np.median(duration[of_word])))
         candidates = np.flatnonzero(of_word & short)
         clip_index = int(rng.choice(candidates))

