@@ -90,3 +90,23 @@ def test_sox_chain_band_limits_and_keeps_the_rate() -> None:
     for chain in chains[:20]:
         out = synth.apply_sox(tone, chain)
         assert 0.8 * tone.size < out.size < 1.5 * tone.size and np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.6, 0.9, 0.97])
+def test_detections_run_only_where_one_can_open_equal_a_whole_stream_run(threshold: float) -> None:
+    """The windowed detector run of the sweep gives the detections of one pass over the whole stream."""
+    rng = np.random.default_rng(int(threshold * 100))
+    frames = 30000  # 5 minutes
+    logits = rng.normal(0.0, 1.0, (frames, 12))
+    logits[:, 0] += 3.0
+    for at in rng.integers(0, frames - 100, 120):  # keyword-like bursts, some close together
+        logits[at:at + int(rng.integers(5, 80)), int(rng.integers(2, 12))] += rng.uniform(2.0, 9.0)
+    posteriors = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    spotter = detection.KeywordSpotter(None, detection.DetectorConfig(threshold=threshold),
+                                       labels=synth.LABELS, frontend=LogMelConfig().to_dict())
+    stream = spotter.create_stream()
+    whole = stream.push_posteriors(posteriors) + stream.flush()
+    windowed = detection.stream_detections(spotter, posteriors)
+    assert len(whole) > 3
+    assert [(d.label, round(d.start, 6), round(d.end, 6), round(d.score, 9)) for d in windowed] == \
+        [(d.label, round(d.start, 6), round(d.end, 6), round(d.score, 9)) for d in whole]

@@ -36,7 +36,7 @@ import numpy as np
 
 from lstm_edge.recipes.kws.synth import NON_KEYWORD_LABELS, SAMPLE_RATE, load_streams
 from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
-from lstm_edge.runtime.kws import DetectorConfig, KeywordSpotter, softmax
+from lstm_edge.runtime.kws import Detection, DetectorConfig, KeywordSpotter, softmax
 
 THRESHOLDS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.97, 0.98, 0.99,
                                   0.995, 0.998, 0.999)
@@ -89,15 +89,50 @@ def stream_posteriors(streams: Mapping[str, np.ndarray], score: Scorer) -> list[
             for i in range(len(offsets) - 1)]
 
 
-def _peak_smoothed(posteriors: np.ndarray, columns: Sequence[int], smoothing_frames: int) -> float:
-    """The highest moving-average keyword posterior of a stream, as the detector smooths it (the first frames
+def _smoothed_peaks(posteriors: np.ndarray, columns: Sequence[int], smoothing_frames: int) -> np.ndarray:
+    """Per frame, the highest moving-average keyword posterior, as the detector smooths it (the first frames
     average over the frames seen so far)."""
     keywords = posteriors[:, columns]
     cumulative = np.cumsum(np.vstack([np.zeros((1, keywords.shape[1])), keywords]), axis=0)
     ends = np.arange(1, keywords.shape[0] + 1)
     starts = np.maximum(ends - smoothing_frames, 0)
     smoothed = (cumulative[ends] - cumulative[starts]) / (ends - starts)[:, None]
-    return float(smoothed.max()) if smoothed.size else 0.0
+    return smoothed.max(axis=1) if smoothed.size else np.zeros(0)
+
+
+def stream_detections(spotter: KeywordSpotter, posteriors: np.ndarray) -> list[Detection]:
+    """The runtime detector's detections on one stream's posteriors, run only where one can open.
+
+    A detection opens only at a frame whose smoothed keyword posterior reaches the threshold (a *candidate*).
+    Candidates are grouped into windows (a new window when two are further apart than an event, its refractory
+    period and the warm-up below); each window runs a fresh detector from ``margin`` frames before its first
+    candidate (covering the smoothing and onset look-back, so the state at the candidate equals the one of a run
+    over the whole stream) to the end of the last candidate's event and refractory period. The fresh detector is
+    first fed ``smoothing_frames`` rows of zero keyword posterior: its first, shorter averages can then only be
+    lower than the whole-stream ones, so nothing opens early. Times are shifted back to the stream's."""
+    config = spotter.config
+    columns = [i for i, label in enumerate(spotter.labels) if label not in NON_KEYWORD_LABELS]
+    candidates = np.flatnonzero(_smoothed_peaks(posteriors, columns, config.smoothing_frames)
+                                >= config.threshold - 1e-9)
+    if candidates.size == 0:
+        return []
+    hop = spotter.hop_s
+    smoothing = config.smoothing_frames
+    margin = max(int(np.ceil(config.lookback_s / hop)), smoothing) + smoothing + 2
+    reach = int(np.ceil((config.max_event_s + config.refractory_s) / hop)) + smoothing + 2
+    breaks = np.flatnonzero(np.diff(candidates) > reach + margin)
+    firsts = np.concatenate([[candidates[0]], candidates[breaks + 1]])
+    lasts = np.concatenate([candidates[breaks], [candidates[-1]]])
+    lead = np.zeros((smoothing, posteriors.shape[1]))
+    lead[:, [i for i in range(posteriors.shape[1]) if i not in columns][:1]] = 1.0
+    detections: list[Detection] = []
+    for first, last in zip(firsts, lasts):
+        low, high = max(0, int(first) - margin), min(len(posteriors), int(last) + reach)
+        stream = spotter.create_stream()
+        found = stream.push_posteriors(np.vstack([lead, posteriors[low:high]])) + stream.flush()
+        shift = (low - smoothing) * hop
+        detections += [replace(d, start=d.start + shift, end=d.end + shift) for d in found]
+    return detections
 
 
 def score_threshold(streams: Mapping[str, np.ndarray], posteriors: Sequence[np.ndarray], labels: Sequence[str],
@@ -109,12 +144,8 @@ def score_threshold(streams: Mapping[str, np.ndarray], posteriors: Sequence[np.n
     negative_alarms, positive_alarms = 0, 0
     alarms_per_label: dict[str, int] = {}
     found = np.zeros(streams["event_label"].size, dtype=bool)
-    keyword_columns = [i for i, label in enumerate(labels) if label not in NON_KEYWORD_LABELS]
     for number, posterior in enumerate(posteriors):
-        if _peak_smoothed(posterior, keyword_columns, config.smoothing_frames) < config.threshold - 1e-9:
-            continue  # no keyword's smoothed posterior reaches the threshold: the detector cannot fire here
-        stream = spotter.create_stream()
-        detections = stream.push_posteriors(posterior) + stream.flush()
+        detections = stream_detections(spotter, posterior)
         events = np.flatnonzero(streams["event_stream"] == number)
         for detection in detections:
             matched = None

@@ -448,10 +448,11 @@ def _train_new_model(
 
 
 def run(data_dir: Path, out_dir: Path, config: TrainConfig, init_from: Path | None = None,
-        tune_only: bool = False) -> dict[str, Any]:
+        tune_only: bool = False, extra_train: Sequence[Path] = ()) -> dict[str, Any]:
     """Train (or, with ``tune_only``, reload) a model on ``data_dir``, choose its clip rule on validation, and write
     ``config.json``, ``float.pt``, ``eval_clips.npz``, ``demo.wav``/``demo.json`` and ``train_report.json`` into
-    ``out_dir``; returns the report."""
+    ``out_dir``; returns the report. ``extra_train``: more sets of the same labels whose train splits join
+    ``data_dir``'s (validation and test stay ``data_dir``'s)."""
     started = time.time()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -460,6 +461,12 @@ def run(data_dir: Path, out_dir: Path, config: TrainConfig, init_from: Path | No
     frontend = LogMelFrontend(LogMelConfig())
     labels = dataset_labels(data_dir)
     splits = {name: cached_features(data_dir, name, frontend) for name in ("train", "validation", "test")}
+    for extra in extra_train:
+        if dataset_labels(extra) != labels:
+            raise ValueError(f"{extra}/index.json labels: expected {list(labels)}, got {list(dataset_labels(extra))}")
+        more = cached_features(extra, "train", frontend)
+        splits["train"] = {key: np.concatenate([value, more[key]]) if key != "label_names" else value
+                           for key, value in splits["train"].items()}
     print(f"[train] features ready ({time.time() - started:.0f}s)", flush=True)
 
     warm: dict[str, Any] | None = None
@@ -498,6 +505,9 @@ def run(data_dir: Path, out_dir: Path, config: TrainConfig, init_from: Path | No
                  for name, info in index["splits"].items()},
         "data_config": index["config"],
         "data_generation_seconds": index.get("wall_seconds"),
+        "extra_train": [{"data": str(extra), "n_clips": json.loads((Path(extra) / "index.json").read_text())[
+            "splits"]["train"]["n_clips"], "config": json.loads((Path(extra) / "index.json").read_text())["config"]}
+                        for extra in extra_train],
         "init_from": warm,
         "epochs_run": len(history),
         "best_epoch": 1 + int(np.argmax([h["validation"]["clip_accuracy"] + h["validation"]["stream_clip_accuracy"]
@@ -521,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="model directory to write (e.g. models/kws)")
     parser.add_argument("--init-from", type=Path,
                         help="model directory whose float.pt initialises every tensor of matching name and shape")
+    parser.add_argument("--extra-train", type=Path, nargs="+", default=[],
+                        help="more synth sets (same labels) whose train splits are added")
     parser.add_argument("--max-epochs", type=int, default=TrainConfig.max_epochs)
     parser.add_argument("--max-train-minutes", type=float, default=TrainConfig.max_train_minutes)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
@@ -551,7 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          label_smoothing=args.label_smoothing, unknown_weight=args.unknown_weight,
                          input_size=args.input_size, hidden_size=args.hidden_size,
                          eval_clips_per_class=args.eval_clips_per_class)
-    report = run(args.data, args.out, config, init_from=args.init_from, tune_only=args.tune_only)
+    report = run(args.data, args.out, config, init_from=args.init_from, tune_only=args.tune_only,
+                 extra_train=args.extra_train)
     print(json.dumps({"test": report["accuracy"]["test"], "parameters": report["parameters"],
                       "demo": report["demo"]}, indent=1))
     return 0
