@@ -24,6 +24,8 @@ thread.
 Run: ``python benchmarks/bench_vs_pocketsphinx.py --data DIR [--split test] [--model models/asr/export] [--limit N]
 [--tune | --sphinx-settings JSON] [--out benchmarks/results/vs_pocketsphinx.json]`` (needs ``pip install
 pocketsphinx``; DIR from ``python -m lstm_edge.recipes.asr.synth --out DIR``).
+
+Keyword spotting (the keyword model against PocketSphinx's keyword-list search) is in ``bench_kws_vs_pocketsphinx.py``.
 """
 
 from __future__ import annotations
