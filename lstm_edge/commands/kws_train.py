@@ -143,8 +143,8 @@ def register(sub) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget in minutes (default 10)")
     p.add_argument("--max-epochs", type=int, default=30)
     p.add_argument("--learning-rate", type=float, default=2e-3)
-    p.add_argument("--max-false-alarms-per-hour", type=float, default=1.0,
-                   help="false-alarm budget the threshold is chosen for on validation voices (default 1)")
+    p.add_argument("--max-false-alarms-per-hour", type=float, default=3.0,
+                   help="false-alarm budget the threshold is chosen for on validation voices (default 3)")
     p.add_argument("--from-scratch", action="store_true", help="do not warm-start from the shipped model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="synthesis processes (default 2)")
