@@ -69,7 +69,7 @@ def test_listen_from_stdin_prints_detections_while_the_pipe_is_still_open():
                                capture_output=True, text=True, timeout=120)
     assert from_file.returncode == 0, from_file.stderr
     assert piped == [json.loads(line) for line in from_file.stdout.splitlines()]
-    assert len(piped) >= 5
+    assert len(piped) >= 4  # the demo's detections at the manifest threshold (tests/test_kws.py)
     truth = {event["label"] for event in json.loads((ASSETS / "demo.json").read_text())["events"]}
     assert {d["label"] for d in piped} <= truth | {"_unknown_"}
 

@@ -23,8 +23,9 @@ from lstm_edge.runtime.kws import clip_prediction
 
 MIN_PARAMETERS, MAX_PARAMETERS = 100_000, 300_000
 # The shipped model must stay clearly better than chance (1/12) on its own test-voice evaluation clips (held-out
-# espeak-ng voices and the held-out flite voice, microphone augmentation; 70% measured, README "Keyword spotting").
-MIN_EVAL_CLIP_ACCURACY = 0.65
+# espeak-ng voices and the held-out flite voice, microphone augmentation, half of the keywords spoken inside phrases;
+# 57.5% measured, README "Keyword spotting").
+MIN_EVAL_CLIP_ACCURACY = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +282,14 @@ def test_detection_chooses_the_threshold_on_validation_only(tiny_dataset: Path, 
     assert report["chosen"] in within or (not within and report["chosen"]["threshold"] == max(detection.THRESHOLDS))
     written = json.loads((tmp_path / "model" / "config.json").read_text())["detector"]
     assert written["threshold"] == report["chosen"]["threshold"] == report["detector"]["threshold"]
+    both = detection.tune_on_validation(tiny_dataset, tmp_path / "model", max_false_alarms_per_hour=1.0,
+                                        smoothing_candidates=(8, 24))
+    rows = both["smoothing_choice"]
+    assert set(rows) == {"8", "24"}
+    chosen = rows[str(both["detector"]["smoothing_frames"])]
+
+    def rank(row: dict) -> tuple:
+        return row["false_alarms_per_hour"] <= 1.0, row["recall"], -row["false_alarms_per_hour"]
+
+    assert rank(chosen) == max(rank(row) for row in rows.values())
+    assert chosen["threshold"] == both["detector"]["threshold"]

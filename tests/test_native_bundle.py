@@ -78,7 +78,7 @@ def test_listen_on_the_board_gives_the_detections_of_the_python_runtime(bundle):
     result = run_sh(root, wrapper, ["listen"], pcm.tobytes())
     assert result.returncode == 0, result.stderr.decode()
     got = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    assert len(expected) >= 5 and [d["label"] for d in got] == [d["label"] for d in expected]
+    assert len(expected) >= 3 and [d["label"] for d in got] == [d["label"] for d in expected]  # 4 float, 3 int8
     for mine, theirs in zip(got, expected):
         assert abs(mine["start"] - theirs["start"]) < 1e-6 and abs(mine["end"] - theirs["end"]) < 1e-6
         assert abs(mine["score"] - theirs["score"]) <= 2e-4

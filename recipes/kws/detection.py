@@ -213,23 +213,33 @@ def streams_summary(streams: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 def tune_on_validation(data_dir: Path, model_dir: Path,
                        max_false_alarms_per_hour: float = DEFAULT_MAX_FALSE_ALARMS_PER_HOUR,
-                       write: bool = True) -> dict[str, Any]:
-    """Sweep the float torch model of ``model_dir`` over the validation streams and choose the threshold; with
+                       write: bool = True, smoothing_candidates: Sequence[int] = ()) -> dict[str, Any]:
+    """Sweep the float torch model of ``model_dir`` over the validation streams and choose the threshold (and,
+    given ``smoothing_candidates``, the smoothing window: the pair of highest recall within the budget); with
     ``write``, store the detector settings in ``model_dir/config.json`` (key ``detector``)."""
     started = time.time()
     streams = load_streams(data_dir, "validation")
     score, labels, frontend, config = torch_scorer(model_dir)
     posteriors = stream_posteriors(streams, score)
     base = DetectorConfig(**{k: v for k, v in config.get("detector", {}).items() if k != "threshold"})
-    rows = sweep(streams, posteriors, labels, frontend, base)
-    chosen = choose_threshold(rows, max_false_alarms_per_hour)
+    by_smoothing = {}
+    for smoothing in smoothing_candidates or (base.smoothing_frames,):
+        candidate = replace(base, smoothing_frames=int(smoothing))
+        rows = sweep(streams, posteriors, labels, frontend, candidate)
+        by_smoothing[int(smoothing)] = (candidate, rows, choose_threshold(rows, max_false_alarms_per_hour))
+    best = max(by_smoothing, key=lambda k: (by_smoothing[k][2]["false_alarms_per_hour"] <= max_false_alarms_per_hour,
+                                            by_smoothing[k][2]["recall"], -by_smoothing[k][2]["false_alarms_per_hour"]))
+    base, rows, chosen = by_smoothing[best]
     detector = asdict(replace(base, threshold=chosen["threshold"]))
     if write:
         config["detector"] = detector
         (Path(model_dir) / "config.json").write_text(json.dumps(config, indent=1))
     return {"split": "validation", "model": f"{model_dir} (float torch)", "streams": streams_summary(streams),
             "max_false_alarms_per_hour": max_false_alarms_per_hour, "chosen": chosen, "detector": detector,
-            "sweep": rows, "seconds": round(time.time() - started, 1)}
+            "sweep": rows, "smoothing_choice": {str(k): {"threshold": v[2]["threshold"], "recall": v[2]["recall"],
+                                                         "false_alarms_per_hour": v[2]["false_alarms_per_hour"]}
+                                                for k, v in by_smoothing.items()},
+            "seconds": round(time.time() - started, 1)}
 
 
 VARIANTS = (("onnx", "float"), ("onnx", "int8"), ("litert", "float"), ("litert", "int8"))
@@ -308,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--choose-threshold", action="store_true",
                         help="(validation, --model-dir) choose the detector threshold and write it to config.json")
     parser.add_argument("--max-false-alarms-per-hour", type=float, default=DEFAULT_MAX_FALSE_ALARMS_PER_HOUR)
+    parser.add_argument("--smoothing-candidates", type=int, nargs="+", default=[],
+                        help="(with --choose-threshold) smoothing windows in frames to choose from as well")
     parser.add_argument("--validation-report", type=Path, help="validation sweep to draw beside the test curves")
     parser.add_argument("--out", type=Path, help="write the report here (JSON)")
     parser.add_argument("--plot", type=Path, help="draw the curves to this PNG (needs the plot extra)")
@@ -315,7 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.choose_threshold:
         if args.model_dir is None or args.split != "validation":
             parser.error("--choose-threshold needs --model-dir and --split validation (never tune on test)")
-        report = tune_on_validation(args.data, args.model_dir, args.max_false_alarms_per_hour)
+        report = tune_on_validation(args.data, args.model_dir, args.max_false_alarms_per_hour,
+                                    smoothing_candidates=args.smoothing_candidates)
         chosen = report["chosen"]
         print(f"[detection] validation: threshold {chosen['threshold']} recall {100 * chosen['recall']:.1f}% at "
               f"{chosen['false_alarms_per_hour']:.2f} false alarms/h -> {args.model_dir / 'config.json'}")
