@@ -372,7 +372,9 @@ def write_demo(out_dir: Path, data_dir: Path, model: KeywordLSTM, frontend: LogM
     duration = test["speech_end"] - test["speech_start"]
     for word in words:
         of_word = (test["labels"] == labels.index(word)) & (test["kinds"] == "keyword")
-        short = duration < max(9000, int(np.median(duration[of_word])))
+        if not np.any(of_word):  # a tiny set may hold the keyword only inside phrases
+            of_word = test["labels"] == labels.index(word)
+        short = duration <= max(9000, int(np.median(duration[of_word])))
         candidates = np.flatnonzero(of_word & short)
         clip_index = int(rng.choice(candidates))
         start, end = int(test["speech_start"][clip_index]), int(test["speech_end"][clip_index])
