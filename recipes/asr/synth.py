@@ -52,6 +52,7 @@ from lstm_edge.recipes.speech.synthesis import (
     SAMPLE_RATE,
     Request,
     SynthError,
+    held_out_request,
     synthesize,
     synthesize_with_fallback,
 )
@@ -180,12 +181,8 @@ def _neural_request(split: str, text: str, config: SynthConfig, rng: np.random.G
 
 
 def _held_out_request(text: str, config: SynthConfig, rng: np.random.Generator) -> Request:
-    engine, voice = str(rng.choice(HELD_OUT_VOICES)).split(":")
-    if engine == "mbrola":
-        return Request(engine, voice, text, float(rng.integers(*config.espeak_wpm)),
-                       float(rng.integers(*config.espeak_pitch)))
-    return Request(engine, voice, text, float(rng.uniform(*config.flite_stretch)),
-                   float(rng.uniform(*config.flite_f0_scale)))
+    return held_out_request(text, HELD_OUT_VOICES, rng, config.espeak_wpm, config.espeak_pitch, config.flite_stretch,
+                            config.flite_f0_scale)
 
 
 def out_of_grammar_sentences(split: str) -> list[str]:

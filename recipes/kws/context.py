@@ -15,12 +15,14 @@ length comparison would not. The training targets (the keyword's label from ``le
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from lstm_edge.recipes.speech.synthesis import Request, SynthError, synthesize_with_fallback
+from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
 
 POSITIONS: tuple[str, ...] = ("start", "middle", "end")
 # Carrier templates per split ("{k}" is the keyword): validation and test phrases use templates training never saw.
@@ -94,11 +96,14 @@ def sample_phrase(keyword: str, split: str, sentences: Sequence[str], rng: np.ra
 HOP = 160  # alignment frame step, 10 ms
 
 
-def _log_mel(speech: np.ndarray) -> np.ndarray:
-    from lstm_edge.runtime.frontend import LogMelConfig, LogMelFrontend
+@functools.cache
+def _frontend() -> LogMelFrontend:
+    return LogMelFrontend(LogMelConfig())
 
+
+def _log_mel(speech: np.ndarray) -> np.ndarray:
     pcm = np.round(np.clip(speech, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-    return LogMelFrontend(LogMelConfig()).compute(pcm)
+    return _frontend().compute(pcm)
 
 
 def aligned_end(prefix: np.ndarray, full: np.ndarray) -> int:

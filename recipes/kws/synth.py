@@ -50,6 +50,7 @@ from lstm_edge.recipes.speech.synthesis import (
     SAMPLE_RATE,
     Request,
     SynthError,
+    held_out_request,
     synthesize,
     synthesize_with_fallback,
     trim_silence,
@@ -338,11 +339,8 @@ def _new_engine_job(text: str, split: str, config: SynthConfig, rng: np.random.G
 
 def held_out_job(text: str, config: SynthConfig, rng: np.random.Generator) -> Job:
     """A job in a held-out voice (``held_out_voices``, equally often): test streams only."""
-    engine, voice = str(rng.choice(config.held_out_voices)).split(":")
-    if engine == "mbrola":
-        job = Job(engine, voice, text, float(rng.integers(130, 201)), float(rng.integers(25, 76)))
-    else:
-        job = Job(engine, voice, text, float(rng.uniform(0.85, 1.2)), float(rng.uniform(0.85, 1.2)))
+    request = held_out_request(text, config.held_out_voices, rng, (130, 201), (25, 76), (0.85, 1.2), (0.85, 1.2))
+    job = Job(request.engine, request.voice, text, request.rate, request.pitch)
     return replace(job, effects=sample_effects(config, rng))
 
 

@@ -507,9 +507,9 @@ def run(data_dir: Path, out_dir: Path, config: TrainConfig, init_from: Path | No
                  for name, info in index["splits"].items()},
         "data_config": index["config"],
         "data_generation_seconds": index.get("wall_seconds"),
-        "extra_train": [{"data": str(extra), "n_clips": json.loads((Path(extra) / "index.json").read_text())[
-            "splits"]["train"]["n_clips"], "config": json.loads((Path(extra) / "index.json").read_text())["config"]}
-                        for extra in extra_train],
+        "extra_train": [{"data": str(extra), "n_clips": info["splits"]["train"]["n_clips"], "config": info["config"]}
+                        for extra, info in ((e, json.loads((Path(e) / "index.json").read_text()))
+                                            for e in extra_train)],
         "init_from": warm,
         "epochs_run": len(history),
         "best_epoch": 1 + int(np.argmax([h["validation"]["clip_accuracy"] + h["validation"]["stream_clip_accuracy"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,18 @@ def synthesize(request: Request) -> np.ndarray:
     else:
         speech = _command_engine(request)
     return trim_silence(speech)
+
+
+def held_out_request(text: str, voice_ids: Sequence[str], rng: np.random.Generator, espeak_wpm: tuple[int, int],
+                     espeak_pitch: tuple[int, int], stretch: tuple[float, float],
+                     f0_scale: tuple[float, float]) -> Request:
+    """A request in one of ``voice_ids`` ("engine:name", drawn equally often) with random prosody: MBROLA voices
+    (through espeak-ng) get words per minute and pitch drawn from ``[low, high)``, the others a duration stretch
+    and an f0 scale."""
+    engine, voice = str(rng.choice(list(voice_ids))).split(":")
+    if engine == "mbrola":
+        return Request(engine, voice, text, float(rng.integers(*espeak_wpm)), float(rng.integers(*espeak_pitch)))
+    return Request(engine, voice, text, float(rng.uniform(*stretch)), float(rng.uniform(*f0_scale)))
 
 
 def synthesize_with_fallback(request: Request) -> np.ndarray:
