@@ -9,18 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.errors import InputError
+from lstm_edge.plotting import import_pyplot
 
 
 def plot_bench(reports: Sequence[Mapping[str, Any]], out_path: str | Path) -> Path:
     """One group of bars per chunk size (one ``bench`` report each), one bar per backend x precision."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("--plot needs matplotlib: pip install 'lstm-edge[plot]'") from None
+    plt = import_pyplot()
     variants = sorted({(r["backend"], r["precision"]) for report in reports for r in report["results"]})
     chunk_sizes = [report["results"][0]["chunk_frames"] for report in reports if report["results"]]
     figure, axes = plt.subplots(figsize=(7, 4))

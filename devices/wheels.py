@@ -18,8 +18,9 @@ from lstm_edge.devices.errors import BundleError
 from lstm_edge.devices.profiles import Profile
 from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import expected_got
+from lstm_edge.runtime.paths import cache_dir
 
-DEFAULT_WHEEL_CACHE = Path(os.environ.get("LSTM_EDGE_WHEEL_CACHE", Path.home() / ".cache" / "lstm-edge" / "wheels"))
+DEFAULT_WHEEL_CACHE = Path(os.environ.get("LSTM_EDGE_WHEEL_CACHE") or cache_dir("wheels"))
 # Host-side parts and training assets: the device wheel holds the runtime, the CLI and device tools only.
 HOST_ONLY = ("models", "recipes", "export", "quantize", "demo.py")
 # Inside devices/: what only makes bundles (a board runs bundles, it does not make them)

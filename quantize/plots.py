@@ -11,20 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from lstm_edge.plotting import import_pyplot
 from lstm_edge.runtime.backends import for_format
-from lstm_edge.runtime.errors import InputError
 from lstm_edge.runtime.model import StreamingModel
-
-
-def import_pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InputError("--plot needs matplotlib: pip install 'lstm-edge[plot]'") from None
-    return plt
 
 
 def plot_parity(model_dir: str | Path, report: Mapping[str, Any], out_path: str | Path) -> Path:

@@ -131,6 +131,8 @@ def _decode(raw: bytes, info: WavInfo) -> np.ndarray:
 
 def _existing(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise InputError(expected_got(str(path), "an audio file", "a directory"))
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     return path

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import ModuleType
 
 from lstm_edge.runtime.errors import BackendUnavailableError
+from lstm_edge.runtime.paths import cache_dir
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 LIBRARY_SOURCES = ("lstm_edge_model.c", "lstm_edge_kernels.c")
@@ -45,14 +46,6 @@ def find_compiler() -> str | None:
         if found:
             return found
     return None
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("LSTM_EDGE_CACHE")
-    if root:
-        return Path(root)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lstm-edge"
 
 
 def source_hash(compiler: str) -> str:

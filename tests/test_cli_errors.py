@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +65,7 @@ def test_export_weights_errors(tagger):
     torch.save({"model": model.state_dict(), "epoch": 3}, tagger / "checkpoint.pt")
 
     one_clear_error(cli(*export_args(tagger, "--weights", "small.pt"), cwd=tagger), "does not fit the model")
-    one_clear_error(cli(*export_args(tagger, "--weights", "pickled.pt"), cwd=tagger), "fully pickled module")
+    one_clear_error(cli(*export_args(tagger, "--weights", "pickled.pt"), cwd=tagger), "a whole pickled module?")
     one_clear_error(cli(*export_args(tagger, "--weights", "checkpoint.pt", "--factory-kwargs", '{"hidden": 16}'),
                         cwd=tagger), "--weights-key model")
     one_clear_error(cli(*export_args(tagger, "--weights", "checkpoint.pt", "--weights-key", "nope"), cwd=tagger),
@@ -116,3 +117,64 @@ def test_quantize_exits_1_when_a_parity_gate_fails(exported, tmp_path):
     result = cli("quantize", str(copy), "--formats", "onnx")
     assert result.returncode == 1 and "FAIL" in result.stdout, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+KWS_DIR = Path(__file__).resolve().parents[1] / "models" / "kws"
+ASR_DIR = Path(__file__).resolve().parents[1] / "models" / "asr"
+
+
+def test_export_error_for_a_pickled_module_is_one_plain_line(tagger):
+    sys.path.insert(0, str(tagger))
+    try:
+        import tagger as module
+    finally:
+        sys.path.remove(str(tagger))
+    torch.save(module.make(hidden=16), tagger / "pickled.pt")
+    result = cli(*export_args(tagger, "--weights", "pickled.pt"), cwd=tagger)
+    one_clear_error(result, "(the class tagger.Tagger: a whole pickled module?); save model.state_dict() instead")
+    assert "\x1b" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("command, model_dir", [("listen", KWS_DIR), ("transcribe", ASR_DIR)])
+def test_audio_commands_with_standard_input_closed(command, model_dir):
+    shell = f'"{sys.executable}" -m lstm_edge {command} "{model_dir / "export"}" - <&-'
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=300)
+    one_clear_error(result, "standard input: expected an open input ('-' reads it), got a closed one")
+
+
+@pytest.mark.parametrize("command, model_dir", [("listen", KWS_DIR), ("transcribe", ASR_DIR)])
+def test_audio_commands_name_a_directory_given_as_audio(command, model_dir, tmp_path):
+    one_clear_error(cli(command, str(model_dir / "export"), str(tmp_path)),
+                    f"{tmp_path}: expected an audio file, got a directory")
+
+
+def test_listen_finishes_the_whole_samples_before_refusing_an_odd_trailing_byte():
+    from lstm_edge.runtime.audio import load_mono
+
+    audio, _ = load_mono(KWS_DIR / "demo.wav", 16000)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    args = [sys.executable, "-m", "lstm_edge", "listen", str(KWS_DIR / "export"), "-", "--json"]
+    whole = subprocess.run(args, input=pcm, capture_output=True, timeout=300)
+    odd = subprocess.run(args, input=pcm + b"\x01", capture_output=True, timeout=300)
+    assert whole.returncode == 0 and whole.stdout.count(b"\n") >= 3, whole.stderr
+    assert odd.stdout == whole.stdout  # every detection of the whole samples, the last ones (flush) included
+    one_clear_error(subprocess.CompletedProcess(odd.args, odd.returncode, odd.stdout.decode(), odd.stderr.decode()),
+                    "expected 16-bit samples (an even number of bytes), got one trailing byte")
+
+
+def test_a_command_line_argparse_cannot_parse_exits_2_and_bad_input_exits_1(tmp_path):
+    unknown = cli("listen", str(tmp_path), "--no-such-option")
+    assert unknown.returncode == 2 and "error: unrecognized arguments: --no-such-option" in unknown.stderr
+    missing = cli("listen")
+    assert missing.returncode == 2 and "the following arguments are required: model_dir" in missing.stderr
+    assert cli("listen", str(tmp_path), "x.wav").returncode == 1  # an argument that parses, naming bad input
+
+
+def test_the_cache_follows_xdg_cache_home(monkeypatch, tmp_path):
+    from lstm_edge.runtime.paths import cache_dir
+
+    monkeypatch.delenv("LSTM_EDGE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache_dir("native") == tmp_path / "lstm-edge" / "native"
+    monkeypatch.setenv("LSTM_EDGE_CACHE", str(tmp_path / "own"))
+    assert cache_dir("native") == tmp_path / "own" / "native"

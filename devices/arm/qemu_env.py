@@ -20,7 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-DEFAULT_CACHE = Path(os.environ.get("LSTM_EDGE_ARM_CACHE", Path.home() / ".cache" / "lstm-edge" / "arm"))
+from lstm_edge.runtime.paths import cache_dir
+
+DEFAULT_CACHE = Path(os.environ.get("LSTM_EDGE_ARM_CACHE") or cache_dir("arm"))
 CPU = "cortex-a72"  # `-cpu max` emulates 512-bit SVE and runs ~20x slower
 PYTHON = "/usr/bin/python3.11"
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
+from typing import BinaryIO, TextIO
 
 MODULES = ("core", "quantize", "listen", "devices", "demo", "text", "asr", "build_c", "kws_train")
 
@@ -23,3 +25,20 @@ def add_engine_options(parser: argparse.ArgumentParser, precision_default: str |
 
     parser.add_argument("--backend", choices=NAMES, default=None, help=backend_help)
     parser.add_argument("--precision", choices=PRECISIONS, default=precision_default, help=precision_help)
+
+
+
+def stdin_text() -> TextIO:
+    """The process's standard input as text, or an ``InputError`` when there is none: a shell's ``<&-`` closes it,
+    and a service may start without one."""
+    from lstm_edge.runtime.errors import InputError
+
+    stream = sys.stdin
+    if stream is None or stream.closed:
+        raise InputError("standard input: expected an open input ('-' reads it), got a closed one")
+    return stream
+
+
+def stdin_bytes() -> BinaryIO:
+    """The process's standard input as bytes (see ``stdin_text``)."""
+    return stdin_text().buffer

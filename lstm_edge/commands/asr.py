@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_edge.commands import add_engine_options
+from lstm_edge.commands import add_engine_options, stdin_bytes
 from lstm_edge.runtime.errors import InputError
 
 
@@ -37,7 +37,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.audio == "-":
         if recognizer.sample_rate != 16000:
             raise InputError(f"stdin PCM is read as 16 kHz, but the model expects {recognizer.sample_rate} Hz")
-        chunks: Iterator[np.ndarray] = iter_pcm_s16le(sys.stdin.buffer, int(recognizer.sample_rate * CHUNK_SECONDS))
+        chunks: Iterator[np.ndarray] = iter_pcm_s16le(stdin_bytes(), int(recognizer.sample_rate * CHUNK_SECONDS))
     else:
         audio, notes = load_mono(args.audio, recognizer.sample_rate)
         for note in notes:
@@ -46,14 +46,20 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         chunks = (audio[i:i + step] for i in range(0, len(audio), step))
     stream = recognizer.create_stream()
     finals = 0
-    for chunk in chunks:
-        for result in stream.push(chunk):
-            if result.final or args.partial:
-                _print_result(result, args.json)
-                finals += result.final
+    late_error: InputError | None = None
+    try:
+        for chunk in chunks:
+            for result in stream.push(chunk):
+                if result.final or args.partial:
+                    _print_result(result, args.json)
+                    finals += result.final
+    except InputError as error:  # found mid-stream in live input (an odd trailing byte): finish the whole samples
+        late_error = error
     for result in stream.flush():
         _print_result(result, args.json)
         finals += 1
+    if late_error is not None:
+        raise late_error
     print(f"{finals} utterance(s); {model.describe()}", file=sys.stderr)
     return 0
 

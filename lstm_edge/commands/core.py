@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import json
 import pickle
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,15 @@ def _load_factory(spec: str) -> Callable:
     return factory
 
 
+def _unpickling_need(message: str) -> str:
+    """What torch's weights-only loader refused, in a few plain words (its message is pages long, with terminal
+    escape codes): e.g. " (the class torch.nn.modules.rnn.LSTM: a whole pickled module?)"."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if not found:
+        return ""
+    return f" (the class {found.group(1)}: a whole pickled module?)"
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -69,8 +79,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             state_dict = torch.load(args.weights, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
             raise LstmEdgeError(f"--weights {args.weights}: expected a state_dict (tensors only), got a file that "
-                                f"needs unpickling code (a fully pickled module? save model.state_dict() "
-                                f"instead): {str(err).splitlines()[0]}") from None
+                                f"needs unpickling code{_unpickling_need(str(err))}; save model.state_dict() "
+                                "instead, or load it yourself only if you trust its source") from None
         if args.weights_key:
             if not isinstance(state_dict, dict) or args.weights_key not in state_dict:
                 keys = sorted(state_dict)[:10] if isinstance(state_dict, dict) else type(state_dict).__name__

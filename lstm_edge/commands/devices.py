@@ -44,6 +44,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from lstm_edge.devices.bench import bench, format_table
 
+    if args.plot:
+        from lstm_edge.plotting import import_pyplot
+
+        import_pyplot()  # before seconds of measuring
     try:
         report = bench(args.model_dir, backend=args.backend, precision=args.precision, chunk_frames=args.chunk,
                        seconds=args.seconds, threads=args.threads)

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from lstm_edge.commands import add_engine_options
+from lstm_edge.commands import add_engine_options, stdin_bytes
 from lstm_edge.runtime.audio import iter_microphone, iter_mono, iter_pcm_s16le
 from lstm_edge.runtime.errors import InputError
 from lstm_edge.runtime.kws import CHUNK_SECONDS, Detection, DetectorConfig, KeywordSpotter
@@ -36,7 +36,7 @@ def _chunks(args: argparse.Namespace, sample_rate: int) -> Iterable[np.ndarray]:
     if args.wav is None:
         raise InputError("listen: expected an input: a WAV file, '-' (raw 16 kHz s16le PCM on stdin) or --mic")
     if args.wav == "-":
-        return iter_pcm_s16le(sys.stdin.buffer, chunk)
+        return iter_pcm_s16le(stdin_bytes(), chunk)
     notes: list[str] = []
 
     def from_file() -> Iterable[np.ndarray]:
@@ -57,16 +57,22 @@ def cmd_listen(args: argparse.Namespace) -> int:
     spotter = KeywordSpotter(model, config)
     stream = spotter.create_stream()
     count = 0
+    late_error: InputError | None = None
+    chunks = _chunks(args, spotter.sample_rate)  # a bad file or option fails here, before any output
     try:
-        for chunk in _chunks(args, spotter.sample_rate):  # streamed: memory flat in input length
+        for chunk in chunks:  # streamed: memory flat in input length
             for detection in stream.push(chunk):
                 _print(detection, args.json)
                 count += 1
     except KeyboardInterrupt:
         pass
+    except InputError as error:  # found mid-stream in live input (an odd trailing byte): finish the whole samples
+        late_error = error
     for detection in stream.flush():
         _print(detection, args.json)
         count += 1
+    if late_error is not None:
+        raise late_error
     print(f"{count} detection(s); {model.describe()}; threshold {config.threshold}", file=sys.stderr)
     return 0
 

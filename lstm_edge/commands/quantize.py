@@ -60,6 +60,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from lstm_edge.quantize.parity import format_table, parity_report
 
+    if args.plot:
+        from lstm_edge.plotting import import_pyplot
+
+        import_pyplot()  # before the parity run
     report = parity_report(args.model_dir, eval_data=args.eval, chunk=args.chunk,
                            clip_predictor=_clip_predictor(args.model_dir))
     if args.plot:

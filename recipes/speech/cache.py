@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from lstm_edge.recipes.speech.synthesis import Request, synthesize
+from lstm_edge.runtime.paths import cache_dir
 
-DEFAULT_CACHE = Path(os.environ.get("LSTM_EDGE_SPEECH_CACHE", Path.home() / ".cache" / "lstm-edge" / "speech"))
+DEFAULT_CACHE = Path(os.environ.get("LSTM_EDGE_SPEECH_CACHE") or cache_dir("speech"))
 
 
 def request_key(request: Request) -> str:

