@@ -250,9 +250,13 @@ class Manifest:
             if entry.format == fmt and entry.precision == precision:
                 return entry
         have = ", ".join(f.key for f in self.files) or "none"
-        raise ModelFileError(f"no {fmt} model at precision {precision!r} in this directory (it has: {have})"
-                             + ("; run `lstm-edge quantize MODEL_DIR` to make the int8 files"
-                                if precision == "int8" else ""))
+        if fmt == "c":  # C weight files are written from the ONNX graphs, float and int8 alike
+            hint = "; run `lstm-edge add-c MODEL_DIR` to write the C weight files"
+        elif precision == "int8":
+            hint = "; run `lstm-edge quantize MODEL_DIR` to make the int8 files"
+        else:
+            hint = ""
+        raise ModelFileError(f"no {fmt} model at precision {precision!r} in this directory (it has: {have}){hint}")
 
     def has_file(self, fmt: str, precision: str) -> bool:
         return any(f.format == fmt and f.precision == precision for f in self.files)

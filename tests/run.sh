@@ -4,6 +4,54 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian's contrib and non-free sections for the machine's own release, from the archive and key it already uses
+# (the deb822 stanza, or the classic line, whose suite is the release itself); nothing is written when both are
+# enabled already, and an earlier run's file is replaced, not added to.
+enable_contrib_non_free() {
+    local codename own="/etc/apt/sources.list.d/lstm-edge-non-free.sources" found
+    codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+    rm -f "$own" /etc/apt/sources.list.d/lstm-edge-non-free.list
+    # one line per source of this release: URI, keyring (or -), then its components
+    found=$( { for file in /etc/apt/sources.list.d/*.sources; do
+                   [ -f "$file" ] && awk -v RS= -v release="$codename" '{
+                       uri = ""; key = "-"; suites = ""; comps = ""
+                       n = split($0, lines, "\n")
+                       for (i = 1; i <= n; i++) {
+                           split(lines[i], f, /:[ \t]*/)
+                           if (f[1] == "URIs") { split(f[2] ":" f[3], u, " "); uri = u[1] }
+                           if (f[1] == "Signed-By") key = f[2]
+                           if (f[1] == "Suites") suites = " " f[2] " "
+                           if (f[1] == "Components") comps = f[2]
+                       }
+                       if (uri != "" && index(suites, " " release " ")) print uri, key, comps
+                   }' "$file"
+               done
+               [ -f /etc/apt/sources.list ] && awk -v release="$codename" '$1 == "deb" {
+                   key = "-"; for (i = 2; i <= NF; i++) {
+                       if ($i ~ /signed-by=/) { key = $i; sub(/.*signed-by=/, "", key); sub(/\]$/, "", key) }
+                       if ($i ~ /^[a-z]+:\/\//) { uri = $i; if ($(i + 1) != release) break
+                           comps = ""; for (j = i + 2; j <= NF; j++) comps = comps " " $j
+                           print uri, key, comps; break }
+                   }
+               }' /etc/apt/sources.list
+             } || true)
+    if [ -z "$found" ]; then
+        echo "tests/run.sh: no Debian source for $codename found; enable contrib and non-free by hand" >&2
+        return 0
+    fi
+    if echo "$found" | tr ' ' '\n' | grep -qx contrib && echo "$found" | tr ' ' '\n' | grep -qx non-free; then
+        return 0
+    fi
+    set -- $found  # the first source of the release: its URI and keyring
+    {
+        echo "Types: deb"
+        echo "URIs: $1"
+        echo "Suites: $codename"
+        echo "Components: contrib non-free"
+        if [ "$2" != "-" ]; then echo "Signed-By: $2"; fi
+    } > "$own"
+}
+
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     # tool on PATH -> Debian package that provides it: speech synthesis and audio (keyword spotting, speech
     # recognition), emulation and cross compilers (ARM bundles, the C frontend on aarch64 and armv7), a JVM (the
@@ -42,16 +90,7 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
         [ -d "/usr/share/mbrola/$voice" ] || nonfree="$nonfree mbrola-$voice"
     done
     if [ -n "$nonfree" ]; then
-        # the machine's own archive and key (deb822 sources, else the classic list), with the extra components
-        codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
-        if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-            uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-            key=$(awk '/^Signed-By:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
-        else
-            uri=$(awk '$1 == "deb" {for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit}}' /etc/apt/sources.list)
-            key=""
-        fi
-        echo "deb ${key:+[signed-by=$key] }$uri $codename contrib non-free" > /etc/apt/sources.list.d/lstm-edge-non-free.list
+        enable_contrib_non_free
         packages="$packages$nonfree"
     fi
     if [ -n "$packages" ]; then
