@@ -3,6 +3,7 @@ downloaded for the board's platform and Python."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 import lstm_edge
@@ -23,53 +25,66 @@ from lstm_edge.runtime.paths import cache_dir
 DEFAULT_WHEEL_CACHE = Path(os.environ.get("LSTM_EDGE_WHEEL_CACHE") or cache_dir("wheels"))
 # Host-side parts and training assets: the device wheel holds the runtime, the CLI and device tools only.
 HOST_ONLY = ("models", "recipes", "export", "quantize", "demo.py")
+DEVICE_EXTRAS = ("onnx", "litert", "mic")  # the extras a board's install.sh may ask for
 # Inside devices/: what only makes bundles (a board runs bundles, it does not make them)
 BUNDLE_MAKING = ("templates", "bundle.py", "native_bundle.py", "render.py", "wheels.py", "choice.py")
 
 Log = Callable[[str], None]
 
 
-def _ignore_for_device(root: Path):
-    base = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "tests",
-                                  "data", ".cache", "benchmarks")
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        skipped = set(base(folder, names))
-        if Path(folder).resolve() in (root.resolve(), (root / "lstm_edge").resolve()) or \
-                Path(folder).name == "lstm_edge":
-            skipped |= {n for n in names if n in HOST_ONLY}
-        if Path(folder).name == "devices":
-            skipped |= {n for n in names if n in BUNDLE_MAKING}
-        return skipped
-    return ignore
+def _ignore_for_device(folder: str, names: list[str]) -> set[str]:
+    skipped = {n for n in names if n in ("__pycache__", ".pytest_cache") or n.endswith((".pyc", ".egg-info"))}
+    if Path(folder).name == "lstm_edge":
+        skipped |= {n for n in names if n in HOST_ONLY}
+    if Path(folder).name == "devices":
+        skipped |= {n for n in names if n in BUNDLE_MAKING}
+    return skipped
 
 
-def project_root() -> Path | None:
-    """The source tree lstm-edge is installed from (editable install), or None."""
-    root = Path(lstm_edge.__file__).resolve().parent.parent
-    pyproject = root / "pyproject.toml"
-    if pyproject.is_file() and re.search(r'^name\s*=\s*"lstm-edge"', pyproject.read_text(), re.MULTILINE):
-        return root
-    return None
+def _device_pyproject() -> str:
+    """The runtime wheel's pyproject.toml: the installed distribution's name, version, Python range, runtime
+    dependencies and device-side extras (read from its metadata, so they cannot drift from pyproject.toml)."""
+    meta = metadata.metadata("lstm-edge")
+    base: list[str] = []
+    extras: dict[str, list[str]] = {name: [] for name in DEVICE_EXTRAS}
+    for requirement in meta.get_all("Requires-Dist") or []:
+        spec, _, marker = requirement.partition(";")
+        found = re.search(r'extra\s*==\s*"([^"]+)"', marker)
+        if not found:
+            base.append(spec.strip())
+        elif found.group(1) in extras:
+            extras[found.group(1)].append(spec.strip())
+    lines = ['[build-system]', 'requires = ["setuptools>=61"]', 'build-backend = "setuptools.build_meta"', '',
+             '[project]', 'name = "lstm-edge"', f'version = {json.dumps(meta["Version"])}',
+             'description = "lstm-edge, the device runtime: stream exported LSTM models with named state"',
+             f'requires-python = {json.dumps(meta.get("Requires-Python") or ">=3.10")}',
+             f'dependencies = {json.dumps(base)}', '', '[project.optional-dependencies]']
+    lines += [f'{name} = {json.dumps(specs)}' for name, specs in extras.items()]
+    lines += ['', '[project.scripts]', 'lstm-edge = "lstm_edge.cli:main"', '',
+              '[tool.setuptools.packages.find]', 'include = ["lstm_edge*"]', '',
+              '[tool.setuptools.package-data]', '"*" = ["*.json", "*.c", "*.h", "LICENSE*", "README*"]']
+    return "\n".join(lines) + "\n"
 
 
 def build_own_wheel(dest: Path, log: Log = print) -> Path:
-    """Build the lstm-edge wheel from the installed source tree into ``dest``."""
-    root = project_root()
-    if root is None:
-        raise BundleError("cannot find the lstm-edge source tree (not an editable install): "
-                          "pass wheel=PATH (`--wheel`) with a built lstm-edge wheel")
-    log(f"building the lstm-edge wheel from {root}")
+    """Build the device wheel (runtime, CLI and device tools; no models, recipes or host-side tools) from the
+    installed lstm_edge package into ``dest``: a regular install and an editable one alike."""
+    package = Path(lstm_edge.__file__).resolve().parent
+    log(f"building the lstm-edge device wheel from {package}")
     with tempfile.TemporaryDirectory(prefix="lstm-edge-wheel-") as tmp:
-        # Build from a clean copy: an in-tree build would reuse (and leave) build/ and *.egg-info in the tree.
         source = Path(tmp) / "src"
-        shutil.copytree(root, source, ignore=_ignore_for_device(root))
-        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+        # copytree follows the source tree's folder links (lstm_edge/runtime -> ../runtime ...)
+        shutil.copytree(package, source / "lstm_edge", ignore=_ignore_for_device)
+        (source / "pyproject.toml").write_text(_device_pyproject())
+        # setuptools from this Python when it has one (no download), else pip's isolated build fetches it
+        isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation,
                                  "--disable-pip-version-check", "-q", "-w", tmp, str(source)],
                                 capture_output=True, text=True)
         wheels = list(Path(tmp).glob("lstm_edge-*.whl"))
         if result.returncode != 0 or len(wheels) != 1:
-            raise BundleError(f"`pip wheel {root}` failed (exit {result.returncode}): {result.stderr[-1500:]}")
+            raise BundleError(f"building the device wheel with pip failed (exit {result.returncode}): "
+                              f"{result.stderr[-1500:]}")
         dest.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copy2(wheels[0], dest))
 

@@ -116,3 +116,35 @@ def test_malformed_members_give_the_bundle_error(tmp_path, members, message):
     with pytest.raises(BundleError, match=message):
         extract_bundle(archive, dest)
     assert list(dest.iterdir()) == []
+
+
+def test_bundle_from_a_regular_install_as_the_readme_shows(tmp_path):
+    """`pip install .` (not editable), then `lstm-edge bundle models/kws/export --device raspberry-pi-4`: the device
+    wheel is built from the installed package itself, and the bundle holds the one model, not every shipped one."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(site), str(repo)], check=True, timeout=600)
+    probe = "import lstm_edge, sys; sys.stdout.write(lstm_edge.__file__)"
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    work = tmp_path / "work"
+    work.mkdir()
+    located = subprocess.run([sys.executable, "-c", probe], env=env, cwd=work, capture_output=True, text=True)
+    assert located.stdout.startswith(str(site)), located.stdout + located.stderr  # the regular install, not the tree
+    out = work / "kws.tar.gz"
+    result = subprocess.run([sys.executable, "-m", "lstm_edge", "bundle", str(repo / "models" / "kws" / "export"),
+                             "--device", "raspberry-pi-4", "-o", str(out)], env=env, cwd=work, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = extract_bundle(out, tmp_path / "x")
+    [wheel] = (root / "wheels").glob("lstm_edge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not any(n.startswith(("lstm_edge/models/", "lstm_edge/recipes/")) for n in names)
+    assert "lstm_edge/runtime/manifest.schema.json" in names and wheel.stat().st_size < 200_000
+    model_files = sorted(p.name for p in (root / "model").iterdir())
+    assert "manifest.json" in model_files and len(model_files) <= 4, model_files
+    others = sum(p.stat().st_size for p in (root / "wheels").glob("*.whl") if p != wheel)
+    assert out.stat().st_size < others + 2_000_000  # the model and scripts add little beside the engine's wheels
