@@ -45,6 +45,7 @@ def _device_pyproject() -> str:
     """The runtime wheel's pyproject.toml: the installed distribution's name, version, Python range, runtime
     dependencies and device-side extras (read from its metadata, so they cannot drift from pyproject.toml)."""
     meta = metadata.metadata("lstm-edge")
+    python_range = meta["Requires-Python"] if "Requires-Python" in meta else ">=3.10"
     base: list[str] = []
     extras: dict[str, list[str]] = {name: [] for name in DEVICE_EXTRAS}
     for requirement in meta.get_all("Requires-Dist") or []:
@@ -57,7 +58,7 @@ def _device_pyproject() -> str:
     lines = ['[build-system]', 'requires = ["setuptools>=61"]', 'build-backend = "setuptools.build_meta"', '',
              '[project]', 'name = "lstm-edge"', f'version = {json.dumps(meta["Version"])}',
              'description = "lstm-edge, the device runtime: stream exported LSTM models with named state"',
-             f'requires-python = {json.dumps(meta.get("Requires-Python") or ">=3.10")}',
+             f'requires-python = {json.dumps(python_range)}',
              f'dependencies = {json.dumps(base)}', '', '[project.optional-dependencies]']
     lines += [f'{name} = {json.dumps(specs)}' for name, specs in extras.items()]
     lines += ['', '[project.scripts]', 'lstm-edge = "lstm_edge.cli:main"', '',

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from lstm_edge.runtime.state import State
 from lstm_edge.runtime.values import nonfinite_count, require_finite_chunk, require_finite_result
 
 if TYPE_CHECKING:
-    from lstm_edge.runtime.stream import Stream
+    from lstm_edge.runtime.stream import Stream, StreamEngine
 
 __all__ = ["StreamingModel", "State"]
 
@@ -118,11 +118,15 @@ class StreamingModel:
             return None
         return tuple(int(d) for d in self._fast_shape if d is not None)
 
-    def open_direct_stream(self) -> Any:
-        """The backend's own stateful stream (``push`` / ``get_state`` / ``set_state`` / ``reset``) when it has one
-        (the native backend: the C stream keeps the state), else None. ``Stream`` uses it; ``step`` stays pure."""
+    def open_stream_engine(self) -> StreamEngine:
+        """The engine of one new ``Stream``: the backend's own stateful stream when it has one (the native backend:
+        the C stream keeps the state), else a ``StepEngine`` over this model's pure ``step``."""
         opener = getattr(self._backend, "open_stream", None)
-        return opener() if opener is not None else None
+        if opener is not None:
+            return opener(self)
+        from lstm_edge.runtime.stream import StepEngine
+
+        return StepEngine(self)
 
     # ------------------------------------------------------------ validation
     def check_chunk(self, x: object) -> np.ndarray:

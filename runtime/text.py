@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import codecs
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -139,24 +139,28 @@ class TextModel:
         ``temperature`` 0 is greedy (argmax); > 0 samples from softmax(logits / temperature) with ``seed``.
         ``n`` = 0 returns ''. Negative ``n`` or ``temperature`` is an error.
         """
+        return "".join(self.generate_iter(n, temperature, seed))
+
+    def generate_iter(self, n: int, temperature: float = 0.0, seed: int | None = None) -> Iterator[str]:
+        """``generate``, one character at a time as each is chosen (the arguments are checked at the call)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise InputError(expected_got("n (characters to generate)", "an integer >= 0", repr(n)))
         if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature < 0:
             raise InputError(expected_got("temperature", "a finite number >= 0 (0 = greedy)", repr(temperature)))
-        rng = np.random.default_rng(seed)
-        out = []
-        for _ in range(int(n)):
+        return self._generated(int(n), float(temperature), np.random.default_rng(seed))
+
+    def _generated(self, n: int, temperature: float, rng: np.random.Generator) -> Iterator[str]:
+        for _ in range(n):
             if temperature == 0:
                 token = int(np.argmax(self._logits))
             else:
                 probs = np.exp(log_softmax(self._logits / temperature))
                 token = int(rng.choice(len(probs), p=probs))
             text = self.tokenizer.token_text(token)
-            out.append(text)
             y, self._state = self.model.step(np.array([token], dtype=np.int64), self._state)
             self._logits = y[-1]
             self._word = self._word + text if is_word_char(text) else ""
-        return "".join(out)
+            yield text
 
     # ------------------------------------------------------------ suggestions
     def suggest(self, k: int = 3, beam_width: int | None = None, max_chars: int = 24) -> list[Suggestion]:
@@ -226,29 +230,53 @@ class TextModel:
                 chars += len(chunk)
         return bits, chars, unknown
 
-    def score_file(self, path: str | Path, errors: str = "strict") -> dict[str, Any]:
+    def score_file(self, path: str | Path, errors: str = "strict",
+                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Bits per character of a UTF-8 file, read in 64 KB pieces (memory stays flat for any size).
 
         Invalid UTF-8 raises ``InputError`` naming the byte offset (``errors="replace"``: such bytes become U+FFFD,
-        an unknown character). An empty file is an error.
+        an unknown character). An empty file is an error. ``progress`` is called with the bytes read so far.
         """
-        if errors not in ("strict", "replace"):
-            raise InputError(expected_got("errors", "'strict' or 'replace'", repr(errors)))
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(expected_got("text file", "an existing file", str(path)))
-        with open(path, "rb") as handle:
-            bits, chars, unknown = self.score_pieces(_decoded_pieces(handle, errors, str(path)))
+        with open(text_file(path), "rb") as handle:
+            return self.score_stream(handle, str(path), errors, progress)
+
+    def score_stream(self, handle: BinaryIO, name: str = "standard input", errors: str = "strict",
+                     progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """``score_file`` over an open binary stream (a pipe, standard input); ``name`` is used in errors."""
+        bits, chars, unknown = self.score_pieces(_decoded_pieces(handle, _errors(errors), name, progress))
         if chars == 0:
-            raise InputError(expected_got(f"{path}", "at least one character", "an empty file"))
+            raise InputError(expected_got(name, "at least one character", "an empty text"))
         return {"bits_per_char": bits / chars, "chars": chars, "unknown_chars": unknown}
 
+    def feed_stream(self, handle: BinaryIO, name: str = "standard input", errors: str = "strict") -> None:
+        """``feed`` the UTF-8 text of an open binary stream, 64 KB at a time (a long prompt from a file)."""
+        for piece in _decoded_pieces(handle, _errors(errors), name):
+            self.feed(piece)
 
-def _decoded_pieces(handle: BinaryIO, errors: str, name: str) -> Iterator[str]:
+
+def _errors(errors: str) -> str:
+    if errors not in ("strict", "replace"):
+        raise InputError(expected_got("errors", "'strict' or 'replace'", repr(errors)))
+    return errors
+
+
+def text_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(expected_got(str(path), "a text file", "a directory"))
+    if not path.is_file():
+        raise InputError(expected_got("text file", "an existing file", str(path)))
+    return path
+
+
+def _decoded_pieces(handle: BinaryIO, errors: str, name: str,
+                    progress: Callable[[int], None] | None = None) -> Iterator[str]:
     decoder = codecs.getincrementaldecoder("utf-8")(errors=errors)
     offset = 0
     while True:
         block = handle.read(READ_BYTES)
+        if progress is not None:
+            progress(offset + len(block))
         try:
             text = decoder.decode(block, final=not block)
         except UnicodeDecodeError as err:

@@ -33,7 +33,7 @@ def ctypes_stream(monkeypatch, model: StreamingModel):
     with monkeypatch.context() as patch:
         patch.setenv("LSTM_EDGE_NATIVE_PUSH", "ctypes")
         stream = model.create_stream()
-    assert stream._c_pusher is None and native_build.push_unavailable == "LSTM_EDGE_NATIVE_PUSH=ctypes"
+    assert stream.engine.name == "native C stream (ctypes)" and native_build.push_unavailable == "LSTM_EDGE_NATIVE_PUSH=ctypes"
     return stream
 
 
@@ -57,7 +57,7 @@ def chunk_kinds(x: np.ndarray) -> list[object]:
 def test_extension_and_ctypes_give_the_same_results_for_every_chunk(monkeypatch, features, precision):
     model = load(precision)
     fast, slow = model.create_stream(), ctypes_stream(monkeypatch, model)
-    assert fast._c_pusher is not None, native_build.push_unavailable  # Python.h is installed here: it is built
+    assert fast.engine.name == "native C stream (extension)", native_build.push_unavailable  # Python.h is installed here: it is built
     for stream in (fast, slow):
         for chunk in chunk_kinds(features):
             stream.push(chunk)
@@ -114,7 +114,7 @@ def test_returned_outputs_are_fresh_arrays_never_overwritten(features):
 def test_token_id_models_keep_the_python_push(exported):
     model = StreamingModel.load(exported("tokens_time_major")[1], backend="native")
     stream = model.create_stream()
-    assert stream._direct is not None and stream._c_pusher is None
+    assert stream.engine.name == "native C stream (ctypes)"
     ids = np.array([1, 2, 3])
     np.testing.assert_array_equal(stream.push(ids), model.step(ids, model.initial_state())[0])
     assert stream.frames == 3

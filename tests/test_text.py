@@ -295,8 +295,8 @@ def test_verify_reports_bits_per_char_and_int8_is_within_tolerance(tmp_path: Pat
     shutil.copytree(LM_DIR / "export", model_dir)
     report = parity_report(model_dir)
     rows = {(r["format"], r["precision"]): r for r in report["results"]}
-    assert set(rows) == {("onnx", "float"), ("onnx", "int8"), ("tflite", "float"), ("tflite", "int8")}
-    for fmt in ("onnx", "tflite"):
+    assert set(rows) == {(fmt, precision) for fmt in ("onnx", "tflite", "c") for precision in ("float", "int8")}
+    for fmt in ("onnx", "tflite", "c"):
         assert rows[(fmt, "int8")]["bits_per_char"] - rows[(fmt, "float")]["bits_per_char"] <= 0.03
         assert rows[(fmt, "int8")]["size_ratio"] <= 0.35
     assert report["failures"] == []
@@ -348,3 +348,60 @@ assert not any(m.split('.')[0] in ('torch', 'onnx') for m in sys.modules)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "future"
+
+
+def test_cli_long_prompts_and_standard_input(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model_dir = str(LM_DIR / "export")
+    prompt = SAMPLE * 40  # a prompt longer than one 64 KB read is fed in pieces, like a file
+    path = tmp_path / "prompt.txt"
+    path.write_text(prompt, encoding="utf-8")
+    base = [sys.executable, "-m", "lstm_edge"]
+
+    def run(*args: str, stdin: bytes | None = None) -> str:
+        result = subprocess.run([*base, *args, "--backend", "onnx"], input=stdin, capture_output=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.decode()
+
+    expected = TextModel.load(model_dir, backend="onnx")
+    expected.feed(prompt)
+    continuation = expected.generate(25)
+    from_file = json.loads(run("generate", model_dir, "--prompt-file", str(path), "-n", "25", "--json"))
+    assert from_file["continuation"] == continuation and from_file["prompt_file"] == str(path)
+    assert run("generate", model_dir, "--prompt-file", "-", "-n", "25", stdin=prompt.encode()) == continuation + "\n"
+    scored = json.loads(run("score", model_dir, "-", "--json", stdin=prompt.encode()))
+    assert scored["chars"] == len(prompt) and scored["chars_per_second"] > 0
+    assert scored["bits_per_char"] == pytest.approx(json.loads(run("score", model_dir, str(path), "--json"))
+                                                    ["bits_per_char"], rel=1e-9)
+    both = subprocess.run([*base, "generate", model_dir, "--prompt", "x", "--prompt-file", str(path)],
+                          capture_output=True, text=True, timeout=300)
+    assert both.returncode == 1 and "expected --prompt or --prompt-file, got both" in both.stderr
+
+
+def test_cli_generate_prints_characters_as_they_are_chosen() -> None:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "lstm_edge", "generate", str(LM_DIR / "export"), "--prompt",
+                                "Hello", "-n", "100000", "--backend", "onnx"], stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.read(len("Hello") + 1)  # the prompt and the first generated character
+        assert first.startswith(b"Hello") and len(first) == 6
+        assert process.poll() is None  # 100,000 characters take far longer than the first one
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_empty_prompts_start_from_the_start_state_and_empty_scores_are_errors(capsys) -> None:
+    model_dir = str(LM_DIR / "export")
+    assert cli_main(["suggest", model_dir, "", "-k", "2", "--json"]) == 0
+    first_words = json.loads(capsys.readouterr().out)
+    assert first_words["word"] == "" and len(first_words["suggestions"]) == 2
+    fresh = TextModel.load(model_dir)
+    assert [s.word for s in fresh.suggest(2)] == [s["word"] for s in first_words["suggestions"]]
+    assert cli_main(["generate", model_dir, "--prompt", "", "-n", "12", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["continuation"] == TextModel.load(model_dir).generate(12)

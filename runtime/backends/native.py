@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lstm_edge.runtime.backends import REGISTRY
 from lstm_edge.runtime.errors import InputError, LstmEdgeError, ModelFileError, NonFiniteResultError, expected_got
 from lstm_edge.runtime.manifest import Manifest, ModelFile
+from lstm_edge.runtime.stream import busy_error
 from lstm_edge.runtime.values import nonfinite_count, refuse_nonfinite_chunk
+
+if TYPE_CHECKING:
+    from lstm_edge.runtime.model import StreamingModel
 
 INFO = REGISTRY["native"]
 MAX_CHUNK = 64  # frames per internal C step (longer pushes are run in pieces of this size, no allocation)
@@ -258,9 +263,9 @@ class NativeBackend:
     def _new_slot(self) -> _Slot:
         return _Slot(self.create_c_stream(MAX_CHUNK), self._in_width, self._ids, [b - a for a, b in self._bounds])
 
-    def open_stream(self) -> DirectStream:
-        """A C stream that keeps its own state: what ``Stream`` pushes through on this backend."""
-        return DirectStream(self)
+    def open_stream(self, model: StreamingModel) -> NativeStreamEngine:
+        """The stream engine of one ``Stream`` of ``model``: a C stream that keeps its own state."""
+        return NativeStreamEngine(self, model)
 
     def memory(self) -> dict[str, int]:
         """Bytes held by the C model (weights) and by the C stream of one ``Stream`` (the pool's scratch streams for
@@ -344,13 +349,16 @@ class NativeBackend:
             self._model = 0
 
 
-class DirectStream:
-    """One C stream holding the carried state itself (``lem_stream_push``): a push (``pusher``) hands C the chunk
-    and the output only, instead of the state both ways. ``Stream`` uses it on this backend; the state is read and
-    written only when asked (``get_state`` / ``set_state``). On an error the C stream keeps the state it had. One
-    thread at a time, like the ``Stream`` that owns it."""
+class NativeStreamEngine:
+    """The stream engine of the native backend: one C stream holding the carried state itself
+    (``lem_stream_push``), so a push hands C the chunk and the output only, instead of the state both ways; the
+    state is read and written only when asked. On an error the C stream keeps the state it had.
 
-    def __init__(self, backend: NativeBackend) -> None:
+    The push is one C call through the push extension where it is built (``name`` "native C stream (extension)";
+    it refuses a second thread itself and hands anything but an exact float32 chunk to the Python push), else the
+    Python push over ctypes ("native C stream (ctypes)"). Same checks, errors and results either way."""
+
+    def __init__(self, backend: NativeBackend, model: StreamingModel) -> None:
         self._backend = backend  # keeps the C model alive as long as this stream
         lib = backend._lib
         self._lib, self._stream = lib, backend.create_c_stream(DIRECT_MAX_CHUNK)
@@ -359,37 +367,57 @@ class DirectStream:
         self._outputs: dict[int, _Outputs] = {}
         self._state = np.empty(max(backend._state_size, 1), np.float32)
         self._state_at = self._state.ctypes.data
+        self._counts_frames = model.counts_frames
+        self._count = 0
+        self._busy = threading.Lock()
+        python_push = self._python_push(model.check_frames)
+        self._c_pusher = self._extension_pusher(python_push, model.fast_frame_shape)
+        if self._c_pusher is not None:
+            self.push = self._c_pusher.push
+            self.name = "native C stream (extension)"
+        else:
+            self.push = python_push
+            self.name = "native C stream (ctypes)"
 
-    def pusher(self, check: Callable[[object], np.ndarray]) -> Callable[[object], np.ndarray]:
-        """``push(x) -> y [T, out]`` for the chunks a ``Stream`` gets, validated by ``check`` (the model's
-        ``check_frames``; NaN/inf is left to C, which refuses it). Names are bound once: this is the whole Python
-        cost of a push on this backend."""
+    @property
+    def frames(self) -> int:
+        return int(self._c_pusher.frames) if self._c_pusher is not None else self._count
+
+    def _python_push(self, check: Callable[[object], np.ndarray]) -> Callable[[object], np.ndarray]:
+        """``push(x) -> y [T, out]`` validated by ``check`` (the model's ``check_frames``; NaN/inf is left to C,
+        which refuses it). Names are bound once: this is the whole Python cost of a push over ctypes."""
         layouts, make, take_input = self._outputs, self._make_outputs, self._input.address
-        run, stream, error = self._push, self._stream, self._backend._error
+        run, stream, error, busy = self._push, self._stream, self._backend._error, self._busy
+        counts_frames = self._counts_frames
 
         def push(chunk: object) -> np.ndarray:
-            x = check(chunk)
-            frames = x.shape[0]
-            outputs = layouts.get(frames)
-            if outputs is None:
-                outputs = _outputs_for(layouts, frames, make)
-            index, y_at = outputs.take()
-            status = run(stream, take_input(x, frames), frames, y_at)
-            if status != 0:
-                raise error(status, x)
-            return outputs.records[index][0]
+            if not busy.acquire(blocking=False):
+                raise busy_error()
+            try:
+                x = check(chunk)
+                frames = x.shape[0]
+                outputs = layouts.get(frames)
+                if outputs is None:
+                    outputs = _outputs_for(layouts, frames, make)
+                index, y_at = outputs.take()
+                status = run(stream, take_input(x, frames), frames, y_at)
+                if status != 0:
+                    raise error(status, x)
+                self._count += frames if counts_frames else 1
+                return outputs.records[index][0]
+            finally:
+                busy.release()
 
         return push
 
     def _make_outputs(self, frames: int) -> _Outputs:
         return _Outputs(frames, 0, self._backend._out_width, [], [], batched=False, block=DIRECT_OUTPUT_BLOCK)
 
-    def c_pusher(self, push: Callable[[object], np.ndarray], frame_shape: tuple[int, ...] | None,
-                 counts_frames: bool, busy_error: Callable[[], Exception]) -> Any:
+    def _extension_pusher(self, push: Callable[[object], np.ndarray], frame_shape: tuple[int, ...] | None) -> Any:
         """The push extension's pusher for this stream (``.push(x)``, ``.frames``), or None when the extension is
         not built here (``native_build.push_unavailable`` says why) or the chunks always need converting
         (``frame_shape`` None: token ids). It runs an exact float32 chunk ``[T, *frame_shape]`` itself and hands any
-        other chunk to ``push`` (from ``pusher``), which validates it."""
+        other chunk to ``push``, which validates it."""
         from lstm_edge.runtime import native_build
 
         backend = self._backend
@@ -405,8 +433,9 @@ class DirectStream:
 
         return extension.Pusher(
             push_address=ctypes.cast(self._push, ctypes.c_void_p).value, stream_address=self._stream,
-            frame_shape=tuple(frame_shape), out_items=width, counts_frames=counts_frames, owner=self,
-            ndarray=np.ndarray, fallback=push, make_outputs=make_outputs, error=backend._error, busy_error=busy_error)
+            frame_shape=tuple(frame_shape), out_items=width, counts_frames=self._counts_frames, owner=self,
+            ndarray=np.ndarray, fallback=push, make_outputs=make_outputs, error=backend._error,
+            busy_error=busy_error)
 
     def get_state(self) -> list[np.ndarray]:
         """A copy of the carried state, one array per manifest state."""
@@ -424,6 +453,9 @@ class DirectStream:
 
     def reset(self) -> None:
         self._lib.lem_stream_reset(self._stream)
+        self._count = 0
+        if self._c_pusher is not None:
+            self._c_pusher.frames = 0
 
     def __del__(self) -> None:
         lib, stream = getattr(self, "_lib", None), getattr(self, "_stream", None)
