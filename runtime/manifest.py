@@ -325,6 +325,10 @@ class Manifest:
                                              f"{len(labels)} labels"))
         tolerances = dict(DEFAULT_TOLERANCES)
         tolerances.update(data.get("tolerances") or {})
+        frontend = data.get("frontend")
+        if frontend is not None and frontend.get("win_length", 0) > frontend.get("n_fft", 0):
+            raise ManifestError(expected_got("manifest frontend.win_length", f"at most n_fft ({frontend['n_fft']})",
+                                             frontend["win_length"]))
         tokenizer = data.get("tokenizer")
         if tokenizer is not None:
             from lstm_edge.runtime.tokenizer import Tokenizer

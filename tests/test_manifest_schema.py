@@ -279,3 +279,14 @@ def test_the_keyword_spotter_takes_its_settings_from_the_manifest(tmp_path):
     both_accept(json.loads((folder / "manifest.json").read_text()))
     # Without a detector section the defaults apply.
     assert DetectorConfig.from_manifest(None) == DetectorConfig()
+
+
+def test_a_frontend_window_longer_than_its_fft_is_refused_at_load(tmp_path):
+    import shutil
+
+    folder = shutil.copytree(Path(__file__).resolve().parents[1] / "models" / "kws" / "export", tmp_path / "kws")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["frontend"]["n_fft"] = 256  # win_length stays 400: the schema alone cannot see it
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=r"frontend.win_length: expected at most n_fft \(256\), got 400"):
+        Manifest.load(folder)

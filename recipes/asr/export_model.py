@@ -101,7 +101,7 @@ def export_recognizer(checkpoint_dir: Path, data_dir: Path | None, out_dir: Path
     if list(config["tokens"]) != list(TOKENS):
         raise ValueError(f"checkpoint tokens: expected {list(TOKENS)}, got {config['tokens']}")
     export(model, torch.from_numpy(features[None, :10]), out_dir, formats=formats, chunk_sizes=(10, 1),
-           labels=list(TOKENS), frontend=frontend_config, name="asr-ctc-lstm",
+           labels=list(TOKENS), frontend=frontend_config, name="asr-ctc-lstm", output_semantics="log_probabilities",
            extra={"asr": asr_settings(config, decoder, grammar, rejection)}, reference_input=features)
     quantize(out_dir)
     if "onnx" in formats:
@@ -109,11 +109,36 @@ def export_recognizer(checkpoint_dir: Path, data_dir: Path | None, out_dir: Path
     return out_dir
 
 
+def reexport_recognizer(checkpoint_dir: Path, model_dir: Path) -> Path:
+    """Export ``checkpoint_dir`` again into the existing model directory ``model_dir`` with the current exporter,
+    keeping what the directory settled: its decoding contract (``extra.asr``) and its reference input."""
+    from lstm_edge.export import export
+    from lstm_edge.export.c_export import add_c_files
+    from lstm_edge.quantize import quantize
+    from lstm_edge.runtime.manifest import Manifest
+
+    torch.set_num_threads(1)
+    manifest = Manifest.load(model_dir)
+    reference = np.load(model_dir / "reference" / "input.npy")
+    model, config = load_checkpoint(checkpoint_dir)
+    export(model, torch.from_numpy(reference[None, :10]), model_dir, formats=("onnx", "tflite"),
+           chunk_sizes=(10, 1), labels=list(TOKENS), frontend=LogMelConfig.from_dict(config["frontend"]),
+           name=manifest.name, output_semantics="log_probabilities", extra=dict(manifest.extra),
+           reference_input=reference)
+    quantize(model_dir)
+    add_c_files(model_dir)
+    return model_dir
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="directory with float.pt and config.json")
     parser.add_argument("--data", type=Path, default=None, help="synthesised set (reference input)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--again", action="store_true",
+                        help="export into the existing model directory --out again with the current exporter, "
+                             "keeping its decoding contract and reference input (--data, --decoder, --grammar and "
+                             "--rejection are not used)")
     parser.add_argument("--decoder", type=json.loads, default=None, help="decoder settings as JSON")
     parser.add_argument("--grammar", choices=sorted(GRAMMARS), default=DEFAULT_GRAMMAR,
                         help="word successors (the previous word decides) or the exact sentence automaton")
@@ -121,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the decoder's rejection rule as JSON, as choose_rejection.py prints it, or null for "
                              f"none (default {json.dumps(DEFAULT_REJECTION)})")
     args = parser.parse_args(argv)
+    if args.again:
+        print(reexport_recognizer(args.checkpoint, args.out))
+        return 0
     print(export_recognizer(args.checkpoint, args.data, args.out, args.decoder, grammar=args.grammar,
                             rejection=args.rejection))
     return 0

@@ -1,4 +1,5 @@
-"""Export the trained text models (float ONNX + TFLite), quantize them to int8 and run the parity gate.
+"""Export the trained text models (float ONNX + TFLite, C weight files), quantize them to int8 and run the parity
+gate.
 
 The language model's reference input is 2000 characters of validation text (``verify`` reports bits per character
 of every file on it); the classifier's is 600 characters of validation quotes. Both manifests carry the character
@@ -30,7 +31,10 @@ CLASSIFIER_REFERENCE_CHARS = 600
 
 
 def export_text_model(weights_dir: Path, reference_text: str, formats=("onnx", "tflite")) -> Path:
-    """Export ``weights_dir`` (float.pt + config.json) into ``weights_dir/export``, quantize, verify."""
+    """Export ``weights_dir`` (float.pt + config.json) into ``weights_dir/export``, quantize, add the C weight
+    files (native backend, ``build-c``)."""
+    from lstm_edge.export.c_export import add_c_files
+
     model, config = load_model(weights_dir)
     task = config["task"]
     labels = config.get("labels") if task == "classifier" else None
@@ -39,8 +43,10 @@ def export_text_model(weights_dir: Path, reference_text: str, formats=("onnx", "
     out_dir = export(model, torch.from_numpy(reference[None, :32]), weights_dir / EXPORT_DIR, formats=formats,
                      chunk_sizes=CHUNK_SIZES, labels=labels, name=f"char-{task}",
                      tolerances=LM_TOLERANCES if task == "language_model" else None,
-                     extra={"text": text}, reference_input=reference, tokenizer=tokenizer())
+                     output_semantics="logits", extra={"text": text}, reference_input=reference,
+                     tokenizer=tokenizer())
     quantize(out_dir)
+    add_c_files(out_dir)
     return out_dir
 
 

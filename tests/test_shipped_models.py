@@ -1,0 +1,79 @@
+"""Every model directory the project ships is what the current exporter writes: schema version, output semantics,
+producer, the contract inside each model file (ONNX metadata, TFLite metadata), only the opset domains a graph uses,
+C weight files, and checksums that match. A shipped directory older than the exporter fails here; re-export it with
+its recipe (README)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import lstm_edge
+from lstm_edge.export.spec_files import read_tflite_metadata
+from lstm_edge.runtime.manifest import SCHEMA_VERSION, Manifest, check_file
+from lstm_edge.runtime.model import StreamingModel
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+SHIPPED = {"kws": ("kws/export", "logits"), "asr": ("asr/export", "log_probabilities"),
+           "text-lm": ("text/lm/export", "logits"), "text-classifier": ("text/classifier/export", "logits")}
+
+
+@pytest.fixture(params=sorted(SHIPPED), scope="module")
+def shipped(request) -> tuple[Path, Manifest, str]:
+    folder, semantics = SHIPPED[request.param]
+    return MODELS / folder, Manifest.load(MODELS / folder), semantics
+
+
+def test_manifest_is_current(shipped):
+    folder, manifest, semantics = shipped
+    raw = json.loads((folder / "manifest.json").read_text())
+    assert raw["schema_version"] == SCHEMA_VERSION == manifest.schema_version
+    assert manifest.output.semantics == semantics
+    assert raw["producer"]["lstm_edge"] == lstm_edge.__version__
+    assert {(f.format, f.precision) for f in manifest.files} == {
+        (fmt, precision) for fmt in ("onnx", "tflite", "c") for precision in ("float", "int8")}
+    for entry in manifest.files:
+        check_file(folder, entry)  # sha256 and size as recorded
+
+
+def test_onnx_files_carry_the_contract_and_declare_only_the_domains_they_use(shipped):
+    folder, manifest, semantics = shipped
+    for precision in ("float", "int8"):
+        graph = onnx.load(str(folder / manifest.file("onnx", precision).path))
+        props = {p.key: p.value for p in graph.metadata_props}
+        assert props["lstm_edge.output_semantics"] == semantics
+        assert props["lstm_edge.schema_version"] == str(SCHEMA_VERSION)
+        assert props["lstm_edge.version"] == lstm_edge.__version__
+        if manifest.labels:
+            assert json.loads(props["lstm_edge.labels"]) == list(manifest.labels)
+        used = {node.domain or "" for node in graph.graph.node}
+        declared = {opset.domain or "" for opset in graph.opset_import}
+        assert declared - {""} <= used, f"{precision}: unused opset domains {sorted(declared - used - {''})}"
+        if precision == "float":
+            assert (graph.producer_name, graph.producer_version) == ("lstm-edge", lstm_edge.__version__)
+
+
+def test_tflite_files_carry_the_contract(shipped):
+    folder, manifest, semantics = shipped
+    for precision in ("float", "int8"):
+        meta = read_tflite_metadata(folder / manifest.file("tflite", precision).path)
+        assert meta is not None, precision
+        assert meta["producer"] == f"lstm-edge {lstm_edge.__version__}"
+        assert meta["output"]["semantics"] == semantics
+        assert meta["labels"] == (list(manifest.labels) if manifest.labels else None)
+        assert [s["name"] for s in meta["states"]] == [s.name for s in manifest.states]
+
+
+def test_every_engine_reproduces_the_reference_output_in_float(shipped):
+    folder, manifest, _ = shipped
+    x = np.load(folder / "reference" / "input.npy")
+    expected = np.load(folder / "reference" / "output.npy")
+    for backend in ("onnx", "litert", "native"):
+        model = StreamingModel.load(folder, backend=backend)
+        y, _ = model.step(x, model.initial_state())
+        scale = 1 + np.abs(expected).max()
+        assert np.abs(y - expected).max() <= manifest.tolerances["float_max_abs_diff"] * scale, backend
