@@ -53,9 +53,9 @@ class StreamingModel:
     # ----------------------------------------------------------------- loading
     @classmethod
     def load(cls, model_dir: str | Path, backend: str | None = None, precision: str = "float",
-             threads: int = 1) -> StreamingModel:
-        """Load ``model_dir`` on ``backend`` (a name from ``lstm_edge.runtime.backends.NAMES``, or None to pick an
-        installed engine that has a file at this precision).
+             threads: int = 1, preference: tuple[str, ...] = backends.PREFERENCE) -> StreamingModel:
+        """Load ``model_dir`` on ``backend`` (a name from ``lstm_edge.runtime.backends.NAMES``, or None to pick the
+        first installed engine in ``preference`` order that has a file at this precision).
 
         The manifest's schema version and the model file's sha256 are checked here.
         """
@@ -65,7 +65,7 @@ class StreamingModel:
             raise InputError(expected_got("precision", f"one of {PRECISIONS}", repr(precision)))
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise InputError(expected_got("threads", "a positive integer", repr(threads)))
-        name = backend if backend is not None else _pick_backend(manifest, precision)
+        name = backend if backend is not None else _pick_backend(manifest, precision, preference)
         entry = manifest.file(backends.info(name).format, precision)
         check_file(model_dir, entry)
         return cls(model_dir, manifest, backends.open_backend(name, model_dir, manifest, entry, threads), precision)
@@ -227,10 +227,10 @@ def _shape_text(shape: tuple[int | None, ...]) -> str:
     return "[" + ", ".join("T" if d is None else str(d) for d in shape) + "]"
 
 
-def _pick_backend(manifest: Manifest, precision: str) -> str:
-    """The first installed engine (in preference order) that has a file at this precision."""
+def _pick_backend(manifest: Manifest, precision: str, preference: tuple[str, ...] = backends.PREFERENCE) -> str:
+    """The first installed engine (in ``preference`` order) that has a file at this precision."""
     tried = []
-    for name in backends.PREFERENCE:
+    for name in preference:
         fmt = backends.info(name).format
         if not manifest.has_file(fmt, precision):
             tried.append(f"{name}: no {fmt} file at {precision}")

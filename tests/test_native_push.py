@@ -33,7 +33,8 @@ def ctypes_stream(monkeypatch, model: StreamingModel):
     with monkeypatch.context() as patch:
         patch.setenv("LSTM_EDGE_NATIVE_PUSH", "ctypes")
         stream = model.create_stream()
-    assert stream.engine.name == "native C stream (ctypes)" and native_build.push_unavailable == "LSTM_EDGE_NATIVE_PUSH=ctypes"
+    assert stream.engine.name == "native C stream (ctypes)"
+    assert native_build.push_unavailable == "LSTM_EDGE_NATIVE_PUSH=ctypes"
     return stream
 
 
@@ -57,7 +58,8 @@ def chunk_kinds(x: np.ndarray) -> list[object]:
 def test_extension_and_ctypes_give_the_same_results_for_every_chunk(monkeypatch, features, precision):
     model = load(precision)
     fast, slow = model.create_stream(), ctypes_stream(monkeypatch, model)
-    assert fast.engine.name == "native C stream (extension)", native_build.push_unavailable  # Python.h is installed here: it is built
+    # Python.h is installed here: the extension is built
+    assert fast.engine.name == "native C stream (extension)", native_build.push_unavailable
     for stream in (fast, slow):
         for chunk in chunk_kinds(features):
             stream.push(chunk)

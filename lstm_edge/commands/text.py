@@ -10,13 +10,18 @@ import time
 import numpy as np
 
 from lstm_edge.commands import add_engine_options, stdin_bytes
+from lstm_edge.runtime.backends import PREFERENCE
 from lstm_edge.runtime.errors import InputError, expected_got
 from lstm_edge.runtime.model import StreamingModel
 from lstm_edge.runtime.text import TextClassifier, TextModel, text_file
 
+# Scoring is one long stream of single-character steps: the engine's per-step cost decides (README, Text).
+SCORE_PREFERENCE = ("native", "onnx", "litert")
 
-def _load(args: argparse.Namespace) -> StreamingModel:
-    return StreamingModel.load(args.model_dir, backend=args.backend, precision=args.precision)
+
+def _load(args: argparse.Namespace, preference: tuple[str, ...] = PREFERENCE) -> StreamingModel:
+    return StreamingModel.load(args.model_dir, backend=args.backend, precision=args.precision,
+                               preference=preference)
 
 
 def _feed_prompt(text: TextModel, args: argparse.Namespace) -> str:
@@ -76,7 +81,7 @@ class _Progress:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    text = TextModel(_load(args))
+    text = TextModel(_load(args, SCORE_PREFERENCE))
     started = time.perf_counter()
     if args.file == "-":
         progress = _Progress(None)
@@ -156,8 +161,8 @@ def register(sub) -> None:
     p = sub.add_parser("score", help="bits per character of a UTF-8 text file",
                        description="Stream a UTF-8 file ('-': standard input) through the language model (64 KB at "
                        "a time) and print its bits per character; progress on stderr when it is a terminal. Invalid "
-                       "UTF-8 is an error unless --errors replace. For large files, --backend native --precision "
-                       "int8 is the fastest engine (README, Text).")
+                       "UTF-8 is an error unless --errors replace. Without --backend: native (C), else onnx, else "
+                       "litert; --precision int8 is several times faster (README, Text).")
     _common(p)
     p.add_argument("file", metavar="FILE|-")
     p.add_argument("--errors", choices=("strict", "replace"), default="strict")
