@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import codecs
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
+from lstm_edge.runtime.adaptive import AdaptiveMixer, AdaptiveSettings
 from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
 from lstm_edge.runtime.model import StreamingModel
+from lstm_edge.runtime.state import State
 from lstm_edge.runtime.tokenizer import Tokenizer
 
 SCORE_CHUNK = 2048  # token ids per model call when scoring
@@ -69,16 +71,25 @@ class _Beam:
     logprob: float
     state: Any
     logits: np.ndarray
+    ids: tuple[int, ...]
 
 
 class TextModel:
     """One text stream over a shared ``StreamingModel`` of next-character logits."""
 
-    def __init__(self, model: StreamingModel) -> None:
+    def __init__(self, model: StreamingModel, adaptive: bool | None = None) -> None:
+        """``adaptive``: mix in a context model learned from the text read so far (``lstm_edge.runtime.adaptive``);
+        None: as the manifest says (``extra.text.adaptive``), False: off, True: on (the manifest's settings, else
+        the defaults)."""
         self.model = model
         self.tokenizer = model_tokenizer(model)
         settings = text_settings(model)
         self.start_text: str = str(settings.get("start_text", ""))
+        described = settings.get("adaptive")
+        use = described is not None if adaptive is None else bool(adaptive)
+        self.adaptive: AdaptiveSettings | None = None
+        if use:
+            self.adaptive = AdaptiveSettings.from_manifest(described) if described is not None else AdaptiveSettings()
         vocab_size = self.tokenizer.vocab_size
         if model.manifest.output.shape[-1] != vocab_size:
             raise ManifestError(expected_got("language model output size", f"{vocab_size} (the vocabulary)",
@@ -89,6 +100,7 @@ class TextModel:
         self._boundary_ids = np.array([i for i, t in enumerate(token_texts) if not is_word_char(t)
                                        and i != self.tokenizer.unknown_id], dtype=np.int64)
         self._start = self._primed_start()
+        self._mixer = AdaptiveMixer(self.tokenizer.vocab_size, self.adaptive) if self.adaptive else None
         self.reset()
 
     @classmethod
@@ -108,10 +120,33 @@ class TextModel:
         """Forget everything fed: back to the start state (after ``start_text``)."""
         self._state, self._logits = self._start
         self._word = ""  # characters of the current (unfinished) word
+        if self._mixer is not None:
+            self._mixer.reset()
 
     @property
     def current_word(self) -> str:
         return self._word
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything this text stream carries (model state, next-token logits, current word, the adaptive part's
+        counts and weights), as copies: ``restore`` it later, here or in another ``TextModel`` of the same model."""
+        return {"state": self._state.copy(), "logits": self._logits.copy(), "word": self._word,
+                "adaptive": self._mixer.get_state() if self._mixer is not None else None}
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Carry on from a ``snapshot`` (checked: state names, shapes and values; the adaptive part's arrays)."""
+        state = self.model.check_state(snapshot["state"])
+        logits = np.asarray(snapshot["logits"], np.float32)
+        if logits.shape != (self.tokenizer.vocab_size,) or not np.isfinite(logits).all():
+            raise InputError(expected_got("snapshot logits", f"{self.tokenizer.vocab_size} finite values",
+                                          f"shape {logits.shape}"))
+        if (snapshot.get("adaptive") is None) != (self._mixer is None):
+            raise InputError(expected_got("snapshot", "one taken with the adaptive part "
+                                          + ("on" if self._mixer is not None else "off"), "the other kind"))
+        if self._mixer is not None:
+            self._mixer.set_state(snapshot["adaptive"])
+        self._state = State(self.model.state_names, state, self.model)
+        self._logits, self._word = logits.copy(), str(snapshot["word"])
 
     def feed(self, text: str) -> None:
         """Advance the stream over ``text`` (any length; '' does nothing). The state is carried to the next call."""
@@ -121,8 +156,13 @@ class TextModel:
             return
         ids = self.tokenizer.encode(text)
         for start in range(0, len(ids), SCORE_CHUNK):
-            y, self._state = self.model.step(ids[start:start + SCORE_CHUNK], self._state)
-        self._logits = y[-1]
+            chunk = ids[start:start + SCORE_CHUNK]
+            y, self._state = self.model.step(chunk, self._state)
+            if self._mixer is not None:  # the adaptive part learns each token from the model's prediction of it
+                rows = log_softmax(np.concatenate([self._logits[None], y[:-1]]))
+                for row, token in zip(rows, chunk):
+                    self._mixer.read(row, int(token))
+            self._logits = y[-1]
         tail = len(text)
         while tail > 0 and is_word_char(text[tail - 1]):
             tail -= 1
@@ -130,7 +170,16 @@ class TextModel:
 
     def next_distribution(self) -> np.ndarray:
         """Probabilities of the next token ``[vocab]`` (float64, sums to 1) given everything fed."""
-        return np.exp(log_softmax(self._logits))
+        return np.exp(self._next_log_probs(self._logits))
+
+    def _next_log_probs(self, logits: np.ndarray, ahead: Sequence[int] = ()) -> np.ndarray:
+        """Log-probabilities of the next token from the model's ``logits``, mixed with the adaptive model's
+        prediction after the tokens read and then ``ahead`` (hypothesised tokens, not learned from)."""
+        log_probs = log_softmax(logits)
+        if self._mixer is None:
+            return log_probs
+        history = self._mixer.history + list(ahead) if ahead else None
+        return self._mixer.mix(log_probs, history)
 
     # ------------------------------------------------------------ generation
     def generate(self, n: int, temperature: float = 0.0, seed: int | None = None) -> str:
@@ -151,12 +200,15 @@ class TextModel:
 
     def _generated(self, n: int, temperature: float, rng: np.random.Generator) -> Iterator[str]:
         for _ in range(n):
+            log_probs = self._next_log_probs(self._logits)
             if temperature == 0:
-                token = int(np.argmax(self._logits))
+                token = int(np.argmax(log_probs))
             else:
-                probs = np.exp(log_softmax(self._logits / temperature))
+                probs = np.exp(log_softmax(log_probs / temperature))
                 token = int(rng.choice(len(probs), p=probs))
             text = self.tokenizer.token_text(token)
+            if self._mixer is not None:
+                self._mixer.read(log_softmax(self._logits), token)
             y, self._state = self.model.step(np.array([token], dtype=np.int64), self._state)
             self._logits = y[-1]
             self._word = self._word + text if is_word_char(text) else ""
@@ -176,12 +228,12 @@ class TextModel:
             raise InputError(expected_got("k (suggestions)", "an integer >= 1", repr(k)))
         width = int(beam_width or max(k, 3))
         done: dict[str, float] = {}
-        beams = [_Beam("", 0.0, self._state, self._logits)]
+        beams = [_Beam("", 0.0, self._state, self._logits, ())]
         boundary, word_ids = self._boundary_ids, self._word_ids
         for depth in range(max_chars + 1):
             candidates: list[tuple[float, _Beam, int]] = []
             for beam in beams:
-                logp = log_softmax(beam.logits)
+                logp = self._next_log_probs(beam.logits, beam.ids)
                 word = self._word + beam.chars
                 if word:
                     end = beam.logprob + float(np.log(np.exp(logp[boundary]).sum()))
@@ -200,7 +252,8 @@ class TextModel:
             beams = []
             for logprob, beam, token in candidates:
                 y, state = self.model.step(np.array([token], dtype=np.int64), beam.state)
-                beams.append(_Beam(beam.chars + self.tokenizer.token_text(token), logprob, state, y[-1]))
+                beams.append(_Beam(beam.chars + self.tokenizer.token_text(token), logprob, state, y[-1],
+                                   (*beam.ids, token)))
         best = sorted(done.items(), key=lambda item: -item[1])[:k]
         return [Suggestion(word, math.exp(logprob)) for word, logprob in best]
 
@@ -213,8 +266,10 @@ class TextModel:
         return bits / chars
 
     def score_pieces(self, pieces: Iterator[str] | Sequence[str]) -> tuple[float, int, int]:
-        """Total bits, characters and unknown characters of the concatenated ``pieces``, streamed in chunks."""
+        """Total bits, characters and unknown characters of the concatenated ``pieces``, streamed in chunks, from
+        the start state (an adaptive part starts empty and learns the text as it is scored)."""
         state, logits = self._start
+        mixer = AdaptiveMixer(self.tokenizer.vocab_size, self.adaptive) if self.adaptive else None
         bits, chars, unknown = 0.0, 0, 0
         for piece in pieces:
             ids = self.tokenizer.encode(piece)
@@ -223,9 +278,11 @@ class TextModel:
             for start in range(0, len(ids), SCORE_CHUNK):
                 chunk = ids[start:start + SCORE_CHUNK]
                 y, state = self.model.step(chunk, state)
-                rows = np.concatenate([logits[None], y[:-1]])
-                logp = log_softmax(rows)
-                bits -= float(logp[np.arange(len(chunk)), chunk].sum()) / math.log(2)
+                logp = log_softmax(np.concatenate([logits[None], y[:-1]]))
+                if mixer is None:
+                    bits -= float(logp[np.arange(len(chunk)), chunk].sum()) / math.log(2)
+                else:
+                    bits -= sum(mixer.read(row, int(token)) for row, token in zip(logp, chunk)) / math.log(2)
                 logits = y[-1]
                 chars += len(chunk)
         return bits, chars, unknown

@@ -40,8 +40,12 @@ def _feed_prompt(text: TextModel, args: argparse.Namespace) -> str:
     return ""
 
 
+def _adaptive(args: argparse.Namespace) -> bool | None:
+    return True if getattr(args, "adapt", False) else None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
-    text = TextModel(_load(args))
+    text = TextModel(_load(args), adaptive=_adaptive(args))
     prompt = _feed_prompt(text, args)
     characters = text.generate_iter(args.n, temperature=args.temperature, seed=args.seed)
     if args.json:
@@ -81,7 +85,7 @@ class _Progress:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    text = TextModel(_load(args, SCORE_PREFERENCE))
+    text = TextModel(_load(args, SCORE_PREFERENCE), adaptive=_adaptive(args))
     started = time.perf_counter()
     if args.file == "-":
         progress = _Progress(None)
@@ -100,7 +104,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    text = TextModel(_load(args))
+    text = TextModel(_load(args), adaptive=_adaptive(args))
     text.feed(args.text)
     suggestions = text.suggest(args.k)
     if args.json:
@@ -144,6 +148,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _adapt_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapt", action="store_true",
+                   help="mix in a context model learned from the text as it is read (docs/manifest.md, Text models; "
+                        "on by default when the manifest's extra.text.adaptive says so)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("generate", help="continue a prompt with a character language model",
                        description="Feed the prompt, then generate N characters (temperature 0: greedy).")
@@ -156,6 +166,7 @@ def register(sub) -> None:
     p.add_argument("-n", type=_non_negative_int, default=200, help="characters to generate (0: none)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy; > 0 samples")
     p.add_argument("--seed", type=int, default=None)
+    _adapt_option(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("score", help="bits per character of a UTF-8 text file",
@@ -166,6 +177,7 @@ def register(sub) -> None:
     _common(p)
     p.add_argument("file", metavar="FILE|-")
     p.add_argument("--errors", choices=("strict", "replace"), default="strict")
+    _adapt_option(p)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("suggest", help="the most likely completions of the text's last word",
@@ -173,6 +185,7 @@ def register(sub) -> None:
     _common(p)
     p.add_argument("text")
     p.add_argument("-k", type=int, default=3, help="number of completions")
+    _adapt_option(p)
     p.set_defaults(func=cmd_suggest)
 
     p = sub.add_parser("classify", help="classify text with a character classifier (answers after every char)")
