@@ -15,6 +15,10 @@ arrays (features 1e-4; float outputs: the manifest's tolerance).
 frames ``log_probs_<i>`` or its audio ``pcm_<i>`` (one utterance from the initial state: the client computes the
 features, stacks them and runs the float ONNX file). For each it applies ``extra.asr.decoder.rejection`` and stores
 ``asr/disagreement_<i>`` and ``asr/rejected_<i>``.
+
+``--text FILE`` (language models): the UTF-8 text's bits per character from a fresh stream (primed with
+``extra.text.start_text``), through the float ONNX file, with ``extra.text.adaptive``'s context mixing when the
+manifest has it, stored as ``text/bits_per_char``.
 """
 
 from __future__ import annotations
@@ -218,6 +222,74 @@ def stream(runner, manifest: dict, data: np.ndarray, chunk: int) -> np.ndarray:
     return np.concatenate(outputs)
 
 
+def token_ids(text: str, tokenizer: dict) -> np.ndarray:
+    if tokenizer["type"] == "bytes":
+        return np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int64)
+    index = {char: i for i, char in enumerate(tokenizer["vocab"])}
+    return np.array([index.get(char, tokenizer["unknown_id"]) for char in text], np.int64)
+
+
+def log_softmax(rows: np.ndarray) -> np.ndarray:
+    rows = rows.astype(np.float64) - rows.max(axis=-1, keepdims=True)
+    return rows - np.log(np.exp(rows).sum(axis=-1, keepdims=True))
+
+
+def text_bits_per_char(model_dir: Path, manifest: dict, text: str, chunk: int) -> float:
+    """docs/manifest.md, "Text models": priming, then the model's (and the adaptive part's) probability of each
+    token."""
+    settings = manifest["extra"].get("text", {})
+    entry = next(f for f in manifest["files"] if f["format"] == "onnx" and f["precision"] == "float")
+    runner = OnnxRunner(model_dir / entry["path"], manifest, entry)
+    start = token_ids(settings.get("start_text", ""), manifest["tokenizer"])
+    ids = token_ids(text, manifest["tokenizer"])
+    vocab = manifest["outputs"][0]["shape"][-1]
+    y = stream(runner, manifest, np.concatenate([start, ids]), chunk)
+    first = y[len(start) - 1:len(start)] if len(start) else np.zeros((1, vocab), np.float32)
+    model_log_probs = log_softmax(np.concatenate([first, y[len(start):len(start) + len(ids) - 1]]))
+    adaptive = settings.get("adaptive")
+    if adaptive is None:
+        return float(-model_log_probs[np.arange(len(ids)), ids].sum() / np.log(2) / len(ids))
+    order, bits, rate = adaptive["max_order"], adaptive["table_bits"], adaptive["learning_rate"]
+    counts = np.zeros((order, 2 ** bits), np.int64)
+    checks = np.zeros((order, 2 ** bits), np.int64)
+    order0 = np.zeros(vocab, np.int64)
+    w = np.array([1.0, 0.0])
+    tokens = np.arange(vocab, dtype=np.uint64)
+    total_bits = 0.0
+    for t, x in enumerate(ids.tolist()):
+        slots, checks_of = [], []
+        h = 0
+        for k in range(1, min(order, t) + 1):  # the contexts that exist
+            previous = int(ids[t - k]) + 1
+            h = (previous * 2654435761) % 2**32 if k == 1 else ((h ^ previous) * 2654435761 + k) % 2**32
+            g = ((np.uint64(h) ^ (((tokens + 1) * 2654435769) % 2**32)) * 2246822507) % 2**32
+            slots.append((g >> np.uint64(32 - bits)).astype(np.int64))
+            checks_of.append((((g * 3266489909) % 2**32) >> np.uint64(24)).astype(np.int64))
+        q = np.full(vocab, 1.0 / vocab)
+        for n in [order0] + [np.where(checks[j][slots[j]] == checks_of[j], counts[j][slots[j]], 0)
+                             for j in range(len(slots))]:
+            if n.sum() == 0:
+                break
+            d = np.count_nonzero(n)
+            q = (n + d * q) / (n.sum() + d)
+        z = np.stack([np.maximum(model_log_probs[t], np.log(1e-12)), np.maximum(np.log(q), np.log(1e-12))])
+        p = log_softmax(w @ z)
+        total_bits -= p[x] / np.log(2)
+        w = w + rate * (z[:, x] - z @ np.exp(p))
+        for j in range(len(slots)):
+            slot, check = slots[j][x], checks_of[j][x]
+            if checks[j][slot] != check:
+                checks[j][slot], counts[j][slot] = check, 0
+            elif counts[j][slot] == 65535:
+                mine = slots[j][checks[j][slots[j]] == checks_of[j]]
+                counts[j][mine] //= 2
+            counts[j][slot] += 1
+        if order0[x] == 65535:
+            order0 //= 2
+        order0[x] += 1
+    return total_bits / len(ids)
+
+
 def main(argv: list[str]) -> int:
     model_dir, out_path = Path(argv[0]), Path(argv[1])
     chunk = int(argv[argv.index("--chunk") + 1]) if "--chunk" in argv else 7
@@ -258,6 +330,9 @@ def main(argv: list[str]) -> int:
                 disagreement, rejected = rejection(log_probs, str(utterances[key]), manifest["extra"]["asr"])
                 results[f"asr/disagreement_{i}"] = np.float64(disagreement)
                 results[f"asr/rejected_{i}"] = np.bool_(rejected)
+    if "--text" in argv:
+        text = Path(argv[argv.index("--text") + 1]).read_text(encoding="utf-8")
+        results["text/bits_per_char"] = np.float64(text_bits_per_char(model_dir, manifest, text, chunk))
     np.savez(out_path, **results)
     if failures:
         print("off the reference arrays:", ", ".join(failures))

@@ -118,3 +118,33 @@ def test_spec_client_matches_the_runtime_on_the_reexported_keyword_spotter(tmp_p
 def test_the_client_imports_nothing_from_lstm_edge():
     source = CLIENT.read_text()
     assert "lstm_edge" not in source.replace("imports nothing from lstm_edge", "")
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_spec_client_scores_text_like_the_runtime(tmp_path, adaptive):
+    """The language model's bits per character, with and without the adaptive context mixing, from the spec alone."""
+    import json
+    import shutil
+
+    from lstm_edge.runtime.adaptive import AdaptiveSettings
+    from lstm_edge.runtime.text import TextModel
+
+    folder = shutil.copytree(Path(__file__).resolve().parents[1] / "models" / "text" / "lm" / "export",
+                             tmp_path / "lm")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if adaptive:  # small tables: slots are shared between contexts, so the check bytes matter
+        manifest["extra"]["text"]["adaptive"] = AdaptiveSettings(max_order=4, table_bits=10).to_manifest()
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    text = ("The frobnicator reads its configuration at start-up; the frobnicator rereads it on SIGHUP. " * 4
+            + "Unknown characters: \u00e9\u2603.")
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-c", LAUNCH, str(CLIENT), str(folder), str(tmp_path / "out.npz"),
+                           "--chunk", str(CHUNK), "--text", str(tmp_path / "text.txt")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    with np.load(tmp_path / "out.npz") as arrays:
+        client = float(arrays["text/bits_per_char"])
+    runtime = TextModel(StreamingModel.load(folder, backend="onnx")).score(text)
+    assert abs(client - runtime) <= 1e-5, (client, runtime)
+    fixed = TextModel(StreamingModel.load(folder, backend="onnx"), adaptive=False).score(text)
+    assert (runtime < fixed - 0.3) if adaptive else runtime == fixed
