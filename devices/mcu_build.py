@@ -264,12 +264,14 @@ def model_source(weights: WeightFile, name: str) -> tuple[str, str, int]:
                  f"{int(num('frontend.win_length', 400))}, {int(num('frontend.hop_length', 160))}}};\n")
     floats = state_size + max_gates + PAD + _padded(max_gates // 4) + sum(_padded(w) for w in weights.widths)
     arena = floats * 4 + len(weights.widths) * 4 + 3 * max_stride
-    header = (f"/* {name} for lstm_edge_mcu, written by lstm-edge build-c. */\n#ifndef MODEL_MCU_H\n#define MODEL_MCU_H\n"
-              '#include "lstm_edge_mcu.h"\n\n'
-              f"#define LEM_MCU_ARENA_BYTES {arena} /* lem_mcu_arena_bytes(&lem_mcu_model_data) */\n"
-              f"#define LEM_MCU_MODEL_INPUTS {weights.input_width}\n#define LEM_MCU_MODEL_OUTPUTS {weights.output_width}\n"
-              "extern const lem_mcu_model lem_mcu_model_data;\nextern const lem_mcu_frontend_config lem_mcu_model_frontend;\n"
-              "extern const lem_mcu_detector_config lem_mcu_model_detector;\n#endif\n")
+    header = "\n".join([f"/* {name} for lstm_edge_mcu, written by lstm-edge build-c. */",
+                        "#ifndef MODEL_MCU_H", "#define MODEL_MCU_H", '#include "lstm_edge_mcu.h"', "",
+                        f"#define LEM_MCU_ARENA_BYTES {arena} /* lem_mcu_arena_bytes(&lem_mcu_model_data) */",
+                        f"#define LEM_MCU_MODEL_INPUTS {weights.input_width}",
+                        f"#define LEM_MCU_MODEL_OUTPUTS {weights.output_width}",
+                        "extern const lem_mcu_model lem_mcu_model_data;",
+                        "extern const lem_mcu_frontend_config lem_mcu_model_frontend;",
+                        "extern const lem_mcu_detector_config lem_mcu_model_detector;", "#endif", ""])
     return "".join(parts), header, arena
 
 
