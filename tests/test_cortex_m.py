@@ -1,0 +1,157 @@
+"""Keyword-spotting firmware for Cortex-M4 / M33 / M55 (``build-c --target cortex-m*``), run under qemu-system-arm.
+
+Each target is built once with the real arm-none-eabi toolchain and run on its MPS2/MPS3 board with semihosting:
+the demo recording gives ``lstm-edge listen --json``'s detections, the reference input gives the native library's
+portable int8 outputs bit for bit (and meets the manifest's int8 gate against torch), the footprint stays inside
+64 KB of RAM with the weights in flash, and the hot path calls neither the heap nor libm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lstm_edge.devices.c_build import BuildError, build_c
+from lstm_edge.devices.mcu_build import MCU_TARGETS, McuBuildError, qemu_command, read_weight_file
+from lstm_edge.runtime import StreamingModel
+from lstm_edge.runtime.manifest import Manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+KWS_DIR = ROOT / "models" / "kws" / "export"
+DEMO_WAV = ROOT / "models" / "kws" / "demo.wav"
+KERNELS = {"cortex-m4": "dsp", "cortex-m33": "dsp", "cortex-m55": "helium"}
+SCORE_TOL = 1e-3  # the firmware's frontend is float32, the desktop one float64: scores move in the 4th decimal
+# functions a frame goes through, and what they may call
+HOT_PATH = ("lem_mcu_stream_push", "matvec", "run_lstm", "lem_mcu_frontend_push", "frame_to_logmel",
+            "complex_fft", "lem_mcu_detector_push")
+ALLOWED_CALLS = {"memcpy", "memset", "memmove", *HOT_PATH, "quantize", "make_pairs", "rows_i8", "fast_log",
+                 "fast_exp", "fast_sigmoid", "fast_tanh", "all_finite", "close_detection", "exp_nonpositive",
+                 "history_row", "__aeabi_memcpy", "__aeabi_memset", "__aeabi_memclr", "__aeabi_memmove"}
+
+
+@pytest.fixture(scope="module")
+def firmware(tmp_path_factory):
+    """target -> build folder (build-c for each Cortex-M target, the shipped keyword spotter compiled in)."""
+    folders = {}
+    for target in MCU_TARGETS:
+        folders[target] = tmp_path_factory.mktemp(target)
+        build_c(target, folders[target], KWS_DIR)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    with wave.open(str(DEMO_WAV), "rb") as handle:
+        pcm = handle.readframes(handle.getnframes())
+    path = tmp_path_factory.mktemp("demo") / "demo.s16le"
+    path.write_bytes(pcm)
+    return path
+
+
+@pytest.fixture(scope="module")
+def listen_json() -> list[dict]:
+    """What `lstm-edge listen --json` prints on the demo with the same int8 weights (C library, native backend)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "lstm_edge", "listen", str(KWS_DIR), str(DEMO_WAV), "--json",
+                          "--backend", "native", "--precision", "int8"], capture_output=True, text=True, check=True,
+                         env=env, timeout=300)
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("target", list(MCU_TARGETS))
+def test_run_qemu_gives_the_detections_of_lstm_edge_listen(firmware, demo, listen_json, target):
+    out = subprocess.run([str(firmware[target] / "run-qemu.sh"), str(demo)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(listen_json) >= 3 and [d["label"] for d in got] == [d["label"] for d in listen_json]
+    for mine, theirs in zip(got, listen_json):
+        assert list(mine) == ["label", "start", "end", "score"]
+        assert mine["start"] == theirs["start"] and mine["end"] == theirs["end"]
+        assert abs(mine["score"] - theirs["score"]) <= SCORE_TOL
+
+
+@pytest.mark.parametrize("target", list(MCU_TARGETS))
+def test_model_outputs_are_the_portable_kernels_bit_for_bit_and_meet_the_gate(firmware, tmp_path, monkeypatch,
+                                                                               target):
+    x = np.load(KWS_DIR / "reference" / "input.npy")
+    reference = np.load(KWS_DIR / "reference" / "output.npy")
+    frames, outputs = tmp_path / "in.f32", tmp_path / "out.f32"
+    frames.write_bytes(x.astype("<f4").tobytes())
+    subprocess.run(qemu_command(MCU_TARGETS[target], firmware[target] / "firmware.elf", "run", str(frames),
+                                str(outputs)), check=True, capture_output=True, timeout=300)
+    got = np.frombuffer(outputs.read_bytes(), "<f4").reshape(len(x), -1)
+    monkeypatch.setenv("LEM_KERNEL", "portable")
+    stream = StreamingModel.load(KWS_DIR, backend="native", precision="int8").create_stream()
+    portable = np.concatenate([stream.push(x[t:t + 1]) for t in range(len(x))]).reshape(len(x), -1)
+    assert got.tobytes() == portable.astype("<f4").tobytes()
+    gate = Manifest.load(KWS_DIR).tolerances["int8_argmax_agreement"]
+    assert float((got.argmax(-1) == reference.argmax(-1)).mean()) >= gate
+
+
+@pytest.mark.parametrize("target", list(MCU_TARGETS))
+def test_footprint_fits_64_kb_of_ram_with_the_weights_in_flash(firmware, target):
+    footprint = json.loads((firmware[target] / "footprint.json").read_text())
+    weights = (KWS_DIR / "model.int8.lec").stat().st_size
+    assert footprint["kernel"] == KERNELS[target]
+    assert footprint["constant_bytes"] >= footprint["weight_bytes"] > 0.95 * weights  # const arrays: flash
+    assert 0 < footprint["stack_high_water_bytes"] < footprint["stack_reserved_bytes"]
+    assert footprint["ram_bytes"] == footprint["ram_static_bytes"] + footprint["stack_high_water_bytes"]
+    assert footprint["ram_bytes"] <= 64 * 1024
+    parts = footprint["instructions_per_frame_by_part"]
+    assert set(parts) == {"frontend", "model", "detector"} and min(parts.values()) > 0
+    assert footprint["instructions_per_frame"] == pytest.approx(sum(parts.values()), abs=2)
+
+
+def _calls(elf: Path) -> dict[str, set[str]]:
+    """function -> functions it branches to with bl (arm-none-eabi-objdump)."""
+    text = subprocess.run(["arm-none-eabi-objdump", "-d", str(elf)], capture_output=True, text=True,
+                          check=True).stdout
+    calls: dict[str, set[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        head = re.match(r"^[0-9a-f]+ <([^>]+)>:$", line)
+        if head:
+            current = head.group(1)
+            calls[current] = set()
+        branch = re.search(r"\sbl(?:x)?\s+[0-9a-f]+ <([^>+]+)", line)
+        if branch and current:
+            calls[current].add(branch.group(1))
+    return calls
+
+
+@pytest.mark.parametrize("target", list(MCU_TARGETS))
+def test_no_heap_and_no_libm_on_the_hot_path(firmware, target):
+    calls = _calls(firmware[target] / "firmware.elf")
+    assert not {"malloc", "_malloc_r", "calloc", "_sbrk", "free"} & set(calls)
+    seen = [name for name in HOT_PATH if name in calls]
+    assert "lem_mcu_stream_push" in seen and "lem_mcu_detector_push" in seen  # the rest may be inlined
+    for name in seen:
+        assert calls[name] <= ALLOWED_CALLS, f"{name} calls {sorted(calls[name] - ALLOWED_CALLS)}"
+
+
+def test_refusals_name_what_was_expected(tmp_path):
+    with pytest.raises(BuildError, match="cortex-m4"):
+        build_c("cortex-m7", tmp_path)
+    with pytest.raises(McuBuildError, match="needs a model directory"):
+        build_c("cortex-m4", tmp_path)
+    with pytest.raises(McuBuildError, match="expected int8"):
+        read_weight_file(KWS_DIR / "model.lec")
+    broken = tmp_path / "broken.lec"
+    broken.write_bytes(b"NOPE" + bytes(100))
+    with pytest.raises(McuBuildError, match="LEMW"):
+        read_weight_file(broken)
+
+
+def test_layers_without_a_cortex_m_version_are_refused_by_name(exported):
+    _, model_dir = exported("gru")
+    with pytest.raises(McuBuildError, match=r"layer \d+ \(GRU\)"):
+        read_weight_file(model_dir / "model.int8.lec")
