@@ -58,12 +58,16 @@ class McuTarget:
     board: str  # qemu-system-arm -M
     flash: tuple[int, int]  # origin, length
     ram: tuple[int, int]
+    layout: int  # weight layout its kernels read (lem_mcu_matrix.layout): 4 for the DSP kernels, else 0
 
 
 MCU_TARGETS = {
-    "cortex-m4": McuTarget("cortex-m4", "cortex-m4", "mps2-an386", (0x00000000, 0x400000), (0x20000000, 0x400000)),
-    "cortex-m33": McuTarget("cortex-m33", "cortex-m33", "mps2-an505", (0x10000000, 0x400000), (0x38000000, 0x200000)),
-    "cortex-m55": McuTarget("cortex-m55", "cortex-m55", "mps3-an547", (0x00000000, 0x80000), (0x20000000, 0x80000)),
+    "cortex-m4": McuTarget("cortex-m4", "cortex-m4", "mps2-an386", (0x00000000, 0x400000), (0x20000000, 0x400000),
+                           4),
+    "cortex-m33": McuTarget("cortex-m33", "cortex-m33", "mps2-an505", (0x10000000, 0x400000), (0x38000000, 0x200000),
+                            4),
+    "cortex-m55": McuTarget("cortex-m55", "cortex-m55", "mps3-an547", (0x00000000, 0x80000), (0x20000000, 0x80000),
+                            0),
 }
 
 
@@ -190,15 +194,19 @@ def _c_array(ctype: str, name: str, body: str, align: bool = False) -> str:
     return f"static const {ctype} {name}[]{attr} = {{\n    {body}\n}};\n"
 
 
-def _int8_rows(values: np.ndarray) -> str:
+def _int8_rows(values: np.ndarray, layout: int) -> str:
     rows, cols = values.shape
     padded = np.zeros((rows, _padded(cols)), np.int8)
     padded[:, :cols] = values
     flat = padded.ravel()
+    if layout == 4:  # blocks of four rows, four columns of each row in turn (lstm_edge_mcu.h, lem_mcu_matrix)
+        whole = rows // 4 * 4
+        blocks = padded[:whole].reshape(whole // 4, 4, -1, 4).transpose(0, 2, 1, 3).ravel()
+        flat = np.concatenate([blocks, padded[whole:].ravel()])
     return ",\n    ".join(", ".join(str(int(b)) for b in flat[i:i + 32]) for i in range(0, flat.size, 32))
 
 
-def model_source(weights: WeightFile, name: str) -> tuple[str, str, int]:
+def model_source(weights: WeightFile, name: str, layout: int = 0) -> tuple[str, str, int]:
     """model_mcu.c and model_mcu.h for this weight file, and the arena bytes a stream needs."""
     meta = weights.metadata
     labels = meta.get("labels", "").split(",") if meta.get("labels") else []
@@ -218,9 +226,9 @@ def model_source(weights: WeightFile, name: str) -> tuple[str, str, int]:
                 if t.scales is None:
                     raise McuBuildError(f"layer {i}: expected int8 weights in an int8 file, got float32")
                 rows, cols = t.values.shape
-                parts.append(_c_array("int8_t", f"w{i}_{k}", _int8_rows(t.values), align=True))
+                parts.append(_c_array("int8_t", f"w{i}_{k}", _int8_rows(t.values, layout), align=True))
                 parts.append(_c_array("float", f"s{i}_{k}", _floats(t.scales)))
-                mats[k] = f"{{w{i}_{k}, s{i}_{k}, {rows}u, {cols}u, {_padded(cols)}u}}"
+                mats[k] = f"{{w{i}_{k}, s{i}_{k}, {rows}u, {cols}u, {_padded(cols)}u, {layout}u}}"
                 max_stride = max(max_stride, _padded(cols))
             bias = layer.tensors[n_mats]
             parts.append(_c_array("float", f"b{i}", _floats(bias.values)))
@@ -354,7 +362,7 @@ def build_mcu(target_name: str, out_dir: str | Path, model_dir: str | Path | Non
                             f"lstm-edge add-c {model_dir}")
     lec = check_file(model_dir, next(f for f in manifest.files if f.format == "c" and f.precision == "int8"))
     weights = read_weight_file(lec)
-    source, header, arena = model_source(weights, manifest.name)
+    source, header, arena = model_source(weights, manifest.name, target.layout)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model_mcu.c").write_text(source)

@@ -40,11 +40,14 @@ enum { LEM_MCU_OK = 0, LEM_MCU_ERR_ARGUMENT = -1, LEM_MCU_ERR_ARENA = -2, LEM_MC
 enum { LEM_MCU_LINEAR = 1, LEM_MCU_AFFINE = 2, LEM_MCU_ADD = 3, LEM_MCU_ACT = 4, LEM_MCU_LSTM = 5 };
 enum { LEM_MCU_RELU = 1, LEM_MCU_TANH = 2, LEM_MCU_SIGMOID = 3 };
 
-/* An int8 matrix: rows x stride values (stride = cols padded to LEM_MCU_PAD, zeros after cols), a scale per row. */
+/* An int8 matrix: rows x stride values (stride = cols padded to LEM_MCU_PAD, zeros after cols), a scale per row.
+ * layout 0: row-major. layout 4 (the DSP kernels' own, written by build-c for Cortex-M4/M33): rows in blocks of
+ * four, each block column group by column group, the four rows' next four values one after the other (16 bytes);
+ * rows after the last whole block stay row-major. */
 typedef struct {
     const int8_t *q;
     const float *scale;
-    uint32_t rows, cols, stride;
+    uint32_t rows, cols, stride, layout;
 } lem_mcu_matrix;
 
 /* One layer over numbered [width] float buffers (buffer 0 is the model input). p: LSTM hidden size and the
@@ -77,6 +80,8 @@ typedef struct {
 } lem_mcu_stream;
 
 const char *lem_mcu_kernel_name(void);
+/* The weight layout the kernels built here read (0 or 4, see lem_mcu_matrix); stream_init refuses others. */
+uint32_t lem_mcu_kernel_layout(void);
 /* Bytes of arena a stream of this model needs (model_mcu.h also has it as LEM_MCU_ARENA_BYTES). */
 size_t lem_mcu_arena_bytes(const lem_mcu_model *model);
 /* A stream at the model's initial state, its buffers carved from arena (4-byte aligned, arena_bytes long). */
