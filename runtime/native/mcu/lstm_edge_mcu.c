@@ -97,12 +97,24 @@ static void rows_i8(const lem_mcu_matrix *m, const int8_t *x, const int32_t *pai
             int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
 #if defined(__GNUC__)
             /* The same SXTB16 / SMLAD sequence as LEM_MCU_MAC4, scheduled by hand: GCC 12 spills the four
-             * accumulators of the C loop and spends ~1.6 instructions per MAC; this loop takes 21 instructions
-             * for 16 MACs (one LDRD of the vector, two of the block, 8 SXTB16, 8 SMLAD, compare and branch). */
+             * accumulators of the C loop and spends ~1.6 instructions per MAC; this loop takes 40 instructions
+             * for 32 MACs (per 16: one LDRD of the vector, two of the block, 8 SXTB16, 8 SMLAD; then compare and
+             * branch). A turn covers 8 columns: stride is a multiple of 16. */
             uint32_t t0, t1, u;
             int32_t xa, xb;
             __asm__ volatile(
                 "1:\n\t"
+                "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
+                "ldrd %[t0], %[t1], [%[w]], #8\n\t"
+                "sxtb16 %[u], %[t0]\n\tsmlad %[a0], %[u], %[xa], %[a0]\n\t"
+                "sxtb16 %[u], %[t0], ror #8\n\tsmlad %[a0], %[u], %[xb], %[a0]\n\t"
+                "sxtb16 %[u], %[t1]\n\tsmlad %[a1], %[u], %[xa], %[a1]\n\t"
+                "sxtb16 %[u], %[t1], ror #8\n\tsmlad %[a1], %[u], %[xb], %[a1]\n\t"
+                "ldrd %[t0], %[t1], [%[w]], #8\n\t"
+                "sxtb16 %[u], %[t0]\n\tsmlad %[a2], %[u], %[xa], %[a2]\n\t"
+                "sxtb16 %[u], %[t0], ror #8\n\tsmlad %[a2], %[u], %[xb], %[a2]\n\t"
+                "sxtb16 %[u], %[t1]\n\tsmlad %[a3], %[u], %[xa], %[a3]\n\t"
+                "sxtb16 %[u], %[t1], ror #8\n\tsmlad %[a3], %[u], %[xb], %[a3]\n\t"
                 "ldrd %[xa], %[xb], [%[xp]], #8\n\t"
                 "ldrd %[t0], %[t1], [%[w]], #8\n\t"
                 "sxtb16 %[u], %[t0]\n\tsmlad %[a0], %[u], %[xa], %[a0]\n\t"

@@ -26,7 +26,7 @@ int lem_mcu_frontend_init(lem_mcu_frontend *fe, const lem_mcu_frontend_config *c
     int i, m, k, bits = 0, total = 0;
     double edges[LEM_MCU_MAX_MELS + 2], mel_lo, mel_hi;
     if (fe == NULL || c == NULL) return LEM_MCU_ERR_ARGUMENT;
-    if (c->n_fft < 8 || c->n_fft > LEM_MCU_MAX_FFT || (c->n_fft & (c->n_fft - 1)) != 0 || c->win_length <= 0
+    if (c->n_fft < 16 || c->n_fft > LEM_MCU_MAX_FFT || (c->n_fft & (c->n_fft - 1)) != 0 || c->win_length <= 0
         || c->win_length > c->n_fft || c->hop_length <= 0 || c->n_mels <= 0 || c->n_mels > LEM_MCU_MAX_MELS
         || c->sample_rate <= 0 || !(c->f_min >= 0.0 && c->f_min < c->f_max && c->f_max <= c->sample_rate / 2.0)
         || !(c->log_floor > 0.0))
@@ -36,16 +36,19 @@ int lem_mcu_frontend_init(lem_mcu_frontend *fe, const lem_mcu_frontend_config *c
     fe->half = c->n_fft / 2;
     fe->n_bins = fe->half + 1;
     fe->log_floor = (float)c->log_floor;
-    for (i = 0; i < c->win_length; i++) fe->window[i] = (float)(0.5 - 0.5 * cos(2.0 * PI_D * i / c->win_length));
+    for (i = 0; i < c->win_length; i++)
+        fe->window[i] = (float)((0.5 - 0.5 * cos(2.0 * PI_D * i / c->win_length)) / 32768.0);
     while ((1 << bits) < fe->half) bits++;
     for (i = 0; i < fe->half; i++) {
         int r = 0, b;
         for (b = 0; b < bits; b++) r |= ((i >> b) & 1) << (bits - 1 - b);
         fe->bit_reverse[i] = (uint16_t)r;
     }
-    for (k = 0; k < fe->half / 2; k++) {
-        fe->twiddle[2 * k] = (float)cos(-2.0 * PI_D * k / fe->half);
-        fe->twiddle[2 * k + 1] = (float)sin(-2.0 * PI_D * k / fe->half);
+    for (i = 0, m = 8; m <= fe->half; m <<= 1) {
+        for (k = 0; k < m / 2; k++, i++) {
+            fe->twiddle[2 * i] = (float)cos(-2.0 * PI_D * k / m);
+            fe->twiddle[2 * i + 1] = (float)sin(-2.0 * PI_D * k / m);
+        }
     }
     for (k = 0; k < fe->half; k++) {
         fe->split[2 * k] = (float)cos(-2.0 * PI_D * k / c->n_fft);
@@ -100,33 +103,39 @@ static float fast_log(float x) {
     return (float)e * 0.693145751953125f + ((float)e * 1.428606765330187e-06f + series);
 }
 
+/* In-place radix-2 FFT of fe->re + i fe->im (half points, already in bit-reversed order): the first two stages
+ * together without multiplications, then one stage per size with its own contiguous twiddles. */
 static void complex_fft(lem_mcu_frontend *fe) {
     int n = fe->half, i, size;
     float *re = fe->re, *im = fe->im;
-    for (i = 0; i < n; i++) {
-        int j = fe->bit_reverse[i];
-        if (j > i) {
-            float t = re[i];
-            re[i] = re[j];
-            re[j] = t;
-            t = im[i];
-            im[i] = im[j];
-            im[j] = t;
-        }
+    const float *w = fe->twiddle;
+    for (i = 0; i < n; i += 4) {
+        float ar = re[i] + re[i + 1], ai = im[i] + im[i + 1], br = re[i] - re[i + 1], bi = im[i] - im[i + 1];
+        float cr = re[i + 2] + re[i + 3], ci = im[i + 2] + im[i + 3];
+        float dr = re[i + 2] - re[i + 3], di = im[i + 2] - im[i + 3];
+        re[i] = ar + cr;
+        im[i] = ai + ci;
+        re[i + 2] = ar - cr;
+        im[i + 2] = ai - ci;
+        re[i + 1] = br + di; /* b + (-i) d */
+        im[i + 1] = bi - dr;
+        re[i + 3] = br - di;
+        im[i + 3] = bi + dr;
     }
-    for (size = 2; size <= n; size <<= 1) {
-        int halfsize = size / 2, step = n / size, start, k;
+    for (size = 8; size <= n; size <<= 1) {
+        int halfsize = size / 2, start, k;
         for (start = 0; start < n; start += size) {
             float *ra = re + start, *ia = im + start, *rb = ra + halfsize, *ib = ia + halfsize;
-            for (k = 0; k < halfsize; k++) {
-                float wr = fe->twiddle[2 * k * step], wi = fe->twiddle[2 * k * step + 1];
-                float tr = rb[k] * wr - ib[k] * wi, ti = rb[k] * wi + ib[k] * wr;
+            const float *t = w;
+            for (k = 0; k < halfsize; k++, t += 2) {
+                float tr = rb[k] * t[0] - ib[k] * t[1], ti = rb[k] * t[1] + ib[k] * t[0];
                 rb[k] = ra[k] - tr;
                 ib[k] = ia[k] - ti;
                 ra[k] += tr;
                 ia[k] += ti;
             }
         }
+        w += size;
     }
 }
 
@@ -134,18 +143,25 @@ static void frame_to_logmel(lem_mcu_frontend *fe, float *out) {
     const lem_mcu_frontend_config *c = &fe->config;
     int half = fe->half, n, k, m;
     const float *w = fe->mel_weight;
-    const float to_unit = 1.0f / 32768.0f;
-    for (n = 0; n < half; n++) { /* z[n] = x[2n] + i x[2n+1], windowed, zero-padded */
-        int even = 2 * n, odd = even + 1;
-        fe->re[n] = even < c->win_length ? (float)fe->held[even] * to_unit * fe->window[even] : 0.0f;
-        fe->im[n] = odd < c->win_length ? (float)fe->held[odd] * to_unit * fe->window[odd] : 0.0f;
+    /* z[n] = x[2n] + i x[2n+1], windowed, zero-padded, stored at the FFT's bit-reversed index */
+    for (n = 0; 2 * n + 1 < c->win_length; n++) {
+        int r = fe->bit_reverse[n];
+        fe->re[r] = (float)fe->held[2 * n] * fe->window[2 * n];
+        fe->im[r] = (float)fe->held[2 * n + 1] * fe->window[2 * n + 1];
+    }
+    for (; n < half; n++) {
+        int r = fe->bit_reverse[n];
+        fe->re[r] = 2 * n < c->win_length ? (float)fe->held[2 * n] * fe->window[2 * n] : 0.0f;
+        fe->im[r] = 0.0f;
     }
     complex_fft(fe);
-    for (k = 0; k <= half; k++) { /* the real spectrum from the half-length complex one */
-        int a = k < half ? k : 0, b = k > 0 ? half - k : 0;
-        float zr = fe->re[a], zi = fe->im[a], cr = fe->re[b], ci = fe->im[b];
+    /* the real spectrum from the half-length complex one: X[k] = E[k] + W^k O[k], E and O from Z[k], Z[half-k] */
+    fe->power[0] = (fe->re[0] + fe->im[0]) * (fe->re[0] + fe->im[0]);
+    fe->power[half] = (fe->re[0] - fe->im[0]) * (fe->re[0] - fe->im[0]);
+    for (k = 1; k < half; k++) {
+        float zr = fe->re[k], zi = fe->im[k], cr = fe->re[half - k], ci = fe->im[half - k];
         float er = 0.5f * (zr + cr), ei = 0.5f * (zi - ci), orr = 0.5f * (zi + ci), oi = -0.5f * (zr - cr);
-        float wr = k < half ? fe->split[2 * k] : -1.0f, wi = k < half ? fe->split[2 * k + 1] : 0.0f;
+        float wr = fe->split[2 * k], wi = fe->split[2 * k + 1];
         float xr = er + wr * orr - wi * oi, xi = ei + wr * oi + wi * orr;
         fe->power[k] = xr * xr + xi * xi;
     }
