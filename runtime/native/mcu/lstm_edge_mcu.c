@@ -16,9 +16,14 @@
 
 const char *lem_mcu_kernel_name(void) { return LEM_MCU_KERNEL; }
 
-#ifdef LEM_MCU_PAIRS
+#if defined(LEM_MCU_PAIRS)
+#define LEM_MCU_STRIDE_UNIT 8 /* the SMLAD loop takes 8 columns a turn */
 uint32_t lem_mcu_kernel_layout(void) { return 4; }
+#elif defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+#define LEM_MCU_STRIDE_UNIT 16 /* one Helium vector */
+uint32_t lem_mcu_kernel_layout(void) { return 0; }
 #else
+#define LEM_MCU_STRIDE_UNIT 1
 uint32_t lem_mcu_kernel_layout(void) { return 0; }
 #endif
 
@@ -31,6 +36,7 @@ static float round_near(float v) {
     return (v + magic) - magic;
 }
 
+#ifndef LEM_MCU_PAIRS
 /* q[:n] = round(v / s), s = max|v| / 127; returns s (0 for an all-zero vector): lstm_edge_kernels.c's quantize for
  * finite v (a push refuses non-finite input; layers keep values finite or the push reports it). */
 static float quantize(const float *v, size_t n, int8_t *q) {
@@ -48,18 +54,38 @@ static float quantize(const float *v, size_t n, int8_t *q) {
     for (i = 0; i < n; i++) q[i] = (int8_t)(int)round_near(v[i] * inv);
     return peak / 127.0f;
 }
+#endif
 
 #ifdef LEM_MCU_PAIRS
-/* x[4k..4k+3] -> words (x0, x2) and (x1, x3) as signed 16-bit halves: what SXTB16 makes of a weight word and
- * the same word rotated by 8 bits. */
-static void make_pairs(const int8_t *x, size_t stride, int32_t *pairs) {
-    size_t c;
-    for (c = 0; c < stride; c += 4) {
-        uint32_t x0 = (uint16_t)(int16_t)x[c], x1 = (uint16_t)(int16_t)x[c + 1];
-        uint32_t x2 = (uint16_t)(int16_t)x[c + 2], x3 = (uint16_t)(int16_t)x[c + 3];
-        pairs[c / 2] = (int32_t)(x0 | (x2 << 16));
-        pairs[c / 2 + 1] = (int32_t)(x1 | (x3 << 16));
+/* quantize's values, written straight as 16-bit pairs: values 4k..4k+3 -> words (q0, q2) and (q1, q3), what
+ * SXTB16 makes of a weight word and of the same word rotated by 8 bits; zeros from n up to stride. */
+static float quantize_pairs(const float *v, size_t n, size_t stride, int32_t *pairs) {
+    size_t i, k;
+    uint32_t top = 0, bits;
+    float peak, inv;
+    for (i = 0; i < n; i++) {
+        memcpy(&bits, v + i, sizeof bits);
+        bits &= 0x7fffffffu;
+        top = bits > top ? bits : top;
     }
+    memcpy(&peak, &top, sizeof peak);
+    if (peak == 0.0f) return 0.0f;
+    inv = 127.0f / peak;
+    for (i = 0; i + 4 <= n; i += 4) {
+        int32_t q0 = (int)round_near(v[i] * inv), q1 = (int)round_near(v[i + 1] * inv);
+        int32_t q2 = (int)round_near(v[i + 2] * inv), q3 = (int)round_near(v[i + 3] * inv);
+        pairs[i / 2] = (int32_t)(((uint32_t)q0 & 0xffffu) | ((uint32_t)q2 << 16));
+        pairs[i / 2 + 1] = (int32_t)(((uint32_t)q1 & 0xffffu) | ((uint32_t)q3 << 16));
+    }
+    if (i < n) {
+        int32_t q[4] = {0, 0, 0, 0};
+        for (k = 0; i + k < n; k++) q[k] = (int)round_near(v[i + k] * inv);
+        pairs[i / 2] = (int32_t)(((uint32_t)q[0] & 0xffffu) | ((uint32_t)q[2] << 16));
+        pairs[i / 2 + 1] = (int32_t)(((uint32_t)q[1] & 0xffffu) | ((uint32_t)q[3] << 16));
+        i += 4;
+    }
+    for (; i < stride; i += 4) pairs[i / 2] = pairs[i / 2 + 1] = 0;
+    return peak / 127.0f;
 }
 #endif
 
@@ -84,7 +110,7 @@ static inline int32_t sxtb16_ror8(uint32_t v) {
 #endif
 
 /* y[r] += x_scale * scale[r] * dot(W[r], q) for every row: the exact int32 dot products of the int8 rows and the
- * quantized vector (stride values, a multiple of 16), then lstm_edge_kernels.c's float expression. */
+ * quantized vector (stride values), then lstm_edge_kernels.c's float expression. */
 static void rows_i8(const lem_mcu_matrix *m, const int8_t *x, const int32_t *pairs, float x_scale, float *y) {
     uint32_t r = 0;
     size_t c, stride = m->stride;
@@ -177,15 +203,15 @@ static void rows_i8(const lem_mcu_matrix *m, const int8_t *x, const int32_t *pai
 
 /* y[:rows] += W v with v quantized first (skipped for an all-zero v, as lstm_edge_model.c skips it). */
 static void matvec(lem_mcu_stream *s, const lem_mcu_matrix *m, const float *v, float *y) {
-    int32_t *pairs = NULL;
+#ifdef LEM_MCU_PAIRS
+    float xs = quantize_pairs(v, m->cols, m->stride, s->quant16);
+    if (xs != 0.0f) rows_i8(m, NULL, s->quant16, xs, y);
+#else
     float xs = quantize(v, m->cols, s->quant);
     if (xs == 0.0f) return;
     memset(s->quant + m->cols, 0, m->stride - m->cols);
-#ifdef LEM_MCU_PAIRS
-    make_pairs(s->quant, m->stride, s->quant16);
-    pairs = s->quant16;
+    rows_i8(m, s->quant, NULL, xs, y);
 #endif
-    rows_i8(m, s->quant, pairs, xs, y);
 }
 
 #if defined(__GNUC__)
@@ -234,8 +260,8 @@ int lem_mcu_stream_init(lem_mcu_stream *s, const lem_mcu_model *m, void *arena, 
     if (arena_bytes < lem_mcu_arena_bytes(m)) return LEM_MCU_ERR_ARENA;
     for (i = 0; i < m->n_layers; i++) {
         const lem_mcu_layer *o = &m->layers[i];
-        if ((o->w[0].q != NULL && o->w[0].layout != lem_mcu_kernel_layout())
-            || (o->w[1].q != NULL && o->w[1].layout != lem_mcu_kernel_layout()))
+        if ((o->w[0].q != NULL && (o->w[0].layout != lem_mcu_kernel_layout() || o->w[0].stride % LEM_MCU_STRIDE_UNIT != 0))
+            || (o->w[1].q != NULL && (o->w[1].layout != lem_mcu_kernel_layout() || o->w[1].stride % LEM_MCU_STRIDE_UNIT != 0)))
             return LEM_MCU_ERR_ARGUMENT; /* weights written for other kernels: rebuild for this core */
     }
     s->model = m;

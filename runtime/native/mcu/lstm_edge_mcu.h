@@ -40,7 +40,8 @@ enum { LEM_MCU_OK = 0, LEM_MCU_ERR_ARGUMENT = -1, LEM_MCU_ERR_ARENA = -2, LEM_MC
 enum { LEM_MCU_LINEAR = 1, LEM_MCU_AFFINE = 2, LEM_MCU_ADD = 3, LEM_MCU_ACT = 4, LEM_MCU_LSTM = 5 };
 enum { LEM_MCU_RELU = 1, LEM_MCU_TANH = 2, LEM_MCU_SIGMOID = 3 };
 
-/* An int8 matrix: rows x stride values (stride = cols padded to LEM_MCU_PAD, zeros after cols), a scale per row.
+/* An int8 matrix: rows x stride values (cols padded with zeros to a multiple of 16, or of 8 in layout 4), a scale
+ * per row.
  * layout 0: row-major. layout 4 (the DSP kernels' own, written by build-c for Cortex-M4/M33): rows in blocks of
  * four, each block column group by column group, the four rows' next four values one after the other (16 bytes);
  * rows after the last whole block stay row-major. */

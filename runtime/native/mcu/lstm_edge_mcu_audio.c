@@ -158,12 +158,17 @@ static void frame_to_logmel(lem_mcu_frontend *fe, float *out) {
     /* the real spectrum from the half-length complex one: X[k] = E[k] + W^k O[k], E and O from Z[k], Z[half-k] */
     fe->power[0] = (fe->re[0] + fe->im[0]) * (fe->re[0] + fe->im[0]);
     fe->power[half] = (fe->re[0] - fe->im[0]) * (fe->re[0] - fe->im[0]);
-    for (k = 1; k < half; k++) {
+    for (k = 1; 2 * k <= half; k++) { /* bins k and half - k share E and O (up to signs) */
         float zr = fe->re[k], zi = fe->im[k], cr = fe->re[half - k], ci = fe->im[half - k];
         float er = 0.5f * (zr + cr), ei = 0.5f * (zi - ci), orr = 0.5f * (zi + ci), oi = -0.5f * (zr - cr);
         float wr = fe->split[2 * k], wi = fe->split[2 * k + 1];
         float xr = er + wr * orr - wi * oi, xi = ei + wr * oi + wi * orr;
         fe->power[k] = xr * xr + xi * xi;
+        wr = fe->split[2 * (half - k)];
+        wi = fe->split[2 * (half - k) + 1];
+        xr = er + wr * orr + wi * oi;
+        xi = wi * orr - ei - wr * oi;
+        fe->power[half - k] = xr * xr + xi * xi;
     }
     for (m = 0; m < c->n_mels; m++) {
         float sum = 0.0f;
