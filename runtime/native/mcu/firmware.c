@@ -5,6 +5,7 @@
  *   listen AUDIO.s16le [STATS.json]   16 kHz mono PCM -> one JSON object per detection, as `lstm-edge listen
  *                                      --json` prints them; STATS gets instructions per part, stack and kernels
  *   run FRAMES.f32 OUTPUTS.f32        float32 feature frames -> float32 model outputs (state carried)
+ *   features AUDIO.s16le FEATURES.f32 PCM -> the frontend's float32 log-mel frames
  *
  * Instructions are counted with the SysTick timer under `qemu-system-arm -icount shift=0` (one instruction per
  * virtual nanosecond), calibrated at start against a loop of known length.
@@ -233,6 +234,21 @@ static int run(const char *frames_path, const char *outputs_path) {
     return 0;
 }
 
+static int features_of(const char *audio, const char *features_path) {
+    int in = host_open(audio, 1), out = host_open(features_path, 5);
+    size_t got;
+    long n;
+    if (in < 0 || out < 0) return 1;
+    while ((got = host_read(in, pcm, sizeof pcm)) >= sizeof(int16_t)) {
+        n = lem_mcu_frontend_push(&frontend, pcm, got / sizeof(int16_t), features, MAX_CHUNK_FRAMES);
+        if (n < 0) return 1;
+        host_write(out, features, (size_t)n * LEM_MCU_MODEL_INPUTS * sizeof(float));
+    }
+    host_close(in);
+    host_close(out);
+    return 0;
+}
+
 int main(void) {
     static char command_line[512];
     char *args[4], *p;
@@ -253,5 +269,6 @@ int main(void) {
         return 1;
     if (n_args >= 3 && strcmp(args[1], "listen") == 0) return listen(args[2], n_args >= 4 ? args[3] : NULL);
     if (n_args >= 4 && strcmp(args[1], "run") == 0) return run(args[2], args[3]);
+    if (n_args >= 4 && strcmp(args[1], "features") == 0) return features_of(args[2], args[3]);
     return 2;
 }
