@@ -102,7 +102,7 @@ typedef struct {
     int half, n_bins;
     float log_floor;
     float window[LEM_MCU_MAX_FFT];          /* periodic Hann / 32768 (int16 samples in, unit scale) */
-    float twiddle[LEM_MCU_MAX_FFT];         /* per FFT stage of size >= 8: cos, sin of -2 pi k / size, k < size/2 */
+    float twiddle[LEM_MCU_MAX_FFT];         /* FFT twiddles in the order its passes read them */
     float split[LEM_MCU_MAX_FFT];           /* cos, sin of -2 pi k / n_fft, k < half */
     uint16_t bit_reverse[LEM_MCU_MAX_FFT / 2];
     uint16_t mel_first[LEM_MCU_MAX_MELS], mel_count[LEM_MCU_MAX_MELS];

@@ -44,10 +44,20 @@ int lem_mcu_frontend_init(lem_mcu_frontend *fe, const lem_mcu_frontend_config *c
         for (b = 0; b < bits; b++) r |= ((i >> b) & 1) << (bits - 1 - b);
         fe->bit_reverse[i] = (uint16_t)r;
     }
-    for (i = 0, m = 8; m <= fe->half; m <<= 1) {
-        for (k = 0; k < m / 2; k++, i++) {
-            fe->twiddle[2 * i] = (float)cos(-2.0 * PI_D * k / m);
-            fe->twiddle[2 * i + 1] = (float)sin(-2.0 * PI_D * k / m);
+    /* twiddles in the order complex_fft reads them: per pair of stages (sub-transforms of length L -> 4L) the
+     * L values (W_2L^j, W_4L^j), then for a last single stage (L -> 2L) the L values W_2L^j */
+    for (i = 0, m = 4; 2 * m <= fe->half; m *= 4) {
+        for (k = 0; k < m; k++, i += 4) {
+            if (4 * m > fe->half) { /* a single stage is left */
+                fe->twiddle[i] = (float)cos(-2.0 * PI_D * k / (2 * m));
+                fe->twiddle[i + 1] = (float)sin(-2.0 * PI_D * k / (2 * m));
+                i -= 2;
+                continue;
+            }
+            fe->twiddle[i] = (float)cos(-2.0 * PI_D * k / (2 * m));
+            fe->twiddle[i + 1] = (float)sin(-2.0 * PI_D * k / (2 * m));
+            fe->twiddle[i + 2] = (float)cos(-2.0 * PI_D * k / (4 * m));
+            fe->twiddle[i + 3] = (float)sin(-2.0 * PI_D * k / (4 * m));
         }
     }
     for (k = 0; k < fe->half; k++) {
@@ -104,7 +114,7 @@ static float fast_log(float x) {
 }
 
 /* In-place radix-2 FFT of fe->re + i fe->im (half points, already in bit-reversed order): the first two stages
- * together without multiplications, then one stage per size with its own contiguous twiddles. */
+ * together without multiplications, then two stages per pass (and a last single one when the stage count is odd). */
 static void complex_fft(lem_mcu_frontend *fe) {
     int n = fe->half, i, size;
     float *re = fe->re, *im = fe->im;
@@ -122,20 +132,43 @@ static void complex_fft(lem_mcu_frontend *fe) {
         re[i + 3] = br - di;
         im[i + 3] = bi + dr;
     }
-    for (size = 8; size <= n; size <<= 1) {
-        int halfsize = size / 2, start, k;
-        for (start = 0; start < n; start += size) {
-            float *ra = re + start, *ia = im + start, *rb = ra + halfsize, *ib = ia + halfsize;
+    for (size = 4; 4 * size <= n; size *= 4) { /* two radix-2 stages per pass: length size -> 4 size */
+        int start, k, L = size;
+        for (start = 0; start < n; start += 4 * L) {
+            float *ar = re + start, *ai = im + start;
             const float *t = w;
-            for (k = 0; k < halfsize; k++, t += 2) {
-                float tr = rb[k] * t[0] - ib[k] * t[1], ti = rb[k] * t[1] + ib[k] * t[0];
-                rb[k] = ra[k] - tr;
-                ib[k] = ia[k] - ti;
-                ra[k] += tr;
-                ia[k] += ti;
+            for (k = 0; k < L; k++, t += 4) {
+                float wr = t[0], wi = t[1], vr = t[2], vi = t[3];
+                float a_r = ar[k], a_i = ai[k], b_r = ar[k + L], b_i = ai[k + L];
+                float c_r = ar[k + 2 * L], c_i = ai[k + 2 * L], d_r = ar[k + 3 * L], d_i = ai[k + 3 * L];
+                float wb_r = b_r * wr - b_i * wi, wb_i = b_r * wi + b_i * wr;
+                float wd_r = d_r * wr - d_i * wi, wd_i = d_r * wi + d_i * wr;
+                float a2_r = a_r + wb_r, a2_i = a_i + wb_i, b2_r = a_r - wb_r, b2_i = a_i - wb_i;
+                float c2_r = c_r + wd_r, c2_i = c_i + wd_i, d2_r = c_r - wd_r, d2_i = c_i - wd_i;
+                float vc_r = c2_r * vr - c2_i * vi, vc_i = c2_r * vi + c2_i * vr;
+                float vd_r = d2_r * vr - d2_i * vi, vd_i = d2_r * vi + d2_i * vr; /* then times -i */
+                ar[k] = a2_r + vc_r;
+                ai[k] = a2_i + vc_i;
+                ar[k + 2 * L] = a2_r - vc_r;
+                ai[k + 2 * L] = a2_i - vc_i;
+                ar[k + L] = b2_r + vd_i;
+                ai[k + L] = b2_i - vd_r;
+                ar[k + 3 * L] = b2_r - vd_i;
+                ai[k + 3 * L] = b2_i + vd_r;
             }
         }
-        w += size;
+        w += 4 * L;
+    }
+    if (2 * size == n) { /* one radix-2 stage left: length n / 2 -> n */
+        int k, L = size;
+        for (k = 0; k < L; k++) {
+            float wr = w[2 * k], wi = w[2 * k + 1];
+            float tr = re[k + L] * wr - im[k + L] * wi, ti = re[k + L] * wi + im[k + L] * wr;
+            re[k + L] = re[k] - tr;
+            im[k + L] = im[k] - ti;
+            re[k] += tr;
+            im[k] += ti;
+        }
     }
 }
 
