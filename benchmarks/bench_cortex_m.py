@@ -43,6 +43,18 @@ def library_code_bytes(library: Path) -> int:
     return int([line for line in out.splitlines() if "(TOTALS)" in line][0].split()[0])
 
 
+def ram_by_object(elf: Path) -> dict[str, int]:
+    """Bytes of the firmware's RAM objects (.data and .bss symbols, arm-none-eabi-nm), largest first."""
+    out = subprocess.run(["arm-none-eabi-nm", "-S", "--size-sort", str(elf)], capture_output=True, text=True,
+                         check=True).stdout
+    sizes = {}
+    for line in out.splitlines():
+        cols = line.split()
+        if len(cols) == 4 and cols[2] in "bBdD":
+            sizes[cols[3]] = int(cols[1], 16)
+    return dict(sorted(sizes.items(), key=lambda item: -item[1]))
+
+
 def measure(target: str, work: Path, pcm_path: Path) -> dict:
     out = work / target
     build_c(target, out, KWS_DIR)
@@ -64,7 +76,8 @@ def measure(target: str, work: Path, pcm_path: Path) -> dict:
             "weight_bytes": footprint["weight_bytes"], "flash_bytes": footprint["flash_bytes"],
             "state_bytes": footprint["state_bytes"], "model_arena_bytes": footprint["model_arena_bytes"],
             "ram_static_bytes": footprint["ram_static_bytes"], "stack_high_water_bytes": raw["stack_high_water_bytes"],
-            "ram_bytes": ram, "instructions_per_frame_by_part": parts, "instructions_per_frame": total,
+            "ram_bytes": ram, "ram_by_object": ram_by_object(out / "firmware.elf"),
+            "instructions_per_frame_by_part": parts, "instructions_per_frame": total,
             "core_load_at_150mhz": round(total * FRAMES_PER_S / CLOCK_HZ, 4),
             "real_time_margin_at_150mhz": round(CLOCK_HZ / (total * FRAMES_PER_S), 2)}
 
