@@ -88,7 +88,8 @@ size_t lem_mcu_arena_bytes(const lem_mcu_model *model);
 /* A stream at the model's initial state, its buffers carved from arena (4-byte aligned, arena_bytes long). */
 int lem_mcu_stream_init(lem_mcu_stream *stream, const lem_mcu_model *model, void *arena, size_t arena_bytes);
 void lem_mcu_stream_reset(lem_mcu_stream *stream);
-/* One frame: x[input_width] features -> y[output_width] outputs; the state is carried. */
+/* One frame: x[input_width] features -> y[output_width] outputs; the state is carried. LEM_MCU_ERR_NONFINITE: x
+ * holds NaN or inf (nothing changed), or the outputs do (the state may too: reset the stream). */
 int lem_mcu_stream_push(lem_mcu_stream *stream, const float *x, float *y);
 
 /* ------------------------------------------------------------------------------------------------ frontend */
