@@ -179,6 +179,12 @@ def test_refusals_name_what_was_expected(tmp_path):
         read_weight_file(broken)
 
 
+def test_a_missing_toolchain_names_the_package_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without the cross compiler
+    with pytest.raises(McuBuildError, match="apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi"):
+        build_c("cortex-m4", tmp_path / "out", KWS_DIR)
+
+
 def test_layers_without_a_cortex_m_version_are_refused_by_name(exported):
     _, model_dir = exported("gru")
     with pytest.raises(McuBuildError, match=r"layer \d+ \(GRU\)"):

@@ -150,10 +150,14 @@ static float features[MAX_CHUNK_FRAMES * LEM_MCU_MODEL_INPUTS];
 static float outputs[LEM_MCU_MODEL_OUTPUTS];
 
 static void print_detection(int out, const lem_mcu_detection *d) {
+    const char *c;
     line l;
     l.n = 0;
     put(&l, "{\"label\": \"");
-    put(&l, d->label);
+    for (c = d->label; *c && l.n < sizeof l.text - 2; c++) { /* JSON string: quote and backslash escaped */
+        if (*c == '"' || *c == '\\') l.text[l.n++] = '\\';
+        l.text[l.n++] = *c;
+    }
     put(&l, "\", \"start\": ");
     put_decimal(&l, d->start_ms, 3);
     put(&l, ", \"end\": ");
