@@ -184,6 +184,21 @@ static void rows_i8(const lem_mcu_matrix *m, const int8_t *x, const int32_t *pai
     }
 #elif defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
     (void)pairs;
+    for (; r + 4 <= m->rows; r += 4) { /* four rows share each load of the vector */
+        const int8_t *w0 = m->q + (size_t)r * stride, *w1 = w0 + stride, *w2 = w1 + stride, *w3 = w2 + stride;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (c = 0; c < stride; c += 16) {
+            int8x16_t xv = vld1q_s8(x + c);
+            a0 = vmladavaq_s8(a0, vld1q_s8(w0 + c), xv);
+            a1 = vmladavaq_s8(a1, vld1q_s8(w1 + c), xv);
+            a2 = vmladavaq_s8(a2, vld1q_s8(w2 + c), xv);
+            a3 = vmladavaq_s8(a3, vld1q_s8(w3 + c), xv);
+        }
+        y[r] += x_scale * m->scale[r] * (float)a0;
+        y[r + 1] += x_scale * m->scale[r + 1] * (float)a1;
+        y[r + 2] += x_scale * m->scale[r + 2] * (float)a2;
+        y[r + 3] += x_scale * m->scale[r + 3] * (float)a3;
+    }
     for (; r < m->rows; r++) {
         const int8_t *w = m->q + (size_t)r * stride;
         int32_t acc = 0;
