@@ -279,10 +279,11 @@ def model_source(weights: WeightFile, name: str, layout: int = 0) -> tuple[str, 
                  f"{repr_float(num('detector.lookback_s', 1.2))}, {int(num('frontend.sample_rate', 16000))}, "
                  f"{int(num('frontend.win_length', 400))}, {int(num('frontend.hop_length', 160))}}};\n")
     floats = state_size + max_gates + PAD + _padded(max_gates // 4) + sum(_padded(w) for w in weights.widths)
-    arena = floats * 4 + len(weights.widths) * 4 + 3 * max_stride
+    arena = floats * 4 + len(weights.widths) * 4 + 3 * max_stride  # with 4-byte pointers (the Cortex-M cores)
     header = "\n".join([f"/* {name} for lstm_edge_mcu, written by lstm-edge build-c. */",
                         "#ifndef MODEL_MCU_H", "#define MODEL_MCU_H", '#include "lstm_edge_mcu.h"', "",
-                        f"#define LEM_MCU_ARENA_BYTES {arena} /* lem_mcu_arena_bytes(&lem_mcu_model_data) */",
+                        f"#define LEM_MCU_ARENA_BYTES ({floats * 4 + 3 * max_stride}u + {len(weights.widths)}u * "
+                        "sizeof(float *)) /* lem_mcu_arena_bytes(&lem_mcu_model_data) */",
                         f"#define LEM_MCU_MODEL_INPUTS {weights.input_width}",
                         f"#define LEM_MCU_MODEL_OUTPUTS {weights.output_width}",
                         "extern const lem_mcu_model lem_mcu_model_data;",

@@ -95,6 +95,49 @@ def test_model_outputs_are_the_portable_kernels_bit_for_bit_and_meet_the_gate(fi
     assert float((got.argmax(-1) == reference.argmax(-1)).mean()) >= gate
 
 
+HOST_PROGRAM = r"""
+#include <stdio.h>
+#include "lstm_edge_mcu.h"
+#include "model_mcu.h"
+static void *arena[(LEM_MCU_ARENA_BYTES + sizeof(void *) - 1) / sizeof(void *)];
+int main(void) {
+    lem_mcu_stream stream;
+    float x[LEM_MCU_MODEL_INPUTS], y[LEM_MCU_MODEL_OUTPUTS];
+    if (lem_mcu_stream_init(&stream, &lem_mcu_model_data, arena, sizeof arena) != LEM_MCU_OK) return 1;
+    if (lem_mcu_stream_init(&stream, &lem_mcu_model_data, arena, LEM_MCU_ARENA_BYTES - 1) != LEM_MCU_ERR_ARENA)
+        return 3;
+    if (lem_mcu_stream_init(&stream, &lem_mcu_model_data, arena, sizeof arena) != LEM_MCU_OK) return 1;
+    printf("%s\n", lem_mcu_kernel_name());
+    while (fread(x, sizeof x, 1, stdin) == 1) {
+        if (lem_mcu_stream_push(&stream, x, y) != LEM_MCU_OK) return 2;
+        fwrite(y, sizeof y, 1, stderr);
+    }
+    return 0;
+}
+"""
+
+
+def test_portable_build_of_the_mcu_library_on_this_machine_is_bit_exact(firmware, tmp_path, monkeypatch):
+    """The portable kernels of lstm_edge_mcu.c (no DSP, no Helium), from the Cortex-M55 build's row-major weights."""
+    from lstm_edge.devices.mcu_build import MCU_DIR
+
+    source = tmp_path / "host.c"
+    source.write_text(HOST_PROGRAM)
+    program = tmp_path / "host"
+    folder = firmware["cortex-m55"]
+    subprocess.run(["cc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{folder}", f"-I{MCU_DIR}", "-o",
+                    str(program), str(source), str(folder / "model_mcu.c"), str(MCU_DIR / "lstm_edge_mcu.c"),
+                    str(MCU_DIR / "lstm_edge_mcu_audio.c"), "-lm"], check=True, capture_output=True)
+    x = np.load(KWS_DIR / "reference" / "input.npy")
+    run = subprocess.run([str(program)], input=x.astype("<f4").tobytes(), capture_output=True, check=True)
+    assert run.stdout.decode().strip() == "portable"
+    got = np.frombuffer(run.stderr, "<f4").reshape(len(x), -1)
+    monkeypatch.setenv("LEM_KERNEL", "portable")
+    stream = StreamingModel.load(KWS_DIR, backend="native", precision="int8").create_stream()
+    portable = np.concatenate([stream.push(x[t:t + 1]) for t in range(len(x))]).reshape(len(x), -1)
+    assert got.tobytes() == portable.astype("<f4").tobytes()
+
+
 FEATURE_TOL = 1e-4  # the manifest's frontend contract (docs/manifest.md: features within 1e-4)
 
 

@@ -141,7 +141,7 @@ static uint32_t calibrate(void) {
 }
 
 /* ------------------------------------------------------------------------------------------- state */
-static uint32_t arena[(LEM_MCU_ARENA_BYTES + 3) / 4];
+static void *arena[(LEM_MCU_ARENA_BYTES + sizeof(void *) - 1) / sizeof(void *)]; /* aligned like a pointer */
 static lem_mcu_stream stream;
 static lem_mcu_frontend frontend;
 static lem_mcu_detector detector;

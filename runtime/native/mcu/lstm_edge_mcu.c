@@ -106,7 +106,8 @@ static inline int32_t sxtb16_ror8(uint32_t v) {
 
 /* Four bytes of a row against the matching two words of 16-bit pairs: SXTB16 splits the word into bytes 0, 2
  * and (rotated by 8) 1, 3; two SMLADs add the four exact products. */
-#define LEM_MCU_MAC4(acc, word, xa, xb) acc = __smlad(sxtb16_ror8(word), xb, __smlad(__sxtb16((int32_t)(word)), xa, acc))
+#define LEM_MCU_MAC4(acc, word, xa, xb) \
+    acc = __smlad(sxtb16_ror8(word), xb, __smlad(__sxtb16((int32_t)(word)), xa, acc))
 #endif
 
 /* y[r] += x_scale * scale[r] * dot(W[r], q) for every row: the exact int32 dot products of the int8 rows and the
@@ -271,13 +272,12 @@ size_t lem_mcu_arena_bytes(const lem_mcu_model *m) {
 int lem_mcu_stream_init(lem_mcu_stream *s, const lem_mcu_model *m, void *arena, size_t arena_bytes) {
     uint8_t *p = (uint8_t *)arena;
     size_t i;
-    if (s == NULL || m == NULL || arena == NULL || ((uintptr_t)arena & 3u) != 0) return LEM_MCU_ERR_ARGUMENT;
+    if (s == NULL || m == NULL || arena == NULL || (uintptr_t)arena % sizeof(void *) != 0) return LEM_MCU_ERR_ARGUMENT;
     if (arena_bytes < lem_mcu_arena_bytes(m)) return LEM_MCU_ERR_ARENA;
-    for (i = 0; i < m->n_layers; i++) {
-        const lem_mcu_layer *o = &m->layers[i];
-        if ((o->w[0].q != NULL && (o->w[0].layout != lem_mcu_kernel_layout() || o->w[0].stride % LEM_MCU_STRIDE_UNIT != 0))
-            || (o->w[1].q != NULL && (o->w[1].layout != lem_mcu_kernel_layout() || o->w[1].stride % LEM_MCU_STRIDE_UNIT != 0)))
-            return LEM_MCU_ERR_ARGUMENT; /* weights written for other kernels: rebuild for this core */
+    for (i = 0; i < 2 * (size_t)m->n_layers; i++) { /* weights written for other kernels: rebuild for this core */
+        const lem_mcu_matrix *w = &m->layers[i / 2].w[i % 2];
+        if (w->q != NULL && (w->layout != lem_mcu_kernel_layout() || w->stride % LEM_MCU_STRIDE_UNIT != 0))
+            return LEM_MCU_ERR_ARGUMENT;
     }
     s->model = m;
     s->buffers = (float **)(void *)p;

@@ -85,7 +85,7 @@ const char *lem_mcu_kernel_name(void);
 uint32_t lem_mcu_kernel_layout(void);
 /* Bytes of arena a stream of this model needs (model_mcu.h also has it as LEM_MCU_ARENA_BYTES). */
 size_t lem_mcu_arena_bytes(const lem_mcu_model *model);
-/* A stream at the model's initial state, its buffers carved from arena (4-byte aligned, arena_bytes long). */
+/* A stream at the model's initial state, its buffers carved from arena (aligned like a pointer, arena_bytes long). */
 int lem_mcu_stream_init(lem_mcu_stream *stream, const lem_mcu_model *model, void *arena, size_t arena_bytes);
 void lem_mcu_stream_reset(lem_mcu_stream *stream);
 /* One frame: x[input_width] features -> y[output_width] outputs; the state is carried. LEM_MCU_ERR_NONFINITE: x
