@@ -27,6 +27,7 @@ from lstm_edge.runtime.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 KWS_DIR = ROOT / "models" / "kws" / "export"
+SMALL_KWS_DIR = ROOT / "models" / "kws_small" / "export"
 DEMO_WAV = ROOT / "models" / "kws" / "demo.wav"
 KERNELS = {"cortex-m4": "dsp", "cortex-m33": "dsp", "cortex-m55": "helium"}
 SCORE_TOL = 1e-3  # the firmware's frontend is float32, the desktop one float64: scores move in the 4th decimal
@@ -220,6 +221,20 @@ def test_refusals_name_what_was_expected(tmp_path):
     broken.write_bytes(b"NOPE" + bytes(100))
     with pytest.raises(McuBuildError, match="LEMW"):
         read_weight_file(broken)
+
+
+def test_the_small_keyword_spotter_fits_a_cortex_m4_with_256_kb_of_flash(tmp_path, demo):
+    manifest = Manifest.load(SMALL_KWS_DIR)
+    weights = read_weight_file(SMALL_KWS_DIR / "model.int8.lec")
+    parameters = sum(t.values.size for layer in weights.layers for t in layer.tensors)
+    assert parameters <= 64_000 and manifest.labels == Manifest.load(KWS_DIR).labels
+    build_c("cortex-m4", tmp_path, SMALL_KWS_DIR)
+    footprint = json.loads((tmp_path / "footprint.json").read_text())
+    assert footprint["flash_bytes"] <= 256 * 1024 and footprint["ram_bytes"] <= 64 * 1024
+    out = subprocess.run([str(tmp_path / "run-qemu.sh"), str(demo)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for line in out.stdout.splitlines():
+        assert json.loads(line)["label"] in manifest.labels
 
 
 def test_a_missing_toolchain_names_the_package_to_install(tmp_path, monkeypatch):
