@@ -13,6 +13,8 @@ without a root filesystem). The output folder holds::
     model_int8_lec.h         the int8 weight file as a ``const`` byte array, for firmware without a file system:
                              ``lem_model_from_memory(lem_model_int8_lec, sizeof lem_model_int8_lec, &status)``
     build.json               target, compiler, flags, code size of the library (``size``), files
+
+``--target cortex-m4|cortex-m33|cortex-m55`` builds bare-metal firmware instead (``mcu_build``).
 """
 
 from __future__ import annotations
