@@ -75,6 +75,10 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
         [ -d "/usr/share/festival/voices/${pair%%:*}" ] || packages="$packages ${pair#*:}"
     done
     command -v text2wave >/dev/null 2>&1 || packages="$packages festival"
+    # Cortex-M firmware (tests/test_cortex_m.py): the bare-metal toolchain with its C library, and the MPS2/MPS3 boards
+    command -v arm-none-eabi-gcc >/dev/null 2>&1 || packages="$packages gcc-arm-none-eabi"
+    [ -f /usr/lib/arm-none-eabi/newlib/libc.a ] || packages="$packages libnewlib-arm-none-eabi"
+    command -v qemu-system-arm >/dev/null 2>&1 || packages="$packages qemu-system-arm"
     # more English training voices (Festival diphones), and the held-out test voices: the CMU SLT speaker in
     # Festival, and MBROLA's US and British English voices (engine in contrib, voices in non-free)
     for pair in english/rab_diphone:festvox-rablpc16k english/don_diphone:festvox-don \

@@ -26,6 +26,7 @@ def cmd_build_c(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     from lstm_edge.devices.c_build import TARGETS
+    from lstm_edge.devices.mcu_build import MCU_TARGETS
 
     p = sub.add_parser("add-c", help="add the C weight files (model.lec, model.int8.lec) to a model directory",
                        description="Convert the directory's float ONNX graph into the C weight files of "
@@ -37,8 +38,10 @@ def register(sub) -> None:
     p = sub.add_parser("build-c", help="build the C library, headers, lstm-edge-run and lstm-edge-listen",
                        description="Compile runtime/native for this machine or cross-compile for an ARM board "
                                    "(Debian gcc cross packages; programs linked statically), and copy the model "
-                                   "directory's C weight files next to them.")
+                                   "directory's C weight files next to them. Cortex-M targets build bare-metal "
+                                   "keyword-spotter firmware for qemu's MPS2/MPS3 boards (gcc-arm-none-eabi, "
+                                   "int8 weights as const arrays) with run-qemu.sh and footprint.json.")
     p.add_argument("model_dir", nargs="?", default=None, help="a model directory with C weight files (optional)")
-    p.add_argument("--target", choices=tuple(TARGETS), default="native")
+    p.add_argument("--target", choices=(*TARGETS, *MCU_TARGETS), default="native")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.set_defaults(func=cmd_build_c)
