@@ -18,7 +18,8 @@ from lstm_edge.runtime.manifest import SCHEMA_VERSION, Manifest, check_file
 from lstm_edge.runtime.model import StreamingModel
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-SHIPPED = {"kws": ("kws/export", "logits"), "asr": ("asr/export", "log_probabilities"),
+SHIPPED = {"kws": ("kws/export", "logits"), "kws-small": ("kws_small/export", "logits"),
+           "asr": ("asr/export", "log_probabilities"),
            "text-lm": ("text/lm/export", "logits"), "text-classifier": ("text/classifier/export", "logits")}
 
 
