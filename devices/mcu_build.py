@@ -364,6 +364,10 @@ def build_mcu(target_name: str, out_dir: str | Path, model_dir: str | Path | Non
     if model_dir is None:
         raise McuBuildError(f"target {target.name} needs a model directory: the weights are compiled into the "
                             "firmware (lstm-edge build-c MODEL_DIR --target ...)")
+    if not MCU_DIR.is_dir():
+        raise McuBuildError(expected_got(f"target {target.name}", f"the firmware sources in {MCU_DIR}",
+                                         "an install without them (a device bundle holds the runtime only): "
+                                         "build firmware from a host install of lstm-edge"))
     cc = _which("arm-none-eabi-gcc", APT, f"target {target.name}")
     manifest = Manifest.load(model_dir)
     if not manifest.has_file("c", "int8"):

@@ -38,6 +38,8 @@ def _ignore_for_device(folder: str, names: list[str]) -> set[str]:
         skipped |= {n for n in names if n in HOST_ONLY}
     if Path(folder).name == "devices":
         skipped |= {n for n in names if n in BUNDLE_MAKING}
+    if Path(folder).name == "native":  # runtime/native/mcu: firmware sources, cross-compiled on a host
+        skipped |= {n for n in names if n == "mcu"}
     return skipped
 
 
