@@ -282,3 +282,28 @@ def quantize_mixed(model_dir: Path, entry: ModelFile, manifest: Manifest, dst: P
         "all_int8": base.to_dict(), "result": final.to_dict(),
         "int8_weight_fraction": round(1 - sum(layer.params for layer in chosen) / total, 4)}
     return record, analysis
+
+
+def format_sensitivity(analyses: Sequence[dict[str, Any]]) -> str:
+    """The sensitivity table of each analysed file (``sensitivity.json``'s ``files``)."""
+    def percent(measured: dict[str, Any] | None) -> str:
+        return "-" if measured is None else f"{100 * measured['relative_error']:.2f}%"
+
+    lines = []
+    for analysis in analyses:
+        lines.append(f"{analysis['format']}: int8 error by layer ({analysis['evaluation']}; gate: {analysis['gate']}; "
+                     f"weight scales {analysis['granularity']})")
+        header = f"  {'layer':40s} {'kind':17s} {'params':>8s} {'only int8':>10s} {'only float':>10s}  precision"
+        lines += [header, "  " + "-" * (len(header) - 2)]
+        for row in analysis["layers"]:
+            lines.append(f"  {row['name'][:40]:40s} {row['kind']:17s} {row['params']:8d} "
+                         f"{percent(row.get('int8_alone')):>10s} {percent(row.get('float_alone')):>10s}  "
+                         f"{row['precision']}")
+        kept = ", ".join(layer["name"] for layer in analysis["float_layers"]) or "none"
+        result = analysis["result"]
+        decisions = (f", decision agreement {100 * result['decision_agreement']:.2f}%"
+                     if "decision_agreement" in result else "")
+        lines.append(f"  all int8: {percent(analysis['all_int8'])}; kept float: {kept}; result: {percent(result)}"
+                     f"{decisions}" + (" (REFUSED)" if analysis["refused"] else ""))
+    lines.append("  only int8: error when only this layer is int8; only float: error when only this layer is float")
+    return "\n".join(lines)
