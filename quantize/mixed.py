@@ -5,9 +5,9 @@ convolution over raw features or a small output head can carry most of the error
 
 1. measures the int8 error of the whole file against the float file (same engine) on evaluation streams with the
    state carried: the calibration data when given, else the reference input stored at export;
-2. when that misses the gate (and always with ``report``), measures each layer kept float alone, and (``report``)
-   each layer quantized alone: the sensitivity table;
-3. keeps layers float, the most helpful first, until the gate is met, then gives back to int8 every layer the gate
+2. when that misses the gate (and always with ``report``), measures each layer quantized alone (everything else
+   float), and (``report``) each layer kept float alone: the sensitivity table;
+3. keeps layers float, the most harmful first, until the gate is met, then gives back to int8 every layer the gate
    does not need.
 
 The gate is the manifest's ``int8_relative_error`` (rms of int8 - float over the float outputs' standard deviation)
@@ -18,7 +18,6 @@ file is refused (``MixedPrecisionError``) with the layers that int8 cannot hold.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -169,26 +168,28 @@ class Analysis:
 def choose(layers: Sequence[WeightLayer], measure: Callable[[Sequence[WeightLayer]], Measurement], gate: Gate,
            max_float_fraction: float, report: bool) -> tuple[list[WeightLayer], Measurement, list[dict[str, Any]],
                                                              str | None]:
-    """The float layers to keep: greedy by the error each one removes when kept float alone, then pruned.
+    """The float layers to keep: greedy by the error each one makes quantized alone, then pruned.
 
     Returns (float layers, their measurement, the per-layer table, the refusal reason or None)."""
     everything = measure([])
     rows = {layer.name: {"name": layer.name, "kind": layer.kind, "params": layer.params} for layer in layers}
     total = sum(layer.params for layer in layers) or 1
     if report or not everything.passes(gate):
-        for layer in layers:
-            rows[layer.name]["float_alone"] = measure([layer]).to_dict()
+        for layer in layers:  # the layer's own damage: quantized alone, everything else float
+            rows[layer.name]["int8_alone"] = measure([o for o in layers if o is not layer]).to_dict()
     if report:
         for layer in layers:
-            rows[layer.name]["int8_alone"] = measure([o for o in layers if o is not layer]).to_dict()
+            rows[layer.name]["float_alone"] = measure([layer]).to_dict()
     chosen: list[WeightLayer] = []
     current = everything
     if not everything.passes(gate):
-        ranked = sorted(layers, key=lambda layer: (rows[layer.name]["float_alone"]["relative_error"], -layer.params))
+        # the most harmful first: layers that interact (an STFT and the convolution reading its magnitudes) each
+        # look harmless kept float alone, but each shows its damage quantized alone
+        ranked = sorted(layers, key=lambda layer: -rows[layer.name]["int8_alone"]["relative_error"])
         for layer in ranked:
             if sum(c.params for c in chosen) + layer.params > max_float_fraction * total or len(chosen) + 1 == len(
                     layers):
-                continue  # over the float budget, or nothing int8 left: try the next, smaller one
+                continue  # over the float budget, or nothing int8 left: try the next one
             chosen.append(layer)
             current = measure(chosen)
             if current.passes(gate):
@@ -218,19 +219,22 @@ def choose(layers: Sequence[WeightLayer], measure: Callable[[Sequence[WeightLaye
 
 
 def name_after_onnx(layers: list[WeightLayer], onnx_layers: Sequence[WeightLayer]) -> list[WeightLayer]:
-    """TFLite layers renamed after the ONNX layer holding the same weight values (in any layout)."""
-    def fingerprint(array: Any) -> str:
-        return hashlib.sha1(np.sort(np.asarray(array, np.float32).ravel()).round(5).tobytes()).hexdigest()
-
-    names: dict[str, str] = {}
+    """TFLite layers renamed after the ONNX layer holding the same weight values (in any layout, to 1e-5)."""
+    candidates = []
     for layer in onnx_layers:
         for index, weight in enumerate(layer.weights):
             suffix = "" if len(layer.weights) == 1 else (" (input weights)", " (recurrent weights)")[index]
-            names.setdefault(fingerprint(weight), layer.name + suffix)
+            candidates.append((layer.name + suffix, np.sort(np.asarray(weight, np.float32).ravel())))
     renamed, used = [], set()
     for layer in layers:
-        name = names.get(fingerprint(layer.weights[0])) if layer.weights and layer.weights[0] is not None else None
-        name = name if name and name not in used else layer.name
+        name = layer.name
+        if layer.weights and layer.weights[0] is not None:
+            values = np.sort(np.asarray(layer.weights[0], np.float32).ravel())
+            for candidate, reference in candidates:
+                if candidate not in used and reference.shape == values.shape and np.allclose(reference, values,
+                                                                                            atol=1e-5, rtol=0):
+                    name = candidate
+                    break
         used.add(name)
         renamed.append(replace(layer, name=name))
     return renamed
