@@ -215,6 +215,8 @@ def choose(layers: Sequence[WeightLayer], measure: Callable[[Sequence[WeightLaye
                    f"{100 * everything.relative_error:.1f}%, best mix tried: {100 * current.relative_error:.1f}% "
                    f"with {', '.join(c.name for c in chosen) or 'nothing'} float. Layers that could not be "
                    f"quantized: {named}")
+        for row in rows.values():
+            row["precision"] = "refused"  # no file is written
     return chosen, current, list(rows.values()), refused
 
 

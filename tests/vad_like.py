@@ -156,3 +156,22 @@ def train(model: SileroLike, data: list[tuple[np.ndarray, np.ndarray]], steps: i
 def steps_of(audio: np.ndarray) -> np.ndarray:
     """A stream's audio as the step model's inputs: [steps, 512]."""
     return audio[:len(audio) // SileroLike.samples * SileroLike.samples].reshape(-1, SileroLike.samples)
+
+
+DC_OFFSET = 0.3
+
+
+def trained_export(out_dir, seed: int = 0) -> tuple[object, list[np.ndarray], list[np.ndarray]]:
+    """Train a SileroLike briefly on espeak-ng streams with a DC offset, export it (ONNX and TFLite, output
+    ``probabilities``, a held-out speech stream as reference input) to ``out_dir``; returns (model, held-out
+    calibration streams as step inputs, their labels)."""
+    from lstm_edge.export import export
+
+    torch.set_num_threads(1)
+    data = streams(12, seed, dc_offset=DC_OFFSET)
+    torch.manual_seed(seed)
+    model = train(SileroLike(), data[:8], steps=150, seed=seed)
+    held_out = [steps_of(audio) for audio, _ in data[8:]]
+    export(model, torch.from_numpy(held_out[0][:1]), out_dir, formats=("onnx", "tflite"), reference_input=held_out[0],
+           output_semantics="probabilities", name="silero-like")
+    return model, held_out[1:], [labels for _, labels in data[9:]]
