@@ -172,7 +172,8 @@ def choose(layers: Sequence[WeightLayer], measure: Callable[[Sequence[WeightLaye
 
     Returns (float layers, their measurement, the per-layer table, the refusal reason or None)."""
     everything = measure([])
-    rows = {layer.name: {"name": layer.name, "kind": layer.kind, "params": layer.params} for layer in layers}
+    rows: dict[str, dict[str, Any]] = {layer.name: {"name": layer.name, "kind": layer.kind, "params": layer.params}
+                                       for layer in layers}
     total = sum(layer.params for layer in layers) or 1
     if report or not everything.passes(gate):
         for layer in layers:  # the layer's own damage: quantized alone, everything else float

@@ -13,7 +13,6 @@ import onnx
 from onnx import numpy_helper
 
 from lstm_edge.quantize.layers import WeightLayer
-
 from lstm_edge.runtime.errors import QuantizationError
 
 if TYPE_CHECKING:
@@ -209,7 +208,7 @@ class OnnxQuantizer:
     """onnxruntime quantization of the ONNX file (dynamic time axis: calibrated at one chunk length)."""
 
     format = "onnx"
-    granularities = ("per-channel",)  # with reduce_range: see WEIGHT_OPTIONS
+    granularities: tuple[str, ...] = ("per-channel",)  # with reduce_range: see WEIGHT_OPTIONS
 
     def layers(self, src: Path) -> list[WeightLayer]:
         return weight_layers(src)

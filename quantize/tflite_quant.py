@@ -374,7 +374,7 @@ class TFLiteQuantizer:
     """ai-edge-quantizer on the TFLite file: dynamic keeps every signature; static keeps the one-frame signature."""
 
     format = "tflite"
-    granularities = ("per-tensor", "per-channel")  # dynamic weight scales, the first is the default
+    granularities: tuple[str, ...] = ("per-tensor", "per-channel")  # dynamic weight scales, default first
 
     def layers(self, src: Path) -> list[WeightLayer]:
         from lstm_edge.quantize.tflite_inspect import weight_layers

@@ -103,30 +103,29 @@ def streams(count: int, seed: int, sentences: tuple[str, ...] = SENTENCES, voice
     out = []
     step = SileroLike.samples
     for index in range(count):
-        parts, labels = [], []
-
-        def add(audio: np.ndarray, is_speech: bool) -> None:
-            parts.append(audio)
-            labels.append(np.full(len(audio), is_speech))
-
+        parts: list[tuple[np.ndarray, bool]] = []
         for turn in range(2):
-            add(rng.normal(size=int(rng.uniform(0.3, 0.8) * SAMPLE_RATE)) * 10 ** rng.uniform(-4, -2.5), False)
+            parts.append((rng.normal(size=int(rng.uniform(0.3, 0.8) * SAMPLE_RATE)) * 10 ** rng.uniform(-4, -2.5),
+                          False))
             text = sentences[(2 * index + turn) % len(sentences)]
             voice = voices[int(rng.integers(len(voices)))]
-            add(speech_clip(text, voice, int(rng.integers(140, 190))) * 10 ** rng.uniform(-1.3, -0.3), True)
+            parts.append((speech_clip(text, voice, int(rng.integers(140, 190))) * 10 ** rng.uniform(-1.3, -0.3),
+                          True))
             noise = rng.normal(size=int(rng.uniform(0.3, 0.7) * SAMPLE_RATE))
-            if turn:
+            if turn:  # brown noise, its slow drift removed
                 noise = np.cumsum(noise)
                 noise -= np.convolve(noise, np.ones(256) / 256, mode="same")
-            add(noise / np.abs(noise).max() * 10 ** rng.uniform(-2, -1), False)
-        audio = np.concatenate(parts).astype(np.float32)
-        speech = np.concatenate(labels)
-        audio += rng.normal(size=audio.size).astype(np.float32) * 3e-4 + np.float32(rng.uniform(0.5, 1) * dc_offset)
-        steps = len(audio) // step
-        audio = audio[:steps * step]
-        energy = np.concatenate(parts)[:steps * step].reshape(steps, step)
-        loud = np.sqrt((energy ** 2).mean(axis=1)) > 0.01 * np.abs(audio).max()
-        out.append((audio, (speech[:steps * step].reshape(steps, step).mean(axis=1) > 0.5) & loud))
+            parts.append((noise / np.abs(noise).max() * 10 ** rng.uniform(-2, -1), False))
+        clean = np.concatenate([audio for audio, _ in parts]).astype(np.float32)
+        speech = np.concatenate([np.full(len(audio), is_speech) for audio, is_speech in parts])
+        steps = len(clean) // step
+        clean, speech = clean[:steps * step], speech[:steps * step]
+        # a step is speech when most of it is inside a sentence and it is not one of the sentence's pauses
+        loud = np.sqrt((clean.reshape(steps, step) ** 2).mean(axis=1)) > 0.01 * np.abs(clean).max()
+        labels = (speech.reshape(steps, step).mean(axis=1) > 0.5) & loud
+        audio = clean + rng.normal(size=clean.size).astype(np.float32) * 3e-4 + np.float32(
+            rng.uniform(0.5, 1) * dc_offset)
+        out.append((audio.astype(np.float32), labels))
     return out
 
 

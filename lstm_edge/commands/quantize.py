@@ -41,9 +41,8 @@ def _clip_predictor(model_dir: str):
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from lstm_edge.quantize import quantize
-    from lstm_edge.quantize.parity import format_table, parity_report
-
     from lstm_edge.quantize.mixed import REPORT_NAME, MixedPrecisionError, format_sensitivity
+    from lstm_edge.quantize.parity import format_table, parity_report
 
     if args.report and (args.mode != "dynamic" or args.no_mixed):
         raise InputError("--report: expected dynamic mode with mixed precision (the per-layer analysis is its "
