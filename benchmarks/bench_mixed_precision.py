@@ -2,7 +2,8 @@
 LiteRT: relative error of int8 against float (rms of the difference over the float outputs' std), the Silero-like
 model's speech/non-speech agreement, and the layers kept float.
 
-    python benchmarks/bench_mixed_precision.py
+    python benchmarks/bench_mixed_precision.py            # measure (about 5 minutes on 2 cores), print the table
+    python benchmarks/bench_mixed_precision.py --table    # the table of the saved results only
 
 Zoo models (tests/zoo.py, seeded random weights) are measured on their reference input (1200 random frames, or 200
 random steps). The Silero-like model (tests/vad_like.py) is trained for 150 steps on espeak-ng speech with silence,
@@ -13,6 +14,7 @@ benchmarks/results/mixed_precision.json.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -37,7 +39,7 @@ def _measure(model_dir: Path, formats: list[str], streams: list[np.ndarray] | No
     from lstm_edge.runtime.manifest import Manifest
 
     try:
-        quantize(model_dir, calibration=streams, formats=formats, mixed=mixed)
+        quantize(model_dir, calibration=streams, formats=formats, mixed=mixed, report=mixed)
     except Exception as err:  # a refused model is a result too
         return {fmt: {"error": str(err)} for fmt in formats}
     manifest = Manifest.load(model_dir)
@@ -55,6 +57,8 @@ def _measure(model_dir: Path, formats: list[str], streams: list[np.ndarray] | No
         if manifest.output.semantics == "probabilities":
             row["decision_agreement"] = float(np.mean((y_int8 >= 0.5) == (y_float >= 0.5)))
         out[fmt] = row
+    if mixed:
+        out["sensitivity"] = json.loads((model_dir / "sensitivity.json").read_text())["files"]
     return out
 
 
@@ -87,10 +91,17 @@ def main() -> None:
     save("mixed_precision", {"models": results, "gate": "relative error <= 6% (Silero-like: also decision "
                                   "agreement >= 98%)"})
     print()
-    print(table(results))
+    print(report(results))
 
 
-def _cell(row: dict | None) -> str:
+def report(results: dict) -> str:
+    """The before/after table and the Silero-like model's sensitivity tables (``quantize --report``)."""
+    from lstm_edge.quantize.mixed import format_sensitivity
+
+    return table(results) + "\n\n" + format_sensitivity(results["silero_like"]["after"]["sensitivity"])
+
+
+def _cell(row: dict | None, size: bool = False) -> str:
     if row is None:
         return "-"
     if "error" in row:
@@ -98,6 +109,8 @@ def _cell(row: dict | None) -> str:
     text = f"{100 * row['relative_error']:.1f}%"
     if "decision_agreement" in row:
         text += f" ({100 * row['decision_agreement']:.1f}% agree)"
+    if size:
+        text += f", {100 * row['bytes'] / row['float_bytes']:.0f}% of float size"
     return text
 
 
@@ -115,10 +128,17 @@ def table(results: dict) -> str:
         for fmt in BACKENDS:
             after = result["after"].get(fmt)
             kept = ", ".join(after.get("float_layers", [])) if after and "error" not in after else "-"
-            cells += [_cell(result["before"].get(fmt)), _cell(after), kept or "none"]
+            cells += [_cell(result["before"].get(fmt)), _cell(after, size=bool(kept and kept != "-")), kept or "none"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--table"]:
+        import json
+
+        from _common import RESULTS
+
+        print(report(json.loads((RESULTS / "mixed_precision.json").read_text())["models"]))
+    else:
+        main()

@@ -269,9 +269,9 @@ def quantize_mixed(model_dir: Path, entry: ModelFile, manifest: Manifest, dst: P
         # weight-scale choice first (TFLite: per-tensor, then per-channel): the one with the smaller error wins
         granularity = quantizer.granularities[0]
         base = trial.run([], granularity)[0]
-        for other in quantizer.granularities[1:]:
+        for other in quantizer.granularities[1:] if not base.passes(trial.gate) else ():
             measured = trial.run([], other)[0]
-            if not base.passes(trial.gate) and measured.relative_error < base.relative_error:
+            if measured.relative_error < base.relative_error:
                 granularity, base = other, measured
         analysis.granularity = granularity
         analysis.all_int8 = base.to_dict()

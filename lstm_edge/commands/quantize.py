@@ -87,7 +87,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                  else f"{tolerances['float_max_abs_diff']:g}")
         print(f"gates: float max|diff| <= {bound}; int8 argmax agreement >= "
               f"{100 * tolerances['int8_argmax_agreement']:g}%; int8 accuracy drop <= "
-              f"{100 * tolerances['int8_accuracy_drop']:g} point(s) (with --eval)")
+              f"{100 * tolerances['int8_accuracy_drop']:g} point(s) (with --eval); int8 relative error <= "
+              f"{100 * tolerances['int8_relative_error']:g}% (mixed-precision files, and models without an argmax "
+              f"gate); binary detectors: decisions agree on >= {100 * tolerances['int8_decision_agreement']:g}%")
         for failure in report["failures"]:
             print(f"FAIL {failure}")
         if not args.no_speed:
