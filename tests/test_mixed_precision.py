@@ -53,11 +53,11 @@ def test_silero_like_all_int8_is_refused_by_verify(silero, tmp_path):
     target = _copy(model_dir, tmp_path / "all-int8")
     float_model = StreamingModel.load(target, backend="onnx")
     decisions = stream_all(float_model, streams, 1)[:, 0] >= 0.5
-    assert np.mean(decisions == np.concatenate(labels)) >= 0.9  # the float model does detect speech
+    assert np.mean(decisions == np.concatenate(labels)) >= 0.8  # the float model does detect speech
     quantize(target, mixed=False)
     report = parity_report(target)
     failed = {f.split(":")[0] for f in report["failures"] if "relative error" in f}
-    assert "tflite/int8" in failed, report["failures"]  # a detector has no argmax gate: this one catches it
+    assert failed == {"onnx/int8", "tflite/int8"}, report["failures"]  # no argmax gate: this one catches it
 
 
 def test_silero_like_meets_its_task_gate_by_keeping_the_front_end_float(silero, tmp_path):
@@ -67,12 +67,13 @@ def test_silero_like_meets_its_task_gate_by_keeping_the_front_end_float(silero, 
     manifest = Manifest.load(target)
     kept = {fmt: [layer["name"] for layer in manifest.file(fmt, "int8").quantization["float_layers"]]
             for fmt in BACKENDS}
-    assert "encoder/encoder.0/Conv" in kept["onnx"] and "encoder/encoder.0/Conv" in kept["tflite"], kept
+    for fmt in BACKENDS:  # the STFT and the convolution reading its magnitudes, nothing else
+        assert sorted(kept[fmt]) == ["encoder/encoder.0/Conv", "stft/Conv"], kept
     for fmt in BACKENDS:
         record = manifest.file(fmt, "int8").quantization
         assert record["mixed_precision"]["all_int8"]["relative_error"] > 0.06  # what mixed precision fixed
         assert record["mixed_precision"]["result"]["relative_error"] <= 0.06
-        assert 0.5 <= record["mixed_precision"]["int8_weight_fraction"] < 1.0
+        assert 0.5 <= record["mixed_precision"]["int8_weight_fraction"] < 0.7
     # structure: exactly the float layers stayed float Conv, every other weight layer is integer
     ops = count_onnx_ops(target / "model.int8.onnx")["ops"]
     assert ops.get("Conv", 0) == len(kept["onnx"]) and ops.get("ConvInteger", 0) == 6 - len(kept["onnx"])

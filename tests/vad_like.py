@@ -96,9 +96,9 @@ def speech_clip(text: str, voice: str, rate: int = 160) -> np.ndarray:
 def streams(count: int, seed: int, sentences: tuple[str, ...] = SENTENCES, voices: tuple[str, ...] = VOICES,
             dc_offset: float = 0.0) -> list[tuple[np.ndarray, np.ndarray]]:
     """``count`` audio streams (float32 16 kHz, a multiple of 512 samples) with per-step speech labels: silence with
-    a little noise, speech at a random level, noise bursts (white or brown), more speech, silence. ``dc_offset``
-    adds a constant of up to that size (drawn per stream), as a microphone's ADC without a high-pass filter does:
-    the STFT's lowest bins then dwarf the speech bins."""
+    a little noise, speech at -40 to -20 dBFS (a talker away from the microphone), noise bursts (white or brown),
+    more speech, silence. ``dc_offset`` adds a constant of up to that size (drawn per stream), as a microphone's ADC
+    without a high-pass filter does: the STFT's lowest bins then dwarf the speech bins."""
     rng = np.random.default_rng(seed)
     out = []
     step = SileroLike.samples
@@ -109,7 +109,7 @@ def streams(count: int, seed: int, sentences: tuple[str, ...] = SENTENCES, voice
                           False))
             text = sentences[(2 * index + turn) % len(sentences)]
             voice = voices[int(rng.integers(len(voices)))]
-            parts.append((speech_clip(text, voice, int(rng.integers(140, 190))) * 10 ** rng.uniform(-1.3, -0.3),
+            parts.append((speech_clip(text, voice, int(rng.integers(140, 190))) * 10 ** rng.uniform(-2, -1),
                           True))
             noise = rng.normal(size=int(rng.uniform(0.3, 0.7) * SAMPLE_RATE))
             if turn:  # brown noise, its slow drift removed
@@ -160,14 +160,15 @@ def steps_of(audio: np.ndarray) -> np.ndarray:
 DC_OFFSET = 0.3
 
 
-def trained_export(out_dir, seed: int = 0) -> tuple[object, list[np.ndarray], list[np.ndarray]]:
+def trained_export(out_dir, seed: int = 0, dc_offset: float = DC_OFFSET) -> tuple[object, list[np.ndarray],
+                                                                                list[np.ndarray]]:
     """Train a SileroLike briefly on espeak-ng streams with a DC offset, export it (ONNX and TFLite, output
     ``probabilities``, a held-out speech stream as reference input) to ``out_dir``; returns (model, held-out
     calibration streams as step inputs, their labels)."""
     from lstm_edge.export import export
 
     torch.set_num_threads(1)
-    data = streams(12, seed, dc_offset=DC_OFFSET)
+    data = streams(12, seed, dc_offset=dc_offset)
     torch.manual_seed(seed)
     model = train(SileroLike(), data[:8], steps=150, seed=seed)
     held_out = [steps_of(audio) for audio, _ in data[8:]]
