@@ -17,6 +17,7 @@ from lstm_edge.quantize import quantize
 from lstm_edge.quantize.mixed import stream_all
 from lstm_edge.quantize.onnx_quant import count_onnx_ops
 from lstm_edge.quantize.parity import parity_report
+from lstm_edge.quantize.tflite_inspect import count_tflite_ops
 from lstm_edge.runtime import StreamingModel
 from lstm_edge.runtime.manifest import Manifest
 
@@ -78,6 +79,8 @@ def test_silero_like_meets_its_task_gate_by_keeping_the_front_end_float(silero, 
     ops = count_onnx_ops(target / "model.int8.onnx")["ops"]
     assert ops.get("Conv", 0) == len(kept["onnx"]) and ops.get("ConvInteger", 0) == 6 - len(kept["onnx"])
     assert ops.get("MatMulInteger", 0) == 2 and "MatMul" not in ops
+    buffers = count_tflite_ops(target / "model.int8.tflite")["weight_operand_buffers"]
+    assert buffers == {"int8": 6, "float32": 2}, buffers
     assert all(value >= 0.98 for value in _speech_agreement(target, streams).values())
     report = parity_report(target)
     assert report["failures"] == []
