@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lstm_edge.quantize.config import INT8_NAMES, QuantizeConfig, QuantizeMode
+from lstm_edge.quantize.mixed import REPORT_NAME, MixedPrecisionError, quantize_mixed
 from lstm_edge.runtime.errors import InputError, QuantizationError, expected_got
 from lstm_edge.runtime.manifest import Manifest, check_file, file_entry
 
@@ -37,7 +38,6 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
     """
     from lstm_edge.quantize.calibration import Calibration, check_sequences
     from lstm_edge.quantize.formats import QUANTIZED_ELSEWHERE, quantizer_for
-    from lstm_edge.quantize.mixed import REPORT_NAME, MixedPrecisionError, quantize_mixed
 
     try:
         mode = QuantizeMode(mode)
@@ -94,11 +94,3 @@ def _write_report(path: Path, analyses: list[dict]) -> None:
     import json
 
     path.write_text(json.dumps({"files": analyses}, indent=2) + "\n")
-
-
-def __getattr__(name: str) -> object:
-    if name == "MixedPrecisionError":  # torch-free and onnx-free import of the package itself
-        from lstm_edge.quantize.mixed import MixedPrecisionError
-
-        return MixedPrecisionError
-    raise AttributeError(name)
