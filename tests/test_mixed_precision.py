@@ -99,9 +99,9 @@ def test_quantize_report_and_refusal_name_the_layers(silero, tmp_path):
                              "--formats", "onnx"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    error = [line for line in result.stderr.splitlines() if line.startswith("lstm-edge quantize: error:")]
-    assert len(error) == 1 and "Layers that could not be quantized" in error[0], result.stderr
-    assert "encoder/encoder.0/Conv" in error[0]
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL onnx: no mix of int8 and float")]
+    assert len(failed) == 1 and "Layers that could not be quantized" in failed[0], result.stdout
+    assert "stft/Conv" in failed[0] and "encoder/encoder.0/Conv" in failed[0]
     table = result.stdout.splitlines()
     header = next(i for i, line in enumerate(table) if "only int8" in line and "only float" in line)
     rows = [line.split() for line in table[header + 2:header + 10]]
@@ -128,3 +128,17 @@ def test_zoo_models_meet_the_relative_error_gate_on_both_formats(tmp_path, name)
         assert row["relative_error"] <= 0.06, (fmt, row["relative_error"])
         assert row["gated_relative_error"]
     assert not [f for f in report["failures"] if "relative error" in f]
+
+
+def test_quantize_options_are_checked_before_any_work(silero, tmp_path):
+    model_dir, _, _ = silero
+    target = _copy(model_dir, tmp_path / "options")
+    for options, message in ((["--report", "--mode", "static"], "--report: expected dynamic mode with mixed "
+                              "precision (the per-layer analysis is its search), got mode 'static'"),
+                             (["--max-float-fraction", "1.5"], "max_float_fraction: expected a fraction in [0, 1), "
+                              "got 1.5")):
+        result = subprocess.run([sys.executable, "-m", "lstm_edge", "quantize", str(target), "--no-speed", *options],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == f"lstm-edge quantize: error: {message}", result.stderr
+    assert [f.precision for f in Manifest.load(target).files] == ["float", "float"]

@@ -52,9 +52,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     try:
         quantize(args.model_dir, calibration=calibration, mode=args.mode, formats=formats, mixed=not args.no_mixed,
                  max_float_fraction=args.max_float_fraction, report=args.report)
-    except MixedPrecisionError:
+    except MixedPrecisionError as err:  # a gate no mix meets: reported like verify's failed gates
         print(format_sensitivity(json.loads((Path(args.model_dir) / REPORT_NAME).read_text())["files"]))
-        raise
+        print(f"FAIL {err}")
+        return 1
     if args.report:
         print(format_sensitivity(json.loads((Path(args.model_dir) / REPORT_NAME).read_text())["files"]))
     report = parity_report(args.model_dir, eval_data=args.eval, clip_predictor=_clip_predictor(args.model_dir))
