@@ -7,7 +7,9 @@ model's speech/non-speech agreement, and the layers kept float.
 
 Zoo models (tests/zoo.py, seeded random weights) are measured on their reference input (1200 random frames, or 200
 random steps). The Silero-like model (tests/vad_like.py) is trained for 150 steps on espeak-ng speech with silence,
-noise and a DC offset, and measured on held-out streams, which are also the data mixed precision chooses on.
+noise and a DC offset, and measured on held-out streams, which are also the data mixed precision chooses on. The
+shipped keyword spotter and speech recognizer (models/kws, models/asr) are requantized from their float files and
+measured on their reference input.
 "before" is every layer int8 (``mixed=False``); "after" is the default. Results:
 benchmarks/results/mixed_precision.json.
 """
@@ -26,10 +28,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from _common import save  # noqa: E402
 
+SHIPPED = ("kws", "asr")  # the trained models in models/, their float files requantized
 ZOO = ("feature_lstm", "projected", "tokens_time_major", "learned_h0", "stacked_residual", "gru", "causal_crnn",
        "dilated_tcn", "depthwise_separable", "cell_step", "context_step", "grucell_step", "vad_step",
        "last_state_classifier", "last_frame_tokens")
 BACKENDS = {"onnx": "onnx", "tflite": "litert"}
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def _float_copy(src: Path, dst: Path) -> None:
+    """A shipped model directory with only its float ONNX and TFLite files."""
+    from dataclasses import replace
+
+    from lstm_edge.runtime.manifest import Manifest
+
+    shutil.copytree(src, dst)
+    manifest = Manifest.load(dst)
+    replace(manifest, files=tuple(f for f in manifest.files if f.precision == "float" and f.format != "c")).save(dst)
 
 
 def _measure(model_dir: Path, formats: list[str], streams: list[np.ndarray] | None, mixed: bool) -> dict:
@@ -53,6 +68,7 @@ def _measure(model_dir: Path, formats: list[str], streams: list[np.ndarray] | No
         record = manifest.file(fmt, "int8").quantization
         row = {"relative_error": float(np.sqrt(np.mean((y_int8 - y_float) ** 2)) / y_float.std()),
                "float_layers": [layer["name"] for layer in record.get("float_layers", [])],
+               "weight_scales": record.get("mixed_precision", {}).get("weight_scales"),
                "bytes": manifest.file(fmt, "int8").bytes, "float_bytes": manifest.file(fmt, "float").bytes}
         if manifest.output.semantics == "probabilities":
             row["decision_agreement"] = float(np.mean((y_int8 >= 0.5) == (y_float >= 0.5)))
@@ -73,11 +89,13 @@ def main() -> None:
     torch.set_num_threads(1)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in (*ZOO, "silero_like"):
+        for name in (*ZOO, "silero_like", *SHIPPED):
             float_dir = Path(tmp) / name
             streams = None
             if name == "silero_like":
                 _, streams, _ = vad_like.trained_export(float_dir)
+            elif name in SHIPPED:
+                _float_copy(MODELS / name / "export", float_dir)
             else:
                 model, example = zoo.build(name)
                 export(model, example, float_dir, formats=("onnx", "tflite"), chunk_sizes=(10, 1))
@@ -128,7 +146,10 @@ def table(results: dict) -> str:
         for fmt in BACKENDS:
             after = result["after"].get(fmt)
             kept = ", ".join(after.get("float_layers", [])) if after and "error" not in after else "-"
-            cells += [_cell(result["before"].get(fmt)), _cell(after, size=bool(kept and kept != "-")), kept or "none"]
+            after_cell = _cell(after, size=bool(kept and kept != "-"))
+            if fmt == "tflite" and after and after.get("weight_scales") == "per-channel":
+                after_cell += " (per-channel weights)"
+            cells += [_cell(result["before"].get(fmt)), after_cell, kept or "none"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
