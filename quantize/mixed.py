@@ -4,7 +4,8 @@ Dynamic int8 holds on plain LSTM stacks but not on every model: an STFT written 
 convolution over raw features or a small output head can carry most of the error. For one float file this module
 
 1. measures the int8 error of the whole file against the float file (same engine) on evaluation streams with the
-   state carried: the calibration data when given, else the reference input stored at export;
+   state carried: the calibration data when given, else the reference input stored at export (TFLite: per-tensor
+   weight scales, and per-channel as well when per-tensor misses the gate; the smaller error is kept);
 2. when that misses the gate (and always with ``report``), measures each layer quantized alone (everything else
    float), and (``report``) each layer kept float alone: the sensitivity table;
 3. keeps layers float, the most harmful first, until the gate is met, then gives back to int8 every layer the gate
