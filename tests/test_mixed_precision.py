@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -19,7 +20,7 @@ from lstm_edge.quantize.onnx_quant import count_onnx_ops
 from lstm_edge.quantize.parity import parity_report
 from lstm_edge.quantize.tflite_inspect import count_tflite_ops
 from lstm_edge.runtime import StreamingModel
-from lstm_edge.runtime.manifest import Manifest
+from lstm_edge.runtime.manifest import SCHEMA_FILE, Manifest
 
 import vad_like
 import zoo
@@ -66,6 +67,8 @@ def test_silero_like_meets_its_task_gate_by_keeping_the_front_end_float(silero, 
     target = _copy(model_dir, tmp_path / "mixed")
     quantize(target, calibration=streams)
     manifest = Manifest.load(target)
+    document = json.loads((target / "manifest.json").read_text())
+    jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text())).validate(document)  # float_layers typed
     kept = {fmt: [layer["name"] for layer in manifest.file(fmt, "int8").quantization["float_layers"]]
             for fmt in BACKENDS}
     for fmt in BACKENDS:  # the STFT and the convolution reading its magnitudes, nothing else
