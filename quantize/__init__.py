@@ -18,23 +18,35 @@ from pathlib import Path
 import numpy as np
 
 from lstm_edge.quantize.config import INT8_NAMES, QuantizeConfig, QuantizeMode
+from lstm_edge.quantize.mixed import REPORT_NAME, MixedPrecisionError, quantize_mixed
 from lstm_edge.runtime.errors import InputError, QuantizationError, expected_got
 from lstm_edge.runtime.manifest import Manifest, check_file, file_entry
 
-__all__ = ["quantize", "QuantizeMode", "QuantizeConfig", "QuantizationError", "INT8_NAMES"]
+__all__ = ["quantize", "MixedPrecisionError", "QuantizeMode", "QuantizeConfig", "QuantizationError", "INT8_NAMES"]
 
 
 def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = None,
-             mode: str | QuantizeMode = "dynamic", formats: Sequence[str] | None = None) -> Path:
-    """Quantize every float model file of ``model_dir`` (or only ``formats``) to int8; returns ``model_dir``."""
-    from lstm_edge.quantize.calibration import Calibration
+             mode: str | QuantizeMode = "dynamic", formats: Sequence[str] | None = None, *, mixed: bool = True,
+             max_float_fraction: float = 0.5, report: bool = False) -> Path:
+    """Quantize every float model file of ``model_dir`` (or only ``formats``) to int8; returns ``model_dir``.
+
+    Dynamic mode with ``mixed`` (the default) keeps float the fewest layers that bring the file within its gate
+    (``lstm_edge.quantize.mixed``), measured on ``calibration`` when given, else on the reference input; it raises
+    ``MixedPrecisionError`` (a ``QuantizationError``) naming the layers int8 cannot hold when no mix keeping at most
+    ``max_float_fraction`` of the weights float meets it. The per-layer analysis is written to ``sensitivity.json``
+    (``report``: every layer measured both ways).
+    """
+    from lstm_edge.quantize.calibration import Calibration, check_sequences
     from lstm_edge.quantize.formats import QUANTIZED_ELSEWHERE, quantizer_for
 
     try:
         mode = QuantizeMode(mode)
     except ValueError:
         raise InputError(expected_got("mode", "'dynamic' or 'static'", repr(mode))) from None
-    config = QuantizeConfig(mode=mode, formats=tuple(formats) if formats else None)
+    if not 0.0 <= max_float_fraction < 1.0:
+        raise InputError(expected_got("max_float_fraction", "a fraction in [0, 1)", max_float_fraction))
+    config = QuantizeConfig(mode=mode, formats=tuple(formats) if formats else None, mixed=mixed,
+                            max_float_fraction=max_float_fraction, report=report)
     model_dir = Path(model_dir)
     manifest = Manifest.load(model_dir)
     # C weight files come in pairs from the float ONNX graph (export / add-c): not quantized here unless asked
@@ -46,14 +58,28 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
     if mode is QuantizeMode.STATIC and calibration is None:
         raise InputError("static quantization needs calibration data: pass calibration= an iterable of realistic "
                          "inputs (no batch dim), e.g. a few hundred training-like utterances; dynamic mode needs none")
-    recorded = (Calibration.from_sequences(model_dir, calibration, config)
-                if calibration is not None and mode is QuantizeMode.STATIC else None)
+    sequences = (check_sequences(calibration, manifest, config.min_calibration_frames)
+                 if calibration is not None else None)
+    recorded = (Calibration(model_dir, sequences, config)
+                if sequences is not None and mode is QuantizeMode.STATIC else None)
     for entry in targets:
         check_file(model_dir, entry)
+    analyses = []
     for entry in targets:
         quantizer = quantizer_for(entry.format)
         out_name = INT8_NAMES[entry.format]
-        info = quantizer.quantize(model_dir / entry.path, model_dir / out_name, config, recorded, manifest, entry)
+        if mode is QuantizeMode.DYNAMIC and config.mixed:
+            try:
+                info, analysis = quantize_mixed(model_dir, entry, manifest, model_dir / out_name, config, sequences,
+                                                report=report)
+            except MixedPrecisionError as err:
+                analyses.append(err.analysis)
+                _write_report(model_dir / REPORT_NAME, analyses)
+                raise
+            analyses.append(analysis.to_dict())
+            _write_report(model_dir / REPORT_NAME, analyses)
+        else:
+            info = quantizer.quantize(model_dir / entry.path, model_dir / out_name, config, recorded, manifest, entry)
         kept = info.get("signatures_kept")  # a quantizer that keeps fewer signatures than the float file says so
         chunk_sizes = sorted(int(k) for k in kept) if kept else entry.chunk_sizes
         new_entry = file_entry(model_dir, out_name, entry.format, "int8", chunk_sizes=chunk_sizes,
@@ -62,3 +88,9 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
         manifest = manifest.with_file(new_entry)
         manifest.save(model_dir)
     return model_dir
+
+
+def _write_report(path: Path, analyses: list[dict]) -> None:
+    import json
+
+    path.write_text(json.dumps({"files": analyses}, indent=2) + "\n")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
+from lstm_edge.quantize.layers import WeightLayer
 from lstm_edge.runtime.errors import QuantizationError
 
 if TYPE_CHECKING:
@@ -45,10 +48,12 @@ def count_onnx_ops(path: Path) -> dict[str, Any]:
             "int8_initializers": int8_initializers}
 
 
-def check_int8_structure(path: Path, mode: str) -> dict[str, Any]:
-    """Refuse an "int8" file whose LSTMs or matmuls stayed float. Returns the op counts."""
+def check_int8_structure(path: Path, mode: str, float_nodes: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Refuse an "int8" file whose LSTMs or matmuls stayed float, apart from ``float_nodes`` (node name -> op type,
+    the layers mixed precision keeps float on purpose). Returns the op counts."""
     counts = count_onnx_ops(path)
-    ops = counts["ops"]
+    kept = Counter((float_nodes or {}).values())
+    ops = {op: n - kept.get(op, 0) for op, n in counts["ops"].items()}
     if ops.get("LSTM", 0):
         raise QuantizationError(f"{path.name}: {ops['LSTM']} LSTM ops are still float (expected every LSTM to "
                                 "become DynamicQuantizeLSTM; are its weights plain initializers?)")
@@ -126,18 +131,22 @@ def drop_unused_opset_imports(path: Path) -> list[str]:
 
 
 def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[str, np.ndarray]] | None,
-                  state_inputs: list[str]) -> dict[str, Any]:
-    """Write an int8 ONNX file; return what the manifest records about it. Refuses a result that stayed float."""
+                  state_inputs: list[str], float_nodes: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Write an int8 ONNX file; return what the manifest records about it. Refuses a result that stayed float.
+
+    ``float_nodes`` (node name of the pre-processed graph -> op type, from ``weight_layers``) stay float."""
     from onnxruntime import __version__ as ort_version
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     before = count_onnx_ops(float_path)
+    excluded = sorted(float_nodes or {})
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         try:
             _preprocess(float_path, prepared)
             if mode == "dynamic":
-                quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, **WEIGHT_OPTIONS)
+                quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=excluded, **WEIGHT_OPTIONS)
             elif mode == "static":
                 if not feeds:
                     raise QuantizationError("static ONNX quantization needs calibration feeds")
@@ -145,9 +154,9 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
                 quantize_static(str(prepared), str(staged), _feed_reader(feeds), quant_format=QuantFormat.QDQ,
                                 op_types_to_quantize=["MatMul", "Gemm", "Conv"], activation_type=QuantType.QInt8,
                                 weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                                nodes_to_exclude=[], extra_options={"ActivationSymmetric": False})
+                                nodes_to_exclude=excluded, extra_options={"ActivationSymmetric": False})
                 quantize_dynamic(str(staged), str(out_path), weight_type=QuantType.QInt8,
-                                 op_types_to_quantize=["LSTM"], **WEIGHT_OPTIONS)
+                                 op_types_to_quantize=["LSTM"], nodes_to_exclude=excluded, **WEIGHT_OPTIONS)
             else:
                 raise QuantizationError(f"mode: expected 'dynamic' or 'static', got {mode!r}")
         except QuantizationError:
@@ -156,7 +165,7 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
             raise QuantizationError(f"onnxruntime quantization of {float_path.name} failed: {err}") from None
     dropped_domains = drop_unused_opset_imports(out_path)
     try:
-        after = check_int8_structure(out_path, mode)
+        after = check_int8_structure(out_path, mode, float_nodes)
     except QuantizationError:
         out_path.unlink(missing_ok=True)  # leave no int8 file behind that the manifest does not vouch for
         raise
@@ -172,14 +181,43 @@ def quantize_onnx(float_path: Path, out_path: Path, mode: str, feeds: list[dict[
             "opset_domains_dropped": dropped_domains, "notes": notes}
 
 
+def weight_layers(float_path: Path) -> list[WeightLayer]:
+    """The weight-bearing nodes of the graph ``quantize_onnx`` quantizes (after pre-processing), in graph order."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        _preprocess(float_path, prepared)
+        graph = onnx.load(str(prepared)).graph
+    initializers = {t.name: t for t in graph.initializer}
+    layers = []
+    for node in graph.node:
+        if node.op_type not in FLOAT_WEIGHT_OPS:
+            continue
+        weights = [initializers[name] for name in node.input[1:] if name in initializers]
+        if not weights or node.input[1] not in initializers:
+            continue  # a matmul of two activations has no weights to quantize
+        params = sum(int(np.prod(t.dims)) for t in weights)
+        name = node.name.removeprefix("/model/").removeprefix("/") or node.output[0]
+        weight_inputs = node.input[1:3] if node.op_type in ("LSTM", "GRU", "RNN") else node.input[1:2]  # W (, R)
+        values = [numpy_helper.to_array(initializers[n]) for n in weight_inputs if n in initializers
+                  and initializers[n].data_type == onnx.TensorProto.FLOAT]
+        layers.append(WeightLayer(name, node.op_type, params, (node.name,), tuple(values)))
+    return layers
+
+
 class OnnxQuantizer:
     """onnxruntime quantization of the ONNX file (dynamic time axis: calibrated at one chunk length)."""
 
     format = "onnx"
+    granularities: tuple[str, ...] = ("per-channel",)  # with reduce_range: see WEIGHT_OPTIONS
+
+    def layers(self, src: Path) -> list[WeightLayer]:
+        return weight_layers(src)
 
     def quantize(self, src: Path, dst: Path, config: QuantizeConfig, calibration: Calibration | None,
-                 manifest: Manifest, entry: ModelFile) -> dict[str, Any]:
+                 manifest: Manifest, entry: ModelFile, float_layers: Sequence[WeightLayer] = (),
+                 granularity: str | None = None) -> dict[str, Any]:
         feeds = None
         if calibration is not None and config.mode.value == "static":
             feeds = calibration.feeds(config.onnx_calibration_chunk)
-        return quantize_onnx(src, dst, config.mode.value, feeds, [s.input for s in manifest.states])
+        return quantize_onnx(src, dst, config.mode.value, feeds, [s.input for s in manifest.states],
+                             {layer.handles[0]: layer.kind for layer in float_layers})

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from lstm_edge.quantize import text_parity
+from lstm_edge.quantize.mixed import Gate, compare
 from lstm_edge.quantize.tasks import mean_argmax
 from lstm_edge.runtime.backends import engine_available, for_format
 from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
-from lstm_edge.runtime.manifest import Manifest, float_limit, sha256_of
+from lstm_edge.runtime.manifest import Manifest, ModelFile, float_limit, sha256_of
 from lstm_edge.runtime.model import StreamingModel
 
 REPORT_NAME = "parity.json"
@@ -99,6 +100,7 @@ def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, ch
     sweep = list(chunk_sweep) if chunk_sweep is not None else (
         parity_chunks(manifest, len(ref_input)) if manifest.kind == "sequence" else [])
     float_sizes = {f.format: f.bytes for f in manifest.files if f.precision == "float"}
+    gate = Gate.of(manifest)
     rows = []
     for entry in manifest.files:
         backend = for_format(entry.format).name
@@ -122,6 +124,13 @@ def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, ch
         row.update(text_parity.row_metrics(manifest, ref_input, got))
         if classifier:
             row["argmax_agreement"] = float((got.argmax(-1) == ref_output.argmax(-1)).mean())
+        measured_int8 = compare(ref_output.reshape(len(ref_output), -1), got.reshape(len(got), -1), gate)
+        row["relative_error"] = measured_int8.relative_error
+        if measured_int8.decision_agreement is not None:
+            row["decision_agreement"] = measured_int8.decision_agreement
+        row["gated_relative_error"] = relative_error_gated(entry, classifier)
+        if entry.quantization and entry.quantization.get("float_layers"):
+            row["float_layers"] = [layer["name"] for layer in entry.quantization["float_layers"]]
         by_chunk = {}
         outputs = {chunk: got}
         for size in sweep:
@@ -148,6 +157,15 @@ def parity_report(model_dir: str | Path, eval_data: str | Path | None = None, ch
     return report
 
 
+def relative_error_gated(entry: ModelFile, classifier: bool) -> bool:
+    """Whether an int8 file is held to ``int8_relative_error``: files made by mixed precision (which chose their
+    mix against it), and every file of a model with no argmax gate (a detector or regressor would otherwise pass
+    unchecked). int8 classifiers quantized before mixed precision keep the argmax gate they were shipped under."""
+    if entry.precision == "float":
+        return False
+    return not classifier or bool(entry.quantization and "mixed_precision" in entry.quantization)
+
+
 def gate_failures(report: Mapping[str, Any]) -> list[str]:
     """Each way the report falls outside the manifest's tolerances, as a sentence."""
     tolerances = report["tolerances"]
@@ -164,6 +182,14 @@ def gate_failures(report: Mapping[str, Any]) -> list[str]:
                 failures.append(f"{name}: max abs diff vs torch {row['max_abs_diff']:.3g} > {limit:.3g} "
                                 f"({tolerances.get('float_rule', 'scaled')} rule)")
             continue
+        if row.get("gated_relative_error") and not row["relative_error"] <= tolerances["int8_relative_error"]:
+            failures.append(f"{name}: relative error vs torch {100 * row['relative_error']:.2f}% > "
+                            f"{100 * tolerances['int8_relative_error']:g}% (rms of the difference over the float "
+                            "outputs' std)")
+        decisions = row.get("decision_agreement")
+        if decisions is not None and not decisions >= tolerances["int8_decision_agreement"]:
+            failures.append(f"{name}: decision agreement (p >= 0.5) with torch {100 * decisions:.2f}% < "
+                            f"{100 * tolerances['int8_decision_agreement']:g}%")
         agreement = row.get("argmax_agreement")
         if agreement is not None and not agreement >= tolerances["int8_argmax_agreement"]:
             failures.append(f"{name}: argmax agreement with torch {100 * agreement:.2f}% < "
@@ -186,7 +212,7 @@ def gate_failures(report: Mapping[str, Any]) -> list[str]:
 def format_table(report: Mapping[str, Any]) -> str:
     """The report as a fixed-width table."""
     header = (f"{'format':7s} {'precision':9s} {'size KB':>8s} {'ratio':>6s} {'max|diff|':>10s} "
-              f"{'first10%':>9s} {'last10%':>9s} {'argmax':>7s} {'accuracy':>8s}")
+              f"{'first10%':>9s} {'last10%':>9s} {'rel.err':>7s} {'argmax':>7s} {'accuracy':>8s}")
     lines = [header, "-" * len(header)]
     for row in report["results"]:
         if "error" in row:
@@ -195,11 +221,16 @@ def format_table(report: Mapping[str, Any]) -> str:
         ratio = f"{row['size_ratio']:.2f}" if row.get("size_ratio") is not None else "-"
         agreement = f"{100 * row['argmax_agreement']:.2f}%" if "argmax_agreement" in row else "-"
         accuracy = f"{100 * row['eval_accuracy']:.2f}%" if "eval_accuracy" in row else "-"
+        relative = f"{100 * row['relative_error']:.2f}%" if "relative_error" in row else "-"
         lines.append(f"{row['format']:7s} {row['precision']:9s} {row['bytes'] / 1024:8.1f} {ratio:>6s} "
                      f"{row['max_abs_diff']:10.2e} {row['max_abs_diff_first_10pct']:9.2e} "
-                     f"{row['max_abs_diff_last_10pct']:9.2e} {agreement:>7s} {accuracy:>8s}")
+                     f"{row['max_abs_diff_last_10pct']:9.2e} {relative:>7s} {agreement:>7s} {accuracy:>8s}")
     lines.extend(f"{r['format']}/{r['precision']}: {r['bits_per_char']:.4f} bits/char on the reference text"
                  for r in report["results"] if r.get("bits_per_char") is not None)
+    lines.extend(f"{r['format']}/{r['precision']}: decision agreement (p >= 0.5) {100 * r['decision_agreement']:.2f}%"
+                 for r in report["results"] if r.get("decision_agreement") is not None and r["precision"] != "float")
+    lines.extend(f"{r['format']}/{r['precision']}: kept float by mixed precision: {', '.join(r['float_layers'])}"
+                 for r in report["results"] if r.get("float_layers"))
     lines.append(f"reference: torch float on {report['reference_frames']} frames, one stream, chunks of "
                  f"{report['chunk']}, state carried")
     for row in report["results"]:

@@ -236,3 +236,31 @@ def _buffer_array(parsed: _Model, raw: bytes, tensor: Any, dtype: Any) -> Any:
     if buffer.offset and buffer.offset > 1 and buffer.size:
         return np.frombuffer(raw[buffer.offset:buffer.offset + buffer.size], dtype=dtype)
     return None
+
+
+def weight_layers(path: Path) -> list[dict[str, Any]]:
+    """The weight-bearing layers of a ``.tflite``: one per constant float weight buffer (the signatures and the
+    unrolled steps of one signature share it), with ``{"buffer", "kind", "shape", "params", "scopes", "weights"}``.
+    ``scopes`` are ai-edge-quantizer's op scopes (output tensor names) of every op that reads the buffer, so a recipe
+    rule can address exactly that layer; ``weights`` are its float values (to name it after the ONNX graph's layer).
+    """
+    import numpy as np
+    from ai_edge_quantizer.utils.tfl_flatbuffer_utils import get_op_scope
+
+    parsed, raw = _Model.read(path), Path(path).read_bytes()
+    layers: dict[int, dict[str, Any]] = {}
+    for subgraph in parsed.model.subgraphs or []:
+        for op in subgraph.operators or []:
+            kind = parsed.op_name(op)
+            weight_at = _WEIGHT_OPERAND.get(kind)
+            if kind == "DEQUANTIZE" or weight_at is None or weight_at >= len(op.inputs) or op.inputs[weight_at] < 0:
+                continue
+            weight = subgraph.tensors[op.inputs[weight_at]]
+            if not parsed.is_constant(weight) or parsed.type_name(weight) != "FLOAT32":
+                continue
+            layer = layers.setdefault(weight.buffer, {
+                "buffer": weight.buffer, "kind": kind, "shape": [int(n) for n in weight.shape],
+                "params": int(np.prod(weight.shape)), "scopes": [],
+                "weights": _buffer_array(parsed, raw, weight, np.float32)})
+            layer["scopes"].append(get_op_scope(op, subgraph.tensors))
+    return list(layers.values())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lstm_edge.quantize.layers import WeightLayer
 from lstm_edge.quantize.tflite_inspect import count_tflite_ops, fc_bias_mismatches, signature_io
 from lstm_edge.runtime.errors import QuantizationError, expected_got
 
@@ -50,7 +52,9 @@ CALIBRATION_UPDATE = "running min/max (ai_edge_quantizer.utils.qsv_utils.min_max
 def quantize_tflite(float_path: Path, out_path: Path, mode: str,
                     calibration: Mapping[str, Sequence[Mapping[str, np.ndarray]]] | None = None, *,
                     states: Sequence[tuple[str, str]] | None = None,
-                    weight_granularity: str = STATIC_WEIGHT_GRANULARITY) -> dict[str, Any]:
+                    weight_granularity: str = STATIC_WEIGHT_GRANULARITY,
+                    float_scopes: Sequence[str] = (), float_buffers: int = 0,
+                    dynamic_granularity: str = "TENSORWISE") -> dict[str, Any]:
     """Quantize the float ``.tflite`` at ``float_path`` to int8 and write it to ``out_path``.
 
     ``mode`` is ``"dynamic"`` (int8 weights, float I/O) or ``"static"`` (full integer: int8 matmuls, int16
@@ -59,6 +63,9 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
     with realistic carried state; ``states`` (static only) lists the (state input, state output) name pairs, from
     the manifest's ``states``. Returns the manifest record ``{"mode", "tool", "recipe", "calibration_chunks",
     "io_dtype", "float_bytes", "quantized_bytes", "state_ranges" and "io_quantization" (static), "notes"}``.
+    ``dynamic_granularity`` (dynamic) is the weights' ``"TENSORWISE"`` (default) or ``"CHANNELWISE"`` scales.
+    ``float_scopes`` (dynamic only) are op scopes (ai-edge-quantizer's output tensor names, from
+    ``tflite_inspect.weight_layers``) whose ops stay float, holding ``float_buffers`` weight buffers between them.
     Raises ``QuantizationError`` when quantization fails or the result does not pass its structural checks;
     ``out_path`` is then left untouched.
     """
@@ -80,12 +87,18 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
         # One scale per weight tensor instead of per output channel. On a 154k-parameter keyword spotter:
         # file 31% of float instead of 37%, argmax agreement with torch 99.65% instead of 99.88%, clip accuracy equal.
         for rule in recipe:
-            rule["op_config"]["weight_tensor_config"]["granularity"] = "TENSORWISE"
+            rule["op_config"]["weight_tensor_config"]["granularity"] = dynamic_granularity
         for op in DYNAMIC_FLOAT_COMPUTE_OPS:
             rule = copy.deepcopy(recipe[0])
             rule["operation"] = op
             rule["op_config"].update(explicit_dequantize=True, compute_precision="FLOAT")
             recipe.append(rule)
+        if float_scopes:  # later rules win: these ops are not quantized at all
+            scopes = "|".join(re.escape(scope) for scope in float_scopes)
+            recipe.append({"regex": f"^(?:{scopes})$", "operation": "*", "algorithm_key": "no_quantize"})
+    elif float_scopes:
+        raise QuantizationError(expected_got("float layers in mode 'static'", "none (mixed precision is a dynamic "
+                                             "mode feature)", len(float_scopes)))
 
     calibration_result = None
     feeds = None
@@ -119,7 +132,8 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
     staged = out_path.with_name(out_path.name + ".partial")
     staged.write_bytes(repoint_signature_outputs(bytes(result.quantized_model)))
     try:
-        _check_structure(count_tflite_ops(staged), count_tflite_ops(float_path), float_io, mode, out_path)
+        _check_structure(count_tflite_ops(staged), count_tflite_ops(float_path), float_io, mode, out_path,
+                         float_buffers)
         wrong_biases = fc_bias_mismatches(staged, float_path)
         if wrong_biases:
             raise QuantizationError(expected_got(f"{out_path}: FULLY_CONNECTED biases", "each quantized with its "
@@ -133,7 +147,7 @@ def quantize_tflite(float_path: Path, out_path: Path, mode: str,
         "mode": mode,
         "tool": f"ai-edge-quantizer {aeq.version}",
         "recipe": RECIPES[mode],
-        "weight_granularity": "tensorwise" if mode == "dynamic" else weight_granularity.lower(),
+        "weight_granularity": (dynamic_granularity if mode == "dynamic" else weight_granularity).lower(),
         "calibration_chunks": 0 if feeds is None else sum(len(v) for v in feeds.values()),
         "io_dtype": ("/".join(sorted({spec["dtype"] for sig in quantized_io.values() for side in sig.values()
                                       for spec in side.values()})) if mode == "static" else "float32"),
@@ -272,14 +286,14 @@ def _calibrate(aeq: _Aeq, float_bytes: bytes, recipe: Any,
 
 
 def _check_structure(facts: dict[str, Any], float_facts: dict[str, Any], float_io: dict[str, Any], mode: str,
-                     path: Path) -> None:
-    """Refuse a result that dropped a signature, left a FULLY_CONNECTED float, duplicated weights, or (static)
-    kept float I/O."""
+                     path: Path, float_buffers: int = 0) -> None:
+    """Refuse a result that dropped a signature, left a FULLY_CONNECTED float (beyond the ``float_buffers`` weight
+    buffers mixed precision keeps float), duplicated weights, or (static) kept float I/O."""
     if set(facts["signatures"]) != set(float_io):
         raise QuantizationError(expected_got(f"{path}: signatures", sorted(float_io), sorted(facts["signatures"])))
     for key, sig in facts["signatures"].items():
         fc = sig["ops"].get("FULLY_CONNECTED", {})
-        if not fc or fc.get("int8_weights", 0) != fc.get("count", 0):
+        if not fc or (fc.get("int8_weights", 0) != fc.get("count", 0) and not float_buffers):
             raise QuantizationError(expected_got(f"{path}: signature {key!r} FULLY_CONNECTED ops with int8 weights",
                                                  f"all {fc.get('count', 0)} (and at least one)",
                                                  fc.get("int8_weights", 0)))
@@ -307,10 +321,11 @@ def _check_structure(facts: dict[str, Any], float_facts: dict[str, Any], float_i
                 raise QuantizationError(expected_got(f"{path}: signature {key!r} input/output dtypes (dynamic keeps "
                                                      "them)", "as in the float file", float_io_names))
     float_weights = sum(float_facts["weight_operand_buffers"].values())
-    int8_weights = facts["weight_operand_buffers"].get("int8", 0)
-    if int8_weights != float_weights or set(facts["weight_operand_buffers"]) != {"int8"}:
-        raise QuantizationError(expected_got(f"{path}: weight matrices (one int8 buffer per float one; more means the "
-                                             "signatures no longer share them)", f"{float_weights} int8",
+    expected_buffers = {"int8": float_weights - float_buffers, "float32": float_buffers}
+    if facts["weight_operand_buffers"] != {k: n for k, n in expected_buffers.items() if n}:
+        raise QuantizationError(expected_got(f"{path}: weight matrices (one int8 buffer per float one, apart from the "
+                                             "layers kept float; more means the signatures no longer share them)",
+                                             {k: n for k, n in expected_buffers.items() if n},
                                              facts["weight_operand_buffers"]))
     if float_facts["shared_weight_buffers"] and not facts["shared_weight_buffers"]:
         raise QuantizationError(expected_got(f"{path}: weight buffers shared by the signatures",
@@ -359,13 +374,24 @@ class TFLiteQuantizer:
     """ai-edge-quantizer on the TFLite file: dynamic keeps every signature; static keeps the one-frame signature."""
 
     format = "tflite"
+    granularities: tuple[str, ...] = ("per-tensor", "per-channel")  # dynamic weight scales, default first
+
+    def layers(self, src: Path) -> list[WeightLayer]:
+        from lstm_edge.quantize.tflite_inspect import weight_layers
+
+        return [WeightLayer(layer["scopes"][0].rstrip(";"), layer["kind"], layer["params"], tuple(layer["scopes"]),
+                            (layer["weights"],)) for layer in weight_layers(src)]
 
     def quantize(self, src: Path, dst: Path, config: QuantizeConfig, calibration: Calibration | None,
-                 manifest: Manifest, entry: ModelFile) -> dict[str, Any]:
+                 manifest: Manifest, entry: ModelFile, float_layers: Sequence[WeightLayer] = (),
+                 granularity: str | None = None) -> dict[str, Any]:
         mode = config.mode.value
         states = [(s.input, s.output) for s in manifest.states]
         if mode != "static":
-            return quantize_tflite(src, dst, mode, None, states=states)
+            scales = {"per-tensor": "TENSORWISE", "per-channel": "CHANNELWISE"}[granularity or "per-tensor"]
+            return quantize_tflite(src, dst, mode, None, states=states,
+                                   float_scopes=[scope for layer in float_layers for scope in layer.handles],
+                                   float_buffers=len(float_layers), dynamic_granularity=scales)
         if calibration is None:
             raise QuantizationError("static TFLite quantization needs calibration data")
         signatures = entry.signatures or {}

@@ -188,6 +188,13 @@ def cmd_info(args: argparse.Namespace) -> int:
             bad.append(entry.path)
         chunks = f" chunks {list(entry.chunk_sizes)}" if entry.chunk_sizes else " any T"
         print(f"    {entry.key:13s} {entry.path:22s} {entry.bytes / 1024:8.1f} KB{chunks}  sha256 {status}")
+        mixed = (entry.quantization or {}).get("mixed_precision")
+        if mixed:
+            kept = (entry.quantization or {}).get("float_layers") or []
+            names = ", ".join(f"{layer['name']} ({layer['kind']}, {layer['params']} params)" for layer in kept)
+            print(f"      float layers: {names or 'none'}; int8 weights {100 * mixed['int8_weight_fraction']:.1f}%; "
+                  f"relative error {100 * mixed['result']['relative_error']:.2f}% "
+                  f"(all int8: {100 * mixed['all_int8']['relative_error']:.2f}%)")
     engines = ", ".join(f"{name}={'installed' if engine_available(name) else 'missing'}" for name in NAMES)
     print(f"  engines here: {engines}")
     if bad:

@@ -41,11 +41,23 @@ def _clip_predictor(model_dir: str):
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from lstm_edge.quantize import quantize
+    from lstm_edge.quantize.mixed import REPORT_NAME, MixedPrecisionError, format_sensitivity
     from lstm_edge.quantize.parity import format_table, parity_report
 
+    if args.report and (args.mode != "dynamic" or args.no_mixed):
+        raise InputError("--report: expected dynamic mode with mixed precision (the per-layer analysis is its "
+                         f"search), got mode {args.mode!r}{' with --no-mixed' if args.no_mixed else ''}")
     calibration = load_calibration(args.calibration, args.model_dir) if args.calibration else None
     formats = tuple(args.formats.split(",")) if args.formats else None
-    quantize(args.model_dir, calibration=calibration, mode=args.mode, formats=formats)
+    try:
+        quantize(args.model_dir, calibration=calibration, mode=args.mode, formats=formats, mixed=not args.no_mixed,
+                 max_float_fraction=args.max_float_fraction, report=args.report)
+    except MixedPrecisionError as err:  # a gate no mix meets: reported like verify's failed gates
+        print(format_sensitivity(json.loads((Path(args.model_dir) / REPORT_NAME).read_text())["files"]))
+        print(f"FAIL {err}")
+        return 1
+    if args.report:
+        print(format_sensitivity(json.loads((Path(args.model_dir) / REPORT_NAME).read_text())["files"]))
     report = parity_report(args.model_dir, eval_data=args.eval, clip_predictor=_clip_predictor(args.model_dir))
     print(format_table(report))
     for failure in report["failures"]:
@@ -80,7 +92,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                  else f"{tolerances['float_max_abs_diff']:g}")
         print(f"gates: float max|diff| <= {bound}; int8 argmax agreement >= "
               f"{100 * tolerances['int8_argmax_agreement']:g}%; int8 accuracy drop <= "
-              f"{100 * tolerances['int8_accuracy_drop']:g} point(s) (with --eval)")
+              f"{100 * tolerances['int8_accuracy_drop']:g} point(s) (with --eval); int8 relative error <= "
+              f"{100 * tolerances['int8_relative_error']:g}% (mixed-precision files, and models without an argmax "
+              f"gate); binary detectors: decisions agree on >= {100 * tolerances['int8_decision_agreement']:g}%")
         for failure in report["failures"]:
             print(f"FAIL {failure}")
         if not args.no_speed:
@@ -100,10 +114,20 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=("dynamic", "static"), default="dynamic",
                    help="dynamic: int8 weights, float activations and state (default); static: calibrated int8 "
                         "activations (TFLite: full integer, state included)")
-    p.add_argument("--calibration", help=".npy/.npz of realistic inputs without batch dim (required for static)")
+    p.add_argument("--calibration", help=".npy/.npz of realistic inputs without batch dim (required for static; in "
+                                         "dynamic mode the streams mixed precision is measured on, default the "
+                                         "reference input)")
     p.add_argument("--formats", help="comma-separated formats to quantize (default: all float files)")
     p.add_argument("--eval", help="labelled evaluation .npz for the accuracy columns")
     p.add_argument("--no-speed", action="store_true", help="skip the float vs int8 timing and recommendation")
+    p.add_argument("--report", action="store_true",
+                   help="print the per-layer sensitivity table: error when only this layer is int8 / only this "
+                        "layer is float, and the precision chosen (also in sensitivity.json)")
+    p.add_argument("--no-mixed", action="store_true",
+                   help="quantize every layer, even when that misses the gate (dynamic mode keeps the layers that "
+                        "break the gate float by default)")
+    p.add_argument("--max-float-fraction", type=float, default=0.5,
+                   help="refuse a mix that keeps more than this share of the weights float (default 0.5)")
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("verify", help="check every file against the float torch model; exit 1 outside tolerances",
