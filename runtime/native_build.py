@@ -26,7 +26,7 @@ from lstm_edge.runtime.paths import cache_dir
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 LIBRARY_SOURCES = ("lstm_edge_model.c", "lstm_edge_kernels.c")
-HEADERS = ("lstm_edge_model.h", "lstm_edge_kernels.h")
+HEADERS = ("lstm_edge_model.h", "lstm_edge_kernels.h", "lstm_edge_common.h")
 CFLAGS = ("-std=c99", "-O3", "-fno-trapping-math", "-fPIC", "-shared")  # no-trapping-math: the gate loops vectorise
 COMPILERS = ("cc", "gcc", "clang")
 PUSH_SOURCE = Path(__file__).resolve().parent / "native_push.c"

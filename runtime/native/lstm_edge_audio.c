@@ -1,5 +1,6 @@
 /* lstm_edge_audio: streaming log-mel frontend and keyword detector (C99, libm only). See lstm_edge_audio.h. */
 #include "lstm_edge_audio.h"
+#include "lstm_edge_common.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -75,35 +76,19 @@ static int check_frontend_config(const le_frontend_config *c, int *status) {
     return LE_OK;
 }
 
-static double hz_to_mel(double hz) { return 2595.0 * log10(1.0 + hz / 700.0); }
-static double mel_to_hz(double mel) { return 700.0 * (pow(10.0, mel / 2595.0) - 1.0); }
-
-/* numpy.linspace(start, stop, num)[i] (endpoint included, the last value exactly stop). */
-static double linspace_at(double start, double stop, int num, int i) {
-    if (i == num - 1) return stop;
-    return (double)i * ((stop - start) / (double)(num - 1)) + start;
-}
-
-static double triangle_weight(double f, double lower, double centre, double upper) {
-    double rising = (f - lower) / (centre - lower);
-    double falling = (upper - f) / (upper - centre);
-    double w = rising < falling ? rising : falling;
-    return w > 0.0 ? w : 0.0;
-}
-
 static int build_mel(le_frontend *fe) {
     const le_frontend_config *c = &fe->config;
     int m, k, total = 0, n_edges = c->n_mels + 2;
-    double mel_lo = hz_to_mel(c->f_min), mel_hi = hz_to_mel(c->f_max);
+    double mel_lo = LEM_HZ_TO_MEL(c->f_min), mel_hi = LEM_HZ_TO_MEL(c->f_max);
     double *edges = (double *)malloc(sizeof(double) * (size_t)n_edges);
     if (!edges) return LE_ERR_NO_MEMORY;
-    for (m = 0; m < n_edges; m++) edges[m] = mel_to_hz(linspace_at(mel_lo, mel_hi, n_edges, m));
+    for (m = 0; m < n_edges; m++) edges[m] = LEM_MEL_TO_HZ(lem_linspace_at(mel_lo, mel_hi, n_edges, m));
     /* Two passes: count the non-zero weights, then store them. */
     for (m = 0; m < c->n_mels; m++) {
         int first = -1, last = -1;
         for (k = 0; k < fe->n_bins; k++) {
-            double f = linspace_at(0.0, c->sample_rate / 2.0, fe->n_bins, k);
-            if (triangle_weight(f, edges[m], edges[m + 1], edges[m + 2]) > 0.0) {
+            double f = lem_linspace_at(0.0, c->sample_rate / 2.0, fe->n_bins, k);
+            if (lem_triangle_weight(f, edges[m], edges[m + 1], edges[m + 2]) > 0.0) {
                 if (first < 0) first = k;
                 last = k;
             }
@@ -121,8 +106,8 @@ static int build_mel(le_frontend *fe) {
     for (m = 0; m < c->n_mels; m++) {
         for (k = 0; k < fe->mel_count[m]; k++) {
             int bin = fe->mel_first[m] + k;
-            double f = linspace_at(0.0, c->sample_rate / 2.0, fe->n_bins, bin);
-            fe->mel_weight[total++] = triangle_weight(f, edges[m], edges[m + 1], edges[m + 2]);
+            double f = lem_linspace_at(0.0, c->sample_rate / 2.0, fe->n_bins, bin);
+            fe->mel_weight[total++] = lem_triangle_weight(f, edges[m], edges[m + 1], edges[m + 2]);
         }
     }
     free(edges);

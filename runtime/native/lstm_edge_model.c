@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lstm_edge_common.h"
 #include "lstm_edge_kernels.h"
 
 enum { OP_LINEAR = 1, OP_AFFINE = 2, OP_ADD = 3, OP_ACT = 4, OP_LSTM = 5, OP_GRU = 6, OP_EMBED = 7,
@@ -731,16 +732,6 @@ void lem_stream_reset(lem_stream *stream) {
     memcpy(stream->state, stream->model->initial_state, stream->model->state_size * sizeof(float));
 }
 
-static int all_finite(const float *v, size_t n) {
-    /* NaN and inf are the floats whose exponent bits are all ones; an OR over the masked words vectorises */
-    size_t i;
-    uint32_t bad = 0, bits;
-    for (i = 0; i < n; i++) {
-        memcpy(&bits, v + i, sizeof bits);
-        bad |= ((bits & 0x7f800000u) == 0x7f800000u);
-    }
-    return bad == 0;
-}
 
 int lem_stream_get_state(const lem_stream *stream, float *state) {
     if (stream == NULL || state == NULL) return LEM_ERR_ARGUMENT;
@@ -750,36 +741,12 @@ int lem_stream_get_state(const lem_stream *stream, float *state) {
 
 int lem_stream_set_state(lem_stream *stream, const float *state) {
     if (stream == NULL || state == NULL) return LEM_ERR_ARGUMENT;
-    if (!all_finite(state, stream->model->state_size)) return LEM_ERR_NONFINITE_INPUT;
+    if (!lem_all_finite(state, stream->model->state_size)) return LEM_ERR_NONFINITE_INPUT;
     memmove(stream->state, state, stream->model->state_size * sizeof(float));
     return LEM_OK;
 }
 
 /* ----------------------------------------------------------------------------------------------- layers */
-/* exp(x), x clamped to [-87, 88]: 2^n * p(r), r in [-ln2/2, ln2/2], degree-6 polynomial (relative error ~2e-7).
- * Branch-free apart from the clamps (min/max instructions), so the gate loops vectorise. NaN stays NaN. */
-static float fast_exp(float x) {
-    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer kept in the low bits */
-    float shifted, n, r, p, scale;
-    uint32_t bits;
-    x = x > 88.0f ? 88.0f : x; /* NaN passes both clamps and gives NaN below */
-    x = x < -87.0f ? -87.0f : x;
-    shifted = x * 1.44269504f + magic;
-    n = shifted - magic;
-    r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
-    p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f + r * (0.008333334f
-        + r * 0.0013888889f)))));
-    memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits - 0x4b400000u + 127u) << 23; /* 2^n from n's bits, no float-to-int conversion */
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-static float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
-
-/* 1 - 2 / (e^2x + 1): absolute error ~1e-7 over the whole range (relative error grows only for |x| < 1e-3) */
-static float fast_tanh(float x) { return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f); }
-
 /* y[:rows] += W x, float or int8 */
 static void matvec(lem_stream *s, const matrix *w, const float *x, float *y) {
     const lem_kernels *k = s->model->kernels;
@@ -823,10 +790,10 @@ __attribute__((target_clones("avx2", "default")))
 static void lstm_gates(const float *g, float *c, float *hidden, size_t h) {
     size_t j;
     for (j = 0; j < h; j++) {
-        float i_gate = fast_sigmoid(g[j]), f_gate = fast_sigmoid(g[h + j]);
-        float g_gate = fast_tanh(g[2 * h + j]), o_gate = fast_sigmoid(g[3 * h + j]);
+        float i_gate = lem_fast_sigmoid(g[j]), f_gate = lem_fast_sigmoid(g[h + j]);
+        float g_gate = lem_fast_tanh(g[2 * h + j]), o_gate = lem_fast_sigmoid(g[3 * h + j]);
         c[j] = f_gate * c[j] + i_gate * g_gate;
-        hidden[j] = o_gate * fast_tanh(c[j]);
+        hidden[j] = o_gate * lem_fast_tanh(c[j]);
     }
 }
 
@@ -934,8 +901,8 @@ static void run_gru(lem_stream *s, const op *o, const float *in, size_t in_strid
         memcpy(gh, o->m[3].f, 3 * h * sizeof(float));
         matvec(s, &o->m[1], hidden, gh);
         for (j = 0; j < h; j++) { /* torch gate order r, z, n */
-            float r = fast_sigmoid(gi[j] + gh[j]), z = fast_sigmoid(gi[h + j] + gh[h + j]);
-            float cand = fast_tanh(gi[2 * h + j] + r * gh[2 * h + j]);
+            float r = lem_fast_sigmoid(gi[j] + gh[j]), z = lem_fast_sigmoid(gi[h + j] + gh[h + j]);
+            float cand = lem_fast_tanh(gi[2 * h + j] + r * gh[2 * h + j]);
             hidden[j] = (1.0f - z) * cand + z * hidden[j];
         }
         memcpy(out + t * out_stride, hidden, h * sizeof(float));
@@ -951,10 +918,10 @@ static void run_activation(uint32_t kind, const float *x, float *y, size_t w) {
             for (j = 0; j < w; j++) y[j] = x[j] > 0.0f ? x[j] : 0.0f;
             break;
         case ACT_TANH:
-            for (j = 0; j < w; j++) y[j] = fast_tanh(x[j]);
+            for (j = 0; j < w; j++) y[j] = lem_fast_tanh(x[j]);
             break;
         case ACT_SIGMOID:
-            for (j = 0; j < w; j++) y[j] = fast_sigmoid(x[j]);
+            for (j = 0; j < w; j++) y[j] = lem_fast_sigmoid(x[j]);
             break;
         default: /* softmax, log-softmax over the frame */
             peak = x[0];
@@ -1046,7 +1013,7 @@ static int push_any(lem_stream *s, const float *x, const int32_t *ids, size_t n_
     in_w = m->input_width;
     out_w = m->output_width;
     if (ids == NULL) {
-        if (!all_finite(x, n_frames * in_w)) return LEM_ERR_NONFINITE_INPUT;
+        if (!lem_all_finite(x, n_frames * in_w)) return LEM_ERR_NONFINITE_INPUT;
     } else {
         vocabulary = m->vocabulary;
         for (t = 0; t < n_frames; t++)
@@ -1066,7 +1033,7 @@ static int push_any(lem_stream *s, const float *x, const int32_t *ids, size_t n_
         for (t = 0; t < n; t++)
             memcpy(y + (done + t) * out_w, s->buffers[m->output_buffer] + t * out_stride, out_w * sizeof(float));
     }
-    if (!all_finite(y, n_frames * out_w) || !all_finite(s->state, m->state_size)) {
+    if (!lem_all_finite(y, n_frames * out_w) || !lem_all_finite(s->state, m->state_size)) {
         memcpy(s->state, s->backup, m->state_size * sizeof(float));
         return LEM_ERR_NONFINITE_RESULT;
     }

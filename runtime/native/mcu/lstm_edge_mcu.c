@@ -3,6 +3,11 @@
 
 #include <string.h>
 
+#if defined(__GNUC__) /* inlined: the gates call exp five times per unit (out of line gcc 12 costs ~7k insns) */
+#define LEM_COMMON_INLINE static inline __attribute__((always_inline))
+#endif
+#include "../lstm_edge_common.h"
+
 #if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
 #include <arm_mve.h>
 #define LEM_MCU_KERNEL "helium"
@@ -230,34 +235,6 @@ static void matvec(lem_mcu_stream *s, const lem_mcu_matrix *m, const float *v, f
 #endif
 }
 
-#if defined(__GNUC__)
-#define LEM_MCU_INLINE static inline __attribute__((always_inline))
-#else
-#define LEM_MCU_INLINE static inline
-#endif
-
-/* exp(x) without libm, lstm_edge_model.c's fast_exp (same operations, so the same floats); inlined: the gates
- * call it five times per unit. */
-LEM_MCU_INLINE float fast_exp(float x) {
-    const float magic = 12582912.0f;
-    float shifted, n, r, p, scale;
-    uint32_t bits;
-    x = x > 88.0f ? 88.0f : x;
-    x = x < -87.0f ? -87.0f : x;
-    shifted = x * 1.44269504f + magic;
-    n = shifted - magic;
-    r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
-    p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f + r * (0.008333334f
-        + r * 0.0013888889f)))));
-    memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits - 0x4b400000u + 127u) << 23;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
-
-LEM_MCU_INLINE float fast_sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
-LEM_MCU_INLINE float fast_tanh(float x) { return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f); }
-
 /* ----------------------------------------------------------------------------------------------- streams */
 size_t lem_mcu_arena_bytes(const lem_mcu_model *m) {
     size_t i, floats;
@@ -308,15 +285,6 @@ void lem_mcu_stream_reset(lem_mcu_stream *s) {
         memset(s->state, 0, s->model->state_size * sizeof(float));
 }
 
-static int all_finite(const float *v, size_t n) {
-    size_t i;
-    uint32_t bad = 0, bits;
-    for (i = 0; i < n; i++) {
-        memcpy(&bits, v + i, sizeof bits);
-        bad |= ((bits & 0x7f800000u) == 0x7f800000u);
-    }
-    return bad == 0;
-}
 
 /* One LSTM frame (torch gate order i, f, g, o): gates = b + W_ih x + W_hh h, in lstm_edge_model.c's order. */
 static void run_lstm(lem_mcu_stream *s, const lem_mcu_layer *o, const float *in, float *out) {
@@ -327,10 +295,10 @@ static void run_lstm(lem_mcu_stream *s, const lem_mcu_layer *o, const float *in,
     memcpy(hidden, state_h, h * sizeof(float));
     matvec(s, &o->w[1], hidden, g);
     for (j = 0; j < h; j++) {
-        float i_gate = fast_sigmoid(g[j]), f_gate = fast_sigmoid(g[h + j]);
-        float g_gate = fast_tanh(g[2 * h + j]), o_gate = fast_sigmoid(g[3 * h + j]);
+        float i_gate = lem_fast_sigmoid(g[j]), f_gate = lem_fast_sigmoid(g[h + j]);
+        float g_gate = lem_fast_tanh(g[2 * h + j]), o_gate = lem_fast_sigmoid(g[3 * h + j]);
         c[j] = f_gate * c[j] + i_gate * g_gate;
-        hidden[j] = o_gate * fast_tanh(c[j]);
+        hidden[j] = o_gate * lem_fast_tanh(c[j]);
     }
     memcpy(out, hidden, h * sizeof(float));
     memcpy(state_h, hidden, h * sizeof(float));
@@ -341,7 +309,7 @@ int lem_mcu_stream_push(lem_mcu_stream *s, const float *x, float *y) {
     uint32_t i, j;
     if (s == NULL || x == NULL || y == NULL) return LEM_MCU_ERR_ARGUMENT;
     m = s->model;
-    if (!all_finite(x, m->input_width)) return LEM_MCU_ERR_NONFINITE;
+    if (!lem_all_finite(x, m->input_width)) return LEM_MCU_ERR_NONFINITE;
     memcpy(s->buffers[0], x, m->input_width * sizeof(float));
     for (i = 0; i < m->n_layers; i++) {
         const lem_mcu_layer *o = &m->layers[i];
@@ -363,7 +331,7 @@ int lem_mcu_stream_push(lem_mcu_stream *s, const float *x, float *y) {
                 for (j = 0; j < w; j++) {
                     float v = in[j];
                     out[j] = o->p[0] == LEM_MCU_RELU ? (v > 0.0f ? v : 0.0f)
-                             : o->p[0] == LEM_MCU_TANH ? fast_tanh(v) : fast_sigmoid(v);
+                             : o->p[0] == LEM_MCU_TANH ? lem_fast_tanh(v) : lem_fast_sigmoid(v);
                 }
                 break;
             case LEM_MCU_LSTM:
@@ -374,5 +342,5 @@ int lem_mcu_stream_push(lem_mcu_stream *s, const float *x, float *y) {
         }
     }
     memcpy(y, s->buffers[m->output_buffer], m->output_width * sizeof(float));
-    return all_finite(y, m->output_width) ? LEM_MCU_OK : LEM_MCU_ERR_NONFINITE;
+    return lem_all_finite(y, m->output_width) ? LEM_MCU_OK : LEM_MCU_ERR_NONFINITE;
 }

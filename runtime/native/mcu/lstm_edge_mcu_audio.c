@@ -1,5 +1,6 @@
 /* lstm_edge_mcu audio: float32 log-mel frontend and keyword detector without heap or libm per frame. */
 #include "lstm_edge_mcu.h"
+#include "../lstm_edge_common.h"
 
 #include <math.h>
 #include <string.h>
@@ -7,21 +8,6 @@
 #define PI_D 3.14159265358979323846
 
 /* ================================================================================================ frontend */
-static double hz_to_mel(double hz) { return 2595.0 * log10(1.0 + hz / 700.0); }
-static double mel_to_hz(double mel) { return 700.0 * (pow(10.0, mel / 2595.0) - 1.0); }
-
-/* numpy.linspace(start, stop, num)[i] */
-static double linspace_at(double start, double stop, int num, int i) {
-    if (i == num - 1) return stop;
-    return (double)i * ((stop - start) / (double)(num - 1)) + start;
-}
-
-static double triangle_weight(double f, double lower, double centre, double upper) {
-    double rising = (f - lower) / (centre - lower), falling = (upper - f) / (upper - centre);
-    double w = rising < falling ? rising : falling;
-    return w > 0.0 ? w : 0.0;
-}
-
 int lem_mcu_frontend_init(lem_mcu_frontend *fe, const lem_mcu_frontend_config *c) {
     int i, m, k, bits = 0, total = 0;
     double edges[LEM_MCU_MAX_MELS + 2], mel_lo, mel_hi;
@@ -64,14 +50,14 @@ int lem_mcu_frontend_init(lem_mcu_frontend *fe, const lem_mcu_frontend_config *c
         fe->split[2 * k] = (float)cos(-2.0 * PI_D * k / c->n_fft);
         fe->split[2 * k + 1] = (float)sin(-2.0 * PI_D * k / c->n_fft);
     }
-    mel_lo = hz_to_mel(c->f_min);
-    mel_hi = hz_to_mel(c->f_max);
-    for (m = 0; m < c->n_mels + 2; m++) edges[m] = mel_to_hz(linspace_at(mel_lo, mel_hi, c->n_mels + 2, m));
+    mel_lo = LEM_HZ_TO_MEL(c->f_min);
+    mel_hi = LEM_HZ_TO_MEL(c->f_max);
+    for (m = 0; m < c->n_mels + 2; m++) edges[m] = LEM_MEL_TO_HZ(lem_linspace_at(mel_lo, mel_hi, c->n_mels + 2, m));
     for (m = 0; m < c->n_mels; m++) {
         int first = -1, last = -1;
         for (k = 0; k < fe->n_bins; k++) {
-            double f = linspace_at(0.0, c->sample_rate / 2.0, fe->n_bins, k);
-            if (triangle_weight(f, edges[m], edges[m + 1], edges[m + 2]) > 0.0) {
+            double f = lem_linspace_at(0.0, c->sample_rate / 2.0, fe->n_bins, k);
+            if (lem_triangle_weight(f, edges[m], edges[m + 1], edges[m + 2]) > 0.0) {
                 if (first < 0) first = k;
                 last = k;
             }
@@ -80,8 +66,8 @@ int lem_mcu_frontend_init(lem_mcu_frontend *fe, const lem_mcu_frontend_config *c
         fe->mel_count[m] = (uint16_t)(first < 0 ? 0 : last - first + 1);
         if (total + fe->mel_count[m] > 2 * (LEM_MCU_MAX_FFT / 2 + 1)) return LEM_MCU_ERR_CONFIG;
         for (k = 0; k < fe->mel_count[m]; k++) {
-            double f = linspace_at(0.0, c->sample_rate / 2.0, fe->n_bins, first + k);
-            fe->mel_weight[total++] = (float)triangle_weight(f, edges[m], edges[m + 1], edges[m + 2]);
+            double f = lem_linspace_at(0.0, c->sample_rate / 2.0, fe->n_bins, first + k);
+            fe->mel_weight[total++] = (float)lem_triangle_weight(f, edges[m], edges[m + 1], edges[m + 2]);
         }
     }
     return LEM_MCU_OK;
@@ -317,22 +303,6 @@ static void close_detection(lem_mcu_detector *d, long frame, lem_mcu_detection *
     out->score = d->open_score;
 }
 
-/* e^x for x <= 0 (softmax of logits minus their peak), lstm_edge_mcu.c's polynomial */
-static float exp_nonpositive(float x) {
-    const float magic = 12582912.0f;
-    float shifted, n, r, p, scale;
-    uint32_t bits;
-    x = x < -87.0f ? -87.0f : x;
-    shifted = x * 1.44269504f + magic;
-    n = shifted - magic;
-    r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
-    p = 1.0f + r * (1.0f + r * (0.5f + r * (0.16666667f + r * (0.041666668f + r * (0.008333334f
-        + r * 0.0013888889f)))));
-    memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits - 0x4b400000u + 127u) << 23;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
 
 int lem_mcu_detector_push(lem_mcu_detector *d, const float *x, lem_mcu_detection *detection) {
     int n = d->config.n_labels, i, best = -1;
@@ -343,7 +313,7 @@ int lem_mcu_detector_push(lem_mcu_detector *d, const float *x, lem_mcu_detection
         float top = x[0], sum = 0.0f, inv;
         for (i = 1; i < n; i++) top = x[i] > top ? x[i] : top;
         for (i = 0; i < n; i++) {
-            row[i] = exp_nonpositive(x[i] - top);
+            row[i] = lem_fast_exp(x[i] - top);
             sum += row[i];
         }
         inv = 1.0f / sum;
