@@ -170,6 +170,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"{manifest.name}  ({manifest.kind} model, manifest schema v{manifest.schema_version})")
     for label, spec in (("input ", manifest.input), ("output", manifest.output)):
         extra = f" ids in [{spec.value_range[0]}, {spec.value_range[1]})" if spec.value_range else ""
+        extra += f" ({spec.semantics})" if spec.semantics else ""
         shape = "[" + ", ".join(str(d) for d in spec.shape) + "]"
         print(f"  {label} {spec.name}: {spec.dtype}{shape}{extra}")
     for state in manifest.states:
