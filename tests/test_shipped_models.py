@@ -78,3 +78,12 @@ def test_every_engine_reproduces_the_reference_output_in_float(shipped):
         y, _ = model.step(x, model.initial_state())
         scale = 1 + np.abs(expected).max()
         assert np.abs(y - expected).max() <= manifest.tolerances["float_max_abs_diff"] * scale, backend
+
+
+def test_info_names_the_output_semantics(shipped, capsys):
+    from lstm_edge.cli import main
+
+    folder, manifest, semantics = shipped
+    assert main(["info", str(folder)]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("output ")]
+    assert line.strip().startswith(f"output {manifest.output.name}: float32") and line.endswith(f" ({semantics})")
