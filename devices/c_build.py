@@ -69,16 +69,32 @@ def _tool(target: CTarget, name: str) -> str:
     return tool
 
 
-def _run(command: list[str]) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+def run_tool(command: list[str], timeout: float = 600, error: type[BuildError] = BuildError) -> str:
+    """Run a build or measuring tool; its output, or ``error`` with the command, exit code and what it said."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
-        raise BuildError(f"{' '.join(command)} failed:\n{result.stderr.strip()[:3000]}")
+        raise error(f"{' '.join(command)} failed (exit {result.returncode}):\n"
+                    f"{(result.stderr or result.stdout).strip()[:3000]}")
     return result.stdout
+
+
+def static_library(cc: str, ar: str, flags: list[str] | tuple[str, ...], sources: list[Path], library: Path,
+                   error: type[BuildError] = BuildError) -> Path:
+    """Compile ``sources`` with ``cc flags`` and archive the objects into ``library`` (replaced if it exists)."""
+    with tempfile.TemporaryDirectory() as work:
+        objects = []
+        for source in sources:
+            obj = Path(work) / source.name.replace(".c", ".o")
+            run_tool([cc, *flags, "-c", "-o", str(obj), str(source)], error=error)
+            objects.append(str(obj))
+        library.unlink(missing_ok=True)
+        run_tool([ar, "rcs", str(library), *objects], error=error)
+    return library
 
 
 def code_size(target: CTarget, library: Path) -> dict[str, Any]:
     """text/data/bss bytes summed over the library's objects (binutils ``size``), and text per object."""
-    out = _run([_tool(target, "size"), "--totals", str(library)])
+    out = run_tool([_tool(target, "size"), "--totals", str(library)])
     rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
     total = [row for row in rows if row[5:6] == ["(TOTALS)"]][0]
     per_object = {row[5]: int(row[0]) for row in rows if len(row) > 5 and row[5].endswith(".o")}
@@ -118,25 +134,18 @@ def build_c(target_name: str, out_dir: str | Path, model_dir: str | Path | None 
         weights = [check_file(model_dir, f) for f in manifest.files if f.format == "c"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as work:
-        objects = []
-        for source in LIBRARY_SOURCES:
-            obj = Path(work) / source.replace(".c", ".o")
-            _run([cc, *CFLAGS, "-c", "-o", str(obj), str(NATIVE_DIR / source)])
-            objects.append(str(obj))
-        library = out / "liblstm_edge.a"
-        library.unlink(missing_ok=True)
-        _run([_tool(target, "ar"), "rcs", str(library), *objects])
+    library = static_library(cc, _tool(target, "ar"), CFLAGS, [NATIVE_DIR / source for source in LIBRARY_SOURCES],
+                             out / "liblstm_edge.a")
     for header in HEADERS:
         shutil.copyfile(NATIVE_DIR / header, out / header)
     for program, sources in PROGRAMS.items():
-        _run([cc, *CFLAGS, *(("-static",) if target.static else ()), "-o", str(out / program),
+        run_tool([cc, *CFLAGS, *(("-static",) if target.static else ()), "-o", str(out / program),
               *(str(NATIVE_DIR / s) for s in sources), str(library), "-lm"])
     for path in weights:
         shutil.copyfile(path, out / path.name)
         if path.name == "model.int8.lec":
             write_array_header(path, out / "model_int8_lec.h", "lem_model_int8_lec")
-    record = {"target": target.name, "compiler": _run([cc, "--version"]).splitlines()[0], "cflags": list(CFLAGS),
+    record = {"target": target.name, "compiler": run_tool([cc, "--version"]).splitlines()[0], "cflags": list(CFLAGS),
               "static_programs": target.static, "library_size": code_size(target, library),
               "files": sorted(p.name for p in out.iterdir() if p.name != "build.json")}
     (out / "build.json").write_text(json.dumps(record, indent=2) + "\n")

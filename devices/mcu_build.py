@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import shutil
 import struct
-import subprocess
 import tempfile
 import zlib
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from lstm_edge.runtime.errors import LstmEdgeError, expected_got
+from lstm_edge.devices.c_build import BuildError, run_tool, static_library
+from lstm_edge.runtime.errors import expected_got
 from lstm_edge.runtime.manifest import Manifest, check_file
 
 MCU_DIR = Path(__file__).resolve().parent.parent / "runtime" / "native" / "mcu"
@@ -50,7 +50,7 @@ MCU_LAYERS = (1, 2, 3, 4, 5)
 MCU_ACTIVATIONS = {1: "ReLU", 2: "tanh", 3: "sigmoid"}
 
 
-class McuBuildError(LstmEdgeError, RuntimeError):
+class McuBuildError(BuildError):
     """The firmware could not be built or measured (missing toolchain or qemu, a model the MCU build can't run)."""
 
 
@@ -301,11 +301,7 @@ def _which(tool: str, package: str, what: str) -> str:
 
 
 def _run(command: list[str], timeout: float = 600) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise McuBuildError(f"{' '.join(command)} failed (exit {result.returncode}):\n"
-                            f"{(result.stderr or result.stdout).strip()[:3000]}")
-    return result.stdout
+    return run_tool(command, timeout, McuBuildError)
 
 
 def qemu_command(target: McuTarget, firmware: Path, *args: str) -> list[str]:
@@ -382,24 +378,17 @@ def build_mcu(target_name: str, out_dir: str | Path, model_dir: str | Path | Non
     (out / "model_mcu.h").write_text(header)
     shutil.copyfile(MCU_DIR / "lstm_edge_mcu.h", out / "lstm_edge_mcu.h")
     flags = [*CFLAGS, f"-mcpu={target.cpu}", f"-I{out}", f"-I{MCU_DIR}"]
-    with tempfile.TemporaryDirectory() as work:
-        objects = []
-        for name in LIBRARY_SOURCES:
-            obj = Path(work) / name.replace(".c", ".o")
-            _run([cc, *flags, "-c", "-o", str(obj), str(MCU_DIR / name)])
-            objects.append(str(obj))
-        library = out / "liblstm_edge_mcu.a"
-        library.unlink(missing_ok=True)
-        _run([_which("arm-none-eabi-ar", APT, "the Cortex-M build"), "rcs", str(library), *objects])
-        script = (MCU_DIR / "link.ld.in").read_text()
-        for key, value in {"BOARD": target.board, "FLASH_ORIGIN": hex(target.flash[0]),
-                           "FLASH_LENGTH": hex(target.flash[1]), "RAM_ORIGIN": hex(target.ram[0]),
-                           "RAM_LENGTH": hex(target.ram[1]), "STACK_BYTES": str(STACK_BYTES)}.items():
-            script = script.replace(f"@{key}@", value)
-        (out / "link.ld").write_text(script)
-        _run([cc, *flags, "-nostartfiles", "-Wl,--gc-sections", "-T", str(out / "link.ld"), "-o",
-              str(out / "firmware.elf"), *(str(MCU_DIR / s) for s in FIRMWARE_SOURCES), str(out / "model_mcu.c"),
-              str(library), "-lm", "-lc", "-lgcc", "-Wl,-Map," + str(Path(work) / "firmware.map")])
+    library = static_library(cc, _which("arm-none-eabi-ar", APT, "the Cortex-M build"), flags,
+                             [MCU_DIR / name for name in LIBRARY_SOURCES], out / "liblstm_edge_mcu.a", McuBuildError)
+    script = (MCU_DIR / "link.ld.in").read_text()
+    for key, value in {"BOARD": target.board, "FLASH_ORIGIN": hex(target.flash[0]),
+                       "FLASH_LENGTH": hex(target.flash[1]), "RAM_ORIGIN": hex(target.ram[0]),
+                       "RAM_LENGTH": hex(target.ram[1]), "STACK_BYTES": str(STACK_BYTES)}.items():
+        script = script.replace(f"@{key}@", value)
+    (out / "link.ld").write_text(script)
+    _run([cc, *flags, "-nostartfiles", "-Wl,--gc-sections", "-T", str(out / "link.ld"), "-o",
+          str(out / "firmware.elf"), *(str(MCU_DIR / s) for s in FIRMWARE_SOURCES), str(out / "model_mcu.c"),
+          str(library), "-lm", "-lc", "-lgcc"])
     runner = out / "run-qemu.sh"
     runner.write_text(RUNNER.format(board=target.board, cpu=target.cpu))
     runner.chmod(0o755)

@@ -41,7 +41,8 @@ def _feed_prompt(text: TextModel, args: argparse.Namespace) -> str:
 
 
 def _adaptive(args: argparse.Namespace) -> bool | None:
-    return True if getattr(args, "adapt", False) else None
+    """``--adapt`` turns the adaptive part on; without it the manifest decides."""
+    return True if args.adapt else None
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
