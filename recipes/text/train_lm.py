@@ -6,7 +6,12 @@ Stateful truncated back-propagation: each epoch shuffles the training documents,
 time budget. Validation bits per character (state carried over the whole validation text, in ``eval_streams``
 parallel pieces) picks the saved checkpoint; the test files are not read here.
 
-Run: ``python -m lstm_edge.recipes.text.train_lm --out models/text --minutes 45``.
+With ``--corpus broad`` the training text is the fortunes' training files plus the Debian documentation and
+literature of ``recipes/text/sources.py`` (its training files; licences recorded in the report), and validation is
+the fortunes' validation files plus up to ``BROAD_VALIDATION_CHARS`` of each source's validation files.
+
+Run: ``python -m lstm_edge.recipes.text.train_lm --out models/text --minutes 45 [--corpus broad] [--init DIR]``
+(``--init``: continue from a trained model of the same shape, e.g. the fortunes model, without warm-up).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import torch
 from torch import nn
 
 from lstm_edge.recipes.text.corpus import DOCUMENT_SEPARATOR, VOCAB, split_by_file, tokenizer
-from lstm_edge.recipes.text.model import CharLSTM, build_model, count_parameters, save_model
+from lstm_edge.recipes.text.model import CharLSTM, build_model, count_parameters, load_model, save_model
 
 REPORT_FILE = "lm_train_report.json"
+BROAD_VALIDATION_CHARS = 60_000
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,9 @@ def _epoch_streams(documents: Sequence[str], batch_size: int, rng: random.Random
 
 
 def train_language_model(train_docs: Sequence[str], val_text: str, config: LmTrainConfig, out_dir: Path,
-                         log=print) -> dict[str, Any]:
-    """Train, save the best-validation weights and config into ``out_dir``, return the report."""
+                         log=print, init: Path | None = None) -> dict[str, Any]:
+    """Train, save the best-validation weights and config into ``out_dir``, return the report. ``init``: a trained
+    model directory (float.pt + config.json of the same shape) to start from instead of random weights."""
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -87,6 +94,12 @@ def train_language_model(train_docs: Sequence[str], val_text: str, config: LmTra
                     "hidden_size": config.hidden_size, "num_layers": config.num_layers, "dropout": config.dropout,
                     "task": "language_model"}
     model = build_model(model_config)
+    if init is not None:
+        start, start_config = load_model(init)
+        if {k: start_config.get(k) for k in model_config} != model_config:
+            raise ValueError(f"--init {init}: a model of another shape ({start_config}); this run builds {model_config}")
+        model.load_state_dict(start.state_dict())
+        model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     val_ids = tokenizer().encode(val_text)
     budget = config.max_minutes * 60.0
@@ -100,7 +113,7 @@ def train_language_model(train_docs: Sequence[str], val_text: str, config: LmTra
         for start in range(0, data.shape[1] - 1 - config.window, config.window):
             elapsed = time.monotonic() - started
             progress = min(1.0, elapsed / budget)
-            warm = min(1.0, (step + 1) / config.warmup_steps)
+            warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
             lr = config.min_learning_rate + (config.learning_rate - config.min_learning_rate) * 0.5 * (
                 1 + math.cos(math.pi * progress))
             for group in optimizer.param_groups:
@@ -144,11 +157,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, default=LmTrainConfig.hidden_size)
     parser.add_argument("--dropout", type=float, default=LmTrainConfig.dropout)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--corpus", choices=("fortunes", "broad"), default="fortunes")
+    parser.add_argument("--init", type=Path, help="start from this trained model directory (same shape)")
+    parser.add_argument("--learning-rate", type=float, default=LmTrainConfig.learning_rate)
     args = parser.parse_args(argv)
     splits = split_by_file()
-    config = LmTrainConfig(max_minutes=args.minutes, hidden_size=args.hidden, dropout=args.dropout, seed=args.seed)
-    report = train_language_model(splits.documents["train"], splits.text("validation"), config, args.out)
+    config = LmTrainConfig(max_minutes=args.minutes, hidden_size=args.hidden, dropout=args.dropout, seed=args.seed,
+                           learning_rate=args.learning_rate, warmup_steps=0 if args.init else LmTrainConfig.warmup_steps)
+    train_docs, val_text = list(splits.documents["train"]), splits.text("validation")
+    if args.corpus == "broad":
+        from lstm_edge.recipes.text.sources import broad_splits, licences
+
+        broad = broad_splits()
+        for docs in broad["train"].values():
+            train_docs += docs
+        for docs in broad["validation"].values():
+            val_text += (DOCUMENT_SEPARATOR.join(docs) + DOCUMENT_SEPARATOR)[:BROAD_VALIDATION_CHARS]
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = train_language_model(train_docs, val_text, config, args.out, init=args.init)
+    report["corpus"] = args.corpus
+    report["init"] = str(args.init) if args.init else None
     report["split_files"] = splits.files
+    if args.corpus == "broad":
+        report["sources"] = licences()
+        report["train_chars"] = {name: sum(map(len, docs)) for name, docs in broad["train"].items()}
     (args.out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "history"}, indent=2))
 
