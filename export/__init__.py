@@ -66,7 +66,8 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     object with ``to_dict()``). The exported graphs are checked against the torch model before this returns.
     ``reference_input`` (no batch dim; default: 1200 random frames, or 200 random steps) is stored with torch's
     outputs on it, so ``lstm-edge verify`` can later compare every file with the torch model without torch.
-    ``tokenizer`` (token models: a dict such as ``{"type": "bytes"}`` or a ``Tokenizer``) is recorded in the manifest.
+    ``tokenizer`` (token models: a dict such as ``{"type": "bytes"}`` or a ``Tokenizer``) is recorded in the manifest;
+    the ids' range is the model's ``vocab_size`` attribute if it has one, else its first ``nn.Embedding``'s size.
     An export failure raises one ExportError naming the layer; ``verbose`` adds the exporter's own report.
 
     Many-to-one models (``fc(h_n[-1])``, ``fc(out[:, -1])``) stream one answer per frame: the output is
@@ -195,6 +196,13 @@ def _as_example(example: torch.Tensor | np.ndarray) -> torch.Tensor:
 
 
 def _vocab_size(model: torch.nn.Module) -> int | None:
+    """The token-id range of a token model: its ``vocab_size`` attribute (an int), else its first nn.Embedding's."""
+    declared = getattr(model, "vocab_size", None)
+    if declared is not None:
+        if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
+            raise ExportError(expected_got("model.vocab_size", "a positive int (the number of token ids)",
+                                           repr(declared)))
+        return declared
     for module in model.modules():
         if isinstance(module, torch.nn.Embedding):
             return module.num_embeddings

@@ -288,15 +288,19 @@ def _calibrate(aeq: _Aeq, float_bytes: bytes, recipe: Any,
 def _check_structure(facts: dict[str, Any], float_facts: dict[str, Any], float_io: dict[str, Any], mode: str,
                      path: Path, float_buffers: int = 0) -> None:
     """Refuse a result that dropped a signature, left a FULLY_CONNECTED float (beyond the ``float_buffers`` weight
-    buffers mixed precision keeps float), duplicated weights, or (static) kept float I/O."""
+    buffers mixed precision keeps float; a model with no FULLY_CONNECTED: an embedding table), duplicated weights,
+    or (static) kept float I/O."""
     if set(facts["signatures"]) != set(float_io):
         raise QuantizationError(expected_got(f"{path}: signatures", sorted(float_io), sorted(facts["signatures"])))
     for key, sig in facts["signatures"].items():
         fc = sig["ops"].get("FULLY_CONNECTED", {})
-        if not fc or (fc.get("int8_weights", 0) != fc.get("count", 0) and not float_buffers):
-            raise QuantizationError(expected_got(f"{path}: signature {key!r} FULLY_CONNECTED ops with int8 weights",
-                                                 f"all {fc.get('count', 0)} (and at least one)",
-                                                 fc.get("int8_weights", 0)))
+        # the quantized weight ops: the FULLY_CONNECTED layers, or in a model without any, its embedding tables
+        kind = "FULLY_CONNECTED" if fc or mode == "static" else "EMBEDDING_LOOKUP"
+        weighted = sig["ops"].get(kind, {})
+        if not weighted or (weighted.get("int8_weights", 0) != weighted.get("count", 0) and not float_buffers):
+            raise QuantizationError(expected_got(f"{path}: signature {key!r} {kind} ops with int8 weights",
+                                                 f"all {weighted.get('count', 0)} (and at least one)",
+                                                 weighted.get("int8_weights", 0)))
         if mode == "static":
             float_io_names = {n: d for side in ("inputs", "outputs") for n, d in sig[side].items()
                               if d not in ("int8", "int16")

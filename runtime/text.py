@@ -375,9 +375,14 @@ class TextClassifier:
             return np.zeros((0, len(self.labels)))
         ids = self.tokenizer.encode(text)
         rows = []
-        for start in range(0, len(ids), SCORE_CHUNK):
-            y, self._state = self.model.step(ids[start:start + SCORE_CHUNK], self._state)
-            rows.append(y)
+        if self.model.manifest.kind == "step":  # one character per call; y is that character's answer
+            for start in range(len(ids)):
+                y, self._state = self.model.step(ids[start:start + 1], self._state)
+                rows.append(y.reshape(1, -1))
+        else:
+            for start in range(0, len(ids), SCORE_CHUNK):
+                y, self._state = self.model.step(ids[start:start + SCORE_CHUNK], self._state)
+                rows.append(y)
         logits = np.concatenate(rows)
         self._logits = logits[-1]
         return np.exp(log_softmax(logits))
