@@ -107,7 +107,7 @@ def _info_nodes(path: Path) -> list[tuple[str, str]]:
     """An Info file's nodes (its "entries"), without node headers, menus' markers and the tag table."""
     nodes = []
     for i, part in enumerate(_read(path).split("\x1f")):
-        if part.lstrip().startswith(("Tag Table:", "Indirect:", "Local Variables")):
+        if part.lstrip().startswith(("Tag Table:", "End Tag Table", "Indirect:", "Local Variables")):
             continue
         lines = [line for line in part.split("\n") if not line.startswith("File: ") and "\x7f" not in line]
         nodes.append((f"{path.name}#{i}", "\n".join(lines).replace("* Menu:", "")))
