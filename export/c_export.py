@@ -202,6 +202,8 @@ class _Converter:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
         self.feature_windows: dict[str, tuple[str, int, int]] = {}  # Concat(context, frame): (state, values, width)
+        # a step model's Concat(past steps, step) along a unit axis: (state input, frames, axis), read by a Conv1d
+        self.step_windows: dict[str, tuple[str, str, int]] = {}
         self.cells = _cell_scopes(self.graph.node)  # LSTMCell/GRUCell scopes: last node name -> the scope's nodes
         self.in_cell = {n.name for nodes in self.cells.values() for n in nodes}
 
@@ -287,6 +289,9 @@ class _Converter:
         if op == "Gather" and ins[0] in self.state_offsets:
             self.state_gather(node)
             return
+        if op == "Slice" and ins[0] in self.step_windows:
+            self.step_window_slice(node)
+            return
         if op == "Slice":
             if ins[0] in self.windows or not self._touches_features_only(node):
                 self.time_slice(node)
@@ -309,6 +314,9 @@ class _Converter:
             return
         if op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"):
             self.pool(node)
+            return
+        if op in ("ReduceMean", "ReduceMax"):
+            self.reduce_features(node)
             return
         if op == "Concat":
             if ins and ins[0] in self.state_offsets and ins[0] not in self.state_slices and len(ins) == 2:
@@ -424,6 +432,8 @@ class _Converter:
             target = [int(d) for d in shape.reshape(-1)]
             target = [dims[i] if d == 0 and not self.attrs(node).get("allowzero", 0) else d
                       for i, d in enumerate(target)]
+            if self.manifest.kind == "step" and view.axes[:1] == ("T",) and target[:1] == [1]:
+                target[0] = SENTINEL_T  # a step model's batch axis of 1 is its time axis
         big_in = [a for a in view.axes if a != "U"]
         ordered = [a for a in big_in if a != "T"] == list(range(len(view.frame)))
         known = int(np.prod([d for d in target if d not in (-1, SENTINEL_T)]))
@@ -515,6 +525,9 @@ class _Converter:
         if concat_axis != axis and view.flat and concat_axis == rank - 1:
             self.feature_window(node, state_in, frames)
             return
+        if concat_axis != axis and view.axes[concat_axis] == "U" and self.manifest.kind == "step":
+            self.step_windows[node.output[0]] = (state_in, frames, concat_axis)  # past steps along a unit axis
+            return
         if concat_axis != axis:
             raise _refuse(node, "a context state must be concatenated along time, or along the features of a "
                                 "[T, features] activation")
@@ -559,6 +572,9 @@ class _Converter:
         source = node.input[0]
         weight = self.const(node.input[1])
         bias = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if source in self.step_windows and weight is not None:
+            self.step_window_conv(node, weight, bias)
+            return
         state_in, frames = self.windows.get(source, ("", source))
         if weight is None or weight.ndim not in (3, 4) or frames not in self.views:
             raise _refuse(node, "only a Conv1d/Conv2d with constant weights over the model's frames")
@@ -802,6 +818,26 @@ class _Converter:
         self.add(Layer(OP_POOL, src, 0, params=[kind, channels, features, kf, sf, pf0], name=layer_name(node)),
                  node.output[0], channels * out_features, View.of(out_axes, (channels, out_features)))
 
+    def reduce_features(self, node: Any) -> None:
+        """ReduceMean/ReduceMax over the frame's last feature axis (x.mean(-1) of [N, C, F]): pooling over all F."""
+        source = node.input[0]
+        src = self._input_buffer(node, source, flat=False)
+        view = self.views[source]
+        rank = len(view.axes)
+        axes = self._axes_input(node, rank)
+        last = len(view.frame) - 1
+        if axes is None or len(axes) != 1 or view.axes[axes[0]] != last or last < 0:
+            raise _refuse(node, f"only a reduction over the frame's last feature axis (layout {list(view.axes)}, "
+                                f"axes {axes})")
+        features = view.frame[last]
+        channels = view.width // features
+        keep = int(self.attrs(node).get("keepdims", 1))
+        out_axes = [("U" if keep else None) if k == axes[0] else a for k, a in enumerate(view.axes)]
+        out_view = View.of([a for a in out_axes if a is not None], view.frame[:-1])
+        kind = POOL_MAX if node.op_type == "ReduceMax" else POOL_AVERAGE
+        self.add(Layer(OP_POOL, src, 0, params=[kind, channels, features, features, 1, 0], name=layer_name(node)),
+                 node.output[0], channels, out_view)
+
     def cell(self, last: Any, nodes: list[Any]) -> None:
         """The nodes of one nn.LSTMCell / nn.GRUCell step (two MatMuls, bias adds, gate slices, sigmoid/tanh): one
         C recurrent layer whose h (and c) are the step model's state. Checked by evaluating the nodes."""
@@ -915,6 +951,50 @@ class _Converter:
             raise _refuse(last, f"its nodes cannot be evaluated as a cell ({error})") from error
         return {name: np.asarray(value, np.float64) for name, value in zip(outputs, values)}
 
+    def step_window_conv(self, node: Any, weight: np.ndarray, bias: np.ndarray | None) -> None:
+        """A Conv1d over a step model's own window of past steps (Concat(context, x.unsqueeze(-1)), kernel = window):
+        the C causal conv, its context laid out [channels, steps] as the state holds it."""
+        state_in, frames, axis = self.step_windows[node.input[0]]
+        attrs = self.attrs(node)
+        spec = next(st for st in self.manifest.states if st.input == state_in)
+        view = self.views[frames]
+        context = int(spec.shape[axis])
+        if weight.ndim != 3 or axis != 2 or len(view.axes) != 3 or view.axes[1] == "U" and view.width != 1:
+            raise _refuse(node, "a window of past steps must be read by a Conv1d over [1, channels, steps]")
+        kernel, dilation = int(weight.shape[2]), int(attrs.get("dilations", [1])[0])
+        if (int(attrs.get("strides", [1])[0]) != 1 or any(int(p) for p in attrs.get("pads", [0, 0]))
+                or (kernel - 1) * dilation != context):
+            raise _refuse(node, f"a window of {context} past steps read by a kernel of {kernel} (dilation "
+                                f"{dilation}), stride {attrs.get('strides', [1])[0]}, pads {attrs.get('pads')}")
+        groups = int(attrs.get("group", 1))
+        out_ch, channels = int(weight.shape[0]), int(weight.shape[1]) * groups
+        if view.width != channels or list(spec.shape) != [1, channels, context]:
+            raise _refuse(node, f"{view.width} values per step and a context of {list(spec.shape)}, weights for "
+                                f"{channels} channels")
+        src = self._input_buffer(node, frames, flat=False)
+        vector = (bias if bias is not None else np.zeros(out_ch)).astype(np.float32).reshape(-1)
+        layer = Layer(OP_CONV, src, 0, params=[self.state_offsets[state_in], channels, groups, kernel, dilation, 1],
+                      extra=[1, 1, 1, 0, 1, 1], matrices=[weight[:, :, :, None].reshape(out_ch, -1).astype(np.float32)],
+                      vectors=[vector], name=layer_name(node), sources=[onnx_layer_name(node)])
+        self.add(layer, node.output[0], out_ch, View.of(("T", 0, "U"), (out_ch,)))
+
+    def step_window_slice(self, node: Any) -> None:
+        """window[..., -context:] along the window's axis: the context a step model carries on."""
+        state_in, frames, axis = self.step_windows[node.input[0]]
+        spec = next(st for st in self.manifest.states if st.input == state_in)
+        context = int(spec.shape[axis])
+        starts, ends = self.const(node.input[1]), self.const(node.input[2])
+        axes = self.const(node.input[3]) if len(node.input) > 3 and node.input[3] else np.zeros(1, np.int64)
+        steps = self.const(node.input[4]) if len(node.input) > 4 and node.input[4] else np.ones(1, np.int64)
+        if starts is None or ends is None or axes is None or steps is None or starts.size != 1:
+            raise _refuse(node, "only a constant slice of a window of past steps")
+        start, end = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
+        start = start + context + 1 if start < 0 else start
+        if (int(axes.reshape(-1)[0]) % 3 != axis or start != 1 or end < context + 1
+                or int(steps.reshape(-1)[0]) != 1):
+            raise _refuse(node, f"a window of past steps must be carried on as its last {context} steps")
+        self.finals[node.output[0]] = (state_in, 0, int(spec.shape[0]))
+
     def frame_conv(self, node: Any, frames: str, weight: np.ndarray, bias: np.ndarray | None) -> None:
         """A Conv1d within one frame (a step model's input window: the batch axis is time): the C conv layer with
         kernel 1 along time, its kernel, stride and padding along the frame's features."""
@@ -965,7 +1045,33 @@ class _Converter:
         end = min(int(ends.reshape(-1)[0]), spec.shape[0])
         self.state_slices[node.output[0]] = (state_in, start, end - start)
 
+    def concat_features(self, node: Any) -> None:
+        """Concat of [T, features] activations along the features: each placed by a gather (zeros elsewhere), then
+        added (x + 0 is exact)."""
+        parts = [self._input_buffer(node, name) for name in node.input]
+        width = sum(self.widths[p] for p in parts)
+        start, total = 0, -1
+        for name, part in zip(node.input, parts):
+            table = np.full(width, GATHER_ZERO, np.float32)
+            table[start:start + self.widths[part]] = np.arange(self.widths[part], dtype=np.float32)
+            start += self.widths[part]
+            placed = f"{node.output[0]}#part{start}"
+            self.add(Layer(OP_GATHER, part, 0, vectors=[table], name=layer_name(node)), placed, width,
+                     self.flat_out(name, width))
+            if total >= 0:
+                self.add(Layer(OP_ADD, total, 0, in1=self.buffers[placed], name=layer_name(node)),
+                         f"{placed}#sum", width, self.flat_out(name, width))
+                placed = f"{placed}#sum"
+            total = self.buffers[placed]
+        self.buffers[node.output[0]] = total
+        self.views[node.output[0]] = self.flat_out(node.input[0], width)
+
     def concat_finals(self, node: Any) -> None:
+        if all(name in self.views for name in node.input) and all(self.views[n].flat for n in node.input):
+            rank = len(self.views[node.input[0]].axes)
+            if int(self.attrs(node).get("axis", 0)) % rank == rank - 1 and len(node.input) > 1:
+                self.concat_features(node)
+                return
         pieces = [self.finals.get(name) for name in node.input]
         if any(p is None for p in pieces) or self.attrs(node).get("axis", 0) != 0:
             raise _refuse(node, "only the final states of recurrent layers can be concatenated (layer axis)")
