@@ -657,13 +657,13 @@ class _Converter:
             return False
         rank, axis = len(view.axes), view.axes.index("T")
         if node.op_type == "Pad":
-            pads = self.const(node.input[1]) if len(node.input) > 1 else None
-            axes = self._axes_input_at(node, 3, rank)
-            if pads is None:
+            pad_values = self.const(node.input[1]) if len(node.input) > 1 else None
+            pad_axes = self._axes_input_at(node, 3, rank)
+            if pad_values is None:
                 return False
-            pads = [int(v) for v in pads.reshape(-1)]
-            axes = axes if axes is not None else list(range(rank))
-            touched = [a for k, a in enumerate(axes) if pads[k] or pads[len(axes) + k]]
+            pads = [int(v) for v in pad_values.reshape(-1)]
+            pad_axes = pad_axes if pad_axes is not None else list(range(rank))
+            touched = [a for k, a in enumerate(pad_axes) if pads[k] or pads[len(pad_axes) + k]]
             return bool(touched) and axis not in touched
         axes = self._axes_input_at(node, 3, rank)
         starts = self.const(node.input[1])
@@ -749,9 +749,16 @@ class _Converter:
             self.convert(inner)
         for name, inner_out in zip(node.output, branch.output):
             got = inner_out.name
-            for table in (self.buffers, self.views, self.finals, self.consts, self.state_slices):
-                if got in table:
-                    table[name] = table[got]  # type: ignore[index]
+            if got in self.buffers:
+                self.buffers[name] = self.buffers[got]
+            if got in self.views:
+                self.views[name] = self.views[got]
+            if got in self.finals:
+                self.finals[name] = self.finals[got]
+            if got in self.consts:
+                self.consts[name] = self.consts[got]
+            if got in self.state_slices:
+                self.state_slices[name] = self.state_slices[got]
 
     def power(self, node: Any) -> None:
         """x ** 2 (a product of the value with itself) and x ** 0.5 (square root)."""
@@ -851,26 +858,28 @@ class _Converter:
                                       and i not in self.consts))
         matmuls = [n for n in nodes if n.op_type == "MatMul"]
         recurrent = [n for n in matmuls if self._piece_of(n.input[0]) is not None]
-        if len(recurrent) != 1 or any(self.const(n.input[1]) is None for n in matmuls):
+        h_mm = recurrent[0] if len(recurrent) == 1 else None
+        x_mm = next((n for n in matmuls if n is not h_mm), None)
+        x_weight = self.const(x_mm.input[1]) if x_mm is not None else None
+        h_weight = self.const(h_mm.input[1]) if h_mm is not None else None
+        if x_mm is None or h_mm is None or x_weight is None or h_weight is None:
             raise _refuse(last, "a cell's input product and recurrent product (of a state) must have constant weights")
-        h_mm = recurrent[0]
-        x_mm = next(n for n in matmuls if n is not h_mm)
         lstm = sum(n.op_type == "Sigmoid" for n in nodes) == 3
         gates = 4 if lstm else 3
-        w_x, w_h = self.const(x_mm.input[1]).astype(np.float64), self.const(h_mm.input[1]).astype(np.float64)
+        w_x, w_h = x_weight.astype(np.float64), h_weight.astype(np.float64)
         hidden = w_h.shape[0]
         if w_h.shape != (hidden, gates * hidden) or w_x.shape[1] != gates * hidden:
             raise _refuse(last, f"weights {list(w_x.shape)} and {list(w_h.shape)} do not make {gates} gates")
         x_name, h_name = x_mm.input[0], h_mm.input[0]
         others = [name for name in external if name not in (x_name, h_name)]
-        if len(others) != (1 if lstm else 0) and not (not lstm and others == []):
+        if len(others) != (1 if lstm else 0):
             raise _refuse(last, f"a cell reads {external}: expected its input, h{' and c' if lstm else ''}")
         c_name = others[0] if lstm else ""
         b_ih, b_hh = np.zeros(gates * hidden), np.zeros(gates * hidden)
         for node in nodes:
             if node.op_type != "Add":
                 continue
-            constant = [self.const(i) for i in node.input if self.const(i) is not None]
+            constant = [value for value in (self.const(i) for i in node.input) if value is not None]
             if not constant:
                 continue
             bias = constant[0].astype(np.float64).reshape(-1)
@@ -959,7 +968,7 @@ class _Converter:
         spec = next(st for st in self.manifest.states if st.input == state_in)
         view = self.views[frames]
         context = int(spec.shape[axis])
-        if weight.ndim != 3 or axis != 2 or len(view.axes) != 3 or view.axes[1] == "U" and view.width != 1:
+        if weight.ndim != 3 or axis != 2 or len(view.axes) != 3:
             raise _refuse(node, "a window of past steps must be read by a Conv1d over [1, channels, steps]")
         kernel, dilation = int(weight.shape[2]), int(attrs.get("dilations", [1])[0])
         if (int(attrs.get("strides", [1])[0]) != 1 or any(int(p) for p in attrs.get("pads", [0, 0]))
@@ -1474,7 +1483,7 @@ def write_c_files(onnx_path: Path, manifest: Manifest, out_dir: Path,
         name = C_FILES[precision]
         (out_dir / name).write_bytes(program_bytes(program, precision, metadata_text(manifest),
                                                    frozenset(names) if precision == "int8" else frozenset()))
-        quantization = None
+        quantization: dict[str, Any] | None = None
         if precision == "int8":
             quantization = dict(QUANTIZATION)
             if kept:

@@ -19,8 +19,17 @@ from torch import nn
 
 from lstm_edge.devices.mcu_build import McuBuildError, read_weight_file
 from lstm_edge.export import export
-from lstm_edge.export.c_export import (OP_CONV, OP_GATHER, OP_LINEAR, OP_LSTM, OP_MUL, OP_POOL, add_c_files,
-                                       program_bytes, program_from_onnx)
+from lstm_edge.export.c_export import (
+    OP_CONV,
+    OP_GATHER,
+    OP_LINEAR,
+    OP_LSTM,
+    OP_MUL,
+    OP_POOL,
+    add_c_files,
+    program_bytes,
+    program_from_onnx,
+)
 from lstm_edge.runtime import StreamingModel
 from lstm_edge.runtime.backends import native
 from lstm_edge.runtime.errors import ExportError, ModelFileError
