@@ -702,9 +702,11 @@ class _Converter:
                     raise _refuse(node, "only a zero constant padding")
                 if len(node.input) > 2 and node.input[2]:
                     feeds[node.input[2]] = np.array(GATHER_ZERO, np.float32).reshape(np.shape(value))
-                else:
-                    node = self.onnx.helper.make_node("Pad", [*node.input[:2], "__zero"], list(node.output),
-                                                      name=node.name, mode="constant")
+                else:  # no value given (zeros): give the index of a zero explicitly
+                    inputs = (list(node.input) + ["", ""])[:max(len(node.input), 3)]
+                    inputs[2] = "__zero"
+                    node = self.onnx.helper.make_node("Pad", inputs, list(node.output), name=node.name,
+                                                      mode="constant")
                     feeds["__zero"] = np.array(GATHER_ZERO, np.float32)
         try:
             results = ReferenceEvaluator(node).run(None, feeds)

@@ -51,8 +51,8 @@ def float_close(got: np.ndarray, expected: np.ndarray) -> bool:
 
 
 class PooledStep(nn.Module):
-    """A step over a raw window: strided Conv1d, max-pooling (padded), average pooling (padding counted), a global
-    average over features, an LSTMCell and a GELU head."""
+    """A step over a raw window: zero padding, strided Conv1d, max-pooling (padded), average pooling (padding
+    counted), a global average over features, a feature concat, an LSTMCell and a GELU head."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,7 +67,8 @@ class PooledStep(nn.Module):
         return torch.zeros(batch_size, 12), torch.zeros(batch_size, 12)
 
     def forward(self, x, state):  # x [1, 32]
-        h = self.avg_pool(self.max_pool(torch.relu(self.conv(x.unsqueeze(1)))))  # [1, 4, 5]
+        padded = nn.functional.pad(x, (3, 1))  # zeros over the samples: [1, 36]
+        h = self.avg_pool(self.max_pool(torch.relu(self.conv(padded.unsqueeze(1)))))  # [1, 4, 5]
         mean = self.squash(h).mean(-1)  # [1, 6]
         h, c = self.cell(torch.cat([h.flatten(1), mean], dim=1), state)
         return nn.functional.gelu(self.head(h)), (h, c)
