@@ -9,8 +9,12 @@ constant -> elementwise affine, the unprojected form of an LSTM with ``proj_size
 context window (export/conv.py: Concat(context state, frames)) -> causal conv. Each value's layout in its buffer is
 tracked (which axis is time, which are the frame's features, zero frames padded along time and not yet sliced
 off), so Transpose/Squeeze/Unsqueeze/Reshape/Pad/Slice that keep the frames intact are no-ops; nodes of constants
-only (pad amounts, shapes) are evaluated. Anything else is refused with the layer's name. The format is specified
-in docs/manifest.md ("C weight file").
+only (pad amounts, shapes) are evaluated. Slices, splits, pads and concatenations over the features of a frame
+become gathers (the node evaluated on the frame's value indices); products, sqrt, erf and pooling have their own
+layers. Step models (one call = one C frame, the batch axis standing for time): the nodes of an nn.LSTMCell /
+nn.GRUCell scope become one recurrent layer (checked by evaluating them), Concat(context state, x) along the features
+a context-window layer. Anything else is refused with the layer's name. The format is specified in
+docs/manifest.md ("C weight file"); the int8 file keeps float the layers mixed precision kept float.
 """
 
 from __future__ import annotations

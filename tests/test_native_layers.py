@@ -135,6 +135,24 @@ def step_inputs(example: torch.Tensor, seed: int) -> list[torch.Tensor]:
     return [torch.randn(example.shape, generator=generator) * float(example.std()) for _ in range(STEPS)]
 
 
+def push_all_at_once(path: Path, steps: np.ndarray) -> np.ndarray:
+    """``lem_stream_push`` of all steps in one call (the C stream runs them as frames of one chunk)."""
+    import ctypes
+
+    lib = native.library()
+    _, model = native.load_c_model(path.read_bytes(), path.name)
+    try:
+        stream = lib.lem_stream_create(model, len(steps), ctypes.byref(ctypes.c_int(0)))
+        x = np.ascontiguousarray(steps.reshape(len(steps), -1), np.float32)
+        y = np.empty((len(steps), lib.lem_model_output_width(model)), np.float32)
+        status = lib.lem_stream_push(stream, x.ctypes.data, len(steps), y.ctypes.data)
+        lib.lem_stream_free(stream)
+    finally:
+        lib.lem_model_free(model)
+    assert status == 0
+    return y
+
+
 @pytest.mark.parametrize("name", list(STEP_MODELS))
 def test_step_model_in_c_matches_torch_step_by_step(step_dirs, name):
     model, example, model_dir = step_dirs(name)
@@ -152,6 +170,9 @@ def test_step_model_in_c_matches_torch_step_by_step(step_dirs, name):
         for t in range(5):
             y, state = loaded.step(inputs[t][0].numpy(), state)
             np.testing.assert_array_equal(y, got[t])
+        # the C API pushing every step in one call (lstm-edge-run does) gives the same outputs bitwise
+        np.testing.assert_array_equal(push_all_at_once(model_dir / f"model{'.int8' if precision == 'int8' else ''}.lec",
+                                                       np.stack([x[0].numpy() for x in inputs])), got)
         if precision == "float":
             assert float_close(got, expected), float(np.abs(got - expected).max())
             for spec, value in zip(manifest.states, expected_state):
