@@ -511,6 +511,19 @@ def test_lstm_edge_run_on_every_target(builds, runner, exported):
         assert float_close(np.frombuffer(out, "<f4").reshape(want.shape), want), name
 
 
+def test_gru_gates_give_bitwise_the_same_int8_outputs_on_every_target(builds, exported):
+    """The GRU gate loop's x86-64 clones (AVX2, AVX-512: the vectorised copy this CPU picks) and the plain loop of
+    the ARM builds (under qemu) give bitwise the same int8 outputs: the integer products are exact and the gate
+    arithmetic is the same float operations per value."""
+    _, model_dir = exported("gru")
+    x = raw_frames(zoo.random_input("gru", 40, seed=12)[0].numpy())
+    outputs = {runner: run_program(builds, runner, "lstm-edge-run", ["--chunk", "3", "--precision", "int8",
+                                                                    str(model_dir)], x).stdout
+               for runner in ("native", "aarch64", "armv7")}
+    assert len(outputs["native"]) == 40 * 3 * 4
+    assert outputs["aarch64"] == outputs["native"] and outputs["armv7"] == outputs["native"]
+
+
 def test_portable_kernels_agree_with_the_simd_ones(builds):
     """Every kernel set this CPU runs (LEM_KERNEL picks one): int8 outputs bitwise equal to the portable kernels'
     (each computes the exact int32 dot product), float outputs within the float tolerance."""
