@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from lstm_edge.export.c_cells import cell_scopes, read_cell
 from lstm_edge.runtime.errors import ExportError
 from lstm_edge.runtime.manifest import Manifest, check_file, file_entry
 
@@ -145,25 +146,6 @@ def _refuse(node: Any, reason: str) -> ExportError:
                        "Conv1d within a step, pooling, slicing and padding over features.")
 
 
-CELL_OPS = {"MatMul", "Add", "Sub", "Mul", "Slice", "Split", "Sigmoid", "Tanh", "Constant"}
-
-
-def _cell_scopes(nodes: Sequence[Any]) -> dict[str, list[Any]]:
-    """The nodes of each module scope that looks like an nn.LSTMCell (3 sigmoids, 2 tanh) or nn.GRUCell (2, 1)
-    step: two MatMuls, gate slices and element-wise gate arithmetic only. Keyed by the scope's last node name."""
-    scopes: dict[str, list[Any]] = {}
-    for node in nodes:
-        if "/" in node.name and not node.name.startswith(NONFINITE_PREFIX):
-            scopes.setdefault(node.name.rsplit("/", 1)[0], []).append(node)
-    cells = {}
-    for members in scopes.values():
-        kinds = [n.op_type for n in members]
-        if (set(kinds) <= CELL_OPS and kinds.count("MatMul") == 2
-                and (kinds.count("Sigmoid"), kinds.count("Tanh")) in ((3, 2), (2, 1))):
-            cells[members[-1].name] = members
-    return cells
-
-
 class _Converter:
     def __init__(self, graph_model: Any, manifest: Manifest) -> None:
         import onnx
@@ -208,7 +190,7 @@ class _Converter:
         self.feature_windows: dict[str, tuple[str, int, int]] = {}  # Concat(context, frame): (state, values, width)
         # a step model's Concat(past steps, step) along a unit axis: (state input, frames, axis), read by a Conv1d
         self.step_windows: dict[str, tuple[str, str, int]] = {}
-        self.cells = _cell_scopes(self.graph.node)  # LSTMCell/GRUCell scopes: last node name -> the scope's nodes
+        self.cells = cell_scopes(self.graph.node, NONFINITE_PREFIX)  # LSTMCell/GRUCell: last node -> scope's nodes
         self.in_cell = {n.name for nodes in self.cells.values() for n in nodes}
 
     # ------------------------------------------------------------------ helpers
@@ -852,119 +834,43 @@ class _Converter:
                  node.output[0], channels, out_view)
 
     def cell(self, last: Any, nodes: list[Any]) -> None:
-        """The nodes of one nn.LSTMCell / nn.GRUCell step (two MatMuls, bias adds, gate slices, sigmoid/tanh): one
-        C recurrent layer whose h (and c) are the step model's state. Checked by evaluating the nodes."""
+        """The nodes of one nn.LSTMCell / nn.GRUCell step (export/c_cells.py): one C recurrent layer whose h (and c)
+        are the step model's state."""
         if self.manifest.kind != "step":
             raise _refuse(last, "an LSTMCell/GRUCell outside a step model")
         for node in nodes:
             if node.op_type == "Constant":
                 self.consts[node.output[0]] = self.numpy_helper.to_array(node.attribute[0].t)
-        produced = {o for n in nodes for o in n.output}
-        external = list(dict.fromkeys(i for n in nodes for i in n.input if i and i not in produced
-                                      and i not in self.consts))
-        matmuls = [n for n in nodes if n.op_type == "MatMul"]
-        recurrent = [n for n in matmuls if self._piece_of(n.input[0]) is not None]
-        h_mm = recurrent[0] if len(recurrent) == 1 else None
-        x_mm = next((n for n in matmuls if n is not h_mm), None)
-        x_weight = self.const(x_mm.input[1]) if x_mm is not None else None
-        h_weight = self.const(h_mm.input[1]) if h_mm is not None else None
-        if x_mm is None or h_mm is None or x_weight is None or h_weight is None:
-            raise _refuse(last, "a cell's input product and recurrent product (of a state) must have constant weights")
-        lstm = sum(n.op_type == "Sigmoid" for n in nodes) == 3
-        gates = 4 if lstm else 3
-        w_x, w_h = x_weight.astype(np.float64), h_weight.astype(np.float64)
-        hidden = w_h.shape[0]
-        if w_h.shape != (hidden, gates * hidden) or w_x.shape[1] != gates * hidden:
-            raise _refuse(last, f"weights {list(w_x.shape)} and {list(w_h.shape)} do not make {gates} gates")
-        x_name, h_name = x_mm.input[0], h_mm.input[0]
-        others = [name for name in external if name not in (x_name, h_name)]
-        if len(others) != (1 if lstm else 0):
-            raise _refuse(last, f"a cell reads {external}: expected its input, h{' and c' if lstm else ''}")
-        c_name = others[0] if lstm else ""
-        b_ih, b_hh = np.zeros(gates * hidden), np.zeros(gates * hidden)
-        for node in nodes:
-            if node.op_type != "Add":
-                continue
-            constant = [value for value in (self.const(i) for i in node.input) if value is not None]
-            if not constant:
-                continue
-            bias = constant[0].astype(np.float64).reshape(-1)
-            if bias.size != gates * hidden:
-                raise _refuse(last, f"a bias of {bias.size} values, expected {gates * hidden}")
-            if h_mm.output[0] in node.input:
-                b_hh = b_hh + bias
-            else:
-                b_ih = b_ih + bias
         members = {n.name for n in nodes}
+        graph_outputs = {g.name for g in self.graph.output}
         outputs = [o for n in nodes for o in n.output
-                   if any(c.name not in members for c in self.consumers.get(o, []))
-                   or o in {g.name for g in self.graph.output}]
-        rng = np.random.default_rng(0)
-        x = rng.normal(size=(1, w_x.shape[0]))
-        h = rng.normal(size=(1, hidden))
-        c = rng.normal(size=(1, hidden))
-        gi, gh = x @ w_x + b_ih, h @ w_h + b_hh
-        sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
-        if lstm:
-            i, f, g, o = np.split(gi + gh, 4, axis=1)
-            c_new = sig(f) * c + sig(i) * np.tanh(g)
-            expected = {"h": sig(o) * np.tanh(c_new), "c": c_new}
+                   if o in graph_outputs or any(c.name not in members for c in self.consumers.get(o, []))]
+        cell = read_cell(nodes, self.consts, lambda name: self._piece_of(name) is not None, outputs, self.opsets,
+                         lambda reason: _refuse(last, reason))
+        hidden = cell.hidden
+        source = self._input_buffer(last, cell.x)
+        if cell.w_ih.shape[1] != self.widths[source]:
+            raise _refuse(last, f"input width {self.widths[source]} != weight columns {cell.w_ih.shape[1]}")
+        pieces = {"h": self._state_piece(last, self._piece_of(cell.h), hidden, "h")}
+        if cell.lstm:
+            pieces["c"] = self._state_piece(last, self._piece_of(cell.c), hidden, "c")
+        matrices = [cell.w_ih.astype(np.float32), cell.w_hh.astype(np.float32)]
+        sources = [onnx_layer_name(n) for n in cell.sources]
+        if cell.lstm:
+            layer = Layer(OP_LSTM, source, 0, params=[hidden, pieces["h"][1], pieces["c"][1]], matrices=matrices,
+                          vectors=[(cell.b_ih + cell.b_hh).astype(np.float32)], name=layer_name(last), sources=sources)
         else:
-            r = sig(gi[:, :hidden] + gh[:, :hidden])
-            z = sig(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])
-            n_gate = np.tanh(gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:])
-            expected = {"h": (1 - z) * n_gate + z * h}
-        got = self._evaluate_scope(last, nodes, {x_name: x, h_name: h, **({c_name: c} if lstm else {})}, outputs)
-        role: dict[str, str] = {}
-        for name, value in got.items():
-            match = [k for k, v in expected.items() if value.size == v.size and np.allclose(value.reshape(v.shape), v,
-                                                                                              atol=1e-4)]
-            if not match:
-                raise _refuse(last, f"its output {name!r} is neither the new h nor the new c of an "
-                                    f"{'LSTM' if lstm else 'GRU'} cell with these weights")
-            role[name] = match[0]
-        h_out = [name for name, kind in role.items() if kind == "h"]
-        if not h_out:
-            raise _refuse(last, "the cell's new h is not used")
-        source = self._input_buffer(last, x_name)
-        if w_x.shape[0] != self.widths[source]:
-            raise _refuse(last, f"input width {self.widths[source]} != weight rows {w_x.shape[0]}")
-        h_piece, h_offset = self._state_piece(last, self._piece_of(h_name), hidden, "h")
-        scope = layer_name(last)
-        sources = [onnx_layer_name(x_mm), onnx_layer_name(h_mm)]
-        matrices = [w_x.T.astype(np.float32), w_h.T.astype(np.float32)]
-        if lstm:
-            c_piece, c_offset = self._state_piece(last, self._piece_of(c_name), hidden, "c")
-            layer = Layer(OP_LSTM, source, 0, params=[hidden, h_offset, c_offset], matrices=matrices,
-                          vectors=[(b_ih + b_hh).astype(np.float32)], name=scope, sources=sources)
-        else:
-            layer = Layer(OP_GRU, source, 0, params=[hidden, h_offset, 0], matrices=matrices,
-                          vectors=[b_ih.astype(np.float32), b_hh.astype(np.float32)], name=scope, sources=sources)
-        self.add(layer, h_out[0], hidden, View.of(("T", 0), (hidden,)))
-        for name, kind in role.items():
-            if kind == "h" and name != h_out[0]:
+            layer = Layer(OP_GRU, source, 0, params=[hidden, pieces["h"][1], 0], matrices=matrices,
+                          vectors=[cell.b_ih.astype(np.float32), cell.b_hh.astype(np.float32)], name=layer_name(last),
+                          sources=sources)
+        h_out = next(name for name, role in cell.roles.items() if role == "h")
+        self.add(layer, h_out, hidden, View.of(("T", 0), (hidden,)))
+        for name, role in cell.roles.items():
+            if role == "h" and name != h_out:
                 self.buffers[name] = layer.out
-                self.views[name] = self.views[h_out[0]]
-            piece = h_piece if kind == "h" else c_piece
+                self.views[name] = self.views[h_out]
+            piece = pieces[role][0]
             self.finals[name] = (piece[0], piece[1], 1)
-
-    def _evaluate_scope(self, last: Any, nodes: list[Any], feeds: dict[str, np.ndarray],
-                        outputs: list[str]) -> dict[str, np.ndarray]:
-        from onnx import TensorProto, helper
-        from onnx.reference import ReferenceEvaluator
-
-        used = {i for n in nodes for i in n.input if i in self.consts and i not in feeds}
-        graph = helper.make_graph(
-            list(nodes), "cell", [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v.shape))
-                                  for k, v in feeds.items()],
-            [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
-            [self.numpy_helper.from_array(np.asarray(self.consts[k]), k) for k in sorted(used)])
-        model = helper.make_model(graph, opset_imports=list(self.opsets))
-        try:
-            values = ReferenceEvaluator(model).run(None, {k: v.astype(np.float32) for k, v in feeds.items()})
-        except Exception as error:  # noqa: BLE001 - any failure is a refusal of this cell
-            raise _refuse(last, f"its nodes cannot be evaluated as a cell ({error})") from error
-        return {name: np.asarray(value, np.float64) for name, value in zip(outputs, values)}
 
     def step_window_conv(self, node: Any, weight: np.ndarray, bias: np.ndarray | None) -> None:
         """A Conv1d over a step model's own window of past steps (Concat(context, x.unsqueeze(-1)), kernel = window):
