@@ -20,12 +20,15 @@ from torch import nn
 from lstm_edge.devices.mcu_build import McuBuildError, read_weight_file
 from lstm_edge.export import export
 from lstm_edge.export.c_export import (
+    OP_ACT,
     OP_CONV,
     OP_GATHER,
     OP_LINEAR,
     OP_LSTM,
     OP_MUL,
     OP_POOL,
+    Layer,
+    Program,
     add_c_files,
     program_bytes,
     program_from_onnx,
@@ -285,6 +288,20 @@ def test_gelu_and_pooling_over_frequency_in_sequence_models(tmp_path):
         program = program_from_onnx(out / "model.onnx", Manifest.load(out)) if (out / "model.onnx").exists() else None
         if name == "pooled_crnn" and program is not None:
             assert any(layer.type == OP_POOL for layer in program.layers)
+
+
+@pytest.mark.parametrize("activation, reference", [(6, torch.sqrt), (7, torch.erf),
+                                                  (8, nn.functional.gelu)])
+def test_new_activations_in_c_match_torch(activation, reference, tmp_path):
+    """sqrt, erf and GELU (the ONNX Gelu op of newer opsets) as single C layers."""
+    program = Program(0, 5, [5, 5], 1, [], [Layer(OP_ACT, 0, 1, params=[activation])])
+    path = tmp_path / "act.lec"
+    path.write_bytes(program_bytes(program, "float"))
+    x = np.abs(np.random.default_rng(0).normal(size=(30, 5)) * 2).astype(np.float32) * (1 if activation == 6 else
+                                                                                        np.sign(np.arange(5) - 2.5))
+    x = x.astype(np.float32)
+    expected = reference(torch.from_numpy(x)).numpy()
+    assert float(np.abs(push_all_at_once(path, x) - expected).max()) <= 1e-6
 
 
 def test_unsupported_layers_in_step_models_are_refused_by_name(tmp_path):
