@@ -1382,24 +1382,96 @@ def mixed_float_layers(manifest: Manifest) -> list[dict[str, Any]]:
     return []
 
 
+def _c_outputs(data: bytes, x: np.ndarray, ids: bool) -> np.ndarray:
+    """The C library's outputs for every frame of ``x`` (one stream from the initial state)."""
+    import ctypes
+
+    from lstm_edge.runtime.backends import native
+
+    lib, model = native.load_c_model(data, "model.int8.lec")
+    try:
+        frames = len(x)
+        stream = lib.lem_stream_create(model, 64, ctypes.byref(ctypes.c_int(0)))
+        chunk = np.ascontiguousarray(x.reshape(frames, -1), np.int32 if ids else np.float32)
+        y = np.empty((frames, int(lib.lem_model_output_width(model))), np.float32)
+        push = lib.lem_stream_push_ids if ids else lib.lem_stream_push
+        status = push(stream, chunk.ctypes.data, frames, y.ctypes.data)
+        lib.lem_stream_free(stream)
+    finally:
+        lib.lem_model_free(model)
+    if status != 0:
+        raise ExportError(f"the C library refused the reference input ({lib.lem_status_string(status).decode()})")
+    return y
+
+
+def _complete_the_mix(program: Program, manifest: Manifest, model_dir: Path, names: frozenset[str],
+                      metadata: str) -> frozenset[str]:
+    """The float layers of the C int8 file: ``names`` (another file's mix), and when the C file with them misses
+    ``int8_relative_error`` on the reference input, the fewest more (greedily: each round, the layer whose float
+    weights remove the most error) until it meets it. The C engine quantizes differently (per-row weights, each
+    vector on its own scale), so a mix chosen for ONNX Runtime may not be enough here."""
+    if not names or manifest.reference is None:
+        return names
+    from lstm_edge.runtime.manifest import check_reference
+
+    x = np.load(check_reference(model_dir, manifest.reference, "input"), allow_pickle=False)
+    want = np.load(check_reference(model_dir, manifest.reference, "output"), allow_pickle=False)
+    want = want.reshape(len(want), -1).astype(np.float64)
+    spread = float(want.std()) or 1.0
+    ids = manifest.input.dtype == "int64"
+
+    def error(kept: frozenset[str]) -> float:
+        got = _c_outputs(program_bytes(program, "int8", metadata, kept), x, ids)
+        return float(np.sqrt(np.mean((got - want) ** 2))) / spread
+
+    gate = float(manifest.tolerances["int8_relative_error"])
+    current = error(names)
+    candidates = list(dict.fromkeys(source for layer in program.layers if layer.type in WEIGHT_LAYERS
+                                    for source in layer.sources if source and source not in names))
+    while current > gate and candidates:
+        trials = {candidate: error(names | {candidate}) for candidate in candidates}
+        best = min(trials, key=lambda name: trials[name])
+        names, current = names | {best}, trials[best]
+        candidates.remove(best)
+    return names
+
+
+def _float_layer_records(program: Program, names: frozenset[str], known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Manifest records (name, kind, params) of the float layers, in the program's order."""
+    by_name = {layer["name"]: layer for layer in known}
+    records: dict[str, dict[str, Any]] = {}
+    for layer in program.layers:
+        for source in layer.sources:
+            if source in names and source not in records:
+                kind = source.rsplit("/", 1)[-1].split("_")[0]
+                params = sum(m.size for m, s in zip(layer.matrices, layer.sources) if s == source)
+                if set(layer.sources) == {source}:  # the layer's own biases count as its parameters too
+                    params += sum(v.size for v in layer.vectors)
+                records[source] = dict(by_name.get(source, {"name": source, "kind": kind, "params": int(params)}))
+    return list(records.values())
+
+
 def write_c_files(onnx_path: Path, manifest: Manifest, out_dir: Path,
                   precisions: Sequence[str] = ("float", "int8")) -> Manifest:
     """Write the C weight files next to ``onnx_path`` and return ``manifest`` with their entries added. The int8
-    file follows the mixed precision of the directory's int8 ONNX/TFLite file (``quantization.float_layers``)."""
+    file follows the mixed precision of the directory's int8 ONNX/TFLite file (``quantization.float_layers``),
+    completed if the C engine needs more float layers to meet the same gate."""
     program = program_from_onnx(onnx_path, manifest)
-    kept = mixed_float_layers(manifest)
-    names = {layer["name"] for layer in kept}
+    metadata = metadata_text(manifest)
+    mix = mixed_float_layers(manifest)
     in_program = {source for layer in program.layers if layer.type in WEIGHT_LAYERS for source in layer.sources}
-    kept = [layer for layer in kept if layer["name"] in in_program]
+    names = frozenset(layer["name"] for layer in mix if layer["name"] in in_program)
+    if "int8" in precisions:
+        names = _complete_the_mix(program, manifest, out_dir, names, metadata)
     for precision in precisions:
         name = C_FILES[precision]
-        (out_dir / name).write_bytes(program_bytes(program, precision, metadata_text(manifest),
-                                                   frozenset(names) if precision == "int8" else frozenset()))
+        (out_dir / name).write_bytes(program_bytes(program, precision, metadata,
+                                                   names if precision == "int8" else frozenset()))
         quantization: dict[str, Any] | None = None
         if precision == "int8":
             quantization = dict(QUANTIZATION)
-            if kept:
-                quantization["float_layers"] = kept
+            if names:
+                quantization["float_layers"] = _float_layer_records(program, names, mix)
         manifest = manifest.with_file(file_entry(out_dir, name, "c", precision, quantization=quantization))
     return manifest
 
