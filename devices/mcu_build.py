@@ -137,6 +137,10 @@ def read_weight_file(path: Path) -> WeightFile:
         raise McuBuildError(expected_got(f"{path.name}", 'a lstm-edge C weight file (magic "LEMW")', repr(data[:4])))
     (version, precision, input_kind, input_width, output_width, n_buffers, n_states, n_layers, output_buffer,
      payload, crc, meta_bytes) = struct.unpack_from("<12I", data, 4)
+    if version == 3:
+        raise McuBuildError(f"{path.name}: C weight file version 3 (layers of step models and front ends, or layers "
+                            "kept float by mixed precision): the Cortex-M build reads versions 1 and 2 only (LSTM, "
+                            "GRU, linear, affine, residual and ReLU/tanh/sigmoid layers, all int8)")
     if version not in (1, 2) or zlib.crc32(data[64:64 + payload]) != crc or len(data) != 64 + payload:
         raise McuBuildError(f"{path}: not a readable C weight file (version {version}, CRC or length mismatch)")
     if precision != 1:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lstm_edge.export import export
+from lstm_edge.export.c_export import add_c_files
 from lstm_edge.quantize import quantize
 from lstm_edge.quantize.mixed import stream_all
 from lstm_edge.quantize.onnx_quant import count_onnx_ops
@@ -85,6 +86,12 @@ def test_silero_like_meets_its_task_gate_by_keeping_the_front_end_float(silero, 
     buffers = count_tflite_ops(target / "model.int8.tflite")["weight_operand_buffers"]
     assert buffers == {"int8": 6, "float32": 2}, buffers
     assert all(value >= 0.98 for value in _speech_agreement(target, streams).values())
+    # the C files follow the same mix: add-c keeps the ONNX file's float layers float in model.int8.lec
+    c_kept = add_c_files(target).file("c", "int8").quantization["float_layers"]
+    assert c_kept == manifest.file("onnx", "int8").quantization["float_layers"]
+    y_float, y_int8 = (stream_all(StreamingModel.load(target, backend="native", precision=p), streams, 1)
+                       for p in ("float", "int8"))
+    assert float(np.mean((y_int8 >= 0.5) == (y_float >= 0.5))) >= 0.98
     report = parity_report(target)
     assert report["failures"] == []
     info = subprocess.run([sys.executable, "-m", "lstm_edge", "info", str(target)], capture_output=True, text=True,

@@ -196,6 +196,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"      float layers: {names or 'none'}; int8 weights {100 * mixed['int8_weight_fraction']:.1f}%; "
                   f"relative error {100 * mixed['result']['relative_error']:.2f}% "
                   f"(all int8: {100 * mixed['all_int8']['relative_error']:.2f}%)")
+        elif (entry.quantization or {}).get("float_layers"):  # a C int8 file following another file's mix
+            kept = (entry.quantization or {})["float_layers"]
+            names = ", ".join(f"{layer['name']} ({layer['kind']}, {layer['params']} params)" for layer in kept)
+            print(f"      float layers: {names} (the mix of the int8 ONNX/TFLite file)")
     engines = ", ".join(f"{name}={'installed' if engine_available(name) else 'missing'}" for name in NAMES)
     print(f"  engines here: {engines}")
     if bad:

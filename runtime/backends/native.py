@@ -111,10 +111,12 @@ class _Outputs:
                  "records", "y_shape")
 
     def __init__(self, frames: int, state_size: int, out_width: int, bounds: list[tuple[int, int]],
-                 shapes: list[tuple[int, ...]], batched: bool = True, block: int = OUTPUT_BLOCK) -> None:
+                 shapes: list[tuple[int, ...]], batched: bool = True, block: int = OUTPUT_BLOCK,
+                 step: bool = False) -> None:
         self.frames, self.states_at, self.out_width = frames, state_size, out_width
         self.bounds, self.shapes = bounds, shapes
-        self.y_shape = (1, frames, out_width) if batched else (frames, out_width)
+        one = (out_width,) if step else (frames, out_width)  # a step model's call is one frame, without a time axis
+        self.y_shape = (1, *one) if batched else one
         size = state_size + frames * out_width
         self.record = size + (-size % 16)
         self.count = max(1, block // self.record)
@@ -211,6 +213,7 @@ class NativeBackend:
         self._produced: dict[int, tuple[tuple[np.ndarray, ...], int]] = {}
         self._check_contract(path, manifest)
         self._ids = manifest.input.dtype == "int64"
+        self._step = manifest.kind == "step"  # one frame per call: [1, F] in, [1, out] out
         self._out_width = int(lib.lem_model_output_width(handle))
         self._state_size = int(lib.lem_model_state_size(handle))
         self._shapes = [tuple(s.shape) for s in manifest.states]
@@ -241,12 +244,13 @@ class NativeBackend:
         if bool(lib.lem_model_input_kind(handle)) != ids:
             raise ModelFileError(expected_got(f"{path}: input kind", "token ids" if ids else "features",
                                               "features" if ids else "token ids"))
-        out_width = int(np.prod([int(d) for d in manifest.output.shape[2:]]))
+        first = 1 if manifest.kind == "step" else 2  # the frame's dimensions: after batch (and time)
+        out_width = int(np.prod([int(d) for d in manifest.output.shape[first:]]))
         if int(lib.lem_model_output_width(handle)) != out_width:
             raise ModelFileError(expected_got(f"{path}: output width", out_width,
                                               int(lib.lem_model_output_width(handle))))
         if not ids:
-            in_width = int(np.prod([int(d) for d in manifest.input.shape[2:]]))
+            in_width = int(np.prod([int(d) for d in manifest.input.shape[first:]]))
             if int(lib.lem_model_input_width(handle)) != in_width:
                 raise ModelFileError(expected_got(f"{path}: input width", in_width,
                                                   int(lib.lem_model_input_width(handle))))
@@ -274,7 +278,7 @@ class NativeBackend:
                 "stream_bytes": int(self._lib.lem_stream_bytes_for(self._model, DIRECT_MAX_CHUNK))}
 
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        frames = x.shape[1]
+        frames = 1 if self._step else x.shape[1]
         slots = self._slots
         try:
             slot = slots.pop()
@@ -310,7 +314,7 @@ class NativeBackend:
         return y, list(new_states)
 
     def _make_outputs(self, frames: int) -> _Outputs:
-        return _Outputs(frames, self._state_size, self._out_width, self._bounds, self._shapes)
+        return _Outputs(frames, self._state_size, self._out_width, self._bounds, self._shapes, step=self._step)
 
     def _point_at(self, slot: _Slot, states: Sequence[np.ndarray]) -> None:
         """The slot's pointer table at the given states, copying those C cannot read in place."""
@@ -389,13 +393,14 @@ class NativeStreamEngine:
         layouts, make, take_input = self._outputs, self._make_outputs, self._input.address
         run, stream, error, busy = self._push, self._stream, self._backend._error, self._busy
         counts_frames = self._counts_frames
+        step = self._backend._step
 
         def push(chunk: object) -> np.ndarray:
             if not busy.acquire(blocking=False):
                 raise busy_error()
             try:
                 x = check(chunk)
-                frames = x.shape[0]
+                frames = 1 if step else x.shape[0]
                 outputs = layouts.get(frames)
                 if outputs is None:
                     outputs = _outputs_for(layouts, frames, make)
@@ -411,7 +416,8 @@ class NativeStreamEngine:
         return push
 
     def _make_outputs(self, frames: int) -> _Outputs:
-        return _Outputs(frames, 0, self._backend._out_width, [], [], batched=False, block=DIRECT_OUTPUT_BLOCK)
+        return _Outputs(frames, 0, self._backend._out_width, [], [], batched=False, block=DIRECT_OUTPUT_BLOCK,
+                        step=self._backend._step)
 
     def _extension_pusher(self, push: Callable[[object], np.ndarray], frame_shape: tuple[int, ...] | None) -> Any:
         """The push extension's pusher for this stream (``.push(x)``, ``.frames``), or None when the extension is

@@ -13,8 +13,11 @@
 #include "lstm_edge_kernels.h"
 
 enum { OP_LINEAR = 1, OP_AFFINE = 2, OP_ADD = 3, OP_ACT = 4, OP_LSTM = 5, OP_GRU = 6, OP_EMBED = 7,
-       OP_LAYERNORM = 8, OP_LSTM_PROJ = 9, OP_CONV = 10 };
-enum { ACT_RELU = 1, ACT_TANH = 2, ACT_SIGMOID = 3, ACT_SOFTMAX = 4, ACT_LOG_SOFTMAX = 5 };
+       OP_LAYERNORM = 8, OP_LSTM_PROJ = 9, OP_CONV = 10, OP_GATHER = 11, OP_MUL = 12, OP_CONTEXT = 13,
+       OP_POOL = 14 };
+enum { ACT_RELU = 1, ACT_TANH = 2, ACT_SIGMOID = 3, ACT_SOFTMAX = 4, ACT_LOG_SOFTMAX = 5, ACT_SQRT = 6, ACT_ERF = 7,
+       ACT_GELU = 8 };
+enum { POOL_MAX = 1, POOL_AVERAGE = 2, POOL_AVERAGE_WITH_PADDING = 3 };
 enum { DTYPE_F32 = 0, DTYPE_I8 = 1 };
 
 #define HEADER_BYTES 64
@@ -22,6 +25,7 @@ enum { DTYPE_F32 = 0, DTYPE_I8 = 1 };
 #define MAX_OPS 4096
 #define MAX_STATES 1024
 #define MAX_DIM (1u << 24)
+#define LEM_GATHER_ZERO 0xffffffffu
 
 typedef struct {
     size_t rows, cols, stride; /* stride: cols rounded up to LEM_PAD */
@@ -34,6 +38,7 @@ typedef struct {
 typedef struct {
     uint32_t type, in0, in1, out;
     uint32_t p[6];
+    uint32_t *index; /* gather: the source value of each output value (LEM_GATHER_ZERO: a zero) */
     uint32_t x[6]; /* causal conv: features in, kernel, stride, padding and dilation along features, features out */
     matrix m[4];
 } op;
@@ -46,7 +51,7 @@ typedef struct {
 struct lem_model {
     const lem_kernels *kernels;
     int int8;
-    uint32_t file_version; /* layer types 9 and 10 need version 2 */
+    uint32_t file_version; /* layer types 9 and 10 need version 2; 11 to 14 and float matrices in int8 files 3 */
     lem_input_kind input_kind;
     size_t input_width, output_width, output_buffer;
     size_t n_buffers, n_states, n_ops, state_size;
@@ -262,8 +267,10 @@ void lem_model_free(lem_model *model) {
     size_t i, k;
     if (model == NULL) return;
     if (model->ops != NULL) {
-        for (i = 0; i < model->n_ops; i++)
+        for (i = 0; i < model->n_ops; i++) {
             for (k = 0; k < 4; k++) free_matrix(&model->ops[i].m[k]);
+            free(model->ops[i].index);
+        }
     }
     if (model->states != NULL) {
         for (i = 0; i < model->n_states; i++) free(model->states[i].name);
@@ -295,6 +302,40 @@ static int check_state_slice(const lem_model *m, size_t offset, size_t n, const 
     return LEM_OK;
 }
 
+/* Float files hold float weights; int8 files int8 weights, and (version 3 on) float ones for the layers that mixed
+ * precision keeps float. */
+static int check_weight_dtype(const lem_model *m, const matrix *w, const char *what) {
+    if (w->q != NULL ? m->int8 : (!m->int8 || m->file_version >= 3)) return LEM_OK;
+    snprintf(last_error, sizeof last_error, "%s: %s weights in a%s file of version %lu", what,
+             w->q != NULL ? "int8" : "float", m->int8 ? "n int8" : " float", (unsigned long)m->file_version);
+    return LEM_ERR_FORMAT;
+}
+
+/* A gather's index table: one float32 per output value, a whole number below the input width, or -1 (a zero). */
+static int read_gather(reader *r, lem_model *m, op *o, size_t in_w, size_t out_w, const char *what) {
+    matrix table = {0};
+    size_t j;
+    int s = read_vector(r, &table, out_w, what, &m->bytes);
+    if (s == LEM_OK) {
+        o->index = (uint32_t *)calloc(out_w, sizeof(uint32_t));
+        if (o->index == NULL) s = LEM_ERR_NO_MEMORY;
+    }
+    for (j = 0; s == LEM_OK && j < out_w; j++) {
+        float v = table.f[j];
+        if (v == -1.0f) {
+            o->index[j] = LEM_GATHER_ZERO;
+        } else if (v >= 0.0f && v < (float)in_w && v == floorf(v)) {
+            o->index[j] = (uint32_t)v;
+        } else {
+            snprintf(last_error, sizeof last_error, "%s: gather index %g of value %lu outside [0, %lu) and not -1",
+                     what, (double)v, (unsigned long)j, (unsigned long)in_w);
+            s = LEM_ERR_FORMAT;
+        }
+    }
+    free_matrix(&table);
+    return s;
+}
+
 static int read_op(reader *r, lem_model *m, op *o, size_t index) {
     char what[64];
     size_t k, in_w, out_w, h;
@@ -307,8 +348,9 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
     if (r->error) return r->error;
     snprintf(what, sizeof what, "layer %lu (type %lu)", (unsigned long)index, (unsigned long)o->type);
     if (o->in0 >= m->n_buffers || o->out >= m->n_buffers) return check_buffer(m, MAX_BUFFERS, 0, what);
-    if (o->type >= OP_LSTM_PROJ && m->file_version < 2) {
-        snprintf(last_error, sizeof last_error, "%s: this layer type needs file version 2", what);
+    if ((o->type >= OP_LSTM_PROJ && m->file_version < 2) || (o->type >= OP_GATHER && m->file_version < 3)) {
+        snprintf(last_error, sizeof last_error, "%s: this layer type needs file version %d", what,
+                 o->type >= OP_GATHER ? 3 : 2);
         return LEM_ERR_FORMAT;
     }
     in_w = m->widths[o->in0];
@@ -317,11 +359,7 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
         case OP_LINEAR:
             s = read_matrix(r, &o->m[0], out_w, in_w, what, &m->bytes);
             if (s == LEM_OK) s = read_vector(r, &o->m[1], out_w, what, &m->bytes);
-            if (s == LEM_OK && (o->m[0].q != NULL) != (m->int8 != 0)) {
-                snprintf(last_error, sizeof last_error, "%s: weight dtype does not match the file's precision",
-                         what);
-                s = LEM_ERR_FORMAT;
-            }
+            if (s == LEM_OK) s = check_weight_dtype(m, &o->m[0], what);
             break;
         case OP_AFFINE:
             if (in_w != out_w) return check_buffer(m, o->out, in_w, what);
@@ -333,7 +371,7 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
             if (s == LEM_OK) s = check_buffer(m, o->out, in_w, what);
             break;
         case OP_ACT:
-            if (o->p[0] < ACT_RELU || o->p[0] > ACT_LOG_SOFTMAX) {
+            if (o->p[0] < ACT_RELU || o->p[0] > ACT_GELU || (o->p[0] > ACT_LOG_SOFTMAX && m->file_version < 3)) {
                 snprintf(last_error, sizeof last_error, "%s: unknown activation %lu", what, (unsigned long)o->p[0]);
                 return LEM_ERR_FORMAT;
             }
@@ -350,11 +388,8 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
             if (s == LEM_OK) s = read_matrix(r, &o->m[1], n_gates * h, h, what, &m->bytes);
             if (s == LEM_OK) s = read_vector(r, &o->m[2], n_gates * h, what, &m->bytes);
             if (s == LEM_OK && o->type == OP_GRU) s = read_vector(r, &o->m[3], n_gates * h, what, &m->bytes);
-            if (s == LEM_OK && ((o->m[0].q != NULL) != (m->int8 != 0) || (o->m[1].q != NULL) != (m->int8 != 0))) {
-                snprintf(last_error, sizeof last_error, "%s: weight dtype does not match the file's precision",
-                         what);
-                s = LEM_ERR_FORMAT;
-            }
+            if (s == LEM_OK) s = check_weight_dtype(m, &o->m[0], what);
+            if (s == LEM_OK) s = check_weight_dtype(m, &o->m[1], what);
             if (n_gates * h > m->max_gates) m->max_gates = n_gates * h;
             if (h > m->max_hidden) m->max_hidden = h;
             break;
@@ -369,13 +404,8 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
             if (s == LEM_OK) s = read_matrix(r, &o->m[1], 4 * h, p, what, &m->bytes);
             if (s == LEM_OK) s = read_matrix(r, &o->m[3], p, h, what, &m->bytes);
             if (s == LEM_OK) s = read_vector(r, &o->m[2], 4 * h, what, &m->bytes);
-            for (k = 0; s == LEM_OK && k < 4; k++) {
-                if (k != 2 && (o->m[k].q != NULL) != (m->int8 != 0)) {
-                    snprintf(last_error, sizeof last_error, "%s: weight dtype does not match the file's precision",
-                             what);
-                    s = LEM_ERR_FORMAT;
-                }
-            }
+            for (k = 0; s == LEM_OK && k < 4; k++)
+                if (k != 2) s = check_weight_dtype(m, &o->m[k], what);
             if (4 * h > m->max_gates) m->max_gates = 4 * h;
             if (h > m->max_hidden) m->max_hidden = h;
             break;
@@ -409,11 +439,7 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
             if (ctx) s = check_state_slice(m, o->p[0], ctx * in_w, what);
             if (s == LEM_OK) s = read_matrix(r, &o->m[0], cout, patch, what, &m->bytes);
             if (s == LEM_OK) s = read_vector(r, &o->m[1], cout, what, &m->bytes);
-            if (s == LEM_OK && (o->m[0].q != NULL) != (m->int8 != 0)) {
-                snprintf(last_error, sizeof last_error, "%s: weight dtype does not match the file's precision",
-                         what);
-                s = LEM_ERR_FORMAT;
-            }
+            if (s == LEM_OK) s = check_weight_dtype(m, &o->m[0], what);
             if (ctx * in_w > m->max_context) m->max_context = ctx * in_w;
             if (in_w > m->max_frame) m->max_frame = in_w;
             if (padded(patch) > m->max_patch) m->max_patch = padded(patch);
@@ -435,6 +461,35 @@ static int read_op(reader *r, lem_model *m, op *o, size_t index) {
             if (s == LEM_OK) s = read_vector(r, &o->m[0], in_w, what, &m->bytes);
             if (s == LEM_OK) s = read_vector(r, &o->m[1], in_w, what, &m->bytes);
             break;
+        case OP_GATHER:
+            s = read_gather(r, m, o, in_w, out_w, what);
+            break;
+        case OP_MUL:
+            s = check_buffer(m, o->in1, in_w, what);
+            if (s == LEM_OK) s = check_buffer(m, o->out, in_w, what);
+            break;
+        case OP_CONTEXT: /* p: offset of the context in the state vector, its values C; out = [C carried, in] */
+            if (o->p[1] == 0 || o->p[1] > MAX_DIM || out_w != o->p[1] + in_w)
+                return check_buffer(m, o->out, o->p[1] + in_w, what);
+            s = check_state_slice(m, o->p[0], o->p[1], what);
+            break;
+        case OP_POOL: { /* p: kind, channels, features in, kernel, stride, padding before (along features) */
+            size_t ch = o->p[1], f_in = o->p[2], kf = o->p[3], sf = o->p[4], pf = o->p[5], f_out;
+            if (o->p[0] < POOL_MAX || o->p[0] > POOL_AVERAGE_WITH_PADDING || ch == 0 || f_in == 0 || kf == 0
+                || sf == 0 || pf >= kf || kf > 65535 || sf > 65535 || f_in > MAX_DIM / ch || in_w != ch * f_in
+                || out_w % ch) {
+                snprintf(last_error, sizeof last_error, "%s: pooling geometry does not fit its buffers "
+                         "(%lu -> %lu values)", what, (unsigned long)in_w, (unsigned long)out_w);
+                return LEM_ERR_FORMAT;
+            }
+            f_out = out_w / ch;
+            if ((f_out - 1) * sf >= f_in + pf) { /* every window must hold a real value */
+                snprintf(last_error, sizeof last_error, "%s: pooling window %lu starts after the features", what,
+                         (unsigned long)(f_out - 1));
+                return LEM_ERR_FORMAT;
+            }
+            break;
+        }
         default:
             snprintf(last_error, sizeof last_error, "%s: unknown layer type", what);
             return LEM_ERR_FORMAT;
@@ -889,9 +944,27 @@ static void run_conv(lem_stream *s, const op *o, const float *in, size_t in_stri
                 state[conv_state_index(time_last, ci, a, j, ctx, f_in)] = win[(n + a) * frame + ci * f_in + j];
 }
 
+/* The gate arithmetic of one GRU frame (torch gate order r, z, n; the reset gate after the recurrent product):
+ * gi = W_ih x + b_ih, gh = W_hh h + b_hh. Same clones and same float operations per value as lstm_gates. */
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__)
+#if __GNUC__ >= 12
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+__attribute__((target_clones("avx2", "default")))
+#endif
+#endif
+static void gru_gates(const float *gi, const float *gh, float *hidden, size_t h) {
+    size_t j;
+    for (j = 0; j < h; j++) {
+        float r = lem_fast_sigmoid(gi[j] + gh[j]), z = lem_fast_sigmoid(gi[h + j] + gh[h + j]);
+        float cand = lem_fast_tanh(gi[2 * h + j] + r * gh[2 * h + j]);
+        hidden[j] = (1.0f - z) * cand + z * hidden[j];
+    }
+}
+
 static void run_gru(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out, size_t out_stride,
                     size_t n) {
-    size_t h = o->p[0], t, j;
+    size_t h = o->p[0], t;
     float *state_h = s->state + o->p[1], *hidden = s->hidden, *gi, *gh = s->gates_h;
     for (t = 0; t < n; t++) memcpy(s->gates + t * 3 * h, o->m[2].f, 3 * h * sizeof(float));
     matmat(s, &o->m[0], in, in_stride, n, s->gates, 3 * h);
@@ -900,11 +973,7 @@ static void run_gru(lem_stream *s, const op *o, const float *in, size_t in_strid
         gi = s->gates + t * 3 * h;
         memcpy(gh, o->m[3].f, 3 * h * sizeof(float));
         matvec(s, &o->m[1], hidden, gh);
-        for (j = 0; j < h; j++) { /* torch gate order r, z, n */
-            float r = lem_fast_sigmoid(gi[j] + gh[j]), z = lem_fast_sigmoid(gi[h + j] + gh[h + j]);
-            float cand = lem_fast_tanh(gi[2 * h + j] + r * gh[2 * h + j]);
-            hidden[j] = (1.0f - z) * cand + z * hidden[j];
-        }
+        gru_gates(gi, gh, hidden, h);
         memcpy(out + t * out_stride, hidden, h * sizeof(float));
     }
     memcpy(state_h, hidden, h * sizeof(float));
@@ -923,6 +992,15 @@ static void run_activation(uint32_t kind, const float *x, float *y, size_t w) {
         case ACT_SIGMOID:
             for (j = 0; j < w; j++) y[j] = lem_fast_sigmoid(x[j]);
             break;
+        case ACT_SQRT:
+            for (j = 0; j < w; j++) y[j] = sqrtf(x[j]);
+            break;
+        case ACT_ERF:
+            for (j = 0; j < w; j++) y[j] = erff(x[j]);
+            break;
+        case ACT_GELU: /* x * Phi(x), the exact (erf) form */
+            for (j = 0; j < w; j++) y[j] = 0.5f * x[j] * (1.0f + erff(x[j] * 0.70710678118654752f));
+            break;
         default: /* softmax, log-softmax over the frame */
             peak = x[0];
             for (j = 1; j < w; j++) peak = x[j] > peak ? x[j] : peak;
@@ -936,6 +1014,47 @@ static void run_activation(uint32_t kind, const float *x, float *y, size_t w) {
             }
             break;
     }
+}
+
+/* Pooling over the features of each channel (max, or average with or without the padding counted). */
+static void run_pool(const op *o, const float *x, float *y, size_t out_w) {
+    size_t ch = o->p[1], f_in = o->p[2], kf = o->p[3], sf = o->p[4], f_out = out_w / ch, c, fo, b;
+    long pf = (long)o->p[5];
+    for (c = 0; c < ch; c++) {
+        const float *row = x + c * f_in;
+        for (fo = 0; fo < f_out; fo++) {
+            float acc = 0.0f;
+            size_t count = 0;
+            for (b = 0; b < kf; b++) {
+                long fi = (long)(fo * sf + b) - pf;
+                if (fi < 0 || fi >= (long)f_in) continue;
+                if (o->p[0] == POOL_MAX)
+                    acc = count == 0 || row[fi] > acc ? row[fi] : acc;
+                else
+                    acc += row[fi];
+                count++;
+            }
+            if (o->p[0] == POOL_AVERAGE)
+                acc /= (float)count;
+            else if (o->p[0] == POOL_AVERAGE_WITH_PADDING)
+                acc /= (float)kf;
+            y[c * f_out + fo] = acc;
+        }
+    }
+}
+
+/* A context window along the features of each step: out_t = [context_t, in_t], context_{t+1} the last C values of
+ * out_t (the first context from the state, the last one written back to it). */
+static void run_context(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out, size_t out_stride,
+                        size_t n, size_t in_w) {
+    size_t c = o->p[1], t;
+    float *state = s->state + o->p[0];
+    for (t = 0; t < n; t++) {
+        const float *carried = t == 0 ? state : out + (t - 1) * out_stride + in_w;
+        memcpy(out + t * out_stride, carried, c * sizeof(float));
+        memcpy(out + t * out_stride + c, in + t * in_stride, in_w * sizeof(float));
+    }
+    memcpy(state, out + (n - 1) * out_stride + in_w, c * sizeof(float));
 }
 
 static void run_ops(lem_stream *s, size_t n) {
@@ -964,6 +1083,25 @@ static void run_ops(lem_stream *s, size_t n) {
                         out[t * out_stride + j] = in[t * in_stride + j] + in1[t * in_stride + j];
                 break;
             }
+            case OP_MUL: {
+                const float *in1 = s->buffers[o->in1];
+                for (t = 0; t < n; t++)
+                    for (j = 0; j < w; j++)
+                        out[t * out_stride + j] = in[t * in_stride + j] * in1[t * in_stride + j];
+                break;
+            }
+            case OP_GATHER:
+                for (t = 0; t < n; t++)
+                    for (j = 0; j < w; j++)
+                        out[t * out_stride + j] = o->index[j] == LEM_GATHER_ZERO ? 0.0f
+                                                                                : in[t * in_stride + o->index[j]];
+                break;
+            case OP_CONTEXT:
+                run_context(s, o, in, in_stride, out, out_stride, n, m->widths[o->in0]);
+                break;
+            case OP_POOL:
+                for (t = 0; t < n; t++) run_pool(o, in + t * in_stride, out + t * out_stride, w);
+                break;
             case OP_ACT:
                 for (t = 0; t < n; t++) run_activation(o->p[0], in + t * in_stride, out + t * out_stride, w);
                 break;

@@ -32,7 +32,7 @@ extern "C" {
 #endif
 
 #define LEM_VERSION "0.1.0"
-#define LEM_FILE_VERSION 2 /* reads versions 1 and 2 */
+#define LEM_FILE_VERSION 3 /* reads versions 1 to 3 */
 
 typedef enum {
     LEM_OK = 0,
