@@ -1,10 +1,12 @@
-"""As-you-type topic classification: the shipped character-LSTM classifier against two classic peers trained on the
-same quotes, scored on the same held-out quotes after 25%, 50% and 100% of each quote's characters.
+"""As-you-type topic classification: the shipped classifiers (character LSTM, hashed character n-grams) against two
+classic peers trained on the same quotes, scored on the same held-out quotes after 25%, 50% and 100% of each quote's
+characters.
 
 Peers (scikit-learn, benchmark-only): multinomial naive Bayes and logistic regression, both on tf-idf of character
 1-5-grams (word-boundary aware, ``analyzer="char_wb"``); each one's regularisation is chosen on the validation
-quotes, never on the test quotes. The LSTM reads each test quote character by character from a fresh stream (its
-answer after the first ``ceil(f * len)`` characters); the peers classify the same prefixes.
+quotes, never on the test quotes. The shipped models read each test quote character by character from a fresh
+stream (their answer after the first ``ceil(f * len)`` characters), float and int8; the peers classify the same
+prefixes.
 
 Run: ``python benchmarks/bench_text_classify_peers.py`` (needs ``pip install scikit-learn``); writes
 results/text_classify_peers.json.
@@ -59,9 +61,9 @@ def peer_accuracies(splits) -> dict[str, dict[str, float]]:
     return results
 
 
-def lstm_accuracies(splits, model_dir: Path) -> dict[str, float]:
+def streamed_accuracies(splits, model_dir: Path, precision: str) -> dict[str, float]:
     test_x, test_y = splits["test"]
-    classifier = TextClassifier(StreamingModel.load(model_dir, backend="onnx"))
+    classifier = TextClassifier(StreamingModel.load(model_dir, backend="onnx", precision=precision))
     hits = {f: [] for f in FRACTIONS}
     for text, label in zip(test_x, test_y):
         classifier.reset()
@@ -73,10 +75,13 @@ def lstm_accuracies(splits, model_dir: Path) -> dict[str, float]:
 
 def main() -> None:
     splits = labelled_splits()
-    rows = {"char LSTM (shipped, ONNX float)": lstm_accuracies(splits, Path("models/text/classifier/export")),
-            **peer_accuracies(splits)}
+    rows = {f"{name} (shipped, ONNX {precision})": streamed_accuracies(splits, Path(path), precision)
+            for name, path in (("char LSTM", "models/text/classifier/export"),
+                               ("hashed n-grams", "models/text/topics/export"))
+            for precision in ("float", "int8")}
+    rows |= peer_accuracies(splits)
     for name, row in rows.items():
-        print(f"{name:32s} " + "  ".join(f"{key} {value:.1%}" for key, value in row.items() if key.endswith("%")))
+        print(f"{name:36s} " + "  ".join(f"{key} {value:.1%}" for key, value in row.items() if key.endswith("%")))
     save("text_classify_peers", {"test_quotes": len(splits["test"][0]), "results": rows})
 
 

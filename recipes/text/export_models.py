@@ -5,7 +5,11 @@ The language model's reference input is 2000 characters of validation text (``ve
 of every file on it); the classifier's is 600 characters of validation quotes. Both manifests carry the character
 tokenizer and ``extra.text`` (task, start text).
 
-Run: ``python -m lstm_edge.recipes.text.export_models --lm models/text/lm --classifier models/text/classifier``.
+The hashed n-gram topic classifier (``--topics``, ``recipes/text/ngram.py``) is a step model (one character per
+step) over the same reference quotes; it has no C weight files (the C library has no hashed-n-gram layer).
+
+Run: ``python -m lstm_edge.recipes.text.export_models --lm models/text/lm --classifier models/text/classifier
+--topics models/text/topics``.
 """
 
 from __future__ import annotations
@@ -50,10 +54,25 @@ def export_text_model(weights_dir: Path, reference_text: str, formats=("onnx", "
     return out_dir
 
 
+def export_topics_model(weights_dir: Path, reference_text: str, formats=("onnx", "tflite")) -> Path:
+    """Export the hashed n-gram classifier in ``weights_dir`` into ``weights_dir/export`` and quantize it."""
+    from lstm_edge.recipes.text.ngram import load_ngram
+
+    model, settings = load_ngram(weights_dir)
+    reference = tokenizer().encode(reference_text)[:, None]  # one character per step
+    out_dir = export(model, torch.from_numpy(reference[:1]), weights_dir / EXPORT_DIR, formats=formats,
+                     labels=settings["labels"], name="char-topics", output_semantics="logits",
+                     extra={"text": {"task": "classifier", "start_text": ""}}, reference_input=reference,
+                     tokenizer=tokenizer())
+    quantize(out_dir)
+    return out_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lm", type=Path)
     parser.add_argument("--classifier", type=Path)
+    parser.add_argument("--topics", type=Path)
     args = parser.parse_args(argv)
     splits = split_by_file()
     failures = []
@@ -62,11 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         report = parity_report(out)
         print(format_table(report))
         failures += report["failures"]
-    if args.classifier:
+    for weights_dir, exporter in ((args.classifier, export_text_model), (args.topics, export_topics_model)):
+        if weights_dir is None:
+            continue
         from lstm_edge.recipes.text.classify import labelled_splits
 
         quotes = "\n".join(labelled_splits()["validation"][0])
-        out = export_text_model(args.classifier, quotes[:CLASSIFIER_REFERENCE_CHARS])
+        out = exporter(weights_dir, quotes[:CLASSIFIER_REFERENCE_CHARS])
         report = parity_report(out)
         print(format_table(report))
         failures += report["failures"]
