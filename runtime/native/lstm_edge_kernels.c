@@ -1,7 +1,8 @@
 /*
  * Matrix-vector kernels: portable C99, plus AVX2 and AVX-512 VNNI (x86-64) and NEON / NEON dot-product (aarch64)
  * versions compiled with per-function target attributes and chosen at run time from what the CPU reports, so one
- * binary runs on every CPU of its architecture.
+ * binary runs on every CPU of its architecture. A WebAssembly module built with -msimd128 uses SIMD128 kernels
+ * (bitwise the portable results); one built without it, the portable ones.
  */
 #if defined(__linux__) && defined(__aarch64__)
 #define _GNU_SOURCE /* getauxval */
@@ -695,6 +696,54 @@ static const lem_kernels *detect(const char *forced) {
     if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) return &NEON_DOTPROD;
 #endif
     return &NEON;
+}
+
+/* ------------------------------------------------------------------------------------------------ WebAssembly SIMD128 */
+#elif defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+
+/* Lane k accumulates the products of columns c + k, and the lanes are summed as (0 + 1) + (2 + 3): the portable
+ * kernel's four accumulators in the same order, so the results are bitwise the portable ones (WebAssembly has no
+ * fused multiply-add to contract into). */
+static void matvec_f32_simd128(const float *w, size_t rows, size_t cols, const float *x, float *y) {
+    size_t r, c;
+    for (r = 0; r < rows; r++) {
+        const float *row = w + r * cols;
+        v128_t acc = wasm_f32x4_splat(0.0f);
+        for (c = 0; c < cols; c += 4)
+            acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_v128_load(row + c), wasm_v128_load(x + c)));
+        y[r] += (wasm_f32x4_extract_lane(acc, 0) + wasm_f32x4_extract_lane(acc, 1))
+                + (wasm_f32x4_extract_lane(acc, 2) + wasm_f32x4_extract_lane(acc, 3));
+    }
+}
+
+/* Exact int32 dot products (16-bit products widened pairwise), then the portable kernel's float expression. */
+static void matvec_i8_simd128(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,
+                              float x_scale, float *y) {
+    size_t r, c;
+    for (r = 0; r < rows; r++) {
+        const int8_t *row = w + r * cols;
+        v128_t acc = wasm_i32x4_splat(0);
+        for (c = 0; c < cols; c += 16) {
+            v128_t wv = wasm_v128_load(row + c), xv = wasm_v128_load(x + c);
+            acc = wasm_i32x4_add(acc, wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_extmul_low_i8x16(wv, xv)));
+            acc = wasm_i32x4_add(acc, wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_extmul_high_i8x16(wv, xv)));
+        }
+        y[r] += x_scale * row_scale[r]
+                * (float)(wasm_i32x4_extract_lane(acc, 0) + wasm_i32x4_extract_lane(acc, 1)
+                          + wasm_i32x4_extract_lane(acc, 2) + wasm_i32x4_extract_lane(acc, 3));
+    }
+}
+
+LEM_MATMAT_F32(matmat_f32_simd128, matvec_f32_simd128, 1)
+LEM_MATMAT_I8(matmat_i8_simd128, matvec_i8_simd128, 1)
+
+static const lem_kernels SIMD128 = {"wasm-simd128", quantize_portable, matvec_f32_simd128, matvec_i8_simd128, 0, 0,
+                                    NULL, NULL, NULL, NULL, matmat_f32_simd128, matmat_i8_simd128, NULL, NULL};
+
+static const lem_kernels *detect(const char *forced) {
+    (void)forced;
+    return &SIMD128; /* a module built with SIMD128 only loads where the engine has it */
 }
 
 #else
