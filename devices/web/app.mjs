@@ -1,0 +1,178 @@
+// The demo page: microphone (getUserMedia -> AudioWorklet -> 16 kHz) or a WAV file -> KeywordSpotter (WebAssembly)
+// -> detections on the page and, one JSON line each as `lstm-edge listen --json` prints them, on the console.
+//
+// Query parameters: ?autostart listens without a click; ?file=URL streams a WAV file through the same path instead
+// of the microphone; ?seconds=N stops listening after N seconds of audio; ?precision=float|int8 (default int8).
+// When it stops, <body data-state="done" data-detections="K">.
+import { KeywordSpotter } from "./lstm-edge.mjs";
+import { Resampler } from "./resample.mjs";
+
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+const site = await (await fetch("site.json")).json();
+let spotter = null;
+let session = null;
+let count = 0;
+
+function setState(state, text) {
+  document.body.dataset.state = state;
+  $("status").textContent = text ?? state;
+}
+
+function report(detection) {
+  console.log(JSON.stringify(detection));
+  count += 1;
+  document.body.dataset.detections = String(count);
+  $("last").textContent = detection.label;
+  const item = document.createElement("li");
+  item.textContent = `${detection.label} at ${detection.start.toFixed(2)}-${detection.end.toFixed(2)} s, ` +
+    `score ${detection.score.toFixed(3)}`;
+  $("detections").prepend(item);
+  for (const chip of $("keywords").children) chip.classList.toggle("hit", chip.textContent === detection.label);
+}
+
+/** One run over an audio source: a fresh stream, an optional limit in samples, flushed at the end. */
+class Session {
+  constructor(limitSeconds) {
+    this.stream = spotter.createStream();
+    this.limit = limitSeconds > 0 ? Math.round(limitSeconds * spotter.sampleRate) : Infinity;
+    this.samples = 0;
+    this.stopped = false;
+    this.onStop = null;
+  }
+
+  push(chunk) {
+    if (this.stopped) return;
+    const room = this.limit - this.samples;
+    const piece = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    this.samples += piece.length;
+    document.body.dataset.samples = String(this.samples);
+    this.stream.push(piece).forEach(report);
+    if (this.samples >= this.limit) this.stop();
+  }
+
+  stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.stream.flush().forEach(report);
+    this.stream.free();
+    if (this.onStop) this.onStop();
+    setState("done", `stopped after ${(this.samples / spotter.sampleRate).toFixed(2)} s of audio`);
+    $("listen").textContent = "Listen";
+    $("listen").classList.remove("on");
+  }
+}
+
+async function startMicrophone(limitSeconds) {
+  const media = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
+  const context = new AudioContext();
+  await context.audioWorklet.addModule("capture-worklet.js");
+  const source = context.createMediaStreamSource(media);
+  const capture = new AudioWorkletNode(context, "lstm-edge-capture",
+    { numberOfOutputs: 1, processorOptions: { targetRate: spotter.sampleRate, chunkSamples: spotter.sampleRate / 10 } });
+  const mute = context.createGain();
+  mute.gain.value = 0; // keeps the graph pulling the worklet without playing the microphone back
+  source.connect(capture).connect(mute).connect(context.destination);
+  session = new Session(limitSeconds);
+  session.onStop = () => {
+    media.getTracks().forEach((track) => track.stop());
+    context.close();
+  };
+  capture.port.onmessage = (event) => {
+    if (event.data instanceof Float32Array) session.push(event.data);
+    else $("engine").dataset.inputRate = event.data.inputRate;
+  };
+  await context.resume();
+  setState("listening", `listening (microphone at ${context.sampleRate} Hz, resampled to ${spotter.sampleRate} Hz)`);
+  $("listen").textContent = "Stop";
+  $("listen").classList.add("on");
+}
+
+/** A RIFF WAV file (PCM 16-bit or float 32-bit, any channels and rate) as mono at the model's rate. */
+function decodeWav(bytes) {
+  const view = new DataView(bytes);
+  const tag = (at) => String.fromCharCode(...new Uint8Array(bytes, at, 4));
+  if (bytes.byteLength < 12 || tag(0) !== "RIFF" || tag(8) !== "WAVE") {
+    throw new Error("audio file: expected a RIFF WAVE file, got something else");
+  }
+  let format = null;
+  for (let at = 12; at + 8 <= bytes.byteLength; at += 8 + view.getUint32(at + 4, true) + (view.getUint32(at + 4, true) & 1)) {
+    const size = view.getUint32(at + 4, true);
+    if (tag(at) === "fmt ") {
+      format = { code: view.getUint16(at + 8, true), channels: view.getUint16(at + 10, true),
+        rate: view.getUint32(at + 12, true), bits: view.getUint16(at + 22, true) };
+    } else if (tag(at) === "data" && format != null) {
+      const frames = Math.floor(size / (format.channels * format.bits / 8));
+      const pcm16 = format.code === 1 && format.bits === 16;
+      if (!pcm16 && !(format.code === 3 && format.bits === 32)) {
+        throw new Error(`audio file: expected 16-bit PCM or 32-bit float, got format ${format.code}, ${format.bits} bits`);
+      }
+      const read = (i) => (pcm16 ? view.getInt16(at + 8 + 2 * i, true) : view.getFloat32(at + 8 + 4 * i, true));
+      if (pcm16 && format.channels === 1 && format.rate === spotter.sampleRate) {
+        return Int16Array.from({ length: frames }, (_, i) => read(i)); // as `listen` reads it: int16, no conversion
+      }
+      const scale = pcm16 ? 1 / 32768 : 1;
+      const mono = Float32Array.from({ length: frames }, (_, i) => {
+        let sum = 0;
+        for (let c = 0; c < format.channels; c++) sum += read(i * format.channels + c);
+        return (sum / format.channels) * scale;
+      });
+      const resampler = new Resampler(format.rate, spotter.sampleRate);
+      const head = resampler.push(mono);
+      const tail = resampler.push(new Float32Array(resampler.halfWidth)); // the last input samples' outputs
+      const out = new Float32Array(head.length + tail.length);
+      out.set(head);
+      out.set(tail, head.length);
+      return out.subarray(0, Math.floor(frames * spotter.sampleRate / format.rate));
+    }
+  }
+  throw new Error("audio file: expected a fmt and a data chunk, got neither");
+}
+
+async function runFile(url, limitSeconds) {
+  setState("listening", `streaming ${url} in 100 ms chunks`);
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: expected HTTP 200, got ${response.status}`);
+  const audio = decodeWav(await response.arrayBuffer());
+  session = new Session(limitSeconds);
+  const chunk = spotter.sampleRate / 10;
+  for (let start = 0; start < audio.length && !session.stopped; start += chunk) {
+    session.push(audio.subarray(start, start + chunk));
+  }
+  session.stop();
+}
+
+function fail(error) {
+  console.error(`lstm-edge: ${error.message ?? error}`);
+  setState("error", `error: ${error.message ?? error}`);
+}
+
+async function main() {
+  spotter = await KeywordSpotter.load(site.kws, { precision: params.get("precision") ?? "int8" });
+  const keywords = spotter.labels.filter((label) => !label.startsWith("_"));
+  for (const label of keywords) {
+    const chip = document.createElement("li");
+    chip.textContent = label;
+    $("keywords").append(chip);
+  }
+  $("about").textContent = `${spotter.model.manifest.name}: ${keywords.length} keywords, runs entirely on this ` +
+    "device; no audio leaves it.";
+  $("engine").textContent = `${spotter.model.describe()}, ${(spotter.model.weightBytes / 1024).toFixed(0)} KB of weights`;
+  setState("ready");
+  const limit = Number(params.get("seconds") ?? 0);
+  $("listen").disabled = false;
+  $("listen").onclick = () => (session && !session.stopped ? session.stop() : startMicrophone(0).catch(fail));
+  if (site.demo) {
+    $("demo").hidden = false;
+    $("demo").disabled = false;
+    $("demo").onclick = () => runFile(site.demo, 0).catch(fail);
+  }
+  if (params.has("file")) await runFile(params.get("file"), limit);
+  else if (params.has("autostart")) await startMicrophone(limit);
+}
+
+if ("serviceWorker" in navigator && !params.has("nosw")) {
+  navigator.serviceWorker.register("sw.js").catch((error) => console.warn(`service worker: ${error.message}`));
+}
+main().catch(fail);

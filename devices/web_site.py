@@ -1,0 +1,71 @@
+"""``lstm-edge web MODEL_DIR -o site/``: a static site that spots keywords from the microphone, offline.
+
+The site is the WebAssembly build of the C runtime (``wasm_build``), the page of ``devices/web`` (HTML, an ES
+module, an AudioWorklet that resamples the microphone to 16 kHz, a service worker and a web app manifest) and the
+model directory's manifest and C weight files. Any static file server serves it (``python -m http.server``);
+browsers allow the microphone on ``https://`` and ``http://localhost`` pages only. Layout::
+
+    index.html app.mjs style.css capture-worklet.js sw.js app.webmanifest icon.svg
+    lstm-edge.mjs resample.mjs lstm_edge.wasm lstm_edge_portable.wasm package.json
+    models/kws/manifest.json models/kws/model.int8.lec models/kws/model.lec
+    demo.wav                 the model's demo recording, when there is one (the page's "demo" button, ?file=demo.wav)
+    site.json                where the page finds the model and the demo recording
+    build.json               what was built (wasm_build's record) and the site's files
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lstm_edge.devices.c_build import BuildError
+from lstm_edge.devices.wasm_build import build_wasm, copy_model
+from lstm_edge.runtime.errors import expected_got
+from lstm_edge.runtime.manifest import Manifest
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+PAGE_FILES = ("index.html", "app.mjs", "style.css", "capture-worklet.js", "app.webmanifest", "icon.svg")
+
+
+def find_demo_audio(model_dir: Path) -> Path | None:
+    """``demo.wav`` in the model directory or the folder above it (the shipped models keep it there)."""
+    for folder in (model_dir, model_dir.parent):
+        if (folder / "demo.wav").is_file():
+            return folder / "demo.wav"
+    return None
+
+
+def build_site(model_dir: str | Path, out_dir: str | Path, audio: str | Path | None = None) -> dict[str, Any]:
+    """Write the site for the keyword spotter in ``model_dir`` into ``out_dir``; returns what build.json records."""
+    model_dir = Path(model_dir)
+    manifest = Manifest.load(model_dir)
+    if not manifest.labels or manifest.frontend is None:
+        raise BuildError(expected_got(f"{model_dir}", "a keyword-spotting model directory (labels and an audio "
+                                      "frontend in manifest.json)", "a model without them"))
+    out = Path(out_dir)
+    record = build_wasm(out)
+    for name in PAGE_FILES:
+        shutil.copyfile(WEB_DIR / name, out / name)
+    copy_model(model_dir, out / "models" / "kws")
+    demo = Path(audio) if audio is not None else find_demo_audio(model_dir)
+    if demo is not None:
+        if not demo.is_file():
+            raise BuildError(expected_got("--audio", "a WAV file", str(demo)))
+        shutil.copyfile(demo, out / "demo.wav")
+    (out / "site.json").write_text(json.dumps({"kws": "models/kws/", "demo": "demo.wav" if demo else None}) + "\n")
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*")
+                   if p.is_file() and p.name not in ("build.json", "sw.js"))
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode() + b"\0" + (out / name).read_bytes())
+    worker = (WEB_DIR / "sw.js").read_text()
+    worker = worker.replace("__VERSION__", digest.hexdigest()[:16]).replace("__FILES__", json.dumps(["./", *files]))
+    (out / "sw.js").write_text(worker)
+    record = {**record, "site": {"model": str(model_dir), "demo_audio": str(demo) if demo else None,
+                                 "files": [*files, "sw.js"],
+                                 "bytes": sum((out / name).stat().st_size for name in [*files, "sw.js"])}}
+    (out / "build.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
