@@ -1,15 +1,18 @@
-"""``lstm-edge web MODEL_DIR -o site/``: a static site that spots keywords from the microphone, offline.
+"""``lstm-edge web MODEL_DIR [--asr ASR_DIR] -o site/``: a static site that spots keywords (and transcribes speech)
+from the microphone, offline.
 
 The site is the WebAssembly build of the C runtime (``wasm_build``), the page of ``devices/web`` (HTML, an ES
 module, an AudioWorklet that resamples the microphone to 16 kHz, a service worker and a web app manifest) and the
-model directory's manifest and C weight files. Any static file server serves it (``python -m http.server``);
+model directories' manifests and C weight files: the keyword spotter's, and with ``--asr`` a speech recognizer's
+(its decoder runs in JavaScript, ``asr.mjs``). Any static file server serves it (``python -m http.server``);
 browsers allow the microphone on ``https://`` and ``http://localhost`` pages only. Layout::
 
     index.html app.mjs style.css capture-worklet.js sw.js app.webmanifest icon.svg
-    lstm-edge.mjs resample.mjs lstm_edge.wasm lstm_edge_portable.wasm package.json
+    lstm-edge.mjs asr.mjs resample.mjs lstm_edge.wasm lstm_edge_portable.wasm package.json
     models/kws/manifest.json models/kws/model.int8.lec models/kws/model.lec
-    demo.wav                 the model's demo recording, when there is one (the page's "demo" button, ?file=demo.wav)
-    site.json                where the page finds the model and the demo recording
+    models/asr/...           the same for the speech recognizer (--asr)
+    demo.wav, asr-demo.wav   the models' demo recordings, when there are (the page's demo buttons, ?file=demo.wav)
+    site.json                where the page finds the models and the demo recordings
     build.json               what was built (wasm_build's record) and the site's files
 """
 
@@ -38,8 +41,10 @@ def find_demo_audio(model_dir: Path) -> Path | None:
     return None
 
 
-def build_site(model_dir: str | Path, out_dir: str | Path, audio: str | Path | None = None) -> dict[str, Any]:
-    """Write the site for the keyword spotter in ``model_dir`` into ``out_dir``; returns what build.json records."""
+def build_site(model_dir: str | Path, out_dir: str | Path, audio: str | Path | None = None,
+               asr_dir: str | Path | None = None) -> dict[str, Any]:
+    """Write the site for the keyword spotter in ``model_dir`` (and the speech recognizer in ``asr_dir``) into
+    ``out_dir``; returns what build.json records."""
     model_dir = Path(model_dir)
     manifest = Manifest.load(model_dir)
     if not manifest.labels or manifest.frontend is None:
@@ -55,7 +60,19 @@ def build_site(model_dir: str | Path, out_dir: str | Path, audio: str | Path | N
         if not demo.is_file():
             raise BuildError(expected_got("--audio", "a WAV file", str(demo)))
         shutil.copyfile(demo, out / "demo.wav")
-    (out / "site.json").write_text(json.dumps({"kws": "models/kws/", "demo": "demo.wav" if demo else None}) + "\n")
+    settings: dict[str, Any] = {"kws": "models/kws/", "demo": "demo.wav" if demo else None}
+    if asr_dir is not None:
+        asr_dir = Path(asr_dir)
+        asr = Manifest.load(asr_dir)
+        if not isinstance(asr.extra, dict) or "asr" not in asr.extra or asr.frontend is None:
+            raise BuildError(expected_got(f"--asr {asr_dir}", "a speech-recognizer model directory (extra.asr and "
+                                          "an audio frontend in manifest.json)", "a model without them"))
+        copy_model(asr_dir, out / "models" / "asr")
+        asr_demo = find_demo_audio(asr_dir)
+        if asr_demo is not None:
+            shutil.copyfile(asr_demo, out / "asr-demo.wav")
+        settings.update(asr="models/asr/", asr_demo="asr-demo.wav" if asr_demo else None)
+    (out / "site.json").write_text(json.dumps(settings) + "\n")
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*")
                    if p.is_file() and p.name not in ("build.json", "sw.js"))
     digest = hashlib.sha256()
@@ -64,7 +81,8 @@ def build_site(model_dir: str | Path, out_dir: str | Path, audio: str | Path | N
     worker = (WEB_DIR / "sw.js").read_text()
     worker = worker.replace("__VERSION__", digest.hexdigest()[:16]).replace("__FILES__", json.dumps(["./", *files]))
     (out / "sw.js").write_text(worker)
-    record = {**record, "site": {"model": str(model_dir), "demo_audio": str(demo) if demo else None,
+    record = {**record, "site": {"model": str(model_dir), "asr": str(asr_dir) if asr_dir else None,
+                                 "demo_audio": str(demo) if demo else None,
                                  "files": [*files, "sw.js"],
                                  "bytes": sum((out / name).stat().st_size for name in [*files, "sw.js"])}}
     (out / "build.json").write_text(json.dumps(record, indent=2) + "\n")

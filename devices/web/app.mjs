@@ -1,9 +1,12 @@
 // The demo page: microphone (getUserMedia -> AudioWorklet -> 16 kHz) or a WAV file -> KeywordSpotter (WebAssembly)
-// -> detections on the page and, one JSON line each as `lstm-edge listen --json` prints them, on the console.
+// -> detections on the page and, one JSON line each as `lstm-edge listen --json` prints them, on the console; with a
+// speech recognizer in the site (lstm-edge web --asr), the same audio also goes to it: partial transcripts on the
+// page, final ones on the page and on the console as `lstm-edge transcribe --json` prints them.
 //
 // Query parameters: ?autostart listens without a click; ?file=URL streams a WAV file through the same path instead
 // of the microphone; ?seconds=N stops listening after N seconds of audio; ?precision=float|int8 (default int8).
 // When it stops, <body data-state="done" data-detections="K">.
+import { SpeechRecognizer } from "./asr.mjs";
 import { KeywordSpotter } from "./lstm-edge.mjs";
 import { Resampler } from "./resample.mjs";
 
@@ -11,8 +14,10 @@ const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 const site = await (await fetch("site.json")).json();
 let spotter = null;
+let recognizer = null;
 let session = null;
 let count = 0;
+let finals = 0;
 
 function setState(state, text) {
   document.body.dataset.state = state;
@@ -31,10 +36,25 @@ function report(detection) {
   for (const chip of $("keywords").children) chip.classList.toggle("hit", chip.textContent === detection.label);
 }
 
+function transcript(result) {
+  if (!("text" in result)) {
+    $("partial").textContent = result.partial;
+    return;
+  }
+  console.log(JSON.stringify(result));
+  finals += 1;
+  document.body.dataset.transcripts = String(finals);
+  $("partial").textContent = "";
+  const item = document.createElement("li");
+  item.textContent = `${result.text} (${result.start.toFixed(2)}-${result.end.toFixed(2)} s)`;
+  $("transcripts").prepend(item);
+}
+
 /** One run over an audio source: a fresh stream, an optional limit in samples, flushed at the end. */
 class Session {
   constructor(limitSeconds) {
     this.stream = spotter.createStream();
+    this.speech = recognizer ? recognizer.createStream() : null;
     this.limit = limitSeconds > 0 ? Math.round(limitSeconds * spotter.sampleRate) : Infinity;
     this.samples = 0;
     this.stopped = false;
@@ -48,6 +68,7 @@ class Session {
     this.samples += piece.length;
     document.body.dataset.samples = String(this.samples);
     this.stream.push(piece).forEach(report);
+    if (this.speech) this.speech.push(piece).forEach(transcript);
     if (this.samples >= this.limit) this.stop();
   }
 
@@ -56,6 +77,7 @@ class Session {
     this.stopped = true;
     this.stream.flush().forEach(report);
     this.stream.free();
+    if (this.speech) this.speech.flush().forEach(transcript);
     if (this.onStop) this.onStop();
     setState("done", `stopped after ${(this.samples / spotter.sampleRate).toFixed(2)} s of audio`);
     $("listen").textContent = "Listen";
@@ -149,7 +171,14 @@ function fail(error) {
 }
 
 async function main() {
-  spotter = await KeywordSpotter.load(site.kws, { precision: params.get("precision") ?? "int8" });
+  const precision = params.get("precision") ?? "int8";
+  spotter = await KeywordSpotter.load(site.kws, { precision });
+  if (site.asr) {
+    recognizer = await SpeechRecognizer.load(site.asr, { precision });
+    $("speech").hidden = false;
+    $("phrases").textContent = `${recognizer.vocabulary.words.size} words, e.g. "set a timer for ten minutes", ` +
+      "\"turn on the kitchen lights\", \"what time is it\"";
+  }
   const keywords = spotter.labels.filter((label) => !label.startsWith("_"));
   for (const label of keywords) {
     const chip = document.createElement("li");
@@ -158,15 +187,18 @@ async function main() {
   }
   $("about").textContent = `${spotter.model.manifest.name}: ${keywords.length} keywords, runs entirely on this ` +
     "device; no audio leaves it.";
-  $("engine").textContent = `${spotter.model.describe()}, ${(spotter.model.weightBytes / 1024).toFixed(0)} KB of weights`;
+  const models = [spotter.model, ...(recognizer ? [recognizer.model] : [])];
+  $("engine").textContent = models.map((m) => `${m.describe()}, ${(m.weightBytes / 1024).toFixed(0)} KB of weights`)
+    .join("; ");
   setState("ready");
   const limit = Number(params.get("seconds") ?? 0);
   $("listen").disabled = false;
   $("listen").onclick = () => (session && !session.stopped ? session.stop() : startMicrophone(0).catch(fail));
-  if (site.demo) {
-    $("demo").hidden = false;
-    $("demo").disabled = false;
-    $("demo").onclick = () => runFile(site.demo, 0).catch(fail);
+  for (const [id, url] of [["demo", site.demo], ["asr-demo", site.asr_demo]]) {
+    if (!url) continue;
+    $(id).hidden = false;
+    $(id).disabled = false;
+    $(id).onclick = () => runFile(url, 0).catch(fail);
   }
   if (params.has("file")) await runFile(params.get("file"), limit);
   else if (params.has("autostart")) await startMicrophone(limit);
