@@ -30,7 +30,7 @@ from lstm_edge.runtime.manifest import Manifest, check_file
 WASM_DIR = NATIVE_DIR / "wasm"
 SOURCES = (NATIVE_DIR / "lstm_edge_model.c", NATIVE_DIR / "lstm_edge_kernels.c", NATIVE_DIR / "lstm_edge_audio.c",
            WASM_DIR / "lstm_edge_wasm.c")
-JS_FILES = ("lstm-edge.mjs", "asr.mjs", "resample.mjs")
+JS_FILES = ("lstm-edge.mjs", "asr.mjs", "resample.mjs", "bench.mjs")
 # -fno-trapping-math as on the other targets; WebAssembly floats are IEEE single/double without fused multiply-add,
 # so the float results are those of the portable C kernels on any engine.
 CFLAGS = ("--target=wasm32-wasi", "-std=c99", "-O3", "-fno-trapping-math", "-Wall", "-Wextra")

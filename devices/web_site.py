@@ -30,7 +30,8 @@ from lstm_edge.runtime.errors import expected_got
 from lstm_edge.runtime.manifest import Manifest
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-PAGE_FILES = ("index.html", "app.mjs", "style.css", "capture-worklet.js", "app.webmanifest", "icon.svg")
+PAGE_FILES = ("index.html", "app.mjs", "style.css", "capture-worklet.js", "app.webmanifest", "icon.svg",
+              "bench.html")
 
 
 def find_demo_audio(model_dir: Path) -> Path | None:

@@ -702,6 +702,11 @@ static const lem_kernels *detect(const char *forced) {
 #elif defined(__wasm_simd128__)
 #include <wasm_simd128.h>
 
+static int32_t hsum_i32x4(v128_t v) {
+    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2)
+           + wasm_i32x4_extract_lane(v, 3);
+}
+
 /* Lane k accumulates the products of columns c + k, and the lanes are summed as (0 + 1) + (2 + 3): the portable
  * kernel's four accumulators in the same order, so the results are bitwise the portable ones (WebAssembly has no
  * fused multiply-add to contract into). */
@@ -717,26 +722,60 @@ static void matvec_f32_simd128(const float *w, size_t rows, size_t cols, const f
     }
 }
 
-/* Exact int32 dot products (16-bit products widened pairwise), then the portable kernel's float expression. */
+/* Exact int32 dot products: x is widened to int16 once per call, each row's int8 weights per 16 columns, and
+ * i32x4.dot_i16x8_s multiplies and adds pairs (x86 pmaddwd); four rows share each load of x. Then the portable
+ * kernel's float expression. */
+#define SIMD128_X16_MAX 4096
+
 static void matvec_i8_simd128(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,
                               float x_scale, float *y) {
-    size_t r, c;
-    for (r = 0; r < rows; r++) {
+    static v128_t x16[SIMD128_X16_MAX / 8]; /* one module instance is single-threaded */
+    size_t r = 0, c;
+    if (cols > SIMD128_X16_MAX) {
+        matvec_i8_portable(w, row_scale, rows, cols, x, x_scale, y);
+        return;
+    }
+    for (c = 0; c < cols; c += 16) {
+        v128_t xv = wasm_v128_load(x + c);
+        x16[c / 8] = wasm_i16x8_extend_low_i8x16(xv);
+        x16[c / 8 + 1] = wasm_i16x8_extend_high_i8x16(xv);
+    }
+    for (; r + 4 <= rows; r += 4) {
+        const int8_t *w0 = w + r * cols;
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+        for (c = 0; c < cols; c += 16) {
+            v128_t lo = x16[c / 8], hi = x16[c / 8 + 1];
+            v128_t v0 = wasm_v128_load(w0 + c), v1 = wasm_v128_load(w0 + cols + c);
+            v128_t v2 = wasm_v128_load(w0 + 2 * cols + c), v3 = wasm_v128_load(w0 + 3 * cols + c);
+            a0 = wasm_i32x4_add(a0, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v0), lo),
+                                                   wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v0), hi)));
+            a1 = wasm_i32x4_add(a1, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v1), lo),
+                                                   wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v1), hi)));
+            a2 = wasm_i32x4_add(a2, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v2), lo),
+                                                   wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v2), hi)));
+            a3 = wasm_i32x4_add(a3, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v3), lo),
+                                                   wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v3), hi)));
+        }
+        y[r] += x_scale * row_scale[r] * (float)hsum_i32x4(a0);
+        y[r + 1] += x_scale * row_scale[r + 1] * (float)hsum_i32x4(a1);
+        y[r + 2] += x_scale * row_scale[r + 2] * (float)hsum_i32x4(a2);
+        y[r + 3] += x_scale * row_scale[r + 3] * (float)hsum_i32x4(a3);
+    }
+    for (; r < rows; r++) {
         const int8_t *row = w + r * cols;
         v128_t acc = wasm_i32x4_splat(0);
         for (c = 0; c < cols; c += 16) {
-            v128_t wv = wasm_v128_load(row + c), xv = wasm_v128_load(x + c);
-            acc = wasm_i32x4_add(acc, wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_extmul_low_i8x16(wv, xv)));
-            acc = wasm_i32x4_add(acc, wasm_i32x4_extadd_pairwise_i16x8(wasm_i16x8_extmul_high_i8x16(wv, xv)));
+            v128_t v = wasm_v128_load(row + c);
+            acc = wasm_i32x4_add(acc, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v), x16[c / 8]),
+                                                     wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v),
+                                                                          x16[c / 8 + 1])));
         }
-        y[r] += x_scale * row_scale[r]
-                * (float)(wasm_i32x4_extract_lane(acc, 0) + wasm_i32x4_extract_lane(acc, 1)
-                          + wasm_i32x4_extract_lane(acc, 2) + wasm_i32x4_extract_lane(acc, 3));
+        y[r] += x_scale * row_scale[r] * (float)hsum_i32x4(acc);
     }
 }
 
 LEM_MATMAT_F32(matmat_f32_simd128, matvec_f32_simd128, 1)
-LEM_MATMAT_I8(matmat_i8_simd128, matvec_i8_simd128, 1)
+LEM_MATMAT_I8(matmat_i8_simd128, matvec_i8_simd128, 4)
 
 static const lem_kernels SIMD128 = {"wasm-simd128", quantize_portable, matvec_f32_simd128, matvec_i8_simd128, 0, 0,
                                     NULL, NULL, NULL, NULL, matmat_f32_simd128, matmat_i8_simd128, NULL, NULL};
