@@ -102,7 +102,7 @@ def browser(request, site) -> Iterator[tuple[webdriver.Chrome, Server]]:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=800,900", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 "--window-size=820,960", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                  f"--use-file-for-fake-audio-capture={site / request.param}",
                  "--autoplay-policy=no-user-gesture-required"):
         options.add_argument(flag)
@@ -196,12 +196,14 @@ def test_file_path_equals_listen_and_transcribe_json_and_works_offline(browser, 
 
     expected_text = transcribe_json("int8")
     assert len(expected_text) >= 3
-    driver.get(f"http://localhost:{server.port}/index.html?file=asr-demo.wav")
-    assert wait_for(driver, ("done", "error")) == "done"
+    before = int(driver.execute_script("return document.body.dataset.transcripts ?? '0'"))  # the recognizer heard
+    driver.find_element("id", "asr-demo").click()  # the page's own button: asr-demo.wav through the same path
+    assert wait_for(driver, ("done", "error")) == "done" and driver.execute_script(
+        "return document.body.dataset.transcripts") == str(before + len(expected_text))
     assert console_json(driver)[1] == expected_text
-    shown = driver.find_elements("css selector", "#transcripts li")
+    shown = driver.find_elements("css selector", "#transcripts li")[:len(expected_text)]  # newest first
     assert [item.text.split(" (")[0] for item in shown] == [r["text"] for r in reversed(expected_text)]
-    driver.save_screenshot(str(tmp_path / "web-demo.png"))
+    driver.save_screenshot(str(tmp_path / "web-demo.png"))  # docs/web-demo.png is one of these
     assert (tmp_path / "web-demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # offline: the service worker's cache serves the whole site once the server is gone

@@ -176,8 +176,10 @@ async function main() {
   if (site.asr) {
     recognizer = await SpeechRecognizer.load(site.asr, { precision });
     $("speech").hidden = false;
-    $("phrases").textContent = `${recognizer.vocabulary.words.size} words, e.g. "set a timer for ten minutes", ` +
-      "\"turn on the kitchen lights\", \"what time is it\"";
+    const vocabulary = recognizer.vocabulary;
+    const first = [...vocabulary.followers(vocabulary.context("")[0])].sort();
+    $("phrases").textContent = `${vocabulary.words.size} words${vocabulary.grammar ? " in a grammar" : ""}; ` +
+      `a sentence starts with ${first.slice(0, 12).join(", ")}${first.length > 12 ? ", ..." : ""}`;
   }
   const keywords = spotter.labels.filter((label) => !label.startsWith("_"));
   for (const label of keywords) {
