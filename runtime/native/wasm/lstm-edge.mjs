@@ -44,6 +44,14 @@ function join(base, name) {
 }
 
 async function sha256Hex(bytes) {
+  if (globalThis.crypto?.subtle == null && isNode) { // Node.js 18 (Debian 12's) has no global Web Crypto
+    const { createHash } = await import("node:crypto");
+    return createHash("sha256").update(bytes).digest("hex");
+  }
+  if (globalThis.crypto?.subtle == null) {
+    throw new LstmEdgeError("checking the weight file: expected Web Crypto (a secure context: https:// or localhost), "
+      + "got none");
+  }
   const digest = await globalThis.crypto.subtle.digest("SHA-256", bytes);
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
