@@ -91,7 +91,7 @@ def native_run(work: Path, repeats: int) -> dict:
             times = interleaved_medians({f"T={t}": functools.partial(streams[t].push, inputs[t]) for t in (1, 10)},
                                         repeats)
             entry["push_us"][precision] = times
-            entry["engine"] = model.describe()
+            entry["engine"] = model.describe().rsplit(",", 1)[0]  # without the precision
         out[name] = entry
     build = build_c("native", work / "native", KWS_DIR)
     pcm, _ = load_mono(ROOT / "models" / "kws" / "demo.wav", 16000)

@@ -7,7 +7,9 @@ and the flat entry points of ``runtime/native/wasm/lstm_edge_wasm.c``. The outpu
     lstm_edge.wasm           SIMD128 kernels (every current browser and Node.js)
     lstm_edge_portable.wasm  portable C kernels, for engines without SIMD128 (bitwise the same results)
     lstm-edge.mjs            the module: loadModel(url), model.createStream() / createSpotter(), push(chunk)
+    asr.mjs                  SpeechRecognizer: the manifest's CTC decoder in JavaScript over the model
     resample.mjs             the deterministic resampler the page's AudioWorklet uses (any rate -> 16 kHz)
+    wav.mjs, bench.mjs       WAV files to mono 16 kHz; the speed measurements of bench.html / bench_wasm.py
     package.json             {"name": "lstm-edge-wasm", "type": "module", "main": "lstm-edge.mjs"}
     model/                   the model directory's manifest.json and C weight files (when one is given)
     build.json               target, compiler, flags, module sizes, exports, files
@@ -30,7 +32,7 @@ from lstm_edge.runtime.manifest import Manifest, check_file
 WASM_DIR = NATIVE_DIR / "wasm"
 SOURCES = (NATIVE_DIR / "lstm_edge_model.c", NATIVE_DIR / "lstm_edge_kernels.c", NATIVE_DIR / "lstm_edge_audio.c",
            WASM_DIR / "lstm_edge_wasm.c")
-JS_FILES = ("lstm-edge.mjs", "asr.mjs", "resample.mjs", "bench.mjs")
+JS_FILES = ("lstm-edge.mjs", "asr.mjs", "resample.mjs", "wav.mjs", "bench.mjs")
 # -fno-trapping-math as on the other targets; WebAssembly floats are IEEE single/double without fused multiply-add,
 # so the float results are those of the portable C kernels on any engine.
 CFLAGS = ("--target=wasm32-wasi", "-std=c99", "-O3", "-fno-trapping-math", "-Wall", "-Wextra")

@@ -8,7 +8,8 @@ model directories' manifests and C weight files: the keyword spotter's, and with
 browsers allow the microphone on ``https://`` and ``http://localhost`` pages only. Layout::
 
     index.html app.mjs style.css capture-worklet.js sw.js app.webmanifest icon.svg
-    lstm-edge.mjs asr.mjs resample.mjs lstm_edge.wasm lstm_edge_portable.wasm package.json
+    lstm-edge.mjs asr.mjs resample.mjs wav.mjs bench.mjs lstm_edge.wasm lstm_edge_portable.wasm package.json
+    bench.html               speed on the device: model pushes and whole pipelines (benchmarks/bench_wasm.py)
     models/kws/manifest.json models/kws/model.int8.lec models/kws/model.lec
     models/asr/...           the same for the speech recognizer (--asr)
     demo.wav, asr-demo.wav   the models' demo recordings, when there are (the page's demo buttons, ?file=demo.wav)

@@ -8,7 +8,7 @@
 // When it stops, <body data-state="done" data-detections="K">.
 import { SpeechRecognizer } from "./asr.mjs";
 import { KeywordSpotter } from "./lstm-edge.mjs";
-import { Resampler } from "./resample.mjs";
+import { decodeWav } from "./wav.mjs";
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -111,52 +111,11 @@ async function startMicrophone(limitSeconds) {
   $("listen").classList.add("on");
 }
 
-/** A RIFF WAV file (PCM 16-bit or float 32-bit, any channels and rate) as mono at the model's rate. */
-function decodeWav(bytes) {
-  const view = new DataView(bytes);
-  const tag = (at) => String.fromCharCode(...new Uint8Array(bytes, at, 4));
-  if (bytes.byteLength < 12 || tag(0) !== "RIFF" || tag(8) !== "WAVE") {
-    throw new Error("audio file: expected a RIFF WAVE file, got something else");
-  }
-  let format = null;
-  for (let at = 12; at + 8 <= bytes.byteLength; at += 8 + view.getUint32(at + 4, true) + (view.getUint32(at + 4, true) & 1)) {
-    const size = view.getUint32(at + 4, true);
-    if (tag(at) === "fmt ") {
-      format = { code: view.getUint16(at + 8, true), channels: view.getUint16(at + 10, true),
-        rate: view.getUint32(at + 12, true), bits: view.getUint16(at + 22, true) };
-    } else if (tag(at) === "data" && format != null) {
-      const frames = Math.floor(size / (format.channels * format.bits / 8));
-      const pcm16 = format.code === 1 && format.bits === 16;
-      if (!pcm16 && !(format.code === 3 && format.bits === 32)) {
-        throw new Error(`audio file: expected 16-bit PCM or 32-bit float, got format ${format.code}, ${format.bits} bits`);
-      }
-      const read = (i) => (pcm16 ? view.getInt16(at + 8 + 2 * i, true) : view.getFloat32(at + 8 + 4 * i, true));
-      if (pcm16 && format.channels === 1 && format.rate === spotter.sampleRate) {
-        return Int16Array.from({ length: frames }, (_, i) => read(i)); // as `listen` reads it: int16, no conversion
-      }
-      const scale = pcm16 ? 1 / 32768 : 1;
-      const mono = Float32Array.from({ length: frames }, (_, i) => {
-        let sum = 0;
-        for (let c = 0; c < format.channels; c++) sum += read(i * format.channels + c);
-        return (sum / format.channels) * scale;
-      });
-      const resampler = new Resampler(format.rate, spotter.sampleRate);
-      const head = resampler.push(mono);
-      const tail = resampler.push(new Float32Array(resampler.halfWidth)); // the last input samples' outputs
-      const out = new Float32Array(head.length + tail.length);
-      out.set(head);
-      out.set(tail, head.length);
-      return out.subarray(0, Math.floor(frames * spotter.sampleRate / format.rate));
-    }
-  }
-  throw new Error("audio file: expected a fmt and a data chunk, got neither");
-}
-
 async function runFile(url, limitSeconds) {
   setState("listening", `streaming ${url} in 100 ms chunks`);
   const response = await fetch(url);
   if (!response.ok) throw new Error(`${url}: expected HTTP 200, got ${response.status}`);
-  const audio = decodeWav(await response.arrayBuffer());
+  const audio = decodeWav(await response.arrayBuffer(), spotter.sampleRate);
   session = new Session(limitSeconds);
   const chunk = spotter.sampleRate / 10;
   for (let start = 0; start < audio.length && !session.stopped; start += chunk) {

@@ -4,6 +4,7 @@
 // factor (processing time / audio duration). Medians over rounds, after one warm-up round.
 import { SpeechRecognizer } from "./asr.mjs";
 import { KeywordSpotter, StreamingModel } from "./lstm-edge.mjs";
+import { decodeWav } from "./wav.mjs";
 
 async function bytesOf(url) {
   if (typeof process !== "undefined" && process.versions?.node && !/^https?:/.test(String(url))) {
@@ -13,17 +14,9 @@ async function bytesOf(url) {
   return new Uint8Array(await (await fetch(url)).arrayBuffer());
 }
 
-/** The samples of a 16-bit mono RIFF WAV (the demo recordings). */
+/** The samples of a recording as the page reads them (wav.mjs) at 16 kHz. */
 export async function readWav16(url) {
-  const bytes = await bytesOf(url);
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  for (let at = 12; at + 8 <= bytes.length; at += 8 + view.getUint32(at + 4, true)) {
-    if (String.fromCharCode(...bytes.subarray(at, at + 4)) === "data") {
-      const n = view.getUint32(at + 4, true) >> 1;
-      return Int16Array.from({ length: n }, (_, i) => view.getInt16(at + 8 + 2 * i, true));
-    }
-  }
-  throw new Error(`${url}: expected a WAV file with a data chunk`);
+  return decodeWav(await bytesOf(url), 16000);
 }
 
 const median = (values) => {

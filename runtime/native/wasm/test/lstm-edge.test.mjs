@@ -13,6 +13,7 @@ const modelDir = process.env.LSTM_EDGE_MODEL_DIR;
 if (!build || !modelDir) throw new Error("expected LSTM_EDGE_WASM_BUILD and LSTM_EDGE_MODEL_DIR in the environment");
 const { StreamingModel, KeywordSpotter, LogMelFrontend, LstmEdgeError, Runtime } = await import(
   join(build, "lstm-edge.mjs"));
+const { decodeWav } = await import(join(build, "wav.mjs"));
 const manifest = JSON.parse(readFileSync(join(modelDir, "manifest.json"), "utf8"));
 const reference = { input: readNpy(join(modelDir, "reference", "input.npy")),
   output: readNpy(join(modelDir, "reference", "output.npy")) };
@@ -113,8 +114,8 @@ test("the frontend gives the manifest's reference features", async () => {
 });
 
 test("keyword spotter: detections do not depend on how the audio is chunked, int16 or float", async () => {
-  const wav = readFileSync(process.env.LSTM_EDGE_DEMO_WAV ?? join(modelDir, "..", "demo.wav"));
-  const pcm = new Int16Array(wav.buffer.slice(wav.byteOffset + 44, wav.byteOffset + wav.length - (wav.length % 2)));
+  const pcm = decodeWav(readFileSync(process.env.LSTM_EDGE_DEMO_WAV ?? join(modelDir, "..", "demo.wav")), 16000);
+  assert.ok(pcm instanceof Int16Array);
   const spotter = await KeywordSpotter.load(modelDir, { runtime: runtimes.simd });
   const detect = (chunk, asFloat) => {
     const stream = spotter.createStream();
