@@ -698,7 +698,7 @@ static const lem_kernels *detect(const char *forced) {
     return &NEON;
 }
 
-/* ------------------------------------------------------------------------------------------------ WebAssembly SIMD128 */
+/* ----------------------------------------------------------------------------------------- WebAssembly SIMD128 */
 #elif defined(__wasm_simd128__)
 #include <wasm_simd128.h>
 
@@ -722,9 +722,9 @@ static void matvec_f32_simd128(const float *w, size_t rows, size_t cols, const f
     }
 }
 
-/* Exact int32 dot products: x is widened to int16 once per call, each row's int8 weights per 16 columns, and
- * i32x4.dot_i16x8_s multiplies and adds pairs (x86 pmaddwd); four rows share each load of x. Then the portable
- * kernel's float expression. */
+/* Exact int32 dot products: x is widened to int16 once per call, each row's int8 weights eight at a time by
+ * v128.load8x8_s, and i32x4.dot_i16x8_s multiplies and adds pairs (x86 pmaddwd); four rows share each piece of x.
+ * Then the portable kernel's float expression. */
 #define SIMD128_X16_MAX 4096
 
 static void matvec_i8_simd128(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,
@@ -741,20 +741,14 @@ static void matvec_i8_simd128(const int8_t *w, const float *row_scale, size_t ro
         x16[c / 8 + 1] = wasm_i16x8_extend_high_i8x16(xv);
     }
     for (; r + 4 <= rows; r += 4) {
-        const int8_t *w0 = w + r * cols;
+        const int8_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
         v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
-        for (c = 0; c < cols; c += 16) {
-            v128_t lo = x16[c / 8], hi = x16[c / 8 + 1];
-            v128_t v0 = wasm_v128_load(w0 + c), v1 = wasm_v128_load(w0 + cols + c);
-            v128_t v2 = wasm_v128_load(w0 + 2 * cols + c), v3 = wasm_v128_load(w0 + 3 * cols + c);
-            a0 = wasm_i32x4_add(a0, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v0), lo),
-                                                   wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v0), hi)));
-            a1 = wasm_i32x4_add(a1, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v1), lo),
-                                                   wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v1), hi)));
-            a2 = wasm_i32x4_add(a2, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v2), lo),
-                                                   wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v2), hi)));
-            a3 = wasm_i32x4_add(a3, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v3), lo),
-                                                   wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v3), hi)));
+        for (c = 0; c < cols; c += 8) { /* load8x8: eight int8 weights widened by the load itself */
+            v128_t xv = x16[c / 8];
+            a0 = wasm_i32x4_add(a0, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(w0 + c), xv));
+            a1 = wasm_i32x4_add(a1, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(w1 + c), xv));
+            a2 = wasm_i32x4_add(a2, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(w2 + c), xv));
+            a3 = wasm_i32x4_add(a3, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(w3 + c), xv));
         }
         y[r] += x_scale * row_scale[r] * (float)hsum_i32x4(a0);
         y[r + 1] += x_scale * row_scale[r + 1] * (float)hsum_i32x4(a1);
@@ -764,12 +758,8 @@ static void matvec_i8_simd128(const int8_t *w, const float *row_scale, size_t ro
     for (; r < rows; r++) {
         const int8_t *row = w + r * cols;
         v128_t acc = wasm_i32x4_splat(0);
-        for (c = 0; c < cols; c += 16) {
-            v128_t v = wasm_v128_load(row + c);
-            acc = wasm_i32x4_add(acc, wasm_i32x4_add(wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(v), x16[c / 8]),
-                                                     wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(v),
-                                                                          x16[c / 8 + 1])));
-        }
+        for (c = 0; c < cols; c += 8)
+            acc = wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(row + c), x16[c / 8]));
         y[r] += x_scale * row_scale[r] * (float)hsum_i32x4(acc);
     }
 }
