@@ -14,7 +14,8 @@ without a root filesystem). The output folder holds::
                              ``lem_model_from_memory(lem_model_int8_lec, sizeof lem_model_int8_lec, &status)``
     build.json               target, compiler, flags, code size of the library (``size``), files
 
-``--target cortex-m4|cortex-m33|cortex-m55`` builds bare-metal firmware instead (``mcu_build``).
+``--target cortex-m4|cortex-m33|cortex-m55`` builds bare-metal firmware instead (``mcu_build``), ``--target wasm``
+WebAssembly modules and their JavaScript module (``wasm_build``).
 """
 
 from __future__ import annotations
@@ -116,11 +117,14 @@ def build_c(target_name: str, out_dir: str | Path, model_dir: str | Path | None 
     """Build for ``target_name`` (native, aarch64, armv7, or a Cortex-M core: firmware, see ``mcu_build``) into
     ``out_dir``; returns what build.json records."""
     from lstm_edge.devices.mcu_build import MCU_TARGETS, build_mcu
+    from lstm_edge.devices.wasm_build import build_wasm
 
     if target_name in MCU_TARGETS:
         return build_mcu(target_name, out_dir, model_dir)
+    if target_name == "wasm":
+        return build_wasm(out_dir, model_dir)
     if target_name not in TARGETS:
-        raise BuildError(expected_got("target", f"one of {[*TARGETS, *MCU_TARGETS]}", repr(target_name)))
+        raise BuildError(expected_got("target", f"one of {[*TARGETS, *MCU_TARGETS, 'wasm']}", repr(target_name)))
     target = TARGETS[target_name]
     cc = shutil.which(target.cc)
     if cc is None:

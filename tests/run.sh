@@ -79,6 +79,14 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     command -v arm-none-eabi-gcc >/dev/null 2>&1 || packages="$packages gcc-arm-none-eabi"
     [ -f /usr/lib/arm-none-eabi/newlib/libc.a ] || packages="$packages libnewlib-arm-none-eabi"
     command -v qemu-system-arm >/dev/null 2>&1 || packages="$packages qemu-system-arm"
+    # WebAssembly (tests/test_wasm.py): clang + wasm-ld + the WASI C library and compiler runtime build the module,
+    # Node.js runs its unit tests, Chromium (driven by its chromedriver) the demo page
+    for pair in clang:clang wasm-ld:lld node:nodejs chromium:chromium chromedriver:chromium-driver; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || packages="$packages ${pair#*:}"
+    done
+    [ -f /usr/lib/wasm32-wasi/libc.a ] || packages="$packages wasi-libc"
+    ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
+        || packages="$packages libclang-rt-14-dev-wasm32"
     # more English training voices (Festival diphones), and the held-out test voices: the CMU SLT speaker in
     # Festival, and MBROLA's US and British English voices (engine in contrib, voices in non-free)
     for pair in english/rab_diphone:festvox-rablpc16k english/don_diphone:festvox-don \

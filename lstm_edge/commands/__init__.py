@@ -7,7 +7,7 @@ import importlib
 import sys
 from typing import BinaryIO, TextIO
 
-MODULES = ("core", "quantize", "listen", "devices", "demo", "text", "asr", "build_c", "kws_train")
+MODULES = ("core", "quantize", "listen", "devices", "demo", "text", "asr", "build_c", "web", "kws_train")
 
 
 def register_all(subparsers: argparse._SubParsersAction) -> None:

@@ -40,8 +40,10 @@ def register(sub) -> None:
                                    "(Debian gcc cross packages; programs linked statically), and copy the model "
                                    "directory's C weight files next to them. Cortex-M targets build bare-metal "
                                    "keyword-spotter firmware for qemu's MPS2/MPS3 boards (gcc-arm-none-eabi, "
-                                   "int8 weights as const arrays) with run-qemu.sh and footprint.json.")
+                                   "int8 weights as const arrays) with run-qemu.sh and footprint.json. --target "
+                                   "wasm builds WebAssembly modules (clang + wasi-libc) and an ES module that loads "
+                                   "the model directory's weight file at run time.")
     p.add_argument("model_dir", nargs="?", default=None, help="a model directory with C weight files (optional)")
-    p.add_argument("--target", choices=(*TARGETS, *MCU_TARGETS), default="native")
+    p.add_argument("--target", choices=(*TARGETS, *MCU_TARGETS, "wasm"), default="native")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.set_defaults(func=cmd_build_c)

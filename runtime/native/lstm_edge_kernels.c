@@ -1,7 +1,8 @@
 /*
  * Matrix-vector kernels: portable C99, plus AVX2 and AVX-512 VNNI (x86-64) and NEON / NEON dot-product (aarch64)
  * versions compiled with per-function target attributes and chosen at run time from what the CPU reports, so one
- * binary runs on every CPU of its architecture.
+ * binary runs on every CPU of its architecture. A WebAssembly module built with -msimd128 uses SIMD128 kernels
+ * (bitwise the portable results); one built without it, the portable ones.
  */
 #if defined(__linux__) && defined(__aarch64__)
 #define _GNU_SOURCE /* getauxval */
@@ -695,6 +696,83 @@ static const lem_kernels *detect(const char *forced) {
     if (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) return &NEON_DOTPROD;
 #endif
     return &NEON;
+}
+
+/* ----------------------------------------------------------------------------------------- WebAssembly SIMD128 */
+#elif defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+
+static int32_t hsum_i32x4(v128_t v) {
+    return wasm_i32x4_extract_lane(v, 0) + wasm_i32x4_extract_lane(v, 1) + wasm_i32x4_extract_lane(v, 2)
+           + wasm_i32x4_extract_lane(v, 3);
+}
+
+/* Lane k accumulates the products of columns c + k, and the lanes are summed as (0 + 1) + (2 + 3): the portable
+ * kernel's four accumulators in the same order, so the results are bitwise the portable ones (WebAssembly has no
+ * fused multiply-add to contract into). */
+static void matvec_f32_simd128(const float *w, size_t rows, size_t cols, const float *x, float *y) {
+    size_t r, c;
+    for (r = 0; r < rows; r++) {
+        const float *row = w + r * cols;
+        v128_t acc = wasm_f32x4_splat(0.0f);
+        for (c = 0; c < cols; c += 4)
+            acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_v128_load(row + c), wasm_v128_load(x + c)));
+        y[r] += (wasm_f32x4_extract_lane(acc, 0) + wasm_f32x4_extract_lane(acc, 1))
+                + (wasm_f32x4_extract_lane(acc, 2) + wasm_f32x4_extract_lane(acc, 3));
+    }
+}
+
+/* Exact int32 dot products: x is widened to int16 once per call, each row's int8 weights eight at a time by
+ * v128.load8x8_s, and i32x4.dot_i16x8_s multiplies and adds pairs (x86 pmaddwd); four rows share each piece of x.
+ * Then the portable kernel's float expression. */
+#define SIMD128_X16_MAX 4096
+
+static void matvec_i8_simd128(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,
+                              float x_scale, float *y) {
+    static v128_t x16[SIMD128_X16_MAX / 8]; /* one module instance is single-threaded */
+    size_t r = 0, c;
+    if (cols > SIMD128_X16_MAX) {
+        matvec_i8_portable(w, row_scale, rows, cols, x, x_scale, y);
+        return;
+    }
+    for (c = 0; c < cols; c += 16) {
+        v128_t xv = wasm_v128_load(x + c);
+        x16[c / 8] = wasm_i16x8_extend_low_i8x16(xv);
+        x16[c / 8 + 1] = wasm_i16x8_extend_high_i8x16(xv);
+    }
+    for (; r + 4 <= rows; r += 4) {
+        const int8_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        v128_t a0 = wasm_i32x4_splat(0), a1 = a0, a2 = a0, a3 = a0;
+        for (c = 0; c < cols; c += 8) { /* load8x8: eight int8 weights widened by the load itself */
+            v128_t xv = x16[c / 8];
+            a0 = wasm_i32x4_add(a0, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(w0 + c), xv));
+            a1 = wasm_i32x4_add(a1, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(w1 + c), xv));
+            a2 = wasm_i32x4_add(a2, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(w2 + c), xv));
+            a3 = wasm_i32x4_add(a3, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(w3 + c), xv));
+        }
+        y[r] += x_scale * row_scale[r] * (float)hsum_i32x4(a0);
+        y[r + 1] += x_scale * row_scale[r + 1] * (float)hsum_i32x4(a1);
+        y[r + 2] += x_scale * row_scale[r + 2] * (float)hsum_i32x4(a2);
+        y[r + 3] += x_scale * row_scale[r + 3] * (float)hsum_i32x4(a3);
+    }
+    for (; r < rows; r++) {
+        const int8_t *row = w + r * cols;
+        v128_t acc = wasm_i32x4_splat(0);
+        for (c = 0; c < cols; c += 8)
+            acc = wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(wasm_i16x8_load8x8(row + c), x16[c / 8]));
+        y[r] += x_scale * row_scale[r] * (float)hsum_i32x4(acc);
+    }
+}
+
+LEM_MATMAT_F32(matmat_f32_simd128, matvec_f32_simd128, 1)
+LEM_MATMAT_I8(matmat_i8_simd128, matvec_i8_simd128, 4)
+
+static const lem_kernels SIMD128 = {"wasm-simd128", quantize_portable, matvec_f32_simd128, matvec_i8_simd128, 0, 0,
+                                    NULL, NULL, NULL, NULL, matmat_f32_simd128, matmat_i8_simd128, NULL, NULL};
+
+static const lem_kernels *detect(const char *forced) {
+    (void)forced;
+    return &SIMD128; /* a module built with SIMD128 only loads where the engine has it */
 }
 
 #else

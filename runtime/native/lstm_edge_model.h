@@ -60,7 +60,7 @@ typedef struct {
 const char *lem_status_string(int status);
 /* What the last failing create said (which field, expected vs got); per process, not per thread. */
 const char *lem_last_error(void);
-/* "portable", "avx2", "avx512-vnni", "neon" or "neon-dotprod": the kernels this process uses. */
+/* "portable", "avx2", "avx512-vnni", "neon", "neon-dotprod" or "wasm-simd128": the kernels this process uses. */
 const char *lem_kernel_name(void);
 
 /* A model from a weight file in memory (the bytes are copied; the buffer may be freed afterwards). */
