@@ -536,7 +536,7 @@ def test_portable_kernels_agree_with_the_simd_ones(builds):
 
 
 KERNEL_CHECK_PROGRAM = r"""
-/* kernel_check ROWSxCOLS[,...] MAX_VEC: for every shape and n_vec = 1..MAX_VEC, int8 then float, writes three
+/* kernel_check ROWSxCOLS[,...] N_VEC[,...]: for every shape and n_vec, int8 then float, writes three
  * [n_vec, y_stride] float blocks: the selected set's matmat, its matvec per vector, the portable matvec per vector
  * (row-major weights, the portable quantize). Vector 2 is all zeros (int8 scale 0: its y must stay as it was). */
 #define _POSIX_C_SOURCE 200112L
@@ -566,12 +566,16 @@ static void emit(const float *y, size_t n) {
 
 int main(int argc, char **argv) {
     const lem_kernels *k = lem_kernels_select(), *portable = lem_kernels_portable();
-    size_t rows, cols, max_vec = (size_t)atol(argv[2]), n_vec, v, i;
+    size_t rows, cols, n_vecs[64], count = 0, which, n_vec, v, i;
     char *token;
     fprintf(stderr, "%s\n", k->name);
+    for (token = strtok(argv[2], ","); token != NULL && count < 64; token = strtok(NULL, ","))
+        n_vecs[count++] = (size_t)atol(token);
     for (token = strtok(argv[1], ","); token != NULL; token = strtok(NULL, ",")) {
         if (sscanf(token, "%lux%lu", (unsigned long *)&rows, (unsigned long *)&cols) != 2) return 2;
-        for (n_vec = 1; n_vec <= max_vec; n_vec++) {
+        for (which = 0; which < count; which++) {
+            n_vec = n_vecs[which];
+            {
             size_t stride = (cols + LEM_PAD - 1) / LEM_PAD * LEM_PAD, xs = stride + LEM_PAD, ys = rows + 3;
             size_t prows = lem_packed_rows(rows, k->i8_block), frows = lem_packed_rows(rows, k->f32_block);
             int8_t *w = zeros(rows * stride), *wp = zeros(prows * stride), *xq = zeros(n_vec * xs);
@@ -627,6 +631,7 @@ int main(int argc, char **argv) {
             emit(y, n_vec * ys);
             free(w), free(wp), free(xq), free(pq), free(wf), free(wfp), free(scale), free(x), free(xscale);
             free(y0), free(y);
+            }
         }
     }
     return 0;
@@ -635,7 +640,8 @@ int main(int argc, char **argv) {
 # ragged rows (partial blocks of 8 and 16, the 32/64-row groups and what is left after them) and columns
 KERNEL_CHECK_SHAPES = ["1x5", "7x40", "16x32", "17x64", "33x96", "40x128", "64x100", "96x40", "100x200", "131x33",
                        "512x128"]
-KERNEL_CHECK_MAX_VEC = 9
+# every n_vec up to 9 (each tile's partial vector groups), and around the VNNI kernel's batch of 16 up to 64 streams
+KERNEL_CHECK_N_VEC = [*range(1, 10), 15, 16, 17, 31, 64]
 
 
 @pytest.fixture(scope="module")
@@ -657,17 +663,17 @@ def kernel_check(tmp_path_factory):
 @pytest.mark.parametrize("runner, kernel", [*(("native", k) for k in x86_kernels()), ("aarch64", "neon-dotprod"),
                                             ("aarch64-a72", "neon")])
 def test_several_vector_kernels_match_the_one_vector_ones(kernel_check, runner, kernel):
-    """matmat_* of each kernel set this CPU (or qemu) runs, n_vec 1..9 on ragged shapes: int8 bitwise equal to the
+    """matmat_* of each kernel set this CPU (or qemu) runs, n_vec 1..9 and up to 64 on ragged shapes: int8 bitwise equal to the
     set's matvec per vector and to the portable kernels'; float bitwise equal to the set's matvec (same summation
     order) and within the float tolerance of the portable one. An all-zero vector leaves its outputs alone."""
     env = {"LEM_KERNEL": kernel} if runner == "native" else None
     result = subprocess.run([*RUNNERS[runner], str(kernel_check[runner.split("-")[0]]), ",".join(KERNEL_CHECK_SHAPES),
-                             str(KERNEL_CHECK_MAX_VEC)], capture_output=True, timeout=300, env=env, check=True)
+                             ",".join(map(str, KERNEL_CHECK_N_VEC))], capture_output=True, timeout=300, env=env, check=True)
     assert result.stderr.decode().strip() == kernel
     data, start, checked = np.frombuffer(result.stdout, "<f4"), 0, 0
     for shape in KERNEL_CHECK_SHAPES:
         rows = int(shape.split("x")[0])
-        for n_vec in range(1, KERNEL_CHECK_MAX_VEC + 1):
+        for n_vec in KERNEL_CHECK_N_VEC:
             size = n_vec * (rows + 3)
             blocks = []
             for _ in range(6):
@@ -683,7 +689,7 @@ def test_several_vector_kernels_match_the_one_vector_ones(kernel_check, runner, 
                                                                                          3 * (rows + 3)].tobytes()
                 assert np.signbit(int8_mm[2 * (rows + 3)])
             checked += 1
-    assert start == data.size and checked == len(KERNEL_CHECK_SHAPES) * KERNEL_CHECK_MAX_VEC
+    assert start == data.size and checked == len(KERNEL_CHECK_SHAPES) * len(KERNEL_CHECK_N_VEC)
 
 
 def test_lstm_edge_listen_under_qemu_arm_gives_the_demo_detections(builds):
