@@ -7,7 +7,8 @@ against its matrix-vector floor, and code size and RAM for armv7.
    <= 1.5 us per frame at T=10, on a machine where the fastest engine path (LiteRT int8) took 6.9 us at T=1: as
    ratios on any machine, native int8 >= 2.3x LiteRT int8 at T=1 (6.9 / 3; the issue's title says 3x), and
    >= 3x LiteRT int8 at T=10 (the register-tiled several-vector kernels).
-2. ``benchmarks/native_loop.c`` built with the library's flags: ``lem_stream_push`` in a C loop (T=1, T=10) and the
+2. ``benchmarks/native_loop.c`` built with the library's flags (timed in the thread's CPU time, so that other
+   processes on a shared machine do not count): ``lem_stream_push`` in a C loop (T=1, T=10) and the
    floor, one matvec per weight matrix of the model per frame (int8 or float as the model) with the same kernel
    and nothing around it. Target: the int8 C loop within 1.5x of the floor. On an x86-64 CPU with AVX-512 VNNI,
    also with LEM_KERNEL=avx2 (the AVX2 kernels on the same CPU).
