@@ -166,6 +166,38 @@ def test_any_chunking_gives_the_same_outputs(exported, precision):
     assert np.abs(whole - ones).max() <= 1e-6 and np.abs(whole - mixed).max() <= 1e-6
 
 
+@pytest.mark.parametrize("layer", ["gru", "lstm_proj"])
+def test_wide_recurrent_layers_give_the_same_bits_in_any_chunking(layer, tmp_path):
+    """Recurrent matrices above 32 KB (a GRU of 128: 384 x 128, an LSTM of 128 projected to 100: 512 x 100) are read
+    backwards on odd frames of a chunk: the outputs and state are bitwise those of one frame per push, float and
+    int8, and float matches torch."""
+    class Wide(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = (torch.nn.GRU(16, 128, batch_first=True) if layer == "gru"
+                        else torch.nn.LSTM(16, 128, proj_size=100, batch_first=True))
+            self.head = torch.nn.Linear(128 if layer == "gru" else 100, 5)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    torch.manual_seed(4)
+    wide = Wide().eval()
+    out = export(wide, torch.randn(1, 10, 16), tmp_path / layer, formats=("c",))
+    x = torch.randn(1, 40, 16)
+    with torch.no_grad():
+        expected = wide(x)[0].numpy()
+    for precision in ("float", "int8"):
+        streaming = StreamingModel.load(out, backend="native", precision=precision)
+        ones, tens = streaming.create_stream(), streaming.create_stream()
+        by_one = push_chunks(ones, x[0].numpy(), [1] * 40)
+        by_ten = push_chunks(tens, x[0].numpy(), [10] * 4)
+        assert by_one.tobytes() == by_ten.tobytes(), precision
+        assert all(ones.state[k].tobytes() == tens.state[k].tobytes() for k in ones.state), precision
+        if precision == "float":
+            assert float_close(by_ten, expected)
+
+
 def test_c_api_state_get_set_reset(exported):
     """The C stream's own state calls: reset equals a fresh stream, set_state resumes exactly where get_state was."""
     _, model_dir = exported("learned_h0")  # learned initial state: reset must restore it, not zeros
