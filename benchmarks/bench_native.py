@@ -142,8 +142,8 @@ def main() -> None:
     print("  speed-up of native int8: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     print(f"  targets: T=1 <= {TARGET_T1_US} us: {native['T=1_us']:.2f} us; T=10 <= {TARGET_T10_US_PER_FRAME} us "
           f"per frame: {native['T=10_us'] / 10:.2f} us; as a ratio, native int8 >= {TARGET_T1_RATIO}x LiteRT int8 "
-          f"at T=1: {ratios['native_int8_vs_litert_int8_T1']:.2f}x; native int8 >= {TARGET_T10_RATIO}x LiteRT int8 at T=10: "
-          f"{ratios['native_int8_vs_litert_int8_T10']:.2f}x")
+          f"at T=1: {ratios['native_int8_vs_litert_int8_T1']:.2f}x; native int8 >= {TARGET_T10_RATIO}x LiteRT int8 "
+          f"at T=10: {ratios['native_int8_vs_litert_int8_T10']:.2f}x")
     with tempfile.TemporaryDirectory() as tmp:
         loop = c_loop(Path(tmp), args.c_iterations)
         for precision, row in loop.items():

@@ -698,12 +698,14 @@ def kernel_check(tmp_path_factory):
 @pytest.mark.parametrize("runner, kernel", [*(("native", k) for k in x86_kernels()), ("aarch64", "neon-dotprod"),
                                             ("aarch64-a72", "neon")])
 def test_several_vector_kernels_match_the_one_vector_ones(kernel_check, runner, kernel):
-    """matmat_* of each kernel set this CPU (or qemu) runs, n_vec 1..9 and up to 64 on ragged shapes: int8 bitwise equal to the
-    set's matvec per vector and to the portable kernels'; float bitwise equal to the set's matvec (same summation
-    order) and within the float tolerance of the portable one. An all-zero vector leaves its outputs alone."""
+    """matmat_* of each kernel set this CPU (or qemu) runs, n_vec 1..9 and up to 64 on ragged shapes: int8 bitwise
+    equal to the set's matvec per vector and to the portable kernels'; float bitwise equal to the set's matvec (same
+    summation order) and within the float tolerance of the portable one. An all-zero vector leaves its outputs
+    alone."""
     env = {"LEM_KERNEL": kernel} if runner == "native" else None
     result = subprocess.run([*RUNNERS[runner], str(kernel_check[runner.split("-")[0]]), ",".join(KERNEL_CHECK_SHAPES),
-                             ",".join(map(str, KERNEL_CHECK_N_VEC))], capture_output=True, timeout=300, env=env, check=True)
+                             ",".join(map(str, KERNEL_CHECK_N_VEC))], capture_output=True, timeout=300, env=env,
+                            check=True)
     assert result.stderr.decode().strip() == kernel
     data, start, checked = np.frombuffer(result.stdout, "<f4"), 0, 0
     for shape in KERNEL_CHECK_SHAPES:
