@@ -5,8 +5,10 @@ against its matrix-vector floor, and code size and RAM for armv7.
    int8 with the ctypes push (``LSTM_EDGE_NATIVE_PUSH=ctypes``: what runs without the push extension), timed in
    interleaved rounds (``_common.interleaved_medians``). Targets: native int8 <= 3 us per call at T=1 and
    <= 1.5 us per frame at T=10, on a machine where the fastest engine path (LiteRT int8) took 6.9 us at T=1: as
-   ratios on any machine, native int8 >= 2.3x LiteRT int8 at T=1 (6.9 / 3; the issue's title says 3x).
-2. ``benchmarks/native_loop.c`` built with the library's flags: ``lem_stream_push`` in a C loop (T=1, T=10) and the
+   ratios on any machine, native int8 >= 2.3x LiteRT int8 at T=1 (6.9 / 3; the issue's title says 3x), and
+   >= 3x LiteRT int8 at T=10 (the register-tiled several-vector kernels).
+2. ``benchmarks/native_loop.c`` built with the library's flags (timed in the thread's CPU time, so that other
+   processes on a shared machine do not count): ``lem_stream_push`` in a C loop (T=1, T=10) and the
    floor, one matvec per weight matrix of the model per frame (int8 or float as the model) with the same kernel
    and nothing around it. Target: the int8 C loop within 1.5x of the floor. On an x86-64 CPU with AVX-512 VNNI,
    also with LEM_KERNEL=avx2 (the AVX2 kernels on the same CPU).
@@ -35,6 +37,7 @@ TARGET_T1_US = 3.0
 TARGET_T10_US_PER_FRAME = 1.5
 TARGET_FLOOR_RATIO = 1.5
 TARGET_T1_RATIO = 2.3  # 6.9 us (LiteRT int8 where the targets were set) / 3 us
+TARGET_T10_RATIO = 3.0
 
 
 def push_latencies(repeats: int) -> dict[str, dict[str, float]]:
@@ -139,7 +142,8 @@ def main() -> None:
     print("  speed-up of native int8: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     print(f"  targets: T=1 <= {TARGET_T1_US} us: {native['T=1_us']:.2f} us; T=10 <= {TARGET_T10_US_PER_FRAME} us "
           f"per frame: {native['T=10_us'] / 10:.2f} us; as a ratio, native int8 >= {TARGET_T1_RATIO}x LiteRT int8 "
-          f"at T=1: {ratios['native_int8_vs_litert_int8_T1']:.2f}x")
+          f"at T=1: {ratios['native_int8_vs_litert_int8_T1']:.2f}x; native int8 >= {TARGET_T10_RATIO}x LiteRT int8 "
+          f"at T=10: {ratios['native_int8_vs_litert_int8_T10']:.2f}x")
     with tempfile.TemporaryDirectory() as tmp:
         loop = c_loop(Path(tmp), args.c_iterations)
         for precision, row in loop.items():
@@ -161,6 +165,7 @@ def main() -> None:
                                    "armv7": footprint,
                                    "targets": {"t1_us": TARGET_T1_US, "t10_us_per_frame": TARGET_T10_US_PER_FRAME,
                                                "t1_over_litert": TARGET_T1_RATIO,
+                                               "t10_over_litert": TARGET_T10_RATIO,
                                                "c_loop_over_floor": TARGET_FLOOR_RATIO, "code_bytes": 100_000}}))
 
 

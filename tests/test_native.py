@@ -166,6 +166,38 @@ def test_any_chunking_gives_the_same_outputs(exported, precision):
     assert np.abs(whole - ones).max() <= 1e-6 and np.abs(whole - mixed).max() <= 1e-6
 
 
+@pytest.mark.parametrize("layer", ["gru", "lstm_proj"])
+def test_wide_recurrent_layers_give_the_same_bits_in_any_chunking(layer, tmp_path):
+    """Recurrent matrices above 32 KB (a GRU of 128: 384 x 128, an LSTM of 128 projected to 100: 512 x 100) are read
+    backwards on odd frames of a chunk: the outputs and state are bitwise those of one frame per push, float and
+    int8, and float matches torch."""
+    class Wide(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = (torch.nn.GRU(16, 128, batch_first=True) if layer == "gru"
+                        else torch.nn.LSTM(16, 128, proj_size=100, batch_first=True))
+            self.head = torch.nn.Linear(128 if layer == "gru" else 100, 5)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    torch.manual_seed(4)
+    wide = Wide().eval()
+    out = export(wide, torch.randn(1, 10, 16), tmp_path / layer, formats=("c",))
+    x = torch.randn(1, 40, 16)
+    with torch.no_grad():
+        expected = wide(x)[0].numpy()
+    for precision in ("float", "int8"):
+        streaming = StreamingModel.load(out, backend="native", precision=precision)
+        ones, tens = streaming.create_stream(), streaming.create_stream()
+        by_one = push_chunks(ones, x[0].numpy(), [1] * 40)
+        by_ten = push_chunks(tens, x[0].numpy(), [10] * 4)
+        assert by_one.tobytes() == by_ten.tobytes(), precision
+        assert all(ones.state[k].tobytes() == tens.state[k].tobytes() for k in ones.state), precision
+        if precision == "float":
+            assert float_close(by_ten, expected)
+
+
 def test_c_api_state_get_set_reset(exported):
     """The C stream's own state calls: reset equals a fresh stream, set_state resumes exactly where get_state was."""
     _, model_dir = exported("learned_h0")  # learned initial state: reset must restore it, not zeros
@@ -526,7 +558,8 @@ def test_gru_gates_give_bitwise_the_same_int8_outputs_on_every_target(builds, ex
 
 def test_portable_kernels_agree_with_the_simd_ones(builds):
     """Every kernel set this CPU runs (LEM_KERNEL picks one): int8 outputs bitwise equal to the portable kernels'
-    (each computes the exact int32 dot product), float outputs within the float tolerance."""
+    (each computes the exact int32 dot product), float outputs within the float tolerance and, for each set, bitwise
+    the same for every chunk length."""
     manifest = Manifest.load(KWS_DIR)
     reference = raw_frames(np.load(KWS_DIR / manifest.reference["input"])[:200])
     kernels = x86_kernels()
@@ -546,12 +579,14 @@ def test_portable_kernels_agree_with_the_simd_ones(builds):
         for (kernel, chunk), out in outputs.items():
             if precision == "int8":
                 assert out == outputs["portable", "1"], (kernel, chunk)
-            else:
+            else:  # any chunking of one kernel set: the same float operations per value (odd frames of a chunk
+                # read the recurrent matrix backwards)
                 assert float_close(np.frombuffer(out, "<f4"), portable), (kernel, chunk)
+                assert out == outputs[kernel, "1"], (kernel, chunk)
 
 
 KERNEL_CHECK_PROGRAM = r"""
-/* kernel_check ROWSxCOLS[,...] MAX_VEC: for every shape and n_vec = 1..MAX_VEC, int8 then float, writes three
+/* kernel_check ROWSxCOLS[,...] N_VEC[,...]: for every shape and n_vec, int8 then float, writes three
  * [n_vec, y_stride] float blocks: the selected set's matmat, its matvec per vector, the portable matvec per vector
  * (row-major weights, the portable quantize). Vector 2 is all zeros (int8 scale 0: its y must stay as it was). */
 #define _POSIX_C_SOURCE 200112L
@@ -581,12 +616,16 @@ static void emit(const float *y, size_t n) {
 
 int main(int argc, char **argv) {
     const lem_kernels *k = lem_kernels_select(), *portable = lem_kernels_portable();
-    size_t rows, cols, max_vec = (size_t)atol(argv[2]), n_vec, v, i;
+    size_t rows, cols, n_vecs[64], count = 0, which, n_vec, v, i;
     char *token;
     fprintf(stderr, "%s\n", k->name);
+    for (token = strtok(argv[2], ","); token != NULL && count < 64; token = strtok(NULL, ","))
+        n_vecs[count++] = (size_t)atol(token);
     for (token = strtok(argv[1], ","); token != NULL; token = strtok(NULL, ",")) {
         if (sscanf(token, "%lux%lu", (unsigned long *)&rows, (unsigned long *)&cols) != 2) return 2;
-        for (n_vec = 1; n_vec <= max_vec; n_vec++) {
+        for (which = 0; which < count; which++) {
+            n_vec = n_vecs[which];
+            {
             size_t stride = (cols + LEM_PAD - 1) / LEM_PAD * LEM_PAD, xs = stride + LEM_PAD, ys = rows + 3;
             size_t prows = lem_packed_rows(rows, k->i8_block), frows = lem_packed_rows(rows, k->f32_block);
             int8_t *w = zeros(rows * stride), *wp = zeros(prows * stride), *xq = zeros(n_vec * xs);
@@ -642,6 +681,7 @@ int main(int argc, char **argv) {
             emit(y, n_vec * ys);
             free(w), free(wp), free(xq), free(pq), free(wf), free(wfp), free(scale), free(x), free(xscale);
             free(y0), free(y);
+            }
         }
     }
     return 0;
@@ -650,7 +690,8 @@ int main(int argc, char **argv) {
 # ragged rows (partial blocks of 8 and 16, the 32/64-row groups and what is left after them) and columns
 KERNEL_CHECK_SHAPES = ["1x5", "7x40", "16x32", "17x64", "33x96", "40x128", "64x100", "96x40", "100x200", "131x33",
                        "512x128"]
-KERNEL_CHECK_MAX_VEC = 9
+# every n_vec up to 9 (each tile's partial vector groups), and around the VNNI kernel's batch of 16 up to 64 streams
+KERNEL_CHECK_N_VEC = [*range(1, 10), 15, 16, 17, 31, 64]
 
 
 @pytest.fixture(scope="module")
@@ -672,17 +713,19 @@ def kernel_check(tmp_path_factory):
 @pytest.mark.parametrize("runner, kernel", [*(("native", k) for k in x86_kernels()), ("aarch64", "neon-dotprod"),
                                             ("aarch64-a72", "neon")])
 def test_several_vector_kernels_match_the_one_vector_ones(kernel_check, runner, kernel):
-    """matmat_* of each kernel set this CPU (or qemu) runs, n_vec 1..9 on ragged shapes: int8 bitwise equal to the
-    set's matvec per vector and to the portable kernels'; float bitwise equal to the set's matvec (same summation
-    order) and within the float tolerance of the portable one. An all-zero vector leaves its outputs alone."""
+    """matmat_* of each kernel set this CPU (or qemu) runs, n_vec 1..9 and up to 64 on ragged shapes: int8 bitwise
+    equal to the set's matvec per vector and to the portable kernels'; float bitwise equal to the set's matvec (same
+    summation order) and within the float tolerance of the portable one. An all-zero vector leaves its outputs
+    alone."""
     env = {"LEM_KERNEL": kernel} if runner == "native" else None
     result = subprocess.run([*RUNNERS[runner], str(kernel_check[runner.split("-")[0]]), ",".join(KERNEL_CHECK_SHAPES),
-                             str(KERNEL_CHECK_MAX_VEC)], capture_output=True, timeout=300, env=env, check=True)
+                             ",".join(map(str, KERNEL_CHECK_N_VEC))], capture_output=True, timeout=300, env=env,
+                            check=True)
     assert result.stderr.decode().strip() == kernel
     data, start, checked = np.frombuffer(result.stdout, "<f4"), 0, 0
     for shape in KERNEL_CHECK_SHAPES:
         rows = int(shape.split("x")[0])
-        for n_vec in range(1, KERNEL_CHECK_MAX_VEC + 1):
+        for n_vec in KERNEL_CHECK_N_VEC:
             size = n_vec * (rows + 3)
             blocks = []
             for _ in range(6):
@@ -698,7 +741,7 @@ def test_several_vector_kernels_match_the_one_vector_ones(kernel_check, runner, 
                                                                                          3 * (rows + 3)].tobytes()
                 assert np.signbit(int8_mm[2 * (rows + 3)])
             checked += 1
-    assert start == data.size and checked == len(KERNEL_CHECK_SHAPES) * KERNEL_CHECK_MAX_VEC
+    assert start == data.size and checked == len(KERNEL_CHECK_SHAPES) * len(KERNEL_CHECK_N_VEC)
 
 
 def test_lstm_edge_listen_under_qemu_arm_gives_the_demo_detections(builds):

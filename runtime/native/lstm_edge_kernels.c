@@ -343,6 +343,64 @@ LEM_AVX2 static void matvec_i8_avx2_packed(const int8_t *w, const float *row_sca
     }
 }
 
+/* nv (1..AVX2_NV) vectors times nb (1..AVX2_NB) blocks of 8 rows, as vnni_tile below: each block's 32 bytes of a
+ * column group loaded once for the nv vectors, each vector's 4 bytes (and their absolute values) once for the nb
+ * blocks. The int32 sums are exact, so the order of the additions does not matter. */
+#define AVX2_NB 4
+#define AVX2_NV 2
+LEM_AVX2 static inline __attribute__((always_inline)) void avx2_tile(
+    const int8_t *p, size_t bs, size_t cols, size_t rows_left, const float *row_scale, const int8_t *x,
+    size_t x_stride, const float *x_scale, float *y, size_t y_stride, int nb, int nv) {
+    __m256i acc[AVX2_NB * AVX2_NV], xv[AVX2_NV], ax[AVX2_NV];
+    size_t c;
+    int b, j;
+    for (b = 0; b < AVX2_NV * nb; b++) acc[b] = _mm256_setzero_si256();
+    for (c = 0; c < cols; c += 4) {
+        for (j = 0; j < nv; j++) {
+            xv[j] = _mm256_set1_epi32(load4(x + j * x_stride + c));
+            ax[j] = _mm256_abs_epi8(xv[j]);
+        }
+        for (b = 0; b < nb; b++) {
+            const int8_t *q = p + b * bs + 8 * c;
+            for (j = 0; j < nv; j++) acc[AVX2_NV * b + j] = dot_block8(acc[AVX2_NV * b + j], q, ax[j], xv[j]);
+        }
+    }
+    for (j = 0; j < nv; j++) {
+        if (x_scale[j] == 0.0f) continue;
+        for (b = 0; b < nb && (size_t)(8 * b) < rows_left; b++)
+            scale_rows8(y + j * y_stride + 8 * b, row_scale + 8 * b, LEM_LEFT(rows_left, (size_t)(8 * b), 8),
+                        acc[AVX2_NV * b + j], x_scale[j]);
+    }
+}
+
+/* Rows in groups of up to AVX2_NB blocks; for each, the vectors in groups of up to AVX2_NV (the group's weights stay
+ * in L1 across all vectors, in registers across each group of vectors). */
+LEM_AVX2 static void matmat_i8_avx2_packed(const int8_t *w, const float *row_scale, size_t rows, size_t cols,
+                                           const int8_t *x, const float *x_scale, size_t n_vec, size_t x_stride,
+                                           float *y, size_t y_stride) {
+    const size_t bs = 8 * cols;
+    size_t r, g;
+    for (r = 0; r < rows;) {
+        const int8_t *p = w + (r / 8) * bs;
+        size_t blocks = (rows - r + 7) / 8;
+        int nb = blocks < AVX2_NB ? (int)blocks : AVX2_NB;
+        for (g = 0; g < n_vec; g += AVX2_NV) {
+            int nv = n_vec - g < AVX2_NV ? (int)(n_vec - g) : AVX2_NV;
+#define LEM_TILE(b, v)                                                                                             \
+    case 8 * (b - 1) + v - 1:                                                                                      \
+        avx2_tile(p, bs, cols, rows - r, row_scale + r, x + g * x_stride, x_stride, x_scale + g,                   \
+                  y + g * y_stride + r, y_stride, b, v);                                                           \
+        break;
+            switch (8 * (nb - 1) + nv - 1) {
+                LEM_TILE(1, 1) LEM_TILE(1, 2) LEM_TILE(2, 1) LEM_TILE(2, 2)
+                LEM_TILE(3, 1) LEM_TILE(3, 2) LEM_TILE(4, 1) default: LEM_TILE(4, 2)
+            }
+#undef LEM_TILE
+        }
+        r += 8 * (size_t)nb;
+    }
+}
+
 /* --------------------------------------------------------------------- AVX-512 (VNNI): packed, blocks of 16 rows */
 static void pack_f32_16(const float *w, size_t rows, size_t cols, float *out) {
     pack_f32_blocks(w, rows, cols, 16, out);
@@ -462,12 +520,13 @@ LEM_AVX512 static void matvec_i8_vnni_packed(const int8_t *w, const float *row_s
     }
 }
 
-/* nv (1..4) vectors times nb (1 or 2) blocks of 16 rows: each block's 64 bytes of a column group are loaded once
- * for the nv vectors. Inlined with constant nb and nv, so the nb * nv accumulators stay in registers. */
+/* nv (1..4) vectors times nb (1..4) blocks of 16 rows: each block's 64 bytes of a column group are loaded once
+ * for the nv vectors and each vector's 4 bytes once for the nb blocks. Inlined with constant nb and nv, so the
+ * nb * nv accumulators stay in registers. */
 LEM_AVX512 static inline __attribute__((always_inline)) void vnni_tile(
     const int8_t *p, size_t bs, size_t cols, size_t rows_left, const float *row_scale, const int8_t *x,
     size_t x_stride, const float *x_scale, const int32_t *offset, float *y, size_t y_stride, int nb, int nv) {
-    __m512i acc[8], xb[4];
+    __m512i acc[16], xb[4];
     size_t c;
     int b, j;
     for (b = 0; b < 4 * nb; b++) acc[b] = _mm512_setzero_si512();
@@ -486,7 +545,7 @@ LEM_AVX512 static inline __attribute__((always_inline)) void vnni_tile(
     }
 }
 
-/* Vectors in batches of up to 16 (their offsets kept), and for each pair of blocks (32 rows; one at the end) the
+/* Vectors in batches of up to 16 (their offsets kept), and for each group of up to four blocks (64 rows) the
  * batch in fours: the rows' weights stay in L1 across the batch and in registers across each four. */
 LEM_AVX512 static void matmat_i8_vnni_packed(const int8_t *w, const float *row_scale, size_t rows, size_t cols,
                                              const int8_t *x, const float *x_scale, size_t n_vec, size_t x_stride,
@@ -501,25 +560,26 @@ LEM_AVX512 static void matmat_i8_vnni_packed(const int8_t *w, const float *row_s
         for (j = 0; j < batch; j++) offset[j] = offset_sum(xb + j * x_stride, cols);
         for (r = 0; r < rows;) {
             const int8_t *p = w + (r / 16) * bs;
-            int two = rows - r >= 32;
+            size_t blocks = (rows - r + 15) / 16;
+            int nb = blocks < 4 ? (int)blocks : 4;
             for (g = 0; g < batch; g += 4) {
                 const int8_t *xg = xb + g * x_stride;
                 float *yg = yb + g * y_stride + r;
-#define LEM_TILE(nb, nv) \
-    vnni_tile(p, bs, cols, rows - r, row_scale + r, xg, x_stride, x_scale + v0 + g, offset + g, yg, y_stride, nb, nv)
-                switch ((two ? 4 : 0) + (int)(batch - g < 4 ? batch - g : 4)) {
-                    case 1: LEM_TILE(1, 1); break;
-                    case 2: LEM_TILE(1, 2); break;
-                    case 3: LEM_TILE(1, 3); break;
-                    case 4: LEM_TILE(1, 4); break;
-                    case 5: LEM_TILE(2, 1); break;
-                    case 6: LEM_TILE(2, 2); break;
-                    case 7: LEM_TILE(2, 3); break;
-                    default: LEM_TILE(2, 4); break;
+                int nv = batch - g < 4 ? (int)(batch - g) : 4;
+#define LEM_TILE(b, v)                                                                                             \
+    case 4 * (b - 1) + v - 1:                                                                                      \
+        vnni_tile(p, bs, cols, rows - r, row_scale + r, xg, x_stride, x_scale + v0 + g, offset + g, yg, y_stride, \
+                  b, v);                                                                                           \
+        break;
+                switch (4 * (nb - 1) + nv - 1) {
+                    LEM_TILE(1, 1) LEM_TILE(1, 2) LEM_TILE(1, 3) LEM_TILE(1, 4)
+                    LEM_TILE(2, 1) LEM_TILE(2, 2) LEM_TILE(2, 3) LEM_TILE(2, 4)
+                    LEM_TILE(3, 1) LEM_TILE(3, 2) LEM_TILE(3, 3) LEM_TILE(3, 4)
+                    LEM_TILE(4, 1) LEM_TILE(4, 2) LEM_TILE(4, 3) default: LEM_TILE(4, 4)
                 }
 #undef LEM_TILE
             }
-            r += two ? 32 : 16;
+            r += 16 * (size_t)nb;
         }
     }
 }
@@ -582,7 +642,6 @@ LEM_AVX512 static float quantize_avx512(const float *v, size_t n, int8_t *q) {
 LEM_MATMAT_F32(matmat_f32_avx2, matvec_f32_avx2, 4)
 LEM_MATMAT_I8(matmat_i8_avx2, matvec_i8_avx2, 4)
 LEM_MATMAT_F32(matmat_f32_avx2_packed, matvec_f32_avx2_packed, 32)
-LEM_MATMAT_I8(matmat_i8_avx2_packed, matvec_i8_avx2_packed, 32)
 LEM_MATMAT_F32(matmat_f32_avx512_packed, matvec_f32_avx512_packed, 64)
 
 static const lem_kernels AVX2 = {"avx2", quantize_avx2, matvec_f32_avx2, matvec_i8_avx2, 8, 8, pack_f32_8,
@@ -681,9 +740,122 @@ static void matvec_i8_dotprod(const int8_t *w, const float *row_scale, size_t ro
     }
 }
 
-LEM_MATMAT_F32(matmat_f32_neon, matvec_f32_neon, 4)
-LEM_MATMAT_I8(matmat_i8_neon, matvec_i8_neon, 1)
-LEM_MATMAT_I8(matmat_i8_dotprod, matvec_i8_dotprod, 4)
+/* Several vectors: tiles of nr rows times nv vectors, each (row, vector) pair with its own accumulator through the
+ * same operations, in the same order, as the one-vector kernel; each row's 16 bytes (4 floats) of a column step are
+ * loaded once for the nv vectors and each vector's once for the nr rows. Inlined with constant nr and nv, so the
+ * accumulators stay in registers. The driver walks the rows in tiles of NR, and for each the vectors in groups of
+ * NV (a tile's rows stay in L1 across all the vectors). */
+#define LEM_NEON_TILES(name, tile, NR, NV, weight_t, ARGS, CALL)                                                      \
+    static void name ARGS {                                                                                          \
+        size_t r, g;                                                                                                 \
+        for (r = 0; r < rows; r += NR) {                                                                             \
+            int nr = rows - r < NR ? (int)(rows - r) : NR;                                                           \
+            for (g = 0; g < n_vec; g += NV) {                                                                        \
+                int nv = n_vec - g < NV ? (int)(n_vec - g) : NV;                                                     \
+                const weight_t *wr = w + r * cols;                                                                   \
+                LEM_NEON_SWITCH_##NR##x##NV(tile, CALL)                                                              \
+            }                                                                                                        \
+        }                                                                                                            \
+    }
+#define LEM_NEON_CASE(tile, CALL, a, b) \
+    case 8 * (a - 1) + b - 1: tile CALL(a, b); break;
+#define LEM_NEON_SWITCH_4x4(tile, CALL)                                                                              \
+    switch (8 * (nr - 1) + nv - 1) {                                                                                 \
+        LEM_NEON_CASE(tile, CALL, 1, 1) LEM_NEON_CASE(tile, CALL, 1, 2) LEM_NEON_CASE(tile, CALL, 1, 3)              \
+        LEM_NEON_CASE(tile, CALL, 1, 4) LEM_NEON_CASE(tile, CALL, 2, 1) LEM_NEON_CASE(tile, CALL, 2, 2)              \
+        LEM_NEON_CASE(tile, CALL, 2, 3) LEM_NEON_CASE(tile, CALL, 2, 4) LEM_NEON_CASE(tile, CALL, 3, 1)              \
+        LEM_NEON_CASE(tile, CALL, 3, 2) LEM_NEON_CASE(tile, CALL, 3, 3) LEM_NEON_CASE(tile, CALL, 3, 4)              \
+        LEM_NEON_CASE(tile, CALL, 4, 1) LEM_NEON_CASE(tile, CALL, 4, 2) LEM_NEON_CASE(tile, CALL, 4, 3)              \
+        default: tile CALL(4, 4); break;                                                                             \
+    }
+#define LEM_NEON_SWITCH_4x2(tile, CALL)                                                                              \
+    switch (8 * (nr - 1) + nv - 1) {                                                                                 \
+        LEM_NEON_CASE(tile, CALL, 1, 1) LEM_NEON_CASE(tile, CALL, 1, 2) LEM_NEON_CASE(tile, CALL, 2, 1)              \
+        LEM_NEON_CASE(tile, CALL, 2, 2) LEM_NEON_CASE(tile, CALL, 3, 1) LEM_NEON_CASE(tile, CALL, 3, 2)              \
+        LEM_NEON_CASE(tile, CALL, 4, 1) default: tile CALL(4, 2); break;                                             \
+    }
+
+static inline __attribute__((always_inline)) void f32_tile_neon(const float *w, size_t cols, const float *x,
+                                                                size_t x_stride, float *y, size_t y_stride, int nr,
+                                                                int nv) {
+    float32x4_t acc[16], xv[4], wv;
+    size_t c;
+    int i, j;
+    for (i = 0; i < 4 * nr; i++) acc[i] = vdupq_n_f32(0.0f);
+    for (c = 0; c < cols; c += 4) {
+        for (j = 0; j < nv; j++) xv[j] = vld1q_f32(x + j * x_stride + c);
+        for (i = 0; i < nr; i++) {
+            wv = vld1q_f32(w + i * cols + c);
+            for (j = 0; j < nv; j++) acc[4 * i + j] = vfmaq_f32(acc[4 * i + j], wv, xv[j]);
+        }
+    }
+    for (j = 0; j < nv; j++)
+        for (i = 0; i < nr; i++) y[j * y_stride + i] += vaddvq_f32(acc[4 * i + j]);
+}
+
+#define LEM_F32_TILE_CALL(a, b) (wr, cols, x + g * x_stride, x_stride, y + g * y_stride + r, y_stride, a, b)
+LEM_NEON_TILES(matmat_f32_neon, f32_tile_neon, 4, 4, float,
+               (const float *w, size_t rows, size_t cols, const float *x, size_t n_vec, size_t x_stride, float *y,
+                size_t y_stride),
+               LEM_F32_TILE_CALL)
+
+/* y[j][i] += x_scale[j] * row_scale[i] * sum, as matvec (a vector with scale 0 left alone) */
+static inline __attribute__((always_inline)) void scale_tile(float *y, size_t y_stride, const float *row_scale,
+                                                             const float *x_scale, const int32x4_t *acc, int nr,
+                                                             int nv) {
+    int i, j;
+    for (j = 0; j < nv; j++) {
+        if (x_scale[j] == 0.0f) continue;
+        for (i = 0; i < nr; i++) y[j * y_stride + i] += x_scale[j] * row_scale[i] * (float)vaddvq_s32(acc[4 * i + j]);
+    }
+}
+
+static inline __attribute__((always_inline)) void i8_tile_neon(const int8_t *w, size_t cols, const float *row_scale,
+                                                               const int8_t *x, size_t x_stride,
+                                                               const float *x_scale, float *y, size_t y_stride,
+                                                               int nr, int nv) {
+    int32x4_t acc[16];
+    int8x16_t xv[2], wv;
+    size_t c;
+    int i, j;
+    for (i = 0; i < 4 * nr; i++) acc[i] = vdupq_n_s32(0);
+    for (c = 0; c < cols; c += 16) {
+        for (j = 0; j < nv; j++) xv[j] = vld1q_s8(x + j * x_stride + c);
+        for (i = 0; i < nr; i++) {
+            wv = vld1q_s8(w + i * cols + c);
+            for (j = 0; j < nv; j++) acc[4 * i + j] = dot16_neon(acc[4 * i + j], wv, xv[j]);
+        }
+    }
+    scale_tile(y, y_stride, row_scale, x_scale, acc, nr, nv);
+}
+
+#define LEM_I8_TILE_CALL(a, b) \
+    (wr, cols, row_scale + r, x + g * x_stride, x_stride, x_scale + g, y + g * y_stride + r, y_stride, a, b)
+#define LEM_I8_ARGS                                                                                                  \
+    (const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x, const float *x_scale,       \
+     size_t n_vec, size_t x_stride, float *y, size_t y_stride)
+LEM_NEON_TILES(matmat_i8_neon, i8_tile_neon, 4, 2, int8_t, LEM_I8_ARGS, LEM_I8_TILE_CALL)
+
+__attribute__((target("arch=armv8.2-a+dotprod"))) static inline __attribute__((always_inline)) void
+i8_tile_dotprod(const int8_t *w, size_t cols, const float *row_scale, const int8_t *x, size_t x_stride,
+                const float *x_scale, float *y, size_t y_stride, int nr, int nv) {
+    int32x4_t acc[16];
+    int8x16_t xv[4], wv;
+    size_t c;
+    int i, j;
+    for (i = 0; i < 4 * nr; i++) acc[i] = vdupq_n_s32(0);
+    for (c = 0; c < cols; c += 16) {
+        for (j = 0; j < nv; j++) xv[j] = vld1q_s8(x + j * x_stride + c);
+        for (i = 0; i < nr; i++) {
+            wv = vld1q_s8(w + i * cols + c);
+            for (j = 0; j < nv; j++) acc[4 * i + j] = vdotq_s32(acc[4 * i + j], wv, xv[j]);
+        }
+    }
+    scale_tile(y, y_stride, row_scale, x_scale, acc, nr, nv);
+}
+
+__attribute__((target("arch=armv8.2-a+dotprod")))
+LEM_NEON_TILES(matmat_i8_dotprod, i8_tile_dotprod, 4, 4, int8_t, LEM_I8_ARGS, LEM_I8_TILE_CALL)
 
 static const lem_kernels NEON = {"neon", quantize_portable, matvec_f32_neon, matvec_i8_neon, 0, 0, NULL, NULL, NULL,
                                  NULL, matmat_f32_neon, matmat_i8_neon, NULL, NULL};

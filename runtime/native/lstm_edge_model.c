@@ -814,6 +814,40 @@ static void matvec(lem_stream *s, const matrix *w, const float *x, float *y) {
     }
 }
 
+/* The recurrent product of frame t. A matrix larger than the L1 cache comes from L2 every frame when its rows are
+ * read in the same order each time (the least recently used rows are the next ones needed); odd frames read it
+ * from the last quarter back to the first, so each frame starts on the rows the previous one left in L1. Quarters
+ * start at multiples of 64 rows, a multiple of every packed block and row unrolling, so each row sees the same
+ * operations as in one call and the result is bitwise the same. */
+#define L1_ROWS_BYTES 32768u
+static void matvec_recurrent(lem_stream *s, const matrix *w, const float *x, float *y, size_t t) {
+    const lem_kernels *k = s->model->kernels;
+    size_t row_bytes = w->stride * (w->q != NULL ? 1 : sizeof(float)), quarter, r0, n, i;
+    if (t % 2 == 0 || w->rows * row_bytes <= L1_ROWS_BYTES || w->rows < 256) {
+        matvec(s, w, x, y);
+        return;
+    }
+    quarter = (w->rows / 4 + 63) / 64 * 64;
+    if (w->q != NULL) {
+        float xs = k->quantize(x, w->cols, s->quant);
+        if (xs == 0.0f) return;
+        for (i = 4; i-- > 0;) {
+            r0 = i * quarter;
+            if (r0 >= w->rows) continue;
+            n = w->rows - r0 < quarter ? w->rows - r0 : quarter;
+            (w->packed ? k->matvec_i8_packed : k->matvec_i8)(w->q + r0 * w->stride, w->scale + r0, n, w->stride,
+                                                             s->quant, xs, y + r0);
+        }
+    } else {
+        for (i = 4; i-- > 0;) {
+            r0 = i * quarter;
+            if (r0 >= w->rows) continue;
+            n = w->rows - r0 < quarter ? w->rows - r0 : quarter;
+            (w->packed ? k->matvec_f32_packed : k->matvec_f32)(w->f + r0 * w->stride, n, w->stride, x, y + r0);
+        }
+    }
+}
+
 /* y[t * y_stride + :rows] += W x[t * x_stride + :cols] for the n frames of a chunk, bitwise what n matvec calls
  * give: each frame quantized on its own, then the kernels read every weight block once for all frames. */
 static void matmat(lem_stream *s, const matrix *w, const float *x, size_t x_stride, size_t n, float *y,
@@ -911,7 +945,7 @@ static void run_lstm(lem_stream *s, const op *o, const float *in, size_t in_stri
     memcpy(hidden, state_h, h * sizeof(float));
     for (t = 0; t < n; t++) {
         g = s->gates + t * 4 * h;
-        matvec(s, &o->m[1], hidden, g);
+        matvec_recurrent(s, &o->m[1], hidden, g, t);
         lstm_gates(g, c, hidden, h);
         memcpy(out + t * out_stride, hidden, h * sizeof(float));
     }
@@ -930,7 +964,7 @@ static void run_lstm_proj(lem_stream *s, const op *o, const float *in, size_t in
     memcpy(hidden, state_h, p * sizeof(float));
     for (t = 0; t < n; t++) {
         g = s->gates + t * 4 * h;
-        matvec(s, &o->m[1], hidden, g);
+        matvec_recurrent(s, &o->m[1], hidden, g, t);
         lstm_gates(g, c, u, h);
         memset(hidden, 0, p * sizeof(float));
         matvec(s, &o->m[3], u, hidden);
@@ -1021,7 +1055,7 @@ static void run_gru(lem_stream *s, const op *o, const float *in, size_t in_strid
     for (t = 0; t < n; t++) {
         gi = s->gates + t * 3 * h;
         memcpy(gh, o->m[3].f, 3 * h * sizeof(float));
-        matvec(s, &o->m[1], hidden, gh);
+        matvec_recurrent(s, &o->m[1], hidden, gh, t);
         gru_gates(gi, gh, hidden, h);
         memcpy(out + t * out_stride, hidden, h * sizeof(float));
     }
