@@ -204,8 +204,10 @@ class StreamBatch:
         for some of the slots (returns ``{slot: output}``).
 
         A refused chunk fails only its slot: see ``BatchPushError``."""
-        keyed = isinstance(chunks, Mapping)
-        with self._exclusive():
+        if not self._busy.acquire(blocking=False):
+            raise _busy_error()
+        try:
+            keyed = isinstance(chunks, Mapping)
             if keyed:
                 slots = tuple(chunks)  # type: ignore[arg-type]
                 for slot in slots:
@@ -214,19 +216,27 @@ class StreamBatch:
             else:
                 slots = self._active
                 x, errors, ran = self._checked(chunks, slots)
+            if not ran:
+                raise BatchPushError(errors, {})
+            y, failed = self.engine.push(ran, x)
+            step = x.shape[1] if self._counts_frames else 1
+            frames = self._frames
+            if not errors and not failed and not keyed:
+                for slot in ran:
+                    frames[slot] += step
+                return list(y)
             outputs: dict[int, np.ndarray] = {}
-            if ran:
-                y, failed = self.engine.push(ran, x)
-                step = x.shape[1] if self._counts_frames else 1
-                for position, slot in enumerate(ran):
-                    if position in failed:
-                        errors[slot] = failed[position]
-                    else:
-                        outputs[slot] = y[position]
-                        self._frames[slot] += step
+            for position, slot in enumerate(ran):
+                if position in failed:
+                    errors[slot] = failed[position]
+                else:
+                    outputs[slot] = y[position]
+                    frames[slot] += step
+        finally:
+            self._busy.release()
         if errors:
             raise BatchPushError(errors, outputs)
-        return outputs if keyed else [outputs[slot] for slot in slots]
+        return outputs
 
     def _checked(self, chunks: object, slots: tuple[int, ...]
                  ) -> tuple[np.ndarray, dict[int, LstmEdgeError], tuple[int, ...]]:
@@ -271,6 +281,11 @@ class StreamBatch:
         return _Exclusive(self._busy)
 
 
+def _busy_error() -> ConcurrentUseError:
+    return ConcurrentUseError("this StreamBatch is being used from another thread; a batch belongs to one thread at "
+                              "a time")
+
+
 class _Exclusive:
     """The batch's lock, refusing (not waiting for) a second thread."""
 
@@ -281,8 +296,7 @@ class _Exclusive:
 
     def __enter__(self) -> None:
         if not self.lock.acquire(blocking=False):
-            raise ConcurrentUseError("this StreamBatch is being used from another thread; a batch belongs to one "
-                                     "thread at a time")
+            raise _busy_error()
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()

@@ -35,6 +35,7 @@ DIRECT_OUTPUT_BLOCK = 1 << 12  # floats per output block of a Stream's own C str
 KNOWN_STATES = 256  # states returned whose addresses are remembered (then forgotten all at once)
 LEM_ERR_NONFINITE_INPUT = -6
 LEM_ERR_NONFINITE_RESULT = -7
+_NO_ERRORS: dict = {}  # (never written: a push with errors makes its own dict)
 _library: Any = None
 
 
@@ -493,6 +494,8 @@ class NativeBatchEngine:
         self._dtype = np.dtype(np.int32 if backend._ids else np.float32)
         self._state = np.empty(max(backend._state_size, 1), np.float32)
         self._state_at = self._state.ctypes.data
+        self._out_width = backend._out_width
+        self._byte_at = (ctypes.c_char * 1).from_buffer  # a ctypes view of an array: passed as its address
 
     def _grow(self, streams: int) -> None:
         """A C batch (and pointer table) for at least ``streams`` streams: capacities double."""
@@ -510,6 +513,7 @@ class NativeBatchEngine:
         self._pointers = (ctypes.c_void_p * capacity)()
         self._pointers_at = ctypes.addressof(self._pointers)
         self._statuses = np.zeros(capacity, np.int32)
+        self._statuses_at = self._statuses.ctypes.data
         self._last_slots = None
 
     def open_slot(self, slot: int) -> None:
@@ -537,22 +541,23 @@ class NativeBatchEngine:
 
     def push(self, slots: Sequence[int], x: np.ndarray) -> tuple[np.ndarray, dict[int, LstmEdgeError]]:
         count, frames = len(slots), x.shape[1]
-        if count > self._capacity:
-            self._grow(count)
         if slots != self._last_slots:
+            if count > self._capacity:
+                self._grow(count)
             pointers, streams = self._pointers, self._streams
             for position, slot in enumerate(slots):
                 pointers[position] = streams[slot]
             self._last_slots = tuple(slots)
         if x.dtype != self._dtype or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, self._dtype)
-        y = np.empty((count, frames, self._backend._out_width), np.float32)
-        status = self._push(self._batch, self._pointers_at, count, x.ctypes.data, frames, y.ctypes.data,
-                            self._statuses.ctypes.data)
+        y = np.empty((count, frames, self._out_width), np.float32)
+        status = self._push(self._batch, self._pointers_at, count, self._byte_at(x), frames, self._byte_at(y),
+                            self._statuses_at)
+        if status == 0:
+            return y, _NO_ERRORS
         errors: dict[int, LstmEdgeError] = {}
-        if status != 0:
-            for position in np.flatnonzero(self._statuses[:count]):
-                errors[int(position)] = self._backend._error(int(self._statuses[position]), x[position])
+        for position in np.flatnonzero(self._statuses[:count]):
+            errors[int(position)] = self._backend._error(int(self._statuses[position]), x[position])
         return y, errors
 
     def __del__(self) -> None:

@@ -1,0 +1,191 @@
+"""StreamBatch: many streams of one model pushed together, against the same streams pushed one by one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lstm_edge.runtime import BatchPushError, InputError, NonFiniteResultError, StreamingModel
+from lstm_edge.runtime.batch import StepBatchEngine
+
+import zoo
+from conftest import NATIVE_MODELS
+
+
+
+def kws_dir():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent.parent / "models" / "kws" / "export"
+
+
+def chunk_for(name: str, frames: int, seed: int) -> np.ndarray:
+    """One chunk [frames, ...] of a zoo model's input (token ids or features)."""
+    return zoo.random_input(name, frames, seed=seed)[0].numpy()
+
+
+def run_both(model: StreamingModel, pushes: list[list[np.ndarray]]) -> None:
+    """Push the same chunks through a batch and through separate streams; outputs and states bitwise equal."""
+    n = len(pushes[0])
+    batch = model.create_batch(n)
+    streams = [model.create_stream() for _ in range(n)]
+    for chunks in pushes:
+        got = batch.push(chunks)
+        for slot, chunk in enumerate(chunks):
+            np.testing.assert_array_equal(got[slot], streams[slot].push(chunk))
+    for slot, stream in enumerate(streams):
+        assert batch.frames(slot) == stream.frames
+        for name, value in stream.state.items():
+            np.testing.assert_array_equal(batch.state(slot)[name], value)
+
+
+# ---------------------------------------------------------------------------------------------- native backend
+@pytest.mark.parametrize("precision", ["float", "int8"])
+@pytest.mark.parametrize("name", NATIVE_MODELS)
+def test_native_batch_is_bitwise_separate_streams(exported, name, precision):
+    """Every layer kind the C library has (LSTM, projected LSTM, GRU, convolutions, embeddings): same bits as
+    separate streams (the spec asks float within 1e-6 and int8 identical; the C batch gives identical for both).
+    Chunk lengths 1, 3 and 37 (longer than the batch's 16-frame pieces), five streams."""
+    _, model_dir = exported(name)
+    model = StreamingModel.load(model_dir, backend="native", precision=precision)
+    assert model.create_batch(1).engine.name == "native C batch"
+    pushes = [[chunk_for(name, frames, seed=10 * step + slot) for slot in range(5)]
+              for step, frames in enumerate([1, 3, 37, 1])]
+    run_both(model, pushes)
+
+
+@pytest.mark.parametrize("precision", ["float", "int8"])
+def test_shipped_keyword_spotter_batch_at_many_streams(precision):
+    """The shipped keyword spotter with 70 streams (more than the C batch's first capacities: it grows), pushed
+    as one [streams, T, 40] array."""
+    model = StreamingModel.load(kws_dir(), backend="native", precision=precision)
+    rng = np.random.default_rng(1)
+    pushes = [list(rng.standard_normal((70, frames, 40)).astype(np.float32)) for frames in (1, 10)]
+    run_both(model, pushes)
+    batch = model.create_batch(3)
+    stacked = rng.standard_normal((3, 4, 40)).astype(np.float32)
+    separate = [model.create_stream().push(chunk) for chunk in stacked]
+    for got, expected in zip(batch.push(stacked), separate):
+        np.testing.assert_array_equal(got, expected)
+
+
+# ------------------------------------------------------------------------------------------------ slot table
+def test_join_leave_reset_and_state_per_slot():
+    model = StreamingModel.load(kws_dir(), backend="native", precision="int8")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 5, 40)).astype(np.float32)
+    batch = model.create_batch(4)
+    assert batch.active == (0, 1, 2, 3) and len(batch) == 4
+    batch.push(x)
+    kept = {slot: batch.state(slot) for slot in batch.active}
+    batch.leave(1)
+    assert batch.active == (0, 2, 3)
+    with pytest.raises(InputError, match=r"slot: expected one of the active slots \[0, 2, 3\], got 1"):
+        batch.state(1)
+    after = batch.push(x[[0, 2, 3]])  # the others carried on from their own state
+    for got, slot in zip(after, (0, 2, 3)):
+        np.testing.assert_array_equal(got, model.step(x[slot], kept[slot])[0])
+    assert batch.join() == 1  # the freed slot, fresh
+    np.testing.assert_array_equal(batch.push(x)[1], model.create_stream().push(x[1]))
+    batch.reset(2)
+    assert batch.frames(2) == 0
+    np.testing.assert_array_equal(batch.push({2: x[2]})[2], model.create_stream().push(x[2]))
+    # a mapping pushes some slots only; the others do not move
+    before = batch.state(0)
+    batch.push({3: x[3]})
+    for name, value in before.items():
+        np.testing.assert_array_equal(batch.state(0)[name], value)
+    # set_state resumes a slot from any State (here a separate stream's); join(state=...) too
+    stream = model.create_stream()
+    stream.push(x[0])
+    batch.set_state(3, stream.state)
+    slot = batch.join(state=stream.state)
+    assert slot == 4 and batch.active == (0, 1, 2, 3, 4)
+    got = batch.push({3: x[1], 4: x[1]})
+    expected = stream.push(x[1])
+    np.testing.assert_array_equal(got[3], expected)
+    np.testing.assert_array_equal(got[4], expected)
+    with pytest.raises(InputError, match="state names"):
+        batch.set_state(0, {"lstm_h": before["lstm_h"]})
+    with pytest.raises(InputError, match="streams in a batch"):
+        model.create_batch(-1)
+
+
+# ------------------------------------------------------------------------------------------ bad input per slot
+@pytest.mark.parametrize("backend", ["native", "onnx"])
+def test_bad_chunk_fails_only_its_slot(backend):
+    model = StreamingModel.load(kws_dir(), backend=backend, precision="float")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 4, 40)).astype(np.float32)
+    batch = model.create_batch(5)
+    batch.push(x)
+    before = {slot: batch.state(slot) for slot in batch.active}
+    nan = x[1].copy()
+    nan[2, 7] = np.nan
+    chunks = [x[0], nan, x[2][:, :30], x[3][:3], x[4].astype(np.int32)]
+    with pytest.raises(BatchPushError) as caught:
+        batch.push(chunks)
+    error = caught.value
+    assert sorted(error.errors) == [1, 2, 3, 4] and sorted(error.outputs) == [0]
+    assert "NaN/inf" in str(error.errors[1])
+    assert "chunk shape (axis 1): expected [T, 40], got (4, 30)" in str(error.errors[2])
+    assert "chunk length: expected 4 frames" in str(error.errors[3])
+    assert "chunk dtype: expected float32 features, got int32" in str(error.errors[4])
+    assert isinstance(error, InputError)
+    np.testing.assert_array_equal(error.outputs[0], model.step(x[0], before[0])[0])
+    for slot in (1, 2, 3, 4):  # refused: state as before, frame count too
+        assert batch.frames(slot) == 4
+        for name, value in before[slot].items():
+            np.testing.assert_array_equal(batch.state(slot)[name], value)
+    # a NaN in the fast path (one float32 array for all slots) is refused per slot by the engine as well
+    stacked = x.copy()
+    stacked[3, 0, 0] = np.inf
+    with pytest.raises(BatchPushError) as caught:
+        batch.push(stacked)
+    assert sorted(caught.value.errors) == [3] and len(caught.value.outputs) == 4
+    with pytest.raises(InputError, match=r"chunks in a batch push: expected one per active slot \(5\), got 2"):
+        batch.push([x[0], x[1]])
+
+
+def test_overflow_in_one_slot_keeps_its_state_and_runs_the_others(tmp_path):
+    import torch
+
+    from lstm_edge.export import export
+
+    from test_native import SkipLSTM
+
+    torch.manual_seed(0)
+    module = SkipLSTM().eval()
+    with torch.no_grad():
+        module.skip.weight.fill_(1.0)  # six inputs of 3e38 sum past float32's largest value
+    model_dir = export(module, torch.randn(1, 10, 6), tmp_path / "skip", formats=("c",))
+    model = StreamingModel.load(model_dir, backend="native")
+    x = np.random.default_rng(4).standard_normal((3, 10, 6)).astype(np.float32)
+    batch = model.create_batch(3)
+    batch.push(x)
+    before = batch.state(1)
+    chunks = x.copy()
+    chunks[1] = 3e38
+    with pytest.raises(BatchPushError) as caught:
+        batch.push(chunks)
+    assert list(caught.value.errors) == [1] and isinstance(caught.value.errors[1], NonFiniteResultError)
+    for name, value in before.items():
+        np.testing.assert_array_equal(batch.state(1)[name], value)
+    stream = model.create_stream()
+    stream.push(x[0])
+    np.testing.assert_array_equal(caught.value.outputs[0], stream.push(x[0]))
+
+
+# ------------------------------------------------------------------------------------- ONNX and LiteRT backends
+@pytest.mark.parametrize("backend, precision", [("onnx", "float"), ("litert", "float"), ("onnx", "int8"),
+                                                ("litert", "int8")])
+def test_other_backends_batch_equals_separate_streams(backend, precision):
+    model = StreamingModel.load(kws_dir(), backend=backend, precision=precision)
+    batch = model.create_batch(3)
+    assert isinstance(batch.engine, StepBatchEngine)  # their graphs have batch 1: the slots run one by one
+    rng = np.random.default_rng(5)
+    streams = [model.create_stream() for _ in range(3)]
+    for frames in (1, 10, 3):
+        x = rng.standard_normal((3, frames, 40)).astype(np.float32)
+        for got, stream, chunk in zip(batch.push(x), streams, x):
+            assert np.abs(got - stream.push(chunk)).max() <= 1e-6
