@@ -34,7 +34,7 @@ from lstm_edge.runtime.state import State
 if TYPE_CHECKING:
     from lstm_edge.runtime.model import StreamingModel
 
-__all__ = ["StreamBatch", "BatchPushError", "BatchEngine", "StepBatchEngine"]
+__all__ = ["StreamBatch", "BatchPushError", "BatchEngine", "StepBatchEngine", "push_by_length"]
 
 
 class BatchPushError(InputError):
@@ -300,3 +300,21 @@ class _Exclusive:
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()
+
+
+def push_by_length(batch: StreamBatch, chunks: Mapping[int, np.ndarray]
+                   ) -> tuple[dict[int, np.ndarray], dict[int, LstmEdgeError]]:
+    """Push ``{slot: chunk}`` whose chunks may differ in length: one batch push per length (audio applications whose
+    streams deliver different amounts). Returns the outputs and the errors, by slot."""
+    groups: dict[int, dict[int, np.ndarray]] = {}
+    for slot, chunk in chunks.items():
+        groups.setdefault(len(chunk), {})[slot] = chunk
+    outputs: dict[int, np.ndarray] = {}
+    errors: dict[int, LstmEdgeError] = {}
+    for group in groups.values():
+        try:
+            outputs.update(batch.push(group))  # type: ignore[arg-type]
+        except BatchPushError as error:
+            outputs.update(error.outputs)
+            errors.update(error.errors)
+    return outputs, errors
