@@ -15,8 +15,11 @@ A chunk that is refused (wrong shape or dtype, NaN/inf, a result that overflows)
 slot keeps its state, the others run as usual, and ``push`` then raises ``BatchPushError`` holding the outputs of
 the slots that ran and the error of each that did not.
 
-Backends without a batched engine (ONNX and LiteRT: their exported graphs have batch 1) run the slots one by one
-through ``model.step``; ``engine.name`` says which is running.
+On ONNX, a float file whose manifest entry says ``"batch": "any"`` runs all slots in one call along the graph's
+batch axis (``GraphBatchEngine``). Files without one (the int8 ONNX file, whose activations are quantized per
+tensor, so streams would change each other's results; LiteRT files, whose signatures have batch 1; manifests
+written before batch axes existed) run the slots one by one through ``model.step`` (``StepBatchEngine``).
+``engine.name`` says which is running.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from lstm_edge.runtime.state import State
 if TYPE_CHECKING:
     from lstm_edge.runtime.model import StreamingModel
 
-__all__ = ["StreamBatch", "BatchPushError", "BatchEngine", "StepBatchEngine", "push_by_length"]
+__all__ = ["StreamBatch", "BatchPushError", "BatchEngine", "StepBatchEngine", "GraphBatchEngine", "push_by_length"]
 
 
 class BatchPushError(InputError):
@@ -107,6 +110,91 @@ class StepBatchEngine:
                 errors[position] = error
                 outputs.append(None)
                 continue
+            outputs.append(y)
+        shape = next((y.shape for y in outputs if y is not None), None)
+        if shape is None:
+            return np.empty((len(slots), 0), np.float32), errors
+        filler = np.zeros(shape, np.float32)
+        return np.stack([filler if y is None else y for y in outputs]), errors
+
+
+class GraphBatchEngine:
+    """All slots in one call of a graph with a batch axis (the manifest file's ``"batch": "any"``; ONNX float): the
+    slots' states are joined along each state's ``batch_axis``, and kept joined while the same slots are pushed
+    again. A call that fails (a NaN in one slot's chunk, an overflow) is run again slot by slot through
+    ``model.step``, so only the slots at fault are refused."""
+
+    name = "one call for all slots (the graph's batch axis)"
+
+    def __init__(self, model: StreamingModel, run: object, axes: Sequence[int]) -> None:
+        self._model = model
+        self._run = run
+        self._axes = tuple(axes)
+        self._names = model.state_names
+        self._states: dict[int, tuple[np.ndarray, ...]] = {}
+        self._joint: tuple[tuple[int, ...], list[np.ndarray]] | None = None  # slots pushed last, their states
+
+    def _settle(self) -> None:
+        """Split the joint state back into the slots' own."""
+        if self._joint is not None:
+            slots, values = self._joint
+            for k, slot in enumerate(slots):
+                if slot in self._states:
+                    self._states[slot] = tuple(np.take(v, [k], axis=a) for v, a in zip(values, self._axes))
+            self._joint = None
+
+    def open_slot(self, slot: int) -> None:
+        self._settle()
+        self._states[slot] = self._model.initial_state().ordered
+
+    def close_slot(self, slot: int) -> None:
+        self._settle()
+        del self._states[slot]
+
+    def reset(self, slot: int) -> None:
+        self._settle()
+        self._states[slot] = self._model.initial_state().ordered
+
+    def get_state(self, slot: int) -> Sequence[np.ndarray]:
+        self._settle()
+        return [value.copy() for value in self._states[slot]]
+
+    def set_state(self, slot: int, values: Sequence[np.ndarray]) -> None:
+        self._settle()
+        self._states[slot] = tuple(values)
+
+    def push(self, slots: Sequence[int], x: np.ndarray) -> tuple[np.ndarray, dict[int, LstmEdgeError]]:
+        slots = tuple(slots)
+        if self._joint is not None and self._joint[0] == slots:
+            values = self._joint[1]
+        else:
+            self._settle()
+            values = [np.concatenate([self._states[slot][i] for slot in slots], axis=axis)
+                      for i, axis in enumerate(self._axes)]
+        try:
+            y, new_values = self._run(x, values)  # type: ignore[operator]
+            if self._model._scan_result:
+                from lstm_edge.runtime.values import require_finite_result
+
+                require_finite_result(y, new_values, self._names)
+        except LstmEdgeError:
+            return self._one_by_one(slots, x)
+        self._joint = (slots, list(new_values))
+        return y, {}
+
+    def _one_by_one(self, slots: tuple[int, ...], x: np.ndarray) -> tuple[np.ndarray, dict[int, LstmEdgeError]]:
+        self._settle()
+        step = self._model.step
+        outputs: list[np.ndarray | None] = []
+        errors: dict[int, LstmEdgeError] = {}
+        for position, slot in enumerate(slots):
+            try:
+                y, state = step(x[position], State(self._names, self._states[slot], self._model))
+            except LstmEdgeError as error:
+                errors[position] = error
+                outputs.append(None)
+                continue
+            self._states[slot] = state.ordered
             outputs.append(y)
         shape = next((y.shape for y in outputs if y is not None), None)
         if shape is None:

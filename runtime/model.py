@@ -137,10 +137,12 @@ class StreamingModel:
 
     def open_batch_engine(self) -> BatchEngine:
         """The engine of one new ``StreamBatch``: the backend's own when it batches (the native backend: one C call
-        for all slots), else a ``StepBatchEngine`` running the slots one by one through ``step``."""
+        for all slots; ONNX with a batch axis: one graph call), else a ``StepBatchEngine`` running the slots one by
+        one through ``step``."""
         opener = getattr(self._backend, "open_batch", None)
-        if opener is not None:
-            return opener(self)
+        engine = opener(self) if opener is not None else None
+        if engine is not None:
+            return engine
         from lstm_edge.runtime.batch import StepBatchEngine
 
         return StepBatchEngine(self)
