@@ -29,7 +29,7 @@ TOLERANCE = 1e-6
 def state_batch_axis(spec: StateSpec) -> int | None:
     """Where a state keeps its stream: recurrent layers' h/c are (layers x batch x size), axis 1; a convolution's
     context has the batch first. None when no axis of size 1 is where it should be."""
-    axis = 1 if "batch" in spec.source and len(spec.shape) >= 3 else 0
+    axis = 1 if "layers x batch" in spec.source and len(spec.shape) >= 3 else 0
     return axis if spec.shape[axis] == 1 else None
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lstm_edge.runtime import BatchPushError, InputError, NonFiniteResultError, StreamingModel
-from lstm_edge.runtime.batch import StepBatchEngine
+from lstm_edge.runtime.batch import GraphBatchEngine, StepBatchEngine
 
 import zoo
 from conftest import NATIVE_MODELS
@@ -180,12 +180,77 @@ def test_overflow_in_one_slot_keeps_its_state_and_runs_the_others(tmp_path):
 @pytest.mark.parametrize("backend, precision", [("onnx", "float"), ("litert", "float"), ("onnx", "int8"),
                                                 ("litert", "int8")])
 def test_other_backends_batch_equals_separate_streams(backend, precision):
+    """The shipped float ONNX file has a batch axis: one call for all slots. The int8 ONNX file (activations
+    quantized per tensor) and the LiteRT files (batch-1 signatures) run the slots one by one."""
     model = StreamingModel.load(kws_dir(), backend=backend, precision=precision)
     batch = model.create_batch(3)
-    assert isinstance(batch.engine, StepBatchEngine)  # their graphs have batch 1: the slots run one by one
+    batched = (backend, precision) == ("onnx", "float")
+    assert isinstance(batch.engine, GraphBatchEngine if batched else StepBatchEngine)
+    fmt = "onnx" if backend == "onnx" else "tflite"
+    assert (model.manifest.file(fmt, precision).batch == "any") == batched
     rng = np.random.default_rng(5)
     streams = [model.create_stream() for _ in range(3)]
     for frames in (1, 10, 3):
         x = rng.standard_normal((3, frames, 40)).astype(np.float32)
         for got, stream, chunk in zip(batch.push(x), streams, x):
             assert np.abs(got - stream.push(chunk)).max() <= 1e-6
+    batch.leave(1)  # the joint state is split back into the slots, the others carry on
+    x = rng.standard_normal((2, 4, 40)).astype(np.float32)
+    for got, stream, chunk in zip(batch.push(x), [streams[0], streams[2]], x):
+        assert np.abs(got - stream.push(chunk)).max() <= 1e-6
+    for slot, stream in ((0, streams[0]), (2, streams[2])):
+        for name, value in stream.state.items():
+            assert np.abs(batch.state(slot)[name] - value).max() <= 1e-6
+
+
+@pytest.mark.parametrize("name, batched", [("feature_lstm", True), ("gru", True), ("projected", True),
+                                           ("dilated_tcn", True), ("tokens_time_major", True),
+                                           ("causal_crnn", False)])
+def test_exported_onnx_batch_axis_equals_separate_streams(exported, name, batched):
+    """Export declares the float ONNX graph's batch axis (recurrent states on axis 1, a convolution's context on
+    axis 0) only after checking each stream computes alone; batched pushes then match separate streams. The
+    Conv2d model's graph reshapes with batch 1 inside: no axis is declared and its slots run one by one."""
+    _, model_dir = exported(name)
+    model = StreamingModel.load(model_dir, backend="onnx", precision="float")
+    entry = model.manifest.file("onnx", "float")
+    assert (entry.batch == "any") == batched
+    assert all((s.batch_axis is not None) == batched for s in model.manifest.states)
+    batch = model.create_batch(4)
+    assert isinstance(batch.engine, GraphBatchEngine if batched else StepBatchEngine)
+    streams = [model.create_stream() for _ in range(4)]
+    for step, frames in enumerate((1, 7, 2)):
+        chunks = [chunk_for(name, frames, seed=10 * step + slot) for slot in range(4)]
+        for got, stream, chunk in zip(batch.push(chunks), streams, chunks):
+            assert np.abs(got - stream.push(chunk)).max() <= 1e-6
+    for slot, stream in enumerate(streams):
+        for state_name, value in stream.state.items():
+            assert np.abs(batch.state(slot)[state_name] - value).max() <= 1e-6
+
+
+def test_manifest_without_batch_axis_loads_and_runs_one_by_one(tmp_path):
+    """A manifest written before batch axes existed (no files[].batch, no states[].batch_axis) loads as before; a
+    malformed batch_axis is refused by name."""
+    import json
+    import shutil
+
+    from lstm_edge.runtime import ManifestError
+
+    folder = tmp_path / "kws"
+    shutil.copytree(kws_dir(), folder)
+    raw = json.loads((folder / "manifest.json").read_text())
+    for state in raw["states"]:
+        del state["batch_axis"]
+    for record in raw["files"]:
+        record.pop("batch", None)
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    model = StreamingModel.load(folder, backend="onnx", precision="float")
+    batch = model.create_batch(2)
+    assert isinstance(batch.engine, StepBatchEngine)
+    x = np.random.default_rng(6).standard_normal((2, 3, 40)).astype(np.float32)
+    for got, chunk in zip(batch.push(x), x):
+        np.testing.assert_array_equal(got, model.create_stream().push(chunk))
+    raw["states"][0]["batch_axis"] = 2
+    (folder / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"states\[0\].batch_axis: expected an axis of \[2, 1, 128\] whose "
+                                            "size is 1, got 2"):
+        StreamingModel.load(folder, backend="onnx")
