@@ -12,7 +12,6 @@ import zoo
 from conftest import NATIVE_MODELS
 
 
-
 def kws_dir():
     from pathlib import Path
 
@@ -149,10 +148,9 @@ def test_bad_chunk_fails_only_its_slot(backend):
 
 def test_overflow_in_one_slot_keeps_its_state_and_runs_the_others(tmp_path):
     import torch
+    from test_native import SkipLSTM
 
     from lstm_edge.export import export
-
-    from test_native import SkipLSTM
 
     torch.manual_seed(0)
     module = SkipLSTM().eval()
@@ -254,3 +252,102 @@ def test_manifest_without_batch_axis_loads_and_runs_one_by_one(tmp_path):
     with pytest.raises(ManifestError, match=r"states\[0\].batch_axis: expected an axis of \[2, 1, 128\] whose "
                                             "size is 1, got 2"):
         StreamingModel.load(folder, backend="onnx")
+
+
+# ------------------------------------------------------------------------------------------ applications, CLI
+def demo_audio() -> np.ndarray:
+    from lstm_edge.runtime.audio import load_mono
+
+    audio, _ = load_mono(kws_dir().parent / "demo.wav", 16000)
+    return audio
+
+
+def test_keyword_batch_detects_as_separate_streams():
+    """Three microphones through one KeywordBatch, chunks of 100 ms; the shorter stream leaves when it ends: the
+    detections are exactly those of each recording alone."""
+    from lstm_edge.runtime.kws import KeywordSpotter
+
+    spotter = KeywordSpotter(StreamingModel.load(kws_dir(), backend="native", precision="int8"))
+    audio = demo_audio()
+    recordings = [audio, np.concatenate([np.zeros(8000, np.float32), audio]), audio[: len(audio) // 2]]
+    expected = [spotter.detect(pcm) for pcm in recordings]
+    assert all(expected[:2]) and expected[0] != expected[1]
+    batch = spotter.create_batch(3)
+    got: list[list] = [[], [], []]
+    step = 1600
+    for start in range(0, max(map(len, recordings)), step):
+        chunks = {}
+        for slot, pcm in enumerate(recordings):
+            if start < len(pcm):
+                chunks[slot] = pcm[start:start + step]
+            elif slot in batch.active:
+                got[slot].extend(batch.leave(slot))
+        for slot, detections in batch.push(chunks).items():
+            got[slot].extend(detections)
+    for slot, detections in batch.flush().items():
+        got[slot].extend(detections)
+    assert got == expected
+
+
+def _listen(*args: str, stdin: bytes | None = None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "lstm_edge.cli", "listen", str(kws_dir()), *args, "--backend",
+                           "native", "--json"], input=stdin, capture_output=True, timeout=300)
+
+
+def _by_stream(stdout: bytes) -> dict[str, list[dict]]:
+    import json
+
+    out: dict[str, list[dict]] = {}
+    for line in stdout.decode().splitlines():
+        record = json.loads(line)
+        out.setdefault(record.pop("stream"), []).append(record)
+    return out
+
+
+def test_listen_several_files_and_channels(tmp_path):
+    """`listen` with two files, with a 2-channel WAV (--streams 2) and with interleaved raw PCM on stdin
+    (--streams 2): each stream's lines are what `listen` prints for that audio alone."""
+    import json
+
+    from lstm_edge.runtime.audio import write_wav
+
+    audio = demo_audio()
+    first = np.round(np.clip(audio, -1, 32767 / 32768) * 32768).astype(np.int16)
+    second = np.concatenate([np.zeros(8000, np.int16), first])[: len(first)]
+    write_wav(tmp_path / "a.wav", first, 16000)
+    write_wav(tmp_path / "b.wav", second, 16000)
+    alone = []
+    for name in ("a.wav", "b.wav"):
+        result = _listen(str(tmp_path / name))
+        assert result.returncode == 0, result.stderr.decode()
+        alone.append([json.loads(line) for line in result.stdout.decode().splitlines()])
+    assert alone[0] and alone[0] != alone[1]
+
+    files = _listen(str(tmp_path / "a.wav"), str(tmp_path / "b.wav"))
+    assert files.returncode == 0, files.stderr.decode()
+    assert _by_stream(files.stdout) == {str(tmp_path / "a.wav"): alone[0], str(tmp_path / "b.wav"): alone[1]}
+    assert b"in 2 streams" in files.stderr
+
+    interleaved = np.stack([first, second], axis=1).astype("<i2")
+    import wave
+
+    with wave.open(str(tmp_path / "stereo.wav"), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(interleaved.tobytes())
+    expected = {"channel 0": alone[0], "channel 1": alone[1]}
+    channels = _listen(str(tmp_path / "stereo.wav"), "--streams", "2")
+    assert channels.returncode == 0, channels.stderr.decode()
+    assert _by_stream(channels.stdout) == expected
+    piped = _listen("-", "--streams", "2", stdin=interleaved.tobytes())
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert _by_stream(piped.stdout) == expected
+
+    wrong = _listen(str(tmp_path / "stereo.wav"), "--streams", "3")
+    assert wrong.returncode != 0 and b"channels: expected 3 (--streams), got 2" in wrong.stderr
+    odd = _listen("-", "--streams", "2", stdin=interleaved.tobytes()[:-2])
+    assert odd.returncode != 0 and b"whole frames of 2 interleaved 16-bit samples" in odd.stderr

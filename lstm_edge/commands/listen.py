@@ -16,7 +16,7 @@ import numpy as np
 
 from lstm_edge.commands import add_engine_options, stdin_bytes
 from lstm_edge.runtime.audio import iter_channels, iter_microphone, iter_mono, iter_pcm_s16le, wav_info
-from lstm_edge.runtime.errors import InputError
+from lstm_edge.runtime.errors import InputError, expected_got
 from lstm_edge.runtime.kws import CHUNK_SECONDS, Detection, DetectorConfig, KeywordSpotter
 from lstm_edge.runtime.model import StreamingModel
 
@@ -181,8 +181,9 @@ def register(sub) -> None:
                                    "resampled and multi-channel audio is downmixed, with a note on stderr. '-' reads "
                                    "raw mono 16 kHz signed 16-bit little-endian PCM from stdin (arecord -t raw -f "
                                    "S16_LE -r 16000 -c 1 | lstm-edge listen MODEL -); --mic reads the default "
-                                   "microphone (the mic extra: pip install 'lstm-edge[mic]'). Several WAV files, or --streams N, "
-                                   "run several streams through one model batch and name each line's stream.")
+                                   "microphone (the mic extra: pip install 'lstm-edge[mic]'). Several WAV files, "
+                                   "or --streams N, run several streams through one model batch and name each "
+                                   "line's stream.")
     p.add_argument("model_dir")
     p.add_argument("inputs", nargs="*", metavar="wav",
                    help="WAV file, or - for raw 16 kHz s16le PCM on stdin; several files: one stream each")

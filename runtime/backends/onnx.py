@@ -1,9 +1,9 @@
 """ONNX backend on onnxruntime: one session per model, shared by every stream (``session.run`` is thread-safe).
 
 Graphs have a dynamic time axis, so one call covers any ``T``; a float graph whose manifest entry says
-``"batch": "any"`` also takes many streams in one call (``StreamBatch``, see ``runtime.batch``). Graphs with a check output (the manifest file
-entry's ``checks``, see ``runtime.values.GraphCheck``) report NaN/inf in the chunk, the output and the new state
-in the same call, so the runtime does not scan them in Python.
+``"batch": "any"`` also takes many streams in one call (``StreamBatch``, see ``runtime.batch``). Graphs with a
+check output (the manifest file entry's ``checks``, see ``runtime.values.GraphCheck``) report NaN/inf in the chunk,
+the output and the new state in the same call, so the runtime does not scan them in Python.
 """
 
 from __future__ import annotations
