@@ -37,7 +37,8 @@ from lstm_edge.runtime.state import State
 if TYPE_CHECKING:
     from lstm_edge.runtime.model import StreamingModel
 
-__all__ = ["StreamBatch", "BatchPushError", "BatchEngine", "StepBatchEngine", "GraphBatchEngine", "push_by_length"]
+__all__ = ["StreamBatch", "BatchPushError", "BatchEngine", "StepBatchEngine", "GraphBatchEngine", "SlotStream",
+           "push_by_length"]
 
 
 class BatchPushError(InputError):
@@ -406,3 +407,39 @@ def push_by_length(batch: StreamBatch, chunks: Mapping[int, np.ndarray]
             outputs.update(error.outputs)
             errors.update(error.errors)
     return outputs, errors
+
+
+class SlotStream:
+    """One slot of a batch seen as a ``Stream`` (``push``, ``reset``, ``state``, ``frames``), for an application
+    that drives a stream's pushes itself (a recognizer reruns part of a chunk after an endpoint). A push runs this
+    slot alone, unless its chunk is the one the batch already ran for it (``prefetched``): then its output comes
+    back without running again."""
+
+    def __init__(self, batch: StreamBatch, slot: int) -> None:
+        self.batch, self.slot = batch, slot
+        self._ready: tuple[np.ndarray, np.ndarray] | None = None
+
+    def prefetched(self, x: np.ndarray, y: np.ndarray) -> None:
+        """The batch ran chunk ``x`` in this slot and gave ``y``: the next ``push(x)`` (the same array) returns it."""
+        self._ready = (x, y)
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        ready, self._ready = self._ready, None
+        if ready is not None and ready[0] is x:
+            return ready[1]
+        try:
+            return self.batch.push({self.slot: x})[self.slot]  # type: ignore[call-overload]
+        except BatchPushError as error:
+            raise error.errors[self.slot] from None
+
+    def reset(self) -> None:
+        self._ready = None
+        self.batch.reset(self.slot)
+
+    @property
+    def state(self) -> State:
+        return self.batch.state(self.slot)
+
+    @property
+    def frames(self) -> int:
+        return self.batch.frames(self.slot)

@@ -351,3 +351,26 @@ def test_listen_several_files_and_channels(tmp_path):
     assert wrong.returncode != 0 and b"channels: expected 3 (--streams), got 2" in wrong.stderr
     odd = _listen("-", "--streams", "2", stdin=interleaved.tobytes()[:-2])
     assert odd.returncode != 0 and b"whole frames of 2 interleaved 16-bit samples" in odd.stderr
+
+
+def test_recognizer_batch_gives_the_results_of_separate_streams():
+    """Two lines through one RecognizerBatch (endpoints inside chunks rerun the rest of that stream alone): partial
+    and final results equal each recording transcribed alone."""
+    from lstm_edge.runtime.asr import SpeechRecognizer
+    from lstm_edge.runtime.audio import load_mono
+
+    asr_dir = kws_dir().parent.parent / "asr"
+    recognizer = SpeechRecognizer(StreamingModel.load(asr_dir / "export", backend="native", precision="int8"))
+    demo, _ = load_mono(asr_dir / "demo.wav", 16000)
+    recordings = [demo, np.concatenate([np.zeros(4000, np.float32), demo, np.zeros(16000, np.float32), demo])]
+    expected = [recognizer.transcribe(pcm, partial=True) for pcm in recordings]
+    assert sum(r.final for r in expected[1]) > sum(r.final for r in expected[0]) > 1
+    batch = recognizer.create_batch(2)
+    got: list[list] = [[], []]
+    for start in range(0, len(recordings[1]), 1600):
+        chunks = {slot: pcm[start:start + 1600] for slot, pcm in enumerate(recordings) if start < len(pcm)}
+        for slot, results in batch.push(chunks).items():
+            got[slot].extend(results)
+    for slot, results in batch.flush().items():
+        got[slot].extend(results)
+    assert got == expected
