@@ -401,12 +401,13 @@ class RecognizerBatch:
                 raise InputError(expected_got("audio chunks", f"one per active slot ({len(self.batch.active)})",
                                               len(pcm)))
             chunks = dict(zip(self.batch.active, pcm))
-        errors: dict[int, LstmEdgeError] = {}
-        inputs: dict[int, np.ndarray] = {}
-        for slot, samples in chunks.items():
+        for slot in chunks:  # all checked before any stream moves
             if slot not in self._streams:
                 raise InputError(expected_got("slot", f"one of the active slots {list(self.batch.active)}",
                                               repr(slot)))
+        errors: dict[int, LstmEdgeError] = {}
+        inputs: dict[int, np.ndarray] = {}
+        for slot, samples in chunks.items():
             try:
                 stacked = self._streams[slot]._model_input(samples)
             except LstmEdgeError as error:

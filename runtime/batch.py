@@ -305,6 +305,8 @@ class StreamBatch:
             else:
                 slots = self._active
                 x, errors, ran = self._checked(chunks, slots)
+            if not slots:
+                return {} if keyed else []
             if not ran:
                 raise BatchPushError(errors, {})
             y, failed = self.engine.push(ran, x)

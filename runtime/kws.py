@@ -303,12 +303,13 @@ class KeywordBatch:
                 raise InputError(expected_got("audio chunks", f"one per active slot ({len(self.batch.active)})",
                                               len(pcm)))
             chunks = dict(zip(self.batch.active, pcm))
-        errors: dict[int, LstmEdgeError] = {}
-        features: dict[int, np.ndarray] = {}
-        for slot, samples in chunks.items():
+        for slot in chunks:  # all checked before any stream moves
             if slot not in self._detectors:
                 raise InputError(expected_got("slot", f"one of the active slots {list(self.batch.active)}",
                                               repr(slot)))
+        errors: dict[int, LstmEdgeError] = {}
+        features: dict[int, np.ndarray] = {}
+        for slot, samples in chunks.items():
             try:
                 frames = self._detectors[slot].features.push(samples)
             except LstmEdgeError as error:

@@ -374,3 +374,15 @@ def test_recognizer_batch_gives_the_results_of_separate_streams():
     for slot, results in batch.flush().items():
         got[slot].extend(results)
     assert got == expected
+
+
+def test_empty_pushes_and_unknown_slots_change_nothing():
+    from lstm_edge.runtime.kws import KeywordSpotter
+
+    model = StreamingModel.load(kws_dir(), backend="native", precision="int8")
+    assert model.create_batch(0).push([]) == [] and model.create_batch(2).push({}) == {}
+    batch = KeywordSpotter(model).create_batch(2)
+    pcm = demo_audio()[:1600]
+    with pytest.raises(InputError, match=r"slot: expected one of the active slots \[0, 1\], got 7"):
+        batch.push({0: pcm, 7: pcm})
+    assert batch._detectors[0].features.frames_emitted == 0  # slot 0 was not fed either
