@@ -394,8 +394,8 @@ class RecognizerBatch:
         from lstm_edge.runtime.batch import BatchPushError, push_by_length
 
         keyed = isinstance(pcm, Mapping)
-        if keyed:
-            chunks = dict(pcm)  # type: ignore[arg-type]
+        if isinstance(pcm, Mapping):
+            chunks = dict(pcm)
         else:
             if len(pcm) != len(self.batch.active):
                 raise InputError(expected_got("audio chunks", f"one per active slot ({len(self.batch.active)})",

@@ -298,10 +298,10 @@ class StreamBatch:
         try:
             keyed = isinstance(chunks, Mapping)
             if keyed:
-                slots = tuple(chunks)  # type: ignore[arg-type]
+                slots = tuple(chunks)
                 for slot in slots:
                     self._check_slot(slot)
-                x, errors, ran = self._checked([chunks[slot] for slot in slots], slots)  # type: ignore[index]
+                x, errors, ran = self._checked([chunks[slot] for slot in slots], slots)
             else:
                 slots = self._active
                 x, errors, ran = self._checked(chunks, slots)
@@ -430,7 +430,7 @@ class SlotStream:
         if ready is not None and ready[0] is x:
             return ready[1]
         try:
-            return self.batch.push({self.slot: x})[self.slot]  # type: ignore[call-overload]
+            return self.batch.push({self.slot: x})[self.slot]
         except BatchPushError as error:
             raise error.errors[self.slot] from None
 

@@ -296,8 +296,8 @@ class KeywordBatch:
         from lstm_edge.runtime.batch import BatchPushError, push_by_length
 
         keyed = isinstance(pcm, Mapping)
-        if keyed:
-            chunks = dict(pcm)  # type: ignore[arg-type]
+        if isinstance(pcm, Mapping):
+            chunks = dict(pcm)
         else:
             if len(pcm) != len(self.batch.active):
                 raise InputError(expected_got("audio chunks", f"one per active slot ({len(self.batch.active)})",
@@ -319,7 +319,7 @@ class KeywordBatch:
                 features[slot] = frames
         outputs, failed = push_by_length(self.batch, features)
         errors.update(failed)
-        detections = {slot: [] for slot in chunks if slot not in errors}
+        detections: dict[int, list[Detection]] = {slot: [] for slot in chunks if slot not in errors}
         for slot, logits in outputs.items():
             detections[slot] = self._detectors[slot]._consume(softmax(logits.astype(np.float64)))
         if errors:

@@ -150,9 +150,9 @@ class StateSpec:
         return np.asarray(self.init, dtype=self.dtype).reshape(self.shape)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"name": self.name, "input": self.input, "output": self.output, "dtype": self.dtype,
-               "shape": list(self.shape), "init": self.init if self.init == "zeros" else list(self.init),
-               "source": self.source}
+        out: dict[str, Any] = {"name": self.name, "input": self.input, "output": self.output, "dtype": self.dtype,
+                               "shape": list(self.shape),
+                               "init": self.init if self.init == "zeros" else list(self.init), "source": self.source}
         if self.batch_axis is not None:
             out["batch_axis"] = self.batch_axis
         return out

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from typing import cast
 
 import numpy as np
 
@@ -126,7 +127,8 @@ def _listen_many(spotter: KeywordSpotter, sources: dict[str, Iterator[np.ndarray
                 else:
                     chunks[slot] = piece
             if chunks:
-                for slot, detections in batch.push(chunks).items():
+                pushed = cast(dict[int, list[Detection]], batch.push(chunks))  # a mapping in, a mapping out
+                for slot, detections in pushed.items():
                     for detection in detections:
                         _print(detection, as_json, names[slot])
                         count += 1

@@ -551,13 +551,13 @@ class NativeBatchEngine:
         if x.dtype != self._dtype or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, self._dtype)
         y = np.empty((count, frames, self._out_width), np.float32)
-        status = self._push(self._batch, self._pointers_at, count, self._byte_at(x), frames, self._byte_at(y),
-                            self._statuses_at)
+        status = self._push(self._batch, self._pointers_at, count, self._byte_at(x),  # type: ignore[arg-type]
+                            frames, self._byte_at(y), self._statuses_at)  # type: ignore[arg-type]
         if status == 0:
             return y, _NO_ERRORS
         errors: dict[int, LstmEdgeError] = {}
-        for position in np.flatnonzero(self._statuses[:count]):
-            errors[int(position)] = self._backend._error(int(self._statuses[position]), x[position])
+        for bad in np.flatnonzero(self._statuses[:count]):
+            errors[int(bad)] = self._backend._error(int(self._statuses[bad]), x[bad])
         return y, errors
 
     def __del__(self) -> None:
