@@ -138,6 +138,10 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     manifest = replace(manifest, reference=reference)
     manifest.save(out_dir)
     _self_check(streamer, example, manifest, out_dir)
+    if "onnx" in formats:
+        from lstm_edge.export.batch_axis import declare_onnx_batch
+
+        declare_onnx_batch(out_dir)  # many streams per call, where the graph computes each on its own
     return out_dir
 
 

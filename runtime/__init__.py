@@ -4,8 +4,11 @@
     model = StreamingModel.load("model_dir", backend="onnx", precision="float")
     stream = model.create_stream()
     y = stream.push(chunk)      # state carried between pushes
+    batch = model.create_batch(16)
+    ys = batch.push(chunks)     # one chunk per stream, one call for all of them
 """
 
+from lstm_edge.runtime.batch import BatchPushError, StreamBatch
 from lstm_edge.runtime.errors import (
     BackendUnavailableError,
     ConcurrentUseError,
@@ -23,6 +26,8 @@ from lstm_edge.runtime.stream import Stream
 __all__ = [
     "StreamingModel",
     "Stream",
+    "StreamBatch",
+    "BatchPushError",
     "State",
     "Manifest",
     "LstmEdgeError",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,8 +34,11 @@ from lstm_edge.runtime.ctc import (
     greedy_step,
     words_of,
 )
-from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
+from lstm_edge.runtime.errors import InputError, LstmEdgeError, ManifestError, expected_got
 from lstm_edge.runtime.model import StreamingModel
+
+if TYPE_CHECKING:
+    from lstm_edge.runtime.batch import SlotStream
 
 CHUNK_SECONDS = 0.1
 
@@ -195,6 +198,10 @@ class SpeechRecognizer:
     def create_stream(self) -> RecognizerStream:
         return RecognizerStream(self)
 
+    def create_batch(self, n: int) -> RecognizerBatch:
+        """``n`` audio streams whose model steps run together (see ``RecognizerBatch``)."""
+        return RecognizerBatch(self, n)
+
     def transcribe(self, audio: np.ndarray | Iterable[np.ndarray], chunk_seconds: float = CHUNK_SECONDS,
                    partial: bool = False) -> list[Result]:
         """Every final result (and, with ``partial``, the partial ones) of a recording fed in chunks."""
@@ -220,10 +227,11 @@ class _Utterance:
 class RecognizerStream:
     """One audio stream: push PCM chunks (16 kHz mono int16 or float), get partial and final results."""
 
-    def __init__(self, recognizer: SpeechRecognizer) -> None:
+    def __init__(self, recognizer: SpeechRecognizer, model_stream: Any = None) -> None:
+        """``model_stream``: where the model runs (a ``SlotStream`` of a ``RecognizerBatch``); default: its own."""
         self.recognizer = recognizer
         self.features = recognizer.frontend.create_stream()
-        self.model_stream = recognizer.model.create_stream()
+        self.model_stream = model_stream if model_stream is not None else recognizer.model.create_stream()
         self.reset()
 
     def reset(self) -> None:
@@ -236,16 +244,23 @@ class RecognizerStream:
 
     def push(self, pcm: np.ndarray) -> list[Result]:
         """Feed audio; returns the results it completed (a partial when the best hypothesis changed, finals)."""
+        stacked = self._model_input(pcm)
+        return [] if stacked is None else self._run(stacked)
+
+    def _model_input(self, pcm: np.ndarray) -> np.ndarray | None:
+        """The frontend's new frames, stacked as the model takes them (None: not one whole model frame yet)."""
         frames = self.features.push(pcm)
         if frames.shape[0] == 0:
-            return []
+            return None
         stack = self.recognizer.settings.frame_stack
         frames = np.concatenate([self._pending, frames]) if self._pending.shape[0] else frames
         usable = frames.shape[0] // stack * stack
         self._pending = frames[usable:]
         if usable == 0:
-            return []
-        stacked = stack_frames(frames[:usable], stack)
+            return None
+        return stack_frames(frames[:usable], stack)
+
+    def _run(self, stacked: np.ndarray) -> list[Result]:
         results: list[Result] = []
         while stacked.shape[0]:
             log_probs = np.asarray(self.model_stream.push(stacked), dtype=np.float64)
@@ -331,3 +346,85 @@ class RecognizerStream:
         words = tuple(words_of(text, frames, recognizer.frame_seconds, offset))
         return [Result(text, final=True, start=words[0].start, end=words[-1].end, words=words, endpoint=reason,
                        disagreement=distance)]
+
+
+class RecognizerBatch:
+    """Many audio streams of one recognizer (a server's phone lines), their model steps pushed together through a
+    ``StreamBatch``: each push runs the model once for every stream that completed frames. Each slot keeps its own
+    frontend and decoder; the results are those of separate ``RecognizerStream``s. After an endpoint or an idle
+    reset inside a chunk, the rest of that stream's chunk runs again from the initial state in its slot alone.
+
+    ``push`` takes one PCM chunk per active slot (a sequence in ``active`` order, or ``{slot: pcm}``) and returns
+    the results per slot; a slot whose audio is refused raises ``BatchPushError`` after the others ran (its
+    ``outputs`` then hold their results)."""
+
+    def __init__(self, recognizer: SpeechRecognizer, n: int) -> None:
+        self.recognizer = recognizer
+        self.batch = recognizer.model.create_batch(0)
+        self._streams: dict[int, RecognizerStream] = {}
+        self._slots: dict[int, SlotStream] = {}
+        for _ in range(n):
+            self.join()
+
+    @property
+    def active(self) -> tuple[int, ...]:
+        return self.batch.active
+
+    def join(self) -> int:
+        """A new audio stream; returns its slot."""
+        from lstm_edge.runtime.batch import SlotStream
+
+        slot = self.batch.join()
+        self._slots[slot] = SlotStream(self.batch, slot)
+        self._streams[slot] = RecognizerStream(self.recognizer, model_stream=self._slots[slot])
+        return slot
+
+    def leave(self, slot: int) -> list[Result]:
+        """End the stream in ``slot``; returns its final result (as ``flush``)."""
+        results = self._streams[slot].flush() if slot in self._streams else []
+        self.batch.leave(slot)
+        del self._streams[slot], self._slots[slot]
+        return results
+
+    def reset(self, slot: int) -> None:
+        self._streams[slot].reset()
+
+    def push(self, pcm: Sequence[np.ndarray] | Mapping[int, np.ndarray]
+             ) -> list[list[Result]] | dict[int, list[Result]]:
+        from lstm_edge.runtime.batch import BatchPushError, push_by_length
+
+        keyed = isinstance(pcm, Mapping)
+        if isinstance(pcm, Mapping):
+            chunks = dict(pcm)
+        else:
+            if len(pcm) != len(self.batch.active):
+                raise InputError(expected_got("audio chunks", f"one per active slot ({len(self.batch.active)})",
+                                              len(pcm)))
+            chunks = dict(zip(self.batch.active, pcm))
+        for slot in chunks:  # all checked before any stream moves
+            if slot not in self._streams:
+                raise InputError(expected_got("slot", f"one of the active slots {list(self.batch.active)}",
+                                              repr(slot)))
+        errors: dict[int, LstmEdgeError] = {}
+        inputs: dict[int, np.ndarray] = {}
+        for slot, samples in chunks.items():
+            try:
+                stacked = self._streams[slot]._model_input(samples)
+            except LstmEdgeError as error:
+                errors[slot] = error
+                continue
+            if stacked is not None:
+                inputs[slot] = stacked
+        outputs, failed = push_by_length(self.batch, inputs)
+        errors.update(failed)
+        results: dict[int, list[Result]] = {slot: [] for slot in chunks if slot not in errors}
+        for slot, log_probs in outputs.items():
+            self._slots[slot].prefetched(inputs[slot], log_probs)
+            results[slot] = self._streams[slot]._run(inputs[slot])
+        if errors:
+            raise BatchPushError(errors, results)  # type: ignore[arg-type]
+        return results if keyed else [results[slot] for slot in chunks]
+
+    def flush(self) -> dict[int, list[Result]]:
+        """End of input for every slot: their final results."""
+        return {slot: stream.flush() for slot, stream in self._streams.items()}

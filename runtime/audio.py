@@ -183,14 +183,14 @@ def write_wav(path: str | Path, pcm: np.ndarray, sample_rate: int) -> None:
         out.writeframes(pcm.astype("<i2").tobytes())
 
 
-def _resampler(source_rate: int, target_rate: int):
+def _resampler(source_rate: int, target_rate: int, channels: int = 1):
     try:
         import soxr
     except ImportError:
         raise BackendUnavailableError(f"resampling {source_rate} Hz to {target_rate} Hz needs python-soxr: "
                                       "pip install soxr (it comes with lstm-edge[onnx] and lstm-edge[litert])"
                                       ) from None
-    return soxr.ResampleStream(source_rate, target_rate, 1, dtype="float32", quality="HQ")
+    return soxr.ResampleStream(source_rate, target_rate, channels, dtype="float32", quality="HQ")
 
 
 def iter_mono(path: str | Path, sample_rate: int, chunk_samples: int = DEFAULT_CHUNK_FRAMES,
@@ -227,6 +227,34 @@ def iter_mono(path: str | Path, sample_rate: int, chunk_samples: int = DEFAULT_C
         yield pending[start:start + chunk_samples]
 
 
+def iter_channels(path: str | Path, sample_rate: int, chunk_samples: int = DEFAULT_CHUNK_FRAMES,
+                  notes: list[str] | None = None) -> Iterator[np.ndarray]:
+    """A WAV file as float32 chunks ``[<= chunk_samples, channels]`` at ``sample_rate``, every channel kept (one
+    stream per microphone); resampled as it streams, with a note appended to ``notes`` before the first chunk."""
+    if chunk_samples < 1:
+        raise InputError(expected_got("chunk_samples", "a positive number", chunk_samples))
+    info = wav_info(path)
+    resampler = None
+    if info.sample_rate != sample_rate:
+        resampler = _resampler(info.sample_rate, sample_rate, info.channels)
+        if notes is not None:
+            notes.append(f"{path}: resampled {info.sample_rate} Hz to {sample_rate} Hz")
+    pending = np.zeros((0, info.channels), np.float32)
+    source_chunk = max(1, int(chunk_samples * info.sample_rate / sample_rate))
+    for frames in iter_frames(path, source_chunk):
+        if resampler is not None:
+            frames = resampler.resample_chunk(np.ascontiguousarray(frames)).reshape(-1, info.channels)
+        pending = np.concatenate([pending, frames]) if len(pending) else frames
+        while len(pending) >= chunk_samples:
+            yield pending[:chunk_samples]
+            pending = pending[chunk_samples:]
+    if resampler is not None:
+        tail = resampler.resample_chunk(np.zeros((0, info.channels), np.float32), last=True)
+        pending = np.concatenate([pending, tail.reshape(-1, info.channels)])
+    for start in range(0, len(pending), chunk_samples):
+        yield pending[start:start + chunk_samples]
+
+
 def load_mono(path: str | Path, sample_rate: int) -> tuple[np.ndarray, list[str]]:
     """A (short) WAV file as one mono float32 array at ``sample_rate``; also the notes on what was converted."""
     notes: list[str] = []
@@ -245,29 +273,41 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     head = stream.resample_chunk(samples.astype(np.float32), last=True)
     return head.astype(np.float32, copy=False)
 
-def iter_pcm_s16le(stream: BinaryIO, chunk_samples: int) -> Iterator[np.ndarray]:
-    """Raw mono signed 16-bit little-endian PCM from a binary stream (a pipe: ``arecord -t raw -f S16_LE``) as
-    float32 chunks of ``chunk_samples`` samples, yielded as soon as each is complete; the last may be shorter.
-    An odd trailing byte (half a sample) raises ``InputError`` after every whole sample has been yielded."""
+def iter_pcm_s16le(stream: BinaryIO, chunk_samples: int, channels: int = 1) -> Iterator[np.ndarray]:
+    """Raw signed 16-bit little-endian PCM from a binary stream (a pipe: ``arecord -t raw -f S16_LE``) as float32
+    chunks of ``chunk_samples`` samples, yielded as soon as each is complete; the last may be shorter. Mono:
+    chunks ``[n]``; ``channels`` > 1 (interleaved, ``arecord -c N``): chunks ``[n, channels]``. A trailing partial
+    sample (or partial frame of the channels) raises ``InputError`` after every whole one has been yielded."""
     if chunk_samples < 1:
         raise InputError(expected_got("chunk_samples", "a positive number", chunk_samples))
-    wanted = 2 * chunk_samples
+    if channels < 1:
+        raise InputError(expected_got("channels", "a positive number", channels))
+    frame_bytes = 2 * channels
+    wanted = frame_bytes * chunk_samples
     pending = b""
     # read1: return what the pipe has now rather than wait until a whole buffer is filled
     read = stream.read1 if hasattr(stream, "read1") else stream.read
+
+    def decode(raw: bytes) -> np.ndarray:
+        samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+        return samples if channels == 1 else samples.reshape(-1, channels)
+
     while True:
         data = read(wanted - len(pending))
         if not data:
             break
         pending += data
         if len(pending) == wanted:
-            yield np.frombuffer(pending, dtype="<i2").astype(np.float32) / 32768.0
+            yield decode(pending)
             pending = b""
-    usable = len(pending) // 2 * 2
+    usable = len(pending) // frame_bytes * frame_bytes
     if usable:
-        yield np.frombuffer(pending[:usable], dtype="<i2").astype(np.float32) / 32768.0
+        yield decode(pending[:usable])
     if len(pending) > usable:
-        raise InputError("raw PCM: expected 16-bit samples (an even number of bytes), got one trailing byte")
+        if channels == 1:
+            raise InputError("raw PCM: expected 16-bit samples (an even number of bytes), got one trailing byte")
+        raise InputError(expected_got("raw PCM", f"whole frames of {channels} interleaved 16-bit samples "
+                                      f"({frame_bytes} bytes each)", f"{len(pending) - usable} trailing bytes"))
 
 
 def iter_microphone(sample_rate: int, chunk_samples: int, device: str | int | None = None) -> Iterator[np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -131,6 +131,10 @@ class KeywordSpotter:
     def create_stream(self) -> KeywordStream:
         return KeywordStream(self)
 
+    def create_batch(self, n: int) -> KeywordBatch:
+        """``n`` audio streams whose model steps run together (one batch push per chunk for all of them)."""
+        return KeywordBatch(self, n)
+
     def detect(self, audio: np.ndarray | Iterable[np.ndarray], chunk_seconds: float = CHUNK_SECONDS,
                timings: list[float] | None = None) -> list[Detection]:
         """Every detection in a recording: ``audio`` is one PCM array (fed in ``chunk_seconds`` pieces, as a
@@ -156,10 +160,13 @@ class KeywordSpotter:
 class KeywordStream:
     """One audio stream: push PCM chunks (16 kHz mono int16 or float), get the detections completed so far."""
 
-    def __init__(self, spotter: KeywordSpotter) -> None:
+    def __init__(self, spotter: KeywordSpotter, own_model_stream: bool = True) -> None:
+        """``own_model_stream`` False: the model runs elsewhere (a ``KeywordBatch`` slot); this stream keeps the
+        frontend and the detector."""
         self.spotter = spotter
         self.features = spotter.frontend.create_stream()
-        self.model_stream = None if spotter.model is None else spotter.model.create_stream()
+        self.model_stream = (None if spotter.model is None or not own_model_stream
+                             else spotter.model.create_stream())
         self.reset()
 
     def reset(self) -> None:
@@ -245,3 +252,80 @@ class KeywordStream:
         self._quiet_until = frame + int(round(spotter.config.refractory_s / spotter.hop_s))
         start = max(self._time(event["onset"]) - spotter.window_s, 0.0)
         return Detection(spotter.labels[event["index"]], start, self._time(frame), event["score"])
+
+
+class KeywordBatch:
+    """Many audio streams of one keyword spotter, their model steps pushed together (``StreamBatch``): a hub with
+    several microphones, a server with many lines. Each slot has its own frontend and detector; the detections are
+    those of separate ``KeywordStream``s (bitwise the same model outputs on the native backend).
+
+    ``push`` takes one PCM chunk per active slot (a sequence in ``active`` order, or ``{slot: pcm}``); chunks may
+    differ in length (one model push per frame count). A slot whose audio is refused raises ``BatchPushError`` after
+    the others ran (its ``outputs`` then hold their detections)."""
+
+    def __init__(self, spotter: KeywordSpotter, n: int) -> None:
+        if spotter.model is None:
+            raise LstmEdgeError("this keyword spotter has no model: a batch needs one")
+        self.spotter = spotter
+        self.batch = spotter.model.create_batch(0)
+        self._detectors: dict[int, KeywordStream] = {}
+        for _ in range(n):
+            self.join()
+
+    @property
+    def active(self) -> tuple[int, ...]:
+        return self.batch.active
+
+    def join(self) -> int:
+        """A new audio stream; returns its slot."""
+        slot = self.batch.join()
+        self._detectors[slot] = KeywordStream(self.spotter, own_model_stream=False)
+        return slot
+
+    def leave(self, slot: int) -> list[Detection]:
+        """End the stream in ``slot``; returns the detection it still had open (as ``flush``)."""
+        self.batch.leave(slot)
+        return self._detectors.pop(slot).flush()
+
+    def reset(self, slot: int) -> None:
+        self.batch.reset(slot)
+        self._detectors[slot].reset()
+
+    def push(self, pcm: Sequence[np.ndarray] | Mapping[int, np.ndarray]
+             ) -> list[list[Detection]] | dict[int, list[Detection]]:
+        from lstm_edge.runtime.batch import BatchPushError, push_by_length
+
+        keyed = isinstance(pcm, Mapping)
+        if isinstance(pcm, Mapping):
+            chunks = dict(pcm)
+        else:
+            if len(pcm) != len(self.batch.active):
+                raise InputError(expected_got("audio chunks", f"one per active slot ({len(self.batch.active)})",
+                                              len(pcm)))
+            chunks = dict(zip(self.batch.active, pcm))
+        for slot in chunks:  # all checked before any stream moves
+            if slot not in self._detectors:
+                raise InputError(expected_got("slot", f"one of the active slots {list(self.batch.active)}",
+                                              repr(slot)))
+        errors: dict[int, LstmEdgeError] = {}
+        features: dict[int, np.ndarray] = {}
+        for slot, samples in chunks.items():
+            try:
+                frames = self._detectors[slot].features.push(samples)
+            except LstmEdgeError as error:
+                errors[slot] = error
+                continue
+            if frames.shape[0]:
+                features[slot] = frames
+        outputs, failed = push_by_length(self.batch, features)
+        errors.update(failed)
+        detections: dict[int, list[Detection]] = {slot: [] for slot in chunks if slot not in errors}
+        for slot, logits in outputs.items():
+            detections[slot] = self._detectors[slot]._consume(softmax(logits.astype(np.float64)))
+        if errors:
+            raise BatchPushError(errors, detections)  # type: ignore[arg-type]
+        return detections if keyed else [detections[slot] for slot in chunks]
+
+    def flush(self) -> dict[int, list[Detection]]:
+        """Close the detections still open in every slot (end of the audio)."""
+        return {slot: detector.flush() for slot, detector in self._detectors.items()}

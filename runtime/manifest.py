@@ -142,6 +142,7 @@ class StateSpec:
     shape: tuple[int, ...]
     init: str | tuple[float, ...] = "zeros"  # "zeros" or the flattened learned initial value
     source: str = ""  # what it is, e.g. "encoder.lstm h (layers x batch x hidden)"
+    batch_axis: int | None = None  # the axis of ``shape`` (size 1) that holds streams in a batched file; None: none
 
     def initial_value(self) -> np.ndarray:
         if self.init == "zeros":
@@ -149,9 +150,12 @@ class StateSpec:
         return np.asarray(self.init, dtype=self.dtype).reshape(self.shape)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "input": self.input, "output": self.output, "dtype": self.dtype,
-                "shape": list(self.shape), "init": self.init if self.init == "zeros" else list(self.init),
-                "source": self.source}
+        out: dict[str, Any] = {"name": self.name, "input": self.input, "output": self.output, "dtype": self.dtype,
+                               "shape": list(self.shape),
+                               "init": self.init if self.init == "zeros" else list(self.init), "source": self.source}
+        if self.batch_axis is not None:
+            out["batch_axis"] = self.batch_axis
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str) -> StateSpec:
@@ -167,8 +171,14 @@ class StateSpec:
         dtype = _require(data, "dtype", where)
         if dtype not in DTYPES:
             raise ManifestError(expected_got(f"{where}.dtype", f"one of {DTYPES}", dtype))
+        batch_axis = data.get("batch_axis")
+        if batch_axis is not None and (not isinstance(batch_axis, int) or isinstance(batch_axis, bool)
+                                       or not 0 <= batch_axis < len(shape) or shape[batch_axis] != 1):
+            raise ManifestError(expected_got(f"{where}.batch_axis", f"an axis of {shape} whose size is 1",
+                                             batch_axis))
         return cls(str(_require(data, "name", where)), str(_require(data, "input", where)),
-                   str(_require(data, "output", where)), dtype, tuple(shape), init, str(data.get("source", "")))
+                   str(_require(data, "output", where)), dtype, tuple(shape), init, str(data.get("source", "")),
+                   batch_axis)
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,9 @@ class ModelFile:
     # {"nonfinite_input": "x_nonfinite"}: 0.0 when the input chunk
     # is all finite, NaN otherwise (computed inside the graph, so checking costs nothing per call in Python).
     checks: Mapping[str, str] | None = None
+    # "any": the graph takes any number of streams on the batch axes (inputs/outputs axis 0, each state its
+    # ``batch_axis``) and each stream's results equal a run of its own; None: one stream per call (batch 1).
+    batch: str | None = None
 
     @property
     def key(self) -> str:
@@ -202,6 +215,8 @@ class ModelFile:
             out["quantization"] = dict(self.quantization)
         if self.checks:
             out["checks"] = dict(self.checks)
+        if self.batch is not None:
+            out["batch"] = self.batch
         return out
 
     @classmethod
@@ -216,9 +231,12 @@ class ModelFile:
         if Path(path).is_absolute() or ".." in Path(path).parts:
             raise ManifestError(expected_got(f"{where}.path", "a relative path inside the model directory", path))
         chunk_sizes = data.get("chunk_sizes")
+        batch = data.get("batch")
+        if batch not in (None, "any"):
+            raise ManifestError(expected_got(f"{where}.batch", "'any' or absent (one stream per call)", repr(batch)))
         return cls(fmt, precision, path, str(_require(data, "sha256", where)), int(_require(data, "bytes", where)),
                    tuple(int(c) for c in chunk_sizes) if chunk_sizes else None,
-                   data.get("signatures"), data.get("quantization"), data.get("checks"))
+                   data.get("signatures"), data.get("quantization"), data.get("checks"), batch)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from lstm_edge.runtime.state import State
 from lstm_edge.runtime.values import nonfinite_count, require_finite_chunk, require_finite_result
 
 if TYPE_CHECKING:
+    from lstm_edge.runtime.batch import BatchEngine, StreamBatch
     from lstm_edge.runtime.stream import Stream, StreamEngine
 
 __all__ = ["StreamingModel", "State"]
@@ -93,6 +94,12 @@ class StreamingModel:
 
         return Stream(self)
 
+    def create_batch(self, n: int) -> StreamBatch:
+        """``n`` independent streams pushed together (slots ``0 .. n-1``; see ``lstm_edge.runtime.batch``)."""
+        from lstm_edge.runtime.batch import StreamBatch
+
+        return StreamBatch(self, n)
+
     def describe(self) -> str:
         return f"{self.manifest.name} on {self.backend} ({self.engine}), {self.precision}"
 
@@ -127,6 +134,18 @@ class StreamingModel:
         from lstm_edge.runtime.stream import StepEngine
 
         return StepEngine(self)
+
+    def open_batch_engine(self) -> BatchEngine:
+        """The engine of one new ``StreamBatch``: the backend's own when it batches (the native backend: one C call
+        for all slots; ONNX with a batch axis: one graph call), else a ``StepBatchEngine`` running the slots one by
+        one through ``step``."""
+        opener = getattr(self._backend, "open_batch", None)
+        engine = opener(self) if opener is not None else None
+        if engine is not None:
+            return engine
+        from lstm_edge.runtime.batch import StepBatchEngine
+
+        return StepBatchEngine(self)
 
     # ------------------------------------------------------------ validation
     def check_chunk(self, x: object) -> np.ndarray:

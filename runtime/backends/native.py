@@ -35,6 +35,7 @@ DIRECT_OUTPUT_BLOCK = 1 << 12  # floats per output block of a Stream's own C str
 KNOWN_STATES = 256  # states returned whose addresses are remembered (then forgotten all at once)
 LEM_ERR_NONFINITE_INPUT = -6
 LEM_ERR_NONFINITE_RESULT = -7
+_NO_ERRORS: dict = {}  # (never written: a push with errors makes its own dict)
 _library: Any = None
 
 
@@ -80,6 +81,11 @@ def library() -> Any:
             "lem_stream_get_state": (i32, [p, p]),
             "lem_stream_set_state": (i32, [p, p]),
             "lem_stream_reset": (None, [p]),
+            "lem_batch_create": (p, [p, size, size, ctypes.POINTER(i32)]),
+            "lem_batch_free": (None, [p]),
+            "lem_batch_bytes_for": (size, [p, size, size]),
+            "lem_batch_push": (i32, [p, p, size, p, size, p, p]),
+            "lem_batch_push_ids": (i32, [p, p, size, p, size, p, p]),
         }
         for name, (restype, argtypes) in signatures.items():
             function = getattr(lib, name)
@@ -270,6 +276,10 @@ class NativeBackend:
     def open_stream(self, model: StreamingModel) -> NativeStreamEngine:
         """The stream engine of one ``Stream`` of ``model``: a C stream that keeps its own state."""
         return NativeStreamEngine(self, model)
+
+    def open_batch(self, model: StreamingModel) -> NativeBatchEngine:
+        """The engine of one ``StreamBatch`` of ``model``: a C stream per slot, pushed together by a C batch."""
+        return NativeBatchEngine(self, model)
 
     def memory(self) -> dict[str, int]:
         """Bytes held by the C model (weights) and by the C stream of one ``Stream`` (the pool's scratch streams for
@@ -468,6 +478,103 @@ class NativeStreamEngine:
         if lib is not None and stream:
             lib.lem_stream_free(stream)
             self._stream = 0
+
+
+class NativeBatchEngine:
+    """The batch engine of the native backend: one C stream per slot (its state kept in C, as a ``Stream``'s) and
+    one C batch (``lem_batch_push``) that steps the pushed slots together, reading each weight block once per step
+    for all of them. Results are bitwise those of separate native streams."""
+
+    name = "native C batch"
+
+    def __init__(self, backend: NativeBackend, model: StreamingModel) -> None:
+        self._backend = backend  # keeps the C model alive as long as this batch
+        self._lib = backend._lib
+        self._streams: dict[int, int] = {}
+        self._batch = 0
+        self._capacity = 0
+        self._pointers: Any = None
+        self._statuses = np.zeros(0, np.int32)
+        self._last_slots: tuple[int, ...] | None = None
+        self._push = self._lib.lem_batch_push_ids if backend._ids else self._lib.lem_batch_push
+        self._dtype = np.dtype(np.int32 if backend._ids else np.float32)
+        self._state = np.empty(max(backend._state_size, 1), np.float32)
+        self._state_at = self._state.ctypes.data
+        self._out_width = backend._out_width
+        self._byte_at = (ctypes.c_char * 1).from_buffer  # a ctypes view of an array: passed as its address
+
+    def _grow(self, streams: int) -> None:
+        """A C batch (and pointer table) for at least ``streams`` streams: capacities double."""
+        capacity = max(4, self._capacity)
+        while capacity < streams:
+            capacity *= 2
+        status = ctypes.c_int(0)
+        batch = self._lib.lem_batch_create(self._backend._model, capacity, DIRECT_MAX_CHUNK, ctypes.byref(status))
+        if not batch:
+            raise LstmEdgeError(f"the C library could not create a batch of {capacity} streams: "
+                                f"{self._lib.lem_status_string(status.value).decode()}")
+        if self._batch:
+            self._lib.lem_batch_free(self._batch)
+        self._batch, self._capacity = int(batch), capacity
+        self._pointers = (ctypes.c_void_p * capacity)()
+        self._pointers_at = ctypes.addressof(self._pointers)
+        self._statuses = np.zeros(capacity, np.int32)
+        self._statuses_at = self._statuses.ctypes.data
+        self._last_slots = None
+
+    def open_slot(self, slot: int) -> None:
+        self._streams[slot] = self._backend.create_c_stream(DIRECT_MAX_CHUNK)
+        self._last_slots = None
+
+    def close_slot(self, slot: int) -> None:
+        self._lib.lem_stream_free(self._streams.pop(slot))
+        self._last_slots = None
+
+    def reset(self, slot: int) -> None:
+        self._lib.lem_stream_reset(self._streams[slot])
+
+    def get_state(self, slot: int) -> list[np.ndarray]:
+        self._lib.lem_stream_get_state(self._streams[slot], self._state_at)
+        return [self._state[a:b].reshape(shape).copy() for (a, b), shape in zip(self._backend._bounds,
+                                                                                self._backend._shapes)]
+
+    def set_state(self, slot: int, values: Sequence[np.ndarray]) -> None:
+        for (a, b), value in zip(self._backend._bounds, values):
+            self._state[a:b] = np.asarray(value, np.float32).reshape(-1)
+        status = self._lib.lem_stream_set_state(self._streams[slot], self._state_at)
+        if status != 0:
+            raise self._backend._error(status, self._state)
+
+    def push(self, slots: Sequence[int], x: np.ndarray) -> tuple[np.ndarray, dict[int, LstmEdgeError]]:
+        count, frames = len(slots), x.shape[1]
+        if slots != self._last_slots:
+            if count > self._capacity:
+                self._grow(count)
+            pointers, streams = self._pointers, self._streams
+            for position, slot in enumerate(slots):
+                pointers[position] = streams[slot]
+            self._last_slots = tuple(slots)
+        if x.dtype != self._dtype or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, self._dtype)
+        y = np.empty((count, frames, self._out_width), np.float32)
+        status = self._push(self._batch, self._pointers_at, count, self._byte_at(x),  # type: ignore[arg-type]
+                            frames, self._byte_at(y), self._statuses_at)  # type: ignore[arg-type]
+        if status == 0:
+            return y, _NO_ERRORS
+        errors: dict[int, LstmEdgeError] = {}
+        for bad in np.flatnonzero(self._statuses[:count]):
+            errors[int(bad)] = self._backend._error(int(self._statuses[bad]), x[bad])
+        return y, errors
+
+    def __del__(self) -> None:
+        lib = getattr(self, "_lib", None)
+        if lib is None:
+            return
+        for stream in getattr(self, "_streams", {}).values():
+            lib.lem_stream_free(stream)
+        if getattr(self, "_batch", 0):
+            lib.lem_batch_free(self._batch)
+            self._batch = 0
 
 
 def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> NativeBackend:

@@ -1,8 +1,9 @@
 """ONNX backend on onnxruntime: one session per model, shared by every stream (``session.run`` is thread-safe).
 
-Graphs have a dynamic time axis, so one call covers any ``T``. Graphs with a check output (the manifest file
-entry's ``checks``, see ``runtime.values.GraphCheck``) report NaN/inf in the chunk, the output and the new state
-in the same call, so the runtime does not scan them in Python.
+Graphs have a dynamic time axis, so one call covers any ``T``; a float graph whose manifest entry says
+``"batch": "any"`` also takes many streams in one call (``StreamBatch``, see ``runtime.batch``). Graphs with a
+check output (the manifest file entry's ``checks``, see ``runtime.values.GraphCheck``) report NaN/inf in the chunk,
+the output and the new state in the same call, so the runtime does not scan them in Python.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class OnnxBackend:
     name = INFO.name
 
     def __init__(self, path: Path, manifest: Manifest, threads: int, checks: Mapping[str, str] | None = None,
-                 fast_path: bool = True) -> None:
+                 fast_path: bool = True, batch: str | None = None) -> None:
         ort = _import_ort()
         self.engine = f"onnxruntime {ort.__version__}"
         options = ort.SessionOptions()
@@ -65,6 +66,9 @@ class OnnxBackend:
             raise ModelFileError(f"{path}: graph does not match the manifest: names {sorted(missing)} are missing "
                                  f"(graph inputs {sorted(graph_inputs)}, outputs {sorted(graph_outputs)})")
         self._state_names = [s.name for s in manifest.states]
+        axes = [s.batch_axis for s in manifest.states]
+        # the graph's batch axis (manifest file entry "batch": "any", every state's batch_axis), or None
+        self._batch_axes: list[int] | None = axes if batch == "any" and None not in axes else None  # type: ignore
         self._check = GraphCheck.from_checks(checks)
         self.checks_input_finite = self._check is not None
         self.checks_result_finite = self._check is not None and self._check.covers_result
@@ -83,6 +87,14 @@ class OnnxBackend:
 
             self._call = call
 
+    def open_batch(self, model: Any) -> Any:
+        """A ``GraphBatchEngine`` when the file has a batch axis (one call for all slots), else None."""
+        if self._batch_axes is None:
+            return None
+        from lstm_edge.runtime.batch import GraphBatchEngine
+
+        return GraphBatchEngine(model, self.run, self._batch_axes)
+
     def run(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         feed = dict(zip(self._state_inputs, states))
         feed[self._input] = x
@@ -98,4 +110,5 @@ class OnnxBackend:
 
 
 def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> OnnxBackend:
-    return OnnxBackend(Path(model_dir) / entry.path, manifest, threads, dict(entry.checks or {}))
+    return OnnxBackend(Path(model_dir) / entry.path, manifest, threads, dict(entry.checks or {}),
+                       batch=entry.batch)

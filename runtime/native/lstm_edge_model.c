@@ -1140,11 +1140,11 @@ static void run_context(lem_stream *s, const op *o, const float *in, size_t in_s
     memcpy(state, out + (n - 1) * out_stride + in_w, c * sizeof(float));
 }
 
-static void run_ops(lem_stream *s, size_t n) {
+/* One layer over the n frames in the stream's buffers (run_ops runs them all; a batch runs them one at a time). */
+static void run_op(lem_stream *s, const op *o, size_t n) {
     const lem_model *m = s->model;
-    size_t i, t, j;
-    for (i = 0; i < m->n_ops; i++) {
-        const op *o = &m->ops[i];
+    size_t t, j;
+    {
         const float *in = s->buffers[o->in0];
         float *out = s->buffers[o->out];
         size_t in_stride = padded(m->widths[o->in0]), out_stride = padded(m->widths[o->out]);
@@ -1225,6 +1225,11 @@ static void run_ops(lem_stream *s, size_t n) {
     }
 }
 
+static void run_ops(lem_stream *s, size_t n) {
+    size_t i;
+    for (i = 0; i < s->model->n_ops; i++) run_op(s, &s->model->ops[i], n);
+}
+
 static int push_any(lem_stream *s, const float *x, const int32_t *ids, size_t n_frames, float *y) {
     const lem_model *m;
     size_t done, n, t, in_w, out_w, out_stride, vocabulary = 0;
@@ -1292,4 +1297,222 @@ int lem_stream_run_parts(lem_stream *stream, const void *x, size_t n_frames, con
         memmove(stream->state + spec->offset, state_in[i], spec->size * sizeof(float));
     }
     return lem_stream_run(stream, x, n_frames, stream->state, state_out, y);
+}
+
+/* ----------------------------------------------------------------------------------------------- batches */
+/*
+ * Several streams of one model stepped together (lem_batch_push). The batch's scratch is a stream of
+ * max_streams * max_chunk frames ("work"), whose buffers hold every active stream's frames stream after stream
+ * (row k * n + t: stream k, frame t). Layers that treat frames independently (linear, affine, add, activation,
+ * embedding, layer norm) run once over all those rows; the input products of LSTM layers too; their recurrent
+ * products run once per frame for all streams (the kernels' matmat with one vector per stream: each weight block
+ * read once per step). Any other layer (GRU, causal conv, layers added later) runs stream by stream in the
+ * stream's own scratch. Every value is computed by the same operations in the same order as lem_stream_push, so
+ * results are bitwise those of separate streams.
+ */
+struct lem_batch {
+    const lem_model *model;
+    size_t max_streams, max_chunk;
+    lem_stream *work;     /* scratch of max_streams * max_chunk frames */
+    float *hidden;        /* [max_streams, hp] h of each stream, then [max_streams, hp] a projected LSTM's u */
+    lem_stream **active;  /* the streams that run in this push (input accepted) */
+    size_t *where;        /* their index in the caller's arrays */
+};
+
+static size_t batch_hidden_stride(const lem_model *m) { return padded(m->max_hidden ? m->max_hidden : 1); }
+
+size_t lem_batch_bytes_for(const lem_model *model, size_t max_streams, size_t max_chunk) {
+    if (model == NULL) return 0;
+    return sizeof(lem_batch) + lem_stream_bytes_for(model, max_streams * max_chunk)
+           + (2 * max_streams * batch_hidden_stride(model) + LEM_PAD) * sizeof(float) + 64u
+           + max_streams * (sizeof(lem_stream *) + sizeof(size_t));
+}
+
+void lem_batch_free(lem_batch *batch) {
+    if (batch == NULL) return;
+    lem_stream_free(batch->work);
+    aligned_free(batch->hidden);
+    free(batch->active);
+    free(batch->where);
+    free(batch);
+}
+
+lem_batch *lem_batch_create(const lem_model *model, size_t max_streams, size_t max_chunk, int *status) {
+    lem_batch *b;
+    if (model == NULL || max_streams == 0 || max_chunk == 0 || max_streams > MAX_DIM || max_chunk > MAX_DIM
+        || max_streams * max_chunk > MAX_DIM) {
+        fail(LEM_ERR_ARGUMENT, status, "lem_batch_create: expected a model, max_streams >= 1 and max_chunk >= 1");
+        return NULL;
+    }
+    b = (lem_batch *)calloc(1, sizeof *b);
+    if (b == NULL) goto no_memory;
+    b->model = model;
+    b->max_streams = max_streams;
+    b->max_chunk = max_chunk;
+    b->work = lem_stream_create(model, max_streams * max_chunk, status);
+    b->hidden = (float *)aligned_zeros((2 * max_streams * batch_hidden_stride(model) + LEM_PAD) * sizeof(float));
+    b->active = (lem_stream **)calloc(max_streams, sizeof(lem_stream *));
+    b->where = (size_t *)calloc(max_streams, sizeof(size_t));
+    if (b->work == NULL || b->hidden == NULL || b->active == NULL || b->where == NULL) goto no_memory;
+    if (status != NULL) *status = LEM_OK;
+    return b;
+no_memory:
+    lem_batch_free(b);
+    fail(LEM_ERR_NO_MEMORY, status, "out of memory");
+    return NULL;
+}
+
+size_t lem_batch_max_streams(const lem_batch *batch) { return batch == NULL ? 0 : batch->max_streams; }
+
+/* An LSTM layer (projected or not) for m streams of n frames each: rows k * n + t of the work buffers. */
+static void batch_lstm(lem_batch *b, const op *o, size_t m, size_t n) {
+    lem_stream *w = b->work;
+    const lem_model *model = b->model;
+    size_t h = o->p[0], p = o->type == OP_LSTM_PROJ ? o->p[3] : h, hp = batch_hidden_stride(model);
+    size_t in_stride = padded(model->widths[o->in0]), out_stride = padded(model->widths[o->out]);
+    size_t rows = m * n, k, t, r;
+    const float *in = w->buffers[o->in0];
+    float *out = w->buffers[o->out], *hidden = b->hidden, *u = b->hidden + b->max_streams * hp;
+    for (r = 0; r < rows; r++) memcpy(w->gates + r * 4 * h, o->m[2].f, 4 * h * sizeof(float));
+    matmat(w, &o->m[0], in, in_stride, rows, w->gates, 4 * h); /* W_ih x_t + b for every frame of every stream */
+    for (k = 0; k < m; k++) memcpy(hidden + k * hp, b->active[k]->state + o->p[1], p * sizeof(float));
+    for (t = 0; t < n; t++) {
+        /* frame t of every stream: its gates rows are n * 4h apart */
+        matmat(w, &o->m[1], hidden, hp, m, w->gates + t * 4 * h, n * 4 * h);
+        for (k = 0; k < m; k++) {
+            float *c = b->active[k]->state + o->p[2], *g = w->gates + (k * n + t) * 4 * h;
+            if (o->type == OP_LSTM_PROJ) {
+                lstm_gates(g, c, u + k * hp, h);
+                memset(hidden + k * hp, 0, p * sizeof(float));
+            } else {
+                lstm_gates(g, c, hidden + k * hp, h);
+                memcpy(out + (k * n + t) * out_stride, hidden + k * hp, h * sizeof(float));
+            }
+        }
+        if (o->type == OP_LSTM_PROJ) {
+            matmat(w, &o->m[3], u, hp, m, hidden, hp); /* h = W_hr u */
+            for (k = 0; k < m; k++) memcpy(out + (k * n + t) * out_stride, hidden + k * hp, p * sizeof(float));
+        }
+    }
+    for (k = 0; k < m; k++) memcpy(b->active[k]->state + o->p[1], hidden + k * hp, p * sizeof(float));
+}
+
+/* A layer run stream by stream in each stream's own buffers (its rows copied in and the result copied back). */
+static void batch_op_each(lem_batch *b, const op *o, size_t m, size_t n) {
+    const lem_model *model = b->model;
+    lem_stream *w = b->work;
+    size_t k, in0 = o->in0, in1 = o->in1, out = o->out;
+    size_t in0_rows = n * padded(model->widths[in0]), out_rows = n * padded(model->widths[out]);
+    for (k = 0; k < m; k++) {
+        lem_stream *s = b->active[k];
+        memcpy(s->buffers[in0], w->buffers[in0] + k * in0_rows, in0_rows * sizeof(float));
+        if (in1 < model->n_buffers && in1 != in0) {
+            size_t in1_rows = n * padded(model->widths[in1]);
+            memcpy(s->buffers[in1], w->buffers[in1] + k * in1_rows, in1_rows * sizeof(float));
+        }
+        run_op(s, o, n);
+        memcpy(w->buffers[out] + k * out_rows, s->buffers[out], out_rows * sizeof(float));
+    }
+}
+
+static void batch_run_ops(lem_batch *b, size_t m, size_t n) {
+    size_t i;
+    for (i = 0; i < b->model->n_ops; i++) {
+        const op *o = &b->model->ops[i];
+        switch (o->type) {
+            case OP_LINEAR:
+            case OP_AFFINE:
+            case OP_ADD:
+            case OP_ACT:
+            case OP_EMBED:
+            case OP_LAYERNORM:
+                run_op(b->work, o, m * n); /* frame by frame: all streams' rows at once */
+                break;
+            case OP_LSTM:
+            case OP_LSTM_PROJ:
+                batch_lstm(b, o, m, n);
+                break;
+            default:
+                batch_op_each(b, o, m, n);
+                break;
+        }
+    }
+}
+
+static int batch_push_any(lem_batch *b, lem_stream *const *streams, size_t n_streams, const float *x,
+                          const int32_t *ids, size_t n_frames, float *y, int *statuses) {
+    const lem_model *model;
+    size_t v, k, t, m = 0, piece, done, n, in_w, out_w, in_stride, out_stride;
+    int first = LEM_OK;
+    if (b == NULL || streams == NULL || y == NULL || statuses == NULL || (x == NULL && ids == NULL)
+        || n_frames == 0 || n_streams == 0 || n_streams > b->max_streams)
+        return LEM_ERR_ARGUMENT;
+    model = b->model;
+    if ((model->input_kind == LEM_INPUT_TOKEN_IDS) != (ids != NULL)) return LEM_ERR_ARGUMENT;
+    for (v = 0; v < n_streams; v++)
+        if (streams[v] == NULL || streams[v]->model != model) return LEM_ERR_ARGUMENT;
+    in_w = model->input_width;
+    out_w = model->output_width;
+    in_stride = padded(in_w);
+    out_stride = padded(out_w);
+    piece = b->max_chunk;
+    for (v = 0; v < n_streams; v++) { /* a stream whose input is refused is left as it was */
+        lem_stream *s = streams[v];
+        statuses[v] = LEM_OK;
+        if (ids == NULL) {
+            if (!lem_all_finite(x + v * n_frames * in_w, n_frames * in_w)) statuses[v] = LEM_ERR_NONFINITE_INPUT;
+        } else {
+            for (t = 0; t < n_frames; t++) {
+                int32_t id = ids[v * n_frames + t];
+                if (id < 0 || (size_t)id >= model->vocabulary) statuses[v] = LEM_ERR_ARGUMENT;
+            }
+        }
+        if (statuses[v] != LEM_OK) continue;
+        memcpy(s->backup, s->state, model->state_size * sizeof(float));
+        if (s->max_chunk < piece) piece = s->max_chunk;
+        b->active[m] = s;
+        b->where[m++] = v;
+    }
+    for (done = 0; m > 0 && done < n_frames; done += n) {
+        lem_stream *w = b->work;
+        n = n_frames - done < piece ? n_frames - done : piece;
+        for (k = 0; k < m; k++) {
+            size_t at = b->where[k] * n_frames + done;
+            if (ids == NULL) {
+                for (t = 0; t < n; t++)
+                    memcpy(w->buffers[0] + (k * n + t) * in_stride, x + (at + t) * in_w, in_w * sizeof(float));
+            } else {
+                memcpy(w->ids + k * n, ids + at, n * sizeof(int32_t));
+            }
+        }
+        batch_run_ops(b, m, n);
+        for (k = 0; k < m; k++) {
+            size_t at = b->where[k] * n_frames + done;
+            for (t = 0; t < n; t++)
+                memcpy(y + (at + t) * out_w, w->buffers[model->output_buffer] + (k * n + t) * out_stride,
+                       out_w * sizeof(float));
+        }
+    }
+    for (k = 0; k < m; k++) {
+        lem_stream *s = b->active[k];
+        if (!lem_all_finite(y + b->where[k] * n_frames * out_w, n_frames * out_w)
+            || !lem_all_finite(s->state, model->state_size)) {
+            memcpy(s->state, s->backup, model->state_size * sizeof(float));
+            statuses[b->where[k]] = LEM_ERR_NONFINITE_RESULT;
+        }
+    }
+    for (v = 0; v < n_streams && first == LEM_OK; v++) first = statuses[v];
+    return first;
+}
+
+int lem_batch_push(lem_batch *batch, lem_stream *const *streams, size_t n_streams, const float *x,
+                   size_t n_frames, float *y, int *statuses) {
+    if (x == NULL) return LEM_ERR_ARGUMENT;
+    return batch_push_any(batch, streams, n_streams, x, NULL, n_frames, y, statuses);
+}
+
+int lem_batch_push_ids(lem_batch *batch, lem_stream *const *streams, size_t n_streams, const int32_t *ids,
+                       size_t n_frames, float *y, int *statuses) {
+    if (ids == NULL) return LEM_ERR_ARGUMENT;
+    return batch_push_any(batch, streams, n_streams, NULL, ids, n_frames, y, statuses);
 }

@@ -108,6 +108,32 @@ int lem_stream_run(lem_stream *stream, const void *x, size_t n_frames, const flo
 int lem_stream_run_parts(lem_stream *stream, const void *x, size_t n_frames, const float *const *state_in,
                          float *state_out, float *y);
 
+/*
+ * Batches: one step for several streams of one model at once. Each weight matrix is read once per step for all
+ * of them (the kernels' several-vector products), so N streams cost much less than N pushes; every result is
+ * bitwise what lem_stream_push gives each stream alone. The streams keep their own state (get/set/reset as
+ * usual); a batch only holds scratch for max_streams streams of max_chunk frames, and belongs to one thread at a
+ * time, as do the streams while they are pushed. A stream may appear once per call.
+ */
+typedef struct lem_batch lem_batch;
+
+lem_batch *lem_batch_create(const lem_model *model, size_t max_streams, size_t max_chunk, int *status);
+void lem_batch_free(lem_batch *batch);
+size_t lem_batch_max_streams(const lem_batch *batch);
+size_t lem_batch_bytes_for(const lem_model *model, size_t max_streams, size_t max_chunk);
+/*
+ * Push n_frames frames into each of n_streams (<= max_streams) streams of the batch's model: x is
+ * [n_streams, n_frames, input_width] float32, y gets [n_streams, n_frames, output_width]. statuses[i] gets stream
+ * i's own status: a stream whose chunk holds NaN/inf (or whose result would) is refused and keeps its state, the
+ * others run as usual. Returns LEM_OK, or the first stream's error, or LEM_ERR_ARGUMENT for the call as a whole
+ * (nothing changed then: a NULL pointer, zero counts, too many streams, a stream of another model).
+ */
+int lem_batch_push(lem_batch *batch, lem_stream *const *streams, size_t n_streams, const float *x,
+                   size_t n_frames, float *y, int *statuses);
+/* Token-id models: ids [n_streams, n_frames], each in [0, vocabulary) (a stream with an id outside is refused). */
+int lem_batch_push_ids(lem_batch *batch, lem_stream *const *streams, size_t n_streams, const int32_t *ids,
+                       size_t n_frames, float *y, int *statuses);
+
 #ifdef __cplusplus
 }
 #endif
