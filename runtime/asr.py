@@ -391,20 +391,10 @@ class RecognizerBatch:
 
     def push(self, pcm: Sequence[np.ndarray] | Mapping[int, np.ndarray]
              ) -> list[list[Result]] | dict[int, list[Result]]:
-        from lstm_edge.runtime.batch import BatchPushError, push_by_length
+        from lstm_edge.runtime.batch import BatchPushError, chunks_by_slot, push_by_length
 
         keyed = isinstance(pcm, Mapping)
-        if isinstance(pcm, Mapping):
-            chunks = dict(pcm)
-        else:
-            if len(pcm) != len(self.batch.active):
-                raise InputError(expected_got("audio chunks", f"one per active slot ({len(self.batch.active)})",
-                                              len(pcm)))
-            chunks = dict(zip(self.batch.active, pcm))
-        for slot in chunks:  # all checked before any stream moves
-            if slot not in self._streams:
-                raise InputError(expected_got("slot", f"one of the active slots {list(self.batch.active)}",
-                                              repr(slot)))
+        chunks = chunks_by_slot(pcm, self.batch.active, self._streams)  # all checked before any stream moves
         errors: dict[int, LstmEdgeError] = {}
         inputs: dict[int, np.ndarray] = {}
         for slot, samples in chunks.items():

@@ -54,6 +54,31 @@ class BatchPushError(InputError):
                          f"{len(ran)} slot(s) ran: {ran}")
 
 
+def _stacked(outputs: list[np.ndarray | None], n: int) -> np.ndarray:
+    """The slots' outputs as one array, zeros where a slot was refused (None)."""
+    shape = next((y.shape for y in outputs if y is not None), None)
+    if shape is None:
+        return np.empty((n, 0), np.float32)
+    filler = np.zeros(shape, np.float32)
+    return np.stack([filler if y is None else y for y in outputs])
+
+
+def chunks_by_slot(chunks: Sequence[np.ndarray] | Mapping[int, np.ndarray], active: Sequence[int],
+                   known: Mapping[int, object]) -> dict[int, np.ndarray]:
+    """``{slot: chunk}`` from one chunk per active slot (in slot order) or a mapping; every slot checked against
+    ``known`` before anything moves."""
+    if isinstance(chunks, Mapping):
+        by_slot = dict(chunks)
+    else:
+        if len(chunks) != len(active):
+            raise InputError(expected_got("audio chunks", f"one per active slot ({len(active)})", len(chunks)))
+        by_slot = dict(zip(active, chunks))
+    for slot in by_slot:
+        if slot not in known:
+            raise InputError(expected_got("slot", f"one of the active slots {list(active)}", repr(slot)))
+    return by_slot
+
+
 class BatchEngine(Protocol):
     """What a backend gives a ``StreamBatch``: slots holding state, and one push over several of them."""
 
@@ -112,11 +137,7 @@ class StepBatchEngine:
                 outputs.append(None)
                 continue
             outputs.append(y)
-        shape = next((y.shape for y in outputs if y is not None), None)
-        if shape is None:
-            return np.empty((len(slots), 0), np.float32), errors
-        filler = np.zeros(shape, np.float32)
-        return np.stack([filler if y is None else y for y in outputs]), errors
+        return _stacked(outputs, len(slots)), errors
 
 
 class GraphBatchEngine:
@@ -197,11 +218,7 @@ class GraphBatchEngine:
                 continue
             self._states[slot] = state.ordered
             outputs.append(y)
-        shape = next((y.shape for y in outputs if y is not None), None)
-        if shape is None:
-            return np.empty((len(slots), 0), np.float32), errors
-        filler = np.zeros(shape, np.float32)
-        return np.stack([filler if y is None else y for y in outputs]), errors
+        return _stacked(outputs, len(slots)), errors
 
 
 class StreamBatch:

@@ -87,9 +87,9 @@ def test_continuing_from_a_model_of_another_shape_is_refused(tmp_path):
 
 
 def test_continuing_from_a_trained_model_starts_where_it_stopped(tmp_path):
+    from lstm_edge.recipes.text.corpus import tokenizer
     from lstm_edge.recipes.text.model import build_model, load_model, save_model
     from lstm_edge.recipes.text.train_lm import LmTrainConfig, bits_per_char_torch, train_language_model
-    from lstm_edge.recipes.text.corpus import tokenizer
 
     shape = {"vocab_size": 97, "n_out": 97, "embed_size": 8, "hidden_size": 16, "num_layers": 1, "dropout": 0.0,
              "task": "language_model"}

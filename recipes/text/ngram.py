@@ -11,8 +11,9 @@ The hashes are computed in float32 on exact integers (every intermediate value i
 numpy agree exactly: ``h = salt; h = (h * 97 + id + 1) mod 2**bits`` over the characters of the n-gram, oldest first,
 with salt n for the n-gram of order n; the word feature hashes the word so far with the same rule from salt 0 and
 then maps it with ``(h * 31 + 7) mod 2**bits`` while inside a word, and a character that ends a word adds the ended
-word's row ``(h * 131 + 11) mod 2**bits`` (row 0 when no word ended). Lower-casing and the word test are comparisons on the ids (A-Z, a-z and 0-9 are
-runs of consecutive ids), not tables: an int8 quantizer would round a table of ids.
+word's row ``(h * 131 + 11) mod 2**bits`` (row 0 when no word ended). Lower-casing and the word test are
+comparisons on the ids (A-Z, a-z and 0-9 are runs of consecutive ids), not tables: an int8 quantizer would round a
+table of ids.
 
 Training (``train_ngram``): Adam on the cross-entropy of the answer after EVERY prefix of each quote (as-you-type is
 the task; each quote's prefixes averaged, so every quote counts once), plus ``final_weight`` times that of the whole
@@ -116,7 +117,8 @@ class HashedNgramClassifier(nn.Module):
         context = torch.full((batch, self.orders - 1), float(SPACE_ID))
         return (context, torch.zeros(batch, 1), torch.zeros(batch, self.table.embedding_dim), torch.zeros(batch, 1))
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         context, word, total, count = state
         rows, context, word_new = self.rows(x[:, 0], context, word[:, 0])
         total = total + self.table(rows.long()).sum(dim=1)

@@ -97,7 +97,8 @@ def train_language_model(train_docs: Sequence[str], val_text: str, config: LmTra
     if init is not None:
         start, start_config = load_model(init)
         if {k: start_config.get(k) for k in model_config} != model_config:
-            raise ValueError(f"--init {init}: a model of another shape ({start_config}); this run builds {model_config}")
+            raise ValueError(f"--init {init}: a model of another shape ({start_config}); "
+                             f"this run builds {model_config}")
         model.load_state_dict(start.state_dict())
         model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     splits = split_by_file()
     config = LmTrainConfig(max_minutes=args.minutes, hidden_size=args.hidden, dropout=args.dropout, seed=args.seed,
-                           learning_rate=args.learning_rate, warmup_steps=0 if args.init else LmTrainConfig.warmup_steps)
+                           learning_rate=args.learning_rate,
+                           warmup_steps=0 if args.init else LmTrainConfig.warmup_steps)
     train_docs, val_text = list(splits.documents["train"]), splits.text("validation")
     if args.corpus == "broad":
         from lstm_edge.recipes.text.sources import broad_splits, licences
