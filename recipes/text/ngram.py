@@ -169,6 +169,8 @@ def prefix_accuracies(model: HashedNgramClassifier, rows: torch.Tensor, lengths:
 
 def train_ngram(splits: dict, config: NgramConfig, n_labels: int, log=print) -> tuple[HashedNgramClassifier, dict]:
     """Train on ``splits["train"]``; keep the epoch with the best mean validation accuracy."""
+    if config.epochs < 1:
+        raise ValueError(f"epochs: expected at least 1, got {config.epochs}")
     torch.manual_seed(config.seed)
     model = HashedNgramClassifier(n_labels, config.orders, config.bits, config.word, config.power)
     data = {name: (*_padded_rows(model, texts), torch.tensor(labels)) for name, (texts, labels) in splits.items()
@@ -198,7 +200,8 @@ def train_ngram(splits: dict, config: NgramConfig, n_labels: int, log=print) -> 
         log(json.dumps(history[-1]))
         if score > best:
             best, best_state = score, {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return model, {"best_validation_mean": round(best, 4), "history": history}
 
 

@@ -116,7 +116,8 @@ def _info_nodes(path: Path) -> list[tuple[str, str]]:
 
 def _dictionary(raw: str) -> list[str]:
     """A dictd database's text: entries start at a line with no indent (the headword)."""
-    entries, current = [], []
+    entries: list[str] = []
+    current: list[str] = []
     for line in raw.split("\n"):
         if line and not line[0].isspace() and current:
             entries.append("\n".join(current))

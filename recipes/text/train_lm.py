@@ -95,11 +95,11 @@ def train_language_model(train_docs: Sequence[str], val_text: str, config: LmTra
                     "task": "language_model"}
     model = build_model(model_config)
     if init is not None:
-        start, start_config = load_model(init)
-        if {k: start_config.get(k) for k in model_config} != model_config:
-            raise ValueError(f"--init {init}: a model of another shape ({start_config}); "
+        trained, trained_config = load_model(init)
+        if {k: trained_config.get(k) for k in model_config} != model_config:
+            raise ValueError(f"--init {init}: a model of another shape ({trained_config}); "
                              f"this run builds {model_config}")
-        model.load_state_dict(start.state_dict())
+        model.load_state_dict(trained.state_dict())
         model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     val_ids = tokenizer().encode(val_text)
