@@ -866,16 +866,19 @@ static void matmat(lem_stream *s, const matrix *w, const float *x, size_t x_stri
     }
 }
 
-/* The gate arithmetic of one LSTM frame (torch gate order i, f, g, o). On x86-64 Linux GCC also emits an AVX2 and
- * (GCC 12 on) an AVX-512 copy, chosen at load time (8 or 16 floats per instruction instead of SSE2's 4). Each
- * copy does the same float operations per value (ISO C mode: no contraction into FMA), so they agree bitwise. */
+/* The gate loops' copies: on x86-64 Linux GCC also emits an AVX2 and (GCC 12 on) an AVX-512 copy of a function,
+ * chosen at load time (8 or 16 floats per instruction instead of SSE2's 4). Each copy does the same float operations
+ * per value (ISO C mode: no contraction into FMA), so they agree bitwise. */
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__)
 #if __GNUC__ >= 12
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#define LEM_GATE_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
-__attribute__((target_clones("avx2", "default")))
+#define LEM_GATE_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
+#else
+#define LEM_GATE_CLONES
 #endif
+
 #if defined(__wasm_simd128__)
 #include <wasm_simd128.h>
 
@@ -915,7 +918,8 @@ static v128_t fast_tanh4(v128_t x) {
 }
 #endif
 
-static void lstm_gates(const float *g, float *c, float *hidden, size_t h) {
+/* The gate arithmetic of one LSTM frame (torch gate order i, f, g, o). */
+LEM_GATE_CLONES static void lstm_gates(const float *g, float *c, float *hidden, size_t h) {
     size_t j = 0;
 #if defined(__wasm_simd128__)
     for (; j + 4 <= h; j += 4) {
@@ -1029,14 +1033,7 @@ static void run_conv(lem_stream *s, const op *o, const float *in, size_t in_stri
 
 /* The gate arithmetic of one GRU frame (torch gate order r, z, n; the reset gate after the recurrent product):
  * gi = W_ih x + b_ih, gh = W_hh h + b_hh. Same clones and same float operations per value as lstm_gates. */
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__) && !defined(__clang__)
-#if __GNUC__ >= 12
-__attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-__attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-static void gru_gates(const float *gi, const float *gh, float *hidden, size_t h) {
+LEM_GATE_CLONES static void gru_gates(const float *gi, const float *gh, float *hidden, size_t h) {
     size_t j;
     for (j = 0; j < h; j++) {
         float r = lem_fast_sigmoid(gi[j] + gh[j]), z = lem_fast_sigmoid(gi[h + j] + gh[h + j]);
