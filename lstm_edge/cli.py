@@ -30,7 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse takes a command's positionals in one run: `listen MODEL --json a.wav` would leave a.wav over. Files
+    # after an option go where the files before it go (commands whose last positional is a list of inputs).
+    if extra and isinstance(getattr(args, "inputs", None), list) and not any(e.startswith("-") for e in extra):
+        args.inputs += extra
+    elif extra:
+        parser.parse_args(argv)  # the usual "unrecognized arguments" error, exit 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -87,3 +87,24 @@ def test_run_rejects_bad_options(exported, tmp_path, args, needle):
     np.save(tmp_path / "x.npy", np.zeros((5, 20), np.float32))
     result = cli("run", str(model_dir), str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"), *args)
     assert result.returncode == 1 and needle in result.stderr
+
+
+def test_files_may_follow_options(capsys):
+    """`listen MODEL --json FILE` reads FILE like `listen MODEL FILE --json`; other stray words stay errors."""
+    from pathlib import Path
+
+    from lstm_edge.cli import main
+
+    kws = Path(__file__).resolve().parents[1] / "models" / "kws"
+    assert main(["listen", str(kws / "export"), str(kws / "demo.wav"), "--json"]) == 0
+    expected = capsys.readouterr().out
+    assert expected.count('"label"') >= 3
+    assert main(["listen", str(kws / "export"), "--json", str(kws / "demo.wav")]) == 0
+    assert capsys.readouterr().out == expected
+    with pytest.raises(SystemExit) as exit_info:
+        main(["listen", str(kws / "export"), "--json", str(kws / "demo.wav"), "--bogus"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["info", str(kws / "export"), "stray"])
+    assert exit_info.value.code == 2
