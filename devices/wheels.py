@@ -26,8 +26,11 @@ DEFAULT_WHEEL_CACHE = Path(os.environ.get("LSTM_EDGE_WHEEL_CACHE") or cache_dir(
 # Host-side parts and training assets: the device wheel holds the runtime, the CLI and device tools only.
 HOST_ONLY = ("models", "recipes", "export", "quantize", "demo.py")
 DEVICE_EXTRAS = ("onnx", "litert", "mic")  # the extras a board's install.sh may ask for
-# Inside devices/: what only makes bundles (a board runs bundles, it does not make them)
-BUNDLE_MAKING = ("templates", "bundle.py", "native_bundle.py", "render.py", "wheels.py", "choice.py")
+# Inside devices/: what only makes bundles or web sites (a board runs them, it does not make them)
+BUNDLE_MAKING = ("templates", "bundle.py", "native_bundle.py", "render.py", "wheels.py", "choice.py", "web",
+                 "web_site.py", "wasm_build.py")
+# Inside runtime/native/: sources built on a host for other targets (Cortex-M firmware, WebAssembly and its modules)
+CROSS_BUILT = ("mcu", "wasm")
 
 Log = Callable[[str], None]
 
@@ -38,8 +41,8 @@ def _ignore_for_device(folder: str, names: list[str]) -> set[str]:
         skipped |= {n for n in names if n in HOST_ONLY}
     if Path(folder).name == "devices":
         skipped |= {n for n in names if n in BUNDLE_MAKING}
-    if Path(folder).name == "native":  # runtime/native/mcu: firmware sources, cross-compiled on a host
-        skipped |= {n for n in names if n == "mcu"}
+    if Path(folder).name == "native":
+        skipped |= {n for n in names if n in CROSS_BUILT}
     return skipped
 
 

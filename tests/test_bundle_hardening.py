@@ -80,12 +80,14 @@ def test_device_wheel_holds_the_runtime_only(bundle_root):
     [wheel] = (bundle_root / "wheels").glob("lstm_edge-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for host_only in ("lstm_edge/models/", "lstm_edge/recipes/", "lstm_edge/export/", "lstm_edge/quantize/",
-                      "lstm_edge/demo.py", "lstm_edge/devices/templates/", "lstm_edge/devices/bundle.py"):
+                      "lstm_edge/demo.py", "lstm_edge/devices/templates/", "lstm_edge/devices/bundle.py",
+                      "lstm_edge/devices/web/", "lstm_edge/devices/web_site.py", "lstm_edge/runtime/native/wasm/",
+                      "lstm_edge/runtime/native/mcu/"):
         assert not any(n.startswith(host_only) for n in names), host_only
     for needed in ("lstm_edge/cli.py", "lstm_edge/runtime/model.py", "lstm_edge/runtime/audio.py",
                    "lstm_edge/devices/bench.py"):
         assert needed in names, needed
-    assert wheel.stat().st_size < 200_000, wheel.stat().st_size
+    assert wheel.stat().st_size < 250_000, wheel.stat().st_size
 
 
 def _tar(path: Path, members: list[tuple[str, bytes | None]]) -> Path:
@@ -143,7 +145,7 @@ def test_bundle_from_a_regular_install_as_the_readme_shows(tmp_path):
     [wheel] = (root / "wheels").glob("lstm_edge-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert not any(n.startswith(("lstm_edge/models/", "lstm_edge/recipes/")) for n in names)
-    assert "lstm_edge/runtime/manifest.schema.json" in names and wheel.stat().st_size < 200_000
+    assert "lstm_edge/runtime/manifest.schema.json" in names and wheel.stat().st_size < 250_000
     model_files = sorted(p.name for p in (root / "model").iterdir())
     assert "manifest.json" in model_files and len(model_files) <= 4, model_files
     others = sum(p.stat().st_size for p in (root / "wheels").glob("*.whl") if p != wheel)
