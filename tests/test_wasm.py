@@ -229,8 +229,9 @@ def capture_offset(heard: list[dict], expected: list[dict]) -> float:
 
 def test_microphone_path_hears_the_same_keywords(browser, tmp_path):
     """Float weights: the int8 model's scores sit closer to the threshold on this recording (3 keywords; float
-    finds 4). After the capture offset, times within 0.1 s (ten hops: Chromium resamples 16 kHz to the device
-    rate and the page back, so 10 ms frames fall on other samples) and scores within 0.1 (seen: 0.07 at most).
+    finds 4). After the capture offset, ends within 0.1 s (ten hops: Chromium resamples 16 kHz to the device
+    rate and the page back, so 10 ms frames fall on other samples), spans overlapping, scores within 0.1 (seen:
+    0.07 at most).
     Every keyword heard is one of ``listen --json``'s; each of its keywords scored clearly above the threshold (by
     0.05) is heard; one at the threshold ("left", 0.852 at 0.85) may go either way."""
     driver, server = browser
@@ -242,8 +243,11 @@ def test_microphone_path_hears_the_same_keywords(browser, tmp_path):
     offset = capture_offset(heard, expected)
 
     def same(mine: dict, theirs: dict) -> bool:
-        return (mine["label"] == theirs["label"] and abs(mine["start"] + offset - theirs["start"]) <= 0.1
-                and abs(mine["end"] + offset - theirs["end"]) <= 0.1 and abs(mine["score"] - theirs["score"]) <= 0.1)
+        # the start is the onset look-back from where the smoothed score rose, which moves with the score's shape
+        # for a keyword near the threshold (seen: "left" at 0.898 instead of 0.852): the two spans must overlap
+        return (mine["label"] == theirs["label"] and mine["start"] + offset < theirs["end"]
+                and theirs["start"] < mine["end"] + offset and abs(mine["end"] + offset - theirs["end"]) <= 0.1
+                and abs(mine["score"] - theirs["score"]) <= 0.1)
 
     assert all(any(same(mine, theirs) for theirs in expected) for mine in heard), (heard, expected, offset)
     clear = [theirs for theirs in expected if theirs["score"] >= threshold + 0.05]
