@@ -121,7 +121,7 @@ LEM_MATMAT_F32(matmat_f32_portable, matvec_f32_portable, 1)
 LEM_MATMAT_I8(matmat_i8_portable, matvec_i8_portable, 1)
 
 static const lem_kernels PORTABLE = {"portable", quantize_portable, matvec_f32_portable, matvec_i8_portable, 0, 0,
-                                     NULL, NULL, NULL, NULL, matmat_f32_portable, matmat_i8_portable, NULL, NULL};
+                                     NULL, NULL, NULL, NULL, matmat_f32_portable, matmat_i8_portable, NULL, NULL, NULL};
 
 const lem_kernels *lem_kernels_portable(void) { return &PORTABLE; }
 
@@ -672,6 +672,87 @@ LEM_AVX512 static float quantize_avx512(const float *v, size_t n, int8_t *q) {
     return peak / 127.0f;
 }
 
+/* ------------------------------------------------------------------ LSTM gates: the portable result, bitwise */
+/* lem_fast_exp (lstm_edge_common.h) on four vectors of 16 at once, each step for the four before the next: the
+ * polynomial and the division are long dependent chains, and a loop of one vector per iteration filled the
+ * scheduler with instructions waiting on them (the gate loop ran at a third of the units' throughput). The same
+ * float operations in the same order (no FMA); min(88, x) / max(-87, x) return x when x is NaN, as the C
+ * comparisons do. */
+LEM_AVX512 static inline __attribute__((always_inline)) void exp16x4(__m512 *v) {
+    const __m512 magic = _mm512_set1_ps(12582912.0f);
+    __m512 shifted[4], r[4], p[4];
+    int q;
+    for (q = 0; q < 4; q++) {
+        __m512 x = _mm512_max_ps(_mm512_set1_ps(-87.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), v[q]));
+        shifted[q] = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)), magic);
+        v[q] = x;
+    }
+    for (q = 0; q < 4; q++) {
+        __m512 n = _mm512_sub_ps(shifted[q], magic);
+        r[q] = _mm512_sub_ps(_mm512_sub_ps(v[q], _mm512_mul_ps(n, _mm512_set1_ps(0.693145751953125f))),
+                             _mm512_mul_ps(n, _mm512_set1_ps(1.428606765330187e-06f)));
+    }
+    for (q = 0; q < 4; q++)
+        p[q] = _mm512_add_ps(_mm512_set1_ps(0.008333334f), _mm512_mul_ps(r[q], _mm512_set1_ps(0.0013888889f)));
+    for (q = 0; q < 4; q++) p[q] = _mm512_add_ps(_mm512_set1_ps(0.041666668f), _mm512_mul_ps(r[q], p[q]));
+    for (q = 0; q < 4; q++) p[q] = _mm512_add_ps(_mm512_set1_ps(0.16666667f), _mm512_mul_ps(r[q], p[q]));
+    for (q = 0; q < 4; q++) p[q] = _mm512_add_ps(_mm512_set1_ps(0.5f), _mm512_mul_ps(r[q], p[q]));
+    for (q = 0; q < 4; q++) p[q] = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(r[q], p[q]));
+    for (q = 0; q < 4; q++) p[q] = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(r[q], p[q]));
+    for (q = 0; q < 4; q++) {
+        __m512i bits = _mm512_sub_epi32(_mm512_castps_si512(shifted[q]), _mm512_set1_epi32(0x4b400000));
+        bits = _mm512_slli_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(127)), 23);
+        v[q] = _mm512_mul_ps(p[q], _mm512_castsi512_ps(bits));
+    }
+}
+
+/* y[:n] = lem_fast_sigmoid(x[:n]) (tanh: lem_fast_tanh), 64 values per step; the last step's missing lanes
+ * compute on zeros and are not stored. In place is fine (y == x). */
+LEM_AVX512 static void activate16x4(const float *x, float *y, size_t n, int tanh) {
+    const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    __m512 v[4];
+    __mmask16 m[4];
+    size_t j;
+    int q;
+    for (j = 0; j < n; j += 64) {
+        for (q = 0; q < 4; q++) {
+            size_t at = j + 16 * (size_t)q;
+            m[q] = at < n ? rows_mask(n - at) : 0;
+            v[q] = _mm512_maskz_loadu_ps(m[q], x + at);
+            v[q] = tanh ? _mm512_mul_ps(two, v[q]) /* 2x */
+                        : _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v[q]), sign)); /* -x */
+        }
+        exp16x4(v);
+        for (q = 0; q < 4; q++) {
+            __m512 out = tanh ? _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(v[q], one)))
+                              : _mm512_div_ps(one, _mm512_add_ps(one, v[q]));
+            _mm512_mask_storeu_ps(y + j + 16 * (size_t)q, m[q], out);
+        }
+    }
+}
+
+/* The model's lstm_gates (g = i, f, g, o pre-activations; g is overwritten with the activations) in three passes:
+ * the gates' activations, the cell c = f * c + i * g, then h = o * tanh(c). */
+LEM_AVX512 static void lstm_gates_avx512(float *g, float *c, float *hidden, size_t h) {
+    size_t j;
+    activate16x4(g, g, 2 * h, 0);
+    activate16x4(g + 2 * h, g + 2 * h, h, 1);
+    activate16x4(g + 3 * h, g + 3 * h, h, 0);
+    for (j = 0; j < h; j += 16) {
+        __mmask16 m = rows_mask(h - j);
+        __m512 f_c = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + h + j), _mm512_maskz_loadu_ps(m, c + j));
+        __m512 i_g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, g + j), _mm512_maskz_loadu_ps(m, g + 2 * h + j));
+        _mm512_mask_storeu_ps(c + j, m, _mm512_add_ps(f_c, i_g));
+    }
+    activate16x4(c, hidden, h, 1);
+    for (j = 0; j < h; j += 16) {
+        __mmask16 m = rows_mask(h - j);
+        __m512 o = _mm512_maskz_loadu_ps(m, g + 3 * h + j);
+        _mm512_mask_storeu_ps(hidden + j, m, _mm512_mul_ps(o, _mm512_maskz_loadu_ps(m, hidden + j)));
+    }
+}
+
 LEM_MATMAT_F32(matmat_f32_avx2, matvec_f32_avx2, 4)
 LEM_MATMAT_I8(matmat_i8_avx2, matvec_i8_avx2, 4)
 LEM_MATMAT_F32(matmat_f32_avx2_packed, matvec_f32_avx2_packed, 32)
@@ -679,11 +760,11 @@ LEM_MATMAT_F32(matmat_f32_avx512_packed, matvec_f32_avx512_packed, 64)
 
 static const lem_kernels AVX2 = {"avx2", quantize_avx2, matvec_f32_avx2, matvec_i8_avx2, 8, 8, pack_f32_8,
                                  pack_i8_8, matvec_f32_avx2_packed, matvec_i8_avx2_packed, matmat_f32_avx2,
-                                 matmat_i8_avx2, matmat_f32_avx2_packed, matmat_i8_avx2_packed};
+                                 matmat_i8_avx2, matmat_f32_avx2_packed, matmat_i8_avx2_packed, NULL};
 static const lem_kernels AVX512_VNNI = {"avx512-vnni", quantize_avx512, matvec_f32_avx2, matvec_i8_avx2, 16, 16,
                                         pack_f32_16, pack_i8_16, matvec_f32_avx512_packed, matvec_i8_vnni_packed,
                                         matmat_f32_avx2, matmat_i8_avx2, matmat_f32_avx512_packed,
-                                        matmat_i8_vnni_packed};
+                                        matmat_i8_vnni_packed, lstm_gates_avx512};
 
 static const lem_kernels *detect(const char *forced) {
     int avx2, vnni;
@@ -891,9 +972,9 @@ __attribute__((target("arch=armv8.2-a+dotprod")))
 LEM_NEON_TILES(matmat_i8_dotprod, i8_tile_dotprod, 4, 4, int8_t, LEM_I8_ARGS, LEM_I8_TILE_CALL)
 
 static const lem_kernels NEON = {"neon", quantize_portable, matvec_f32_neon, matvec_i8_neon, 0, 0, NULL, NULL, NULL,
-                                 NULL, matmat_f32_neon, matmat_i8_neon, NULL, NULL};
+                                 NULL, matmat_f32_neon, matmat_i8_neon, NULL, NULL, NULL};
 static const lem_kernels NEON_DOTPROD = {"neon-dotprod", quantize_portable, matvec_f32_neon, matvec_i8_dotprod, 0, 0,
-                                         NULL, NULL, NULL, NULL, matmat_f32_neon, matmat_i8_dotprod, NULL, NULL};
+                                         NULL, NULL, NULL, NULL, matmat_f32_neon, matmat_i8_dotprod, NULL, NULL, NULL};
 
 static const lem_kernels *detect(const char *forced) {
     (void)forced;
@@ -973,7 +1054,7 @@ LEM_MATMAT_F32(matmat_f32_simd128, matvec_f32_simd128, 1)
 LEM_MATMAT_I8(matmat_i8_simd128, matvec_i8_simd128, 4)
 
 static const lem_kernels SIMD128 = {"wasm-simd128", quantize_portable, matvec_f32_simd128, matvec_i8_simd128, 0, 0,
-                                    NULL, NULL, NULL, NULL, matmat_f32_simd128, matmat_i8_simd128, NULL, NULL};
+                                    NULL, NULL, NULL, NULL, matmat_f32_simd128, matmat_i8_simd128, NULL, NULL, NULL};
 
 static const lem_kernels *detect(const char *forced) {
     (void)forced;

@@ -45,6 +45,9 @@ typedef struct {
                               size_t x_stride, float *y, size_t y_stride);
     void (*matmat_i8_packed)(const int8_t *w, const float *row_scale, size_t rows, size_t cols, const int8_t *x,
                              const float *x_scale, size_t n_vec, size_t x_stride, float *y, size_t y_stride);
+    /* One LSTM frame's gate arithmetic (torch order i, f, g, o in g[:4h], which it overwrites), bitwise what the
+     * model's portable gate loop gives; NULL: the model runs that loop. */
+    void (*lstm_gates)(float *g, float *c, float *hidden, size_t h);
 } lem_kernels;
 
 /* The fastest kernels this CPU runs. The environment variable LEM_KERNEL names a set to use instead ("portable",

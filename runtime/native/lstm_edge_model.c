@@ -919,7 +919,7 @@ static v128_t fast_tanh4(v128_t x) {
 #endif
 
 /* The gate arithmetic of one LSTM frame (torch gate order i, f, g, o). */
-LEM_GATE_CLONES static void lstm_gates(const float *g, float *c, float *hidden, size_t h) {
+LEM_GATE_CLONES static void lstm_gates_loop(const float *g, float *c, float *hidden, size_t h) {
     size_t j = 0;
 #if defined(__wasm_simd128__)
     for (; j + 4 <= h; j += 4) {
@@ -939,6 +939,12 @@ LEM_GATE_CLONES static void lstm_gates(const float *g, float *c, float *hidden, 
     }
 }
 
+/* The kernel set's gate arithmetic where it has one (bitwise the loop's; it overwrites g), else the loop. */
+static void lstm_gates(const lem_model *m, float *g, float *c, float *hidden, size_t h) {
+    if (m->kernels->lstm_gates != NULL) m->kernels->lstm_gates(g, c, hidden, h);
+    else lstm_gates_loop(g, c, hidden, h);
+}
+
 static void run_lstm(lem_stream *s, const op *o, const float *in, size_t in_stride, float *out,
                      size_t out_stride, size_t n) {
     size_t h = o->p[0], t;
@@ -950,7 +956,7 @@ static void run_lstm(lem_stream *s, const op *o, const float *in, size_t in_stri
     for (t = 0; t < n; t++) {
         g = s->gates + t * 4 * h;
         matvec_recurrent(s, &o->m[1], hidden, g, t);
-        lstm_gates(g, c, hidden, h);
+        lstm_gates(s->model, g, c, hidden, h);
         memcpy(out + t * out_stride, hidden, h * sizeof(float));
     }
     memcpy(state_h, hidden, h * sizeof(float));
@@ -969,7 +975,7 @@ static void run_lstm_proj(lem_stream *s, const op *o, const float *in, size_t in
     for (t = 0; t < n; t++) {
         g = s->gates + t * 4 * h;
         matvec_recurrent(s, &o->m[1], hidden, g, t);
-        lstm_gates(g, c, u, h);
+        lstm_gates(s->model, g, c, u, h);
         memset(hidden, 0, p * sizeof(float));
         matvec(s, &o->m[3], u, hidden);
         memcpy(out + t * out_stride, hidden, p * sizeof(float));
@@ -1379,10 +1385,10 @@ static void batch_lstm(lem_batch *b, const op *o, size_t m, size_t n) {
         for (k = 0; k < m; k++) {
             float *c = b->active[k]->state + o->p[2], *g = w->gates + (k * n + t) * 4 * h;
             if (o->type == OP_LSTM_PROJ) {
-                lstm_gates(g, c, u + k * hp, h);
+                lstm_gates(model, g, c, u + k * hp, h);
                 memset(hidden + k * hp, 0, p * sizeof(float));
             } else {
-                lstm_gates(g, c, hidden + k * hp, h);
+                lstm_gates(model, g, c, hidden + k * hp, h);
                 memcpy(out + (k * n + t) * out_stride, hidden + k * hp, h * sizeof(float));
             }
         }
