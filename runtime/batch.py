@@ -234,7 +234,11 @@ class StreamBatch:
         self.model = model
         self.engine: BatchEngine = model.open_batch_engine()
         self._joined: list[bool] = []  # by slot index: True while a stream holds the slot
+        # frames(slot) = _frames[slot] + _together - _base[slot]: a push of every active slot adds to _together
+        # alone (no per-slot loop); a push of some slots adds to each one's _frames
         self._frames: list[int] = []
+        self._base: list[int] = []
+        self._together = 0
         self._active: tuple[int, ...] = ()
         self._counts_frames = model.counts_frames
         self._frame_shape = model.fast_frame_shape
@@ -262,11 +266,13 @@ class StreamBatch:
                 slot = len(self._joined)
                 self._joined.append(False)
                 self._frames.append(0)
+                self._base.append(0)
             self.engine.open_slot(slot)
             if values is not None:
                 self.engine.set_state(slot, values)
             self._joined[slot] = True
             self._frames[slot] = 0
+            self._base[slot] = self._together
             self._active = tuple(i for i, joined in enumerate(self._joined) if joined)
         return slot
 
@@ -284,6 +290,7 @@ class StreamBatch:
         with self._exclusive():
             self.engine.reset(slot)
             self._frames[slot] = 0
+            self._base[slot] = self._together
 
     def state(self, slot: int) -> State:
         """A copy of the state carried in ``slot``, by name."""
@@ -300,7 +307,7 @@ class StreamBatch:
     def frames(self, slot: int) -> int:
         """Output frames (steps, for a step model) produced in ``slot`` since it joined or was reset."""
         self._check_slot(slot)
-        return self._frames[slot]
+        return self._frames[slot] + self._together - self._base[slot]
 
     # ------------------------------------------------------------------------ push
     def push(self, chunks: np.ndarray | Sequence[object] | Mapping[int, object]
@@ -313,7 +320,7 @@ class StreamBatch:
         if not self._busy.acquire(blocking=False):
             raise _busy_error()
         try:
-            keyed = isinstance(chunks, Mapping)
+            keyed = type(chunks) is not np.ndarray and isinstance(chunks, Mapping)
             if keyed:
                 slots = tuple(chunks)
                 for slot in slots:
@@ -329,9 +336,8 @@ class StreamBatch:
             y, failed = self.engine.push(ran, x)
             step = x.shape[1] if self._counts_frames else 1
             frames = self._frames
-            if not errors and not failed and not keyed:
-                for slot in ran:
-                    frames[slot] += step
+            if not errors and not failed and not keyed:  # every active slot ran
+                self._together += step
                 return list(y)
             outputs: dict[int, np.ndarray] = {}
             for position, slot in enumerate(ran):

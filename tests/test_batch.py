@@ -86,9 +86,11 @@ def test_join_leave_reset_and_state_per_slot():
         np.testing.assert_array_equal(got, model.step(x[slot], kept[slot])[0])
     assert batch.join() == 1  # the freed slot, fresh
     np.testing.assert_array_equal(batch.push(x)[1], model.create_stream().push(x[1]))
+    assert [batch.frames(slot) for slot in batch.active] == [15, 5, 15, 15]  # slot 1 joined before the last push
     batch.reset(2)
     assert batch.frames(2) == 0
     np.testing.assert_array_equal(batch.push({2: x[2]})[2], model.create_stream().push(x[2]))
+    assert [batch.frames(slot) for slot in batch.active] == [15, 5, 5, 15]  # only slot 2 moved
     # a mapping pushes some slots only; the others do not move
     before = batch.state(0)
     batch.push({3: x[3]})

@@ -1454,6 +1454,8 @@ static int batch_push_any(lem_batch *b, lem_stream *const *streams, size_t n_str
     if ((model->input_kind == LEM_INPUT_TOKEN_IDS) != (ids != NULL)) return LEM_ERR_ARGUMENT;
     for (v = 0; v < n_streams; v++)
         if (streams[v] == NULL || streams[v]->model != model) return LEM_ERR_ARGUMENT;
+    if (n_streams == 1) /* the stream's own push: the same results, without the batch's copies */
+        return statuses[0] = push_any(streams[0], x, ids, n_frames, y);
     in_w = model->input_width;
     out_w = model->output_width;
     in_stride = padded(in_w);
