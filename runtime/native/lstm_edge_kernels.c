@@ -523,53 +523,46 @@ LEM_AVX512 static void matvec_i8_vnni_packed(const int8_t *w, const float *row_s
 /* nv (1..4) vectors times nb (1..4) blocks of 16 rows: each block's 64 bytes of a column group are loaded once
  * for the nv vectors and each vector's 4 bytes once for the nb blocks. Inlined with constant nb and nv, so the
  * nb * nv accumulators stay in registers. */
-/* The full 4 x 4 tile with its sixteen accumulators named: GCC keeps an array of them in registers only with
- * copies between them on every column group (half the loop's instructions), named ones it does not. */
-#define LEM_DP4(a0, a1, a2, a3, wv)                                                                                 \
+/* The sums of an nb x nv tile with its accumulators named (nb, nv constants after inlining: the tests on them
+ * vanish): GCC keeps an array of accumulators in registers only with copies between them on every column group
+ * (half the loop's instructions), named ones it does not. */
+#define LEM_DP_ROW(a0, a1, a2, a3, wv)                                                                             \
     do {                                                                                                           \
         const __m512i w_ = (wv);                                                                                   \
         a0 = _mm512_dpbusd_epi32(a0, w_, x0);                                                                      \
-        a1 = _mm512_dpbusd_epi32(a1, w_, x1);                                                                      \
-        a2 = _mm512_dpbusd_epi32(a2, w_, x2);                                                                      \
-        a3 = _mm512_dpbusd_epi32(a3, w_, x3);                                                                      \
+        if (nv > 1) a1 = _mm512_dpbusd_epi32(a1, w_, x1);                                                          \
+        if (nv > 2) a2 = _mm512_dpbusd_epi32(a2, w_, x2);                                                          \
+        if (nv > 3) a3 = _mm512_dpbusd_epi32(a3, w_, x3);                                                          \
     } while (0)
-LEM_AVX512 static inline __attribute__((always_inline)) void vnni_sums44(const int8_t *p, size_t bs, size_t cols,
-                                                                        const int8_t *x, size_t x_stride,
-                                                                        __m512i *acc) {
+LEM_AVX512 static inline __attribute__((always_inline)) void vnni_sums(const int8_t *p, size_t bs, size_t cols,
+                                                                      const int8_t *x, size_t x_stride,
+                                                                      __m512i *acc, int nb, int nv) {
     __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00;
     __m512i a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
     size_t c;
     for (c = 0; c < cols; c += 4) {
         const int8_t *q = p + 16 * c;
-        const __m512i x0 = _mm512_set1_epi32(load4(x + c)), x1 = _mm512_set1_epi32(load4(x + x_stride + c));
-        const __m512i x2 = _mm512_set1_epi32(load4(x + 2 * x_stride + c));
-        const __m512i x3 = _mm512_set1_epi32(load4(x + 3 * x_stride + c));
-        LEM_DP4(a00, a01, a02, a03, _mm512_load_si512(q));
-        LEM_DP4(a10, a11, a12, a13, _mm512_load_si512(q + bs));
-        LEM_DP4(a20, a21, a22, a23, _mm512_load_si512(q + 2 * bs));
-        LEM_DP4(a30, a31, a32, a33, _mm512_load_si512(q + 3 * bs));
+        const __m512i zero = _mm512_setzero_si512(), x0 = _mm512_set1_epi32(load4(x + c));
+        const __m512i x1 = nv > 1 ? _mm512_set1_epi32(load4(x + x_stride + c)) : zero;
+        const __m512i x2 = nv > 2 ? _mm512_set1_epi32(load4(x + 2 * x_stride + c)) : zero;
+        const __m512i x3 = nv > 3 ? _mm512_set1_epi32(load4(x + 3 * x_stride + c)) : zero;
+        LEM_DP_ROW(a00, a01, a02, a03, _mm512_load_si512(q));
+        if (nb > 1) LEM_DP_ROW(a10, a11, a12, a13, _mm512_load_si512(q + bs));
+        if (nb > 2) LEM_DP_ROW(a20, a21, a22, a23, _mm512_load_si512(q + 2 * bs));
+        if (nb > 3) LEM_DP_ROW(a30, a31, a32, a33, _mm512_load_si512(q + 3 * bs));
     }
     acc[0] = a00, acc[1] = a01, acc[2] = a02, acc[3] = a03, acc[4] = a10, acc[5] = a11, acc[6] = a12;
     acc[7] = a13, acc[8] = a20, acc[9] = a21, acc[10] = a22, acc[11] = a23, acc[12] = a30, acc[13] = a31;
     acc[14] = a32, acc[15] = a33;
 }
-#undef LEM_DP4
+#undef LEM_DP_ROW
 
 LEM_AVX512 static inline __attribute__((always_inline)) void vnni_tile(
     const int8_t *p, size_t bs, size_t cols, size_t rows_left, const float *row_scale, const int8_t *x,
     size_t x_stride, const float *x_scale, const int32_t *offset, float *y, size_t y_stride, int nb, int nv) {
-    __m512i acc[16], xb[4];
-    size_t c;
+    __m512i acc[16];
     int b, j;
-    for (b = 0; b < 4 * nb; b++) acc[b] = _mm512_setzero_si512();
-    if (nb == 4 && nv == 4) vnni_sums44(p, bs, cols, x, x_stride, acc);
-    else for (c = 0; c < cols; c += 4) {
-        for (j = 0; j < nv; j++) xb[j] = _mm512_set1_epi32(load4(x + j * x_stride + c));
-        for (b = 0; b < nb; b++) {
-            __m512i wv = _mm512_load_si512(p + b * bs + 16 * c);
-            for (j = 0; j < nv; j++) acc[4 * b + j] = _mm512_dpbusd_epi32(acc[4 * b + j], wv, xb[j]);
-        }
-    }
+    vnni_sums(p, bs, cols, x, x_stride, acc, nb, nv);
     for (j = 0; j < nv; j++) {
         if (x_scale[j] == 0.0f) continue;
         for (b = 0; b < nb && (size_t)(16 * b) < rows_left; b++)
