@@ -98,3 +98,23 @@ def test_info_names_the_output_semantics(shipped, capsys):
     assert main(["info", str(folder)]) == 0
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("output ")]
     assert line.strip().startswith(f"output {manifest.output.name}: float32") and line.endswith(f" ({semantics})")
+
+
+def test_sequence_models_take_many_streams_per_onnx_call(shipped):
+    """Every shipped sequence model's float ONNX file declares its batch axis, and one StreamBatch call on ONNX
+    gives each of three streams (the reference input, shifted) what a stream of its own gives."""
+    from lstm_edge.runtime.batch import GraphBatchEngine
+
+    folder, manifest, _ = shipped
+    if manifest.kind == "step":  # step models have the example's fixed shape: no axis
+        assert manifest.file("onnx", "float").batch is None
+        return
+    assert manifest.file("onnx", "float").batch == "any"
+    model = StreamingModel.load(folder, backend="onnx", precision="float")
+    x = np.load(folder / "reference" / "input.npy")[:48]
+    chunks = [np.roll(x, 7 * k, axis=0) for k in range(3)]
+    batch = model.create_batch(3)
+    assert isinstance(batch.engine, GraphBatchEngine)
+    for got, chunk in zip(batch.push(chunks), chunks):
+        expected = model.create_stream().push(chunk)
+        assert np.abs(got - expected).max() <= 1e-6 * (1 + np.abs(expected).max())
