@@ -124,6 +124,7 @@ class KeywordSpotter:
         self.frontend = LogMelFrontend(LogMelConfig.from_dict(dict(frontend)))
         self.labels = tuple(labels)
         self.keyword_indices = [i for i, label in enumerate(self.labels) if label not in NON_KEYWORDS]
+        self.keyword_array = np.array(self.keyword_indices, dtype=np.intp)
         self.sample_rate = int(self.frontend.config.sample_rate)
         self.hop_s = self.frontend.config.hop_length / self.sample_rate
         self.window_s = self.frontend.config.win_length / self.sample_rate
@@ -177,6 +178,7 @@ class KeywordStream:
         lookback = int(round(config.lookback_s / self.spotter.hop_s)) + 1
         self._history: deque[np.ndarray] = deque(maxlen=max(lookback, config.smoothing_frames))
         self._window_sum = np.zeros(len(self.spotter.labels))
+        self._tail = np.zeros((0, len(self.spotter.labels)))  # the last smoothing_frames rows (fewer at the start)
         self._frame = 0
         self._open: dict[str, Any] | None = None
         self._quiet_until = -1
@@ -208,31 +210,58 @@ class KeywordStream:
 
     def _consume(self, posteriors: np.ndarray) -> list[Detection]:
         spotter, config = self.spotter, self.spotter.config
+        frames = len(posteriors)
+        if frames == 0:
+            return []
+        smoothed = self._smoothed(posteriors)
+        keywords = spotter.keyword_array
+        if keywords.size == 0:  # no keyword labels: nothing to detect
+            self._history.extend(posteriors)
+            self._frame += frames
+            return []
+        best = keywords[np.argmax(smoothed[:, keywords], axis=1)].tolist()  # the first of a tie, as max() gives
+        values = smoothed.tolist()
         detections = []
         history = self._history
-        for row in posteriors:
-            if len(history) >= config.smoothing_frames:
-                self._window_sum -= history[-config.smoothing_frames]
-            history.append(row)
-            self._window_sum += row
-            smoothed = self._window_sum / min(len(history), config.smoothing_frames)
+        threshold, hop, max_event = config.threshold, spotter.hop_s, config.max_event_s
+        for t in range(frames):
+            history.append(posteriors[t])
             frame = self._frame
             self._frame += 1
+            row = values[t]
             if self._open is not None:
                 event = self._open
-                score = float(smoothed[event["index"]])
+                score = row[event["index"]]
                 if score > event["score"]:
                     event["score"] = score
-                if score < config.threshold or (frame - event["opened"]) * spotter.hop_s >= config.max_event_s:
+                if score < threshold or (frame - event["opened"]) * hop >= max_event:
                     detections.append(self._close(frame))
                 continue
             if frame < self._quiet_until:
                 continue
-            index = max(spotter.keyword_indices, key=lambda i: smoothed[i])
-            if smoothed[index] >= config.threshold:
-                self._open = {"index": index, "opened": frame, "score": float(smoothed[index]),
-                              "onset": self._onset(index, frame)}
+            index = best[t]
+            if row[index] >= threshold:
+                self._open = {"index": index, "opened": frame, "score": row[index], "onset": self._onset(index, frame)}
         return detections
+
+    def _smoothed(self, posteriors: np.ndarray) -> np.ndarray:
+        """The moving average of the last ``smoothing_frames`` rows at each frame of ``posteriors`` (fewer at the
+        start), and the running window sum carried to the next chunk. The sum is the same float64 sequence a frame
+        loop computes, sum - leaving row + new row, with the additions in that order: one sequential accumulate
+        over the interleaved steps (a - b is a + (-b) exactly; a frame with no leaving row adds -0.0)."""
+        window = self.spotter.config.smoothing_frames
+        frames, seen = len(posteriors), self._frame
+        kept = len(self._tail)  # the window's rows from earlier chunks: min(seen, window)
+        rows = np.concatenate([self._tail, posteriors])
+        leaving = np.arange(frames) + kept - window  # row of `rows` leaving the window at each frame
+        steps = np.empty((2 * frames + 1, posteriors.shape[1]))
+        steps[0] = self._window_sum
+        steps[1::2] = np.where((leaving >= 0)[:, None], -rows[np.maximum(leaving, 0)], -0.0)
+        steps[2::2] = posteriors
+        sums = np.add.accumulate(steps, axis=0)[2::2]
+        self._window_sum = sums[-1].copy()
+        self._tail = rows[-window:].copy()
+        return sums / np.minimum(seen + 1 + np.arange(frames), window)[:, None]
 
     def _onset(self, index: int, frame: int) -> int:
         """The first frame of the run (within the look-back) where this keyword's raw posterior was raised."""

@@ -140,3 +140,69 @@ def test_demo_runs_end_to_end(tmp_path):
     manifest = json.loads((tmp_path / "demo" / "manifest.json").read_text())
     assert {f["format"] + "/" + f["precision"] for f in manifest["files"]} == {
         "onnx/float", "onnx/int8", "tflite/float", "tflite/int8"}
+
+
+def frame_by_frame_detections(spotter, posteriors):
+    """The detector written as its definition, one frame at a time: the window sum (minus the row leaving the
+    smoothing window, plus the new row, in float64), its mean, the open event's peak and close, the refractory time,
+    the best keyword (the first of a tie) against the threshold, the onset within the look-back."""
+    config, labels = spotter.config, spotter.labels
+    window, lookback = config.smoothing_frames, int(round(config.lookback_s / spotter.hop_s)) + 1
+    rows, total, found, event, quiet = [], np.zeros(len(labels)), [], None, -1
+    sums = []
+    for frame, row in enumerate(posteriors):
+        if len(rows) >= window:
+            total -= rows[-window]
+        rows.append(row)
+        total += row
+        sums.append(total.copy())
+        smoothed = total / min(len(rows), window)
+        if event is not None:
+            event["score"] = max(event["score"], float(smoothed[event["index"]]))
+            if (smoothed[event["index"]] < config.threshold
+                    or (frame - event["opened"]) * spotter.hop_s >= config.max_event_s):
+                quiet = frame + int(round(config.refractory_s / spotter.hop_s))
+                found.append((labels[event["index"]], max(event["onset"] * spotter.hop_s, 0.0),
+                              frame * spotter.hop_s + spotter.window_s, event["score"]))
+                event = None
+            continue
+        if frame < quiet:
+            continue
+        index = max(spotter.keyword_indices, key=lambda i: smoothed[i])
+        if smoothed[index] >= config.threshold:
+            onset = frame
+            for back, past in enumerate(reversed(rows[-max(lookback, window):])):
+                if past[index] < config.onset_level:
+                    break
+                onset = frame - back
+            event = {"index": index, "opened": frame, "score": float(smoothed[index]), "onset": onset}
+    return found, sums
+
+
+def test_detector_is_its_frame_by_frame_definition_bitwise_in_any_chunking(spotter, demo_audio):
+    """The detector runs a chunk's frames at once (one sequential accumulate for the window sum, the best keyword of
+    every frame in one argmax); scores, times and the carried window sum are bitwise the frame-by-frame loop's, for
+    the shipped model's posteriors on the demo and for noisy ones that open and close many events."""
+    from lstm_edge.runtime.kws import softmax
+
+    features = spotter.frontend.create_stream().push(demo_audio)
+    demo = softmax(spotter.model.create_stream().push(features).astype(np.float64))
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((3000, len(spotter.labels)))
+    for start in range(0, 3000, 60):  # runs of 20-60 frames where one label stands out, by a random margin
+        logits[start:start + rng.integers(20, 60), rng.integers(len(spotter.labels))] += rng.uniform(2, 9)
+    noisy = softmax(logits)
+    for posteriors in (demo, noisy):
+        expected, sums = frame_by_frame_detections(spotter, posteriors)
+        assert len(expected) > 2
+        for sizes in ([len(posteriors)], [1] * len(posteriors), list(rng.integers(0, 40, size=400))):
+            stream, got, start = spotter.create_stream(), [], 0
+            for size in sizes:
+                got.extend(stream.push_posteriors(posteriors[start:start + size]))
+                start += size
+                if start >= len(posteriors):
+                    break
+            got.extend(stream.push_posteriors(posteriors[start:]))
+            got.extend(stream.flush()[:0])  # an event still open at the end is not in the definition
+            assert [(d.label, d.start, d.end, d.score) for d in got] == expected
+            np.testing.assert_array_equal(stream._window_sum, sums[-1])
