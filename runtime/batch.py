@@ -148,7 +148,9 @@ class GraphBatchEngine:
 
     name = "one call for all slots (the graph's batch axis)"
 
-    def __init__(self, model: StreamingModel, run: object, axes: Sequence[int]) -> None:
+    def __init__(self, model: StreamingModel, run: object, axes: Sequence[int], name: str | None = None) -> None:
+        if name is not None:
+            self.name = name
         self._model = model
         self._run = run
         self._axes = tuple(axes)
