@@ -25,9 +25,10 @@ from lstm_edge.export.batch_axis import state_batch_axis
 from lstm_edge.runtime.manifest import MANIFEST_NAME, Manifest, ModelFile
 
 # The recommended streams per call (the keyword spotter recipe's; export() writes none unless asked). Measured on the
-# shipped keyword spotter (benchmarks/bench_litert_batch.py, results/litert_batch.json): per stream, 4 streams per call cost about
-# half of one, 16 about a third; 64 gains at most ~14% over 16 while each batch size adds ~50 KB of graph to the
-# file (float and int8 alike: three sizes grow the int8 file by ~45%).
+# shipped keyword spotter (benchmarks/bench_litert_batch.py, results/litert_batch.json): one call of 4 streams costs
+# 0.4-0.8x per stream of a one-stream call, 16 streams 0.27-0.53x, 64 streams only 4-14% less than 16, while each
+# batch size adds ~50 KB of graph to the file (float and int8 alike: 4 and 16 grow the int8 file by 30%, 4, 16 and
+# 64 by 45%).
 DEFAULT_BATCH_SIZES = (4, 16)
 TOLERANCE = 1e-6
 _KEY = re.compile(r"^(?P<key>.+)_b(?P<streams>[0-9]+)$")
