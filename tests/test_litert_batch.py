@@ -199,3 +199,19 @@ def test_bad_batch_options_and_manifest_fields(tmp_path):
         record["batch_signatures"] = bad
         with pytest.raises(ManifestError, match=message):
             Manifest.from_dict(raw)
+
+
+def test_manifest_without_batch_signatures_runs_one_by_one(tmp_path):
+    """A manifest written before batch signatures existed (the field absent) loads as before: the file's one-stream
+    signatures only, the slots one by one."""
+    folder = shutil.copytree(KWS, tmp_path / "kws")
+    raw = json.loads((folder / MANIFEST_NAME).read_text())
+    for record in raw["files"]:
+        record.pop("batch_signatures", None)
+    (folder / MANIFEST_NAME).write_text(json.dumps(raw))
+    model = StreamingModel.load(folder, backend="litert", precision="int8")
+    batch = model.create_batch(3)
+    assert isinstance(batch.engine, StepBatchEngine)
+    x = np.random.default_rng(7).standard_normal((3, 11, 40)).astype(np.float32)
+    for got, chunk in zip(batch.push(x), x):
+        np.testing.assert_array_equal(got, model.create_stream().push(chunk))
