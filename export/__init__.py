@@ -128,8 +128,18 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
         from lstm_edge.export.tflite_export import tflite_checks, write_tflite
 
         batch_sizes, state_axes = _tflite_batch(tflite_batch_sizes, manifest, step)
-        signatures = write_tflite(streamer, graph_io, out_dir / TFLITE_FILE, _tflite_metadata(manifest),
-                                  batch_sizes=batch_sizes, state_axes=state_axes)
+        try:
+            signatures = write_tflite(streamer, graph_io, out_dir / TFLITE_FILE, _tflite_metadata(manifest),
+                                      batch_sizes=batch_sizes, state_axes=state_axes)
+        except ExportError as err:
+            if not batch_sizes:
+                raise
+            # e.g. a forward that reshapes with batch 1: the file keeps its one-stream signatures, and says why
+            import warnings
+
+            warnings.warn(f"TFLite signatures for {list(batch_sizes)} streams per call could not be written ({err}); "
+                          "the file has one-stream signatures only", stacklevel=2)
+            signatures = write_tflite(streamer, graph_io, out_dir / TFLITE_FILE, _tflite_metadata(manifest))
         sizes = sorted((int(k) for k in signatures), reverse=True) if lengths else None
         files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures,
                                 checks=tflite_checks(example)))

@@ -42,6 +42,14 @@ class MixesStreams(TinyLSTM):
         return y + y.mean(dim=0, keepdim=True)
 
 
+class OneStreamOnly(TinyLSTM):
+    """Reshapes with batch 1 written in: traced with several streams, it fails."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        return y.reshape(1, y.shape[1], 5)
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     """TinyLSTM exported to TFLite with signatures for 2 and 3 streams per call, then quantized (dynamic int8)."""
@@ -171,6 +179,17 @@ def test_a_graph_that_mixes_streams_gets_no_batch_signatures(tmp_path):
     assert batch_signatures_in(keys, entry) == {2: {4: "chunk_4_b2", 1: "chunk_1_b2"}}  # written...
     assert entry.batch_signatures is None  # ...not declared
     assert declare_tflite_batch(out).file("tflite", "float").batch_signatures is None
+    model = StreamingModel.load(out, backend="litert")
+    assert isinstance(model.create_batch(2).engine, StepBatchEngine)
+
+
+def test_a_graph_that_cannot_take_several_streams_keeps_one_stream_signatures_with_a_warning(tmp_path):
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"TFLite signatures for \[2\] streams per call could not be written"):
+        out = export(OneStreamOnly().eval(), torch.randn(1, 4, 6), tmp_path / "one", formats=("tflite",),
+                     chunk_sizes=(4, 1), tflite_batch_sizes=(2,))
+    entry = Manifest.load(out).file("tflite", "float")
+    assert entry.signatures == {"4": "chunk_4", "1": "chunk_1"} and entry.batch_signatures is None
     model = StreamingModel.load(out, backend="litert")
     assert isinstance(model.create_batch(2).engine, StepBatchEngine)
 
