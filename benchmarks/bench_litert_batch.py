@@ -1,8 +1,9 @@
 """TFLite batch signatures on the shipped keyword spotter: which batch sizes to write, and what a StreamBatch gains.
 
-1. File size and export time: the keyword spotter (models/kws/float.pt, as its recipe exports it) converted to
-   TFLite with batch signatures for (), (4, 16) (the recipe's choice, ``tflite_batch.DEFAULT_BATCH_SIZES``) and
-   (4, 16, 64), each quantized to dynamic int8.
+1. File size, export time and memory: the keyword spotter (models/kws/float.pt, as its recipe exports it)
+   converted to TFLite with batch signatures for (), (4, 16) (the recipe's choice, ``tflite_batch.DEFAULT_BATCH_SIZES``)
+   and (4, 16, 64), each quantized to dynamic int8; for each file, the resident memory a fresh process gains by
+   loading it and making one one-stream call (LiteRT's XNNPACK delegate packs the weights of every signature).
 2. Bare LiteRT calls of the (4, 16, 64) files, float and int8, T = 1 and 10: microseconds per stream of one call of
    the B-stream signature for B = 1, 4, 16, 64 (timed in alternating rounds), and the ratio to B = 1.
 3. ``StreamBatch`` of n = 16 (one call of ``chunk_T_b16``) against 16 separate ``Stream``s on the shipped files,
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +56,29 @@ def export_variant(batch_sizes: tuple[int, ...], out: Path) -> dict[str, object]
     quantize(out, formats=("tflite",))
     return {"batch_sizes": list(batch_sizes), "export_seconds": round(seconds, 1),
             "float_bytes": (out / "model.tflite").stat().st_size,
-            "int8_bytes": (out / "model.int8.tflite").stat().st_size}
+            "int8_bytes": (out / "model.int8.tflite").stat().st_size,
+            "float_resident_kb": resident_kb(out / "model.tflite"),
+            "int8_resident_kb": resident_kb(out / "model.int8.tflite")}
+
+
+MEMORY_PROBE = """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+before = rss()
+runner = Interpreter(model_path=sys.argv[1], num_threads=1).get_signature_runner("chunk_10")
+runner(x=np.zeros((1, 10, 40), np.float32), lstm_h_in=np.zeros((2, 1, 128), np.float32),
+       lstm_c_in=np.zeros((2, 1, 128), np.float32))
+print(rss() - before)
+"""
+
+
+def resident_kb(path: Path) -> int:
+    """KB of resident memory a fresh process gains by loading ``path`` and calling ``chunk_10`` once."""
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path)], check=True, capture_output=True, text=True)
+    return int(done.stdout.split()[-1])
 
 
 def bare_calls(path: Path, repeats: int) -> list[dict[str, object]]:
@@ -125,11 +150,13 @@ def main() -> None:
     repeats = 100 if args.quick else 1000
     sizes, bare, pushes = [], {}, []
     with tempfile.TemporaryDirectory() as work:
-        print("1. file size and export time by batch sizes:")
+        print("1. file size, export time, resident memory after load + one call, by batch sizes:")
         for batch_sizes in SIZE_SETS:
             row = export_variant(batch_sizes, Path(work) / "b".join(map(str, ("", *batch_sizes))))
             print(f"  {str(tuple(batch_sizes)):13s} export {row['export_seconds']:6.1f} s   float "
-                  f"{row['float_bytes'] / 1024:7.1f} KB   int8 {row['int8_bytes'] / 1024:6.1f} KB", flush=True)
+                  f"{row['float_bytes'] / 1024:7.1f} KB (+{row['float_resident_kb'] / 1024:5.1f} MB resident)   "
+                  f"int8 {row['int8_bytes'] / 1024:6.1f} KB (+{row['int8_resident_kb'] / 1024:5.1f} MB resident)",
+                  flush=True)
             sizes.append(row)
         largest = Path(work) / "b".join(map(str, ("", *SIZE_SETS[-1])))
         print("2. one call of the B-stream signature, us per stream (ratio to B=1):")

@@ -26,9 +26,9 @@ from lstm_edge.runtime.manifest import MANIFEST_NAME, Manifest, ModelFile
 
 # The recommended streams per call (the keyword spotter recipe's; export() writes none unless asked). Measured on the
 # shipped keyword spotter (benchmarks/bench_litert_batch.py, results/litert_batch.json): one call of 4 streams costs
-# 0.4-0.8x per stream of a one-stream call, 16 streams 0.27-0.53x, 64 streams only 4-14% less than 16, while each
+# 0.34-0.52x per stream of a one-stream call, 16 streams 0.20-0.39x, 64 streams only 3-11% less than 16, while each
 # batch size adds ~50 KB of graph to the file (float and int8 alike: 4 and 16 grow the int8 file by 30%, 4, 16 and
-# 64 by 45%).
+# 64 by 45%) and, under XNNPACK, another copy of the packed weights in memory.
 DEFAULT_BATCH_SIZES = (4, 16)
 TOLERANCE = 1e-6
 _KEY = re.compile(r"^(?P<key>.+)_b(?P<streams>[0-9]+)$")
