@@ -4,6 +4,11 @@ The module has the exporter's signature ``forward(x, *state_in) -> (y, *state_ou
 file takes and returns tensors under the manifest's names (``x``, ``lstm_h_in`` ... ``y``, ``lstm_h_out`` ...),
 so a runtime never matches anything by position. All signatures live in one file and share its weights.
 
+Sequence models may also get signatures for several streams per call (``batch_sizes``, e.g. 4, 16, 64): signature
+``chunk_10_b16`` takes 16 streams' chunks stacked on axis 0 and their states joined along each state's batch axis.
+They share the weights too; ``export.tflite_batch`` checks that every stream's results equal a run of its own
+before the manifest declares them.
+
 Token-id inputs (int64 in torch) come out as int32 in the file: litert-torch downcasts 64-bit I/O, and most
 on-device runtimes do not take int64. The LiteRT backend casts the ids it is given to the file's dtype.
 """
@@ -27,6 +32,27 @@ NONFINITE_OUTPUT = "nonfinite"
 def chunk_signature(length: int) -> str:
     """The signature key of chunk length ``length`` (``chunk_10``)."""
     return f"chunk_{length}"
+
+
+def batch_signature(length: int, batch: int) -> str:
+    """The signature key of chunk length ``length`` for ``batch`` streams per call (``chunk_10_b16``)."""
+    return f"chunk_{length}_b{batch}"
+
+
+def _check_batch_sizes(batch_sizes: tuple[int, ...], state_axes: tuple[int, ...] | None, n_states: int) -> None:
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 2 for b in batch_sizes) \
+            or len(set(batch_sizes)) != len(batch_sizes):
+        raise ExportError(expected_got("TFLite batch sizes", "distinct ints >= 2, e.g. (4, 16, 64)", batch_sizes))
+    if batch_sizes and (state_axes is None or len(state_axes) != n_states):
+        raise ExportError(expected_got("state batch axes for TFLite batch signatures", f"{n_states} axes (one per "
+                                       "state)", state_axes))
+
+
+def _batched(example: torch.Tensor, axis: int, batch: int) -> torch.Tensor:
+    """``example`` (size 1 on ``axis``) repeated to ``batch`` streams on that axis."""
+    repeats = [1] * example.dim()
+    repeats[axis] = batch
+    return example.repeat(*repeats).contiguous()
 
 
 class _NamedIO(torch.nn.Module):
@@ -94,8 +120,8 @@ def _signature_examples(example_x: torch.Tensor,
     return {str(n): (chunk_signature(n), _with_length(example_x, n)) for n in lengths}
 
 
-def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path,
-                 metadata: dict | None = None) -> dict[str, str]:
+def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path, metadata: dict | None = None,
+                 batch_sizes: tuple[int, ...] = (), state_axes: tuple[int, ...] | None = None) -> dict[str, str]:
     """Convert ``module`` to one ``.tflite`` at ``path``: a signature per chunk length, weights shared.
 
     A step model (``graph_io.chunk_lengths`` None) gets one signature ``step`` at the example's shape.
@@ -103,6 +129,10 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path,
     scalar output ``nonfinite``, the sum of the (float) input, the output and the new state, as the ONNX graph has
     (``tflite_checks`` gives the manifest's ``checks``). ``metadata`` is stored as the file's metadata entry
     "lstm_edge" (JSON).
+
+    ``batch_sizes`` (sequence models) add, after those, one signature per chunk length and batch size B
+    (``batch_signature``), ``B`` streams per call: inputs/outputs stacked on axis 0, each state joined along its axis
+    in ``state_axes``. They are not in the returned dict: ``export.tflite_batch`` checks and declares them.
     """
     example_x, example_states = graph_io.example_x, graph_io.example_states
     input_name, output_name = graph_io.input_name, graph_io.output_name
@@ -110,6 +140,17 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path,
     lengths = graph_io.chunk_lengths
     _check_names(input_name, output_name, state_inputs, state_outputs, len(example_states))
     examples = _signature_examples(example_x, lengths)
+    batch_sizes = tuple(batch_sizes)
+    _check_batch_sizes(batch_sizes, state_axes, len(example_states))
+    if batch_sizes and lengths is None:
+        raise ExportError(expected_got("TFLite batch sizes of a step model", "none (sequence models only)",
+                                       batch_sizes))
+    samples = [(key, {input_name: x, **dict(zip(state_inputs, example_states))}) for key, x in examples.values()]
+    for batch in batch_sizes:
+        states = [_batched(value, axis, batch) for value, axis in zip(example_states, state_axes or ())]
+        samples += [(batch_signature(int(length), batch),
+                     {input_name: _batched(x, 0, batch), **dict(zip(state_inputs, states))})
+                    for length, (_, x) in examples.items()]
     try:
         import litert_torch
     except ImportError as err:
@@ -127,8 +168,7 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path,
             warnings.filterwarnings("ignore", message=".*were assigned during export.*")
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             converter: Any = None
-            for key, x in examples.values():
-                sample = {input_name: x, **dict(zip(state_inputs, example_states))}
+            for key, sample in samples:
                 converter = (litert_torch if converter is None else converter).signature(key, adapter, (), sample)
             edge_model = converter.convert()
             path = Path(path)
@@ -139,7 +179,7 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path,
     except Exception as err:  # torch.export and the converter raise many types
         message = str(err).strip().splitlines()
         raise ExportError(f"litert-torch could not convert the model to {path} "
-                          f"(signatures {[k for k, _ in examples.values()]}): {type(err).__name__}: "
+                          f"(signatures {[k for k, _ in samples]}): {type(err).__name__}: "
                           f"{message[0] if message else ''}") from err
     finally:
         litert_torch.config.show_progress = show_progress
@@ -147,7 +187,7 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path,
             sub.training = training
     _shorten_tensor_names(path, metadata)
     checked_outputs = [output_name, *state_outputs, NONFINITE_OUTPUT]
-    _check_written(path, {key for key, _ in examples.values()}, [input_name, *state_inputs], checked_outputs)
+    _check_written(path, {key for key, _ in samples}, [input_name, *state_inputs], checked_outputs)
     return {length: key for length, (key, _) in examples.items()}
 
 

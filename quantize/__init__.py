@@ -87,6 +87,10 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
                                checks=entry.checks)
         manifest = manifest.with_file(new_entry)
         manifest.save(model_dir)
+    if any(entry.format == "tflite" for entry in targets):
+        from lstm_edge.export.tflite_batch import declare_tflite_batch
+
+        declare_tflite_batch(model_dir)  # batched signatures the int8 file kept, checked stream by stream
     return model_dir
 
 

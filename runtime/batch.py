@@ -16,10 +16,11 @@ slot keeps its state, the others run as usual, and ``push`` then raises ``BatchP
 the slots that ran and the error of each that did not.
 
 On ONNX, a float file whose manifest entry says ``"batch": "any"`` runs all slots in one call along the graph's
-batch axis (``GraphBatchEngine``). Files without one (the int8 ONNX file, whose activations are quantized per
-tensor, so streams would change each other's results; LiteRT files, whose signatures have batch 1; manifests
-written before batch axes existed) run the slots one by one through ``model.step`` (``StepBatchEngine``).
-``engine.name`` says which is running.
+batch axis (``GraphBatchEngine``). On LiteRT, a file whose entry has ``batch_signatures`` runs them through the same
+engine over the backend's ``run_batch``: one call of the smallest batch signature holding the slots, the unused rows
+padded. Files without either (the int8 ONNX file, whose activations are quantized per tensor, so streams would
+change each other's results; manifests written before batch axes or batch signatures existed) run the slots one by
+one through ``model.step`` (``StepBatchEngine``). ``engine.name`` says which is running.
 """
 
 from __future__ import annotations
@@ -141,14 +142,17 @@ class StepBatchEngine:
 
 
 class GraphBatchEngine:
-    """All slots in one call of a graph with a batch axis (the manifest file's ``"batch": "any"``; ONNX float): the
+    """All slots in one call of a graph with a batch axis (the manifest file's ``"batch": "any"``: ONNX float; or
+    LiteRT's batch signatures, ``run`` padding and splitting the slots over them; ``name`` then says so): the
     slots' states are joined along each state's ``batch_axis``, and kept joined while the same slots are pushed
     again. A call that fails (a NaN in one slot's chunk, an overflow) is run again slot by slot through
     ``model.step``, so only the slots at fault are refused."""
 
     name = "one call for all slots (the graph's batch axis)"
 
-    def __init__(self, model: StreamingModel, run: object, axes: Sequence[int]) -> None:
+    def __init__(self, model: StreamingModel, run: object, axes: Sequence[int], name: str | None = None) -> None:
+        if name is not None:
+            self.name = name
         self._model = model
         self._run = run
         self._axes = tuple(axes)

@@ -200,6 +200,10 @@ class ModelFile:
     # "any": the graph takes any number of streams on the batch axes (inputs/outputs axis 0, each state its
     # ``batch_axis``) and each stream's results equal a run of its own; None: one stream per call (batch 1).
     batch: str | None = None
+    # TFLite: streams per call (as str) -> {chunk length (as str) -> signature key}, e.g. {"16": {"10": "chunk_10_b16",
+    # "1": "chunk_1_b16"}}: signatures taking that many streams stacked on axis 0 (states joined along their
+    # ``batch_axis``), each stream's results equal to a run of its own. None: batch 1 only.
+    batch_signatures: Mapping[str, Mapping[str, str]] | None = None
 
     @property
     def key(self) -> str:
@@ -217,7 +221,18 @@ class ModelFile:
             out["checks"] = dict(self.checks)
         if self.batch is not None:
             out["batch"] = self.batch
+        if self.batch_signatures is not None:
+            out["batch_signatures"] = {size: dict(keys) for size, keys in self.batch_signatures.items()}
         return out
+
+    def signatures_for(self, streams: int) -> dict[int, str]:
+        """``{chunk length: signature key}`` of the signatures taking ``streams`` streams per call (1: the plain
+        ``signatures``); empty when the file has none for that many."""
+        table = self.signatures if streams == 1 else (self.batch_signatures or {}).get(str(streams))
+        try:
+            return {int(length): key for length, key in (table or {}).items()}
+        except ValueError:  # a step model's {"step": "step"}
+            return {}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str) -> ModelFile:
@@ -234,9 +249,29 @@ class ModelFile:
         batch = data.get("batch")
         if batch not in (None, "any"):
             raise ManifestError(expected_got(f"{where}.batch", "'any' or absent (one stream per call)", repr(batch)))
+        signatures = data.get("signatures")
+        batch_signatures = data.get("batch_signatures")
+        if batch_signatures is not None:
+            _check_batch_signatures(batch_signatures, signatures, f"{where}.batch_signatures")
         return cls(fmt, precision, path, str(_require(data, "sha256", where)), int(_require(data, "bytes", where)),
                    tuple(int(c) for c in chunk_sizes) if chunk_sizes else None,
-                   data.get("signatures"), data.get("quantization"), data.get("checks"), batch)
+                   signatures, data.get("quantization"), data.get("checks"), batch, batch_signatures)
+
+
+def _check_batch_signatures(table: Any, signatures: Any, where: str) -> None:
+    """Streams per call >= 2 as keys; under each, chunk lengths of the file's ``signatures`` -> distinct keys."""
+    if not isinstance(table, Mapping) or not table:
+        raise ManifestError(expected_got(where, "{streams: {chunk length: signature key}}", repr(table)))
+    lengths = set(signatures or {})
+    for size, keys in table.items():
+        if not (isinstance(size, str) and size.isdigit() and int(size) >= 2):
+            raise ManifestError(expected_got(f"{where} key", "a number of streams >= 2 (as a string)", repr(size)))
+        if not isinstance(keys, Mapping) or not keys or not set(keys) <= lengths:
+            raise ManifestError(expected_got(f"{where}[{size!r}]", f"chunk lengths among {sorted(lengths)} -> "
+                                             "signature keys", repr(keys)))
+        if set(keys.values()) & set((signatures or {}).values()):
+            raise ManifestError(expected_got(f"{where}[{size!r}]", "keys of their own (not the one-stream "
+                                             "signatures')", repr(keys)))
 
 
 @dataclass(frozen=True)

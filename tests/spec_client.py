@@ -7,7 +7,10 @@ It deliberately imports nothing from lstm_edge: it is what an app developer writ
 For every ONNX and TFLite file of the directory it checks the sha256, streams the reference input through the file
 (chunks of ``--chunk`` frames, state carried from the manifest's initial state; TFLite chunks composed from the chunk
 signatures; static int8 I/O quantized with the manifest's scales) and stores the outputs as ``<format>/<precision>``
-(C weight files are for lstm-edge's C library: skipped). With a frontend it computes log-mel features of
+(C weight files are for lstm-edge's C library: skipped). A TFLite file with ``batch_signatures`` also streams B copies
+of the reference (B its largest streams per call; copy k rolled by 37 k frames) through the B-stream signatures at
+once, states joined along their ``batch_axis``, and stores them as ``<format>/<precision>/batch`` ([B, frames, ...]);
+copy 0 must equal the one-stream output within 1e-6. With a frontend it computes log-mel features of
 ``reference.frontend_input`` as ``features``. It exits 1 when its own results are off the directory's reference
 arrays (features 1e-4; float outputs: the manifest's tolerance).
 
@@ -108,14 +111,14 @@ class OnnxRunner:
 
 
 class LiteRTRunner:
-    def __init__(self, path: Path, manifest: dict, entry: dict) -> None:
+    def __init__(self, path: Path, manifest: dict, entry: dict, streams: int = 1) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=str(path))
         self.x, self.y, self.states = manifest["inputs"][0], manifest["outputs"][0], manifest["states"]
         self.check = check_output(entry)
         io = (entry.get("quantization") or {}).get("io_quantization") or {}
-        signatures = entry["signatures"]
+        signatures = entry["signatures"] if streams == 1 else entry["batch_signatures"][str(streams)]
         # chunk length -> (signature key, runner, that signature's I/O quantization or {})
         if manifest["kind"] == "step":
             (key,) = signatures.values()
@@ -210,6 +213,13 @@ def asr_log_probs(model_dir: Path, manifest: dict, pcm: np.ndarray, chunk: int) 
 
 def stream(runner, manifest: dict, data: np.ndarray, chunk: int) -> np.ndarray:
     state = [initial_state(s) for s in manifest["states"]]
+    if data.ndim == len(manifest["inputs"][0]["shape"]):  # [B, frames, ...]: B streams, states joined on batch_axis
+        state = [np.concatenate([v] * len(data), axis=s["batch_axis"]) for v, s in zip(state, manifest["states"])]
+        outputs = []
+        for start in range(0, data.shape[1], chunk):
+            y, state = runner.run(data[:, start:start + chunk], state)
+            outputs.append(y)
+        return np.concatenate(outputs, axis=1)
     outputs = []
     if manifest["kind"] == "step":
         for row in data:
@@ -316,6 +326,13 @@ def main(argv: list[str]) -> int:
         runner = (OnnxRunner if entry["format"] == "onnx" else LiteRTRunner)(path, manifest, entry)
         y = stream(runner, manifest, data, chunk)
         results[f"{entry['format']}/{entry['precision']}"] = y
+        if entry.get("batch_signatures"):
+            streams = max(int(n) for n in entry["batch_signatures"])
+            copies = np.stack([np.roll(data, 37 * k, axis=0) for k in range(streams)])
+            batch = stream(LiteRTRunner(path, manifest, entry, streams), manifest, copies, chunk)
+            results[f"{entry['format']}/{entry['precision']}/batch"] = batch
+            if not np.abs(batch[0] - y).max() <= 1e-6:
+                failures.append(f"{entry['format']}/{entry['precision']} stream 0 of {streams} vs alone")
         bound = manifest["tolerances"]["float_max_abs_diff"] * (1.0 + float(np.abs(torch_output).max()))
         if entry["precision"] == "float" and not np.abs(y - torch_output).max() <= bound:
             failures.append(f"{entry['format']}/float vs reference output")

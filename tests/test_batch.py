@@ -113,7 +113,7 @@ def test_join_leave_reset_and_state_per_slot():
 
 
 # ------------------------------------------------------------------------------------------ bad input per slot
-@pytest.mark.parametrize("backend", ["native", "onnx"])
+@pytest.mark.parametrize("backend", ["native", "onnx", "litert"])
 def test_bad_chunk_fails_only_its_slot(backend):
     model = StreamingModel.load(kws_dir(), backend=backend, precision="float")
     rng = np.random.default_rng(3)
@@ -180,14 +180,16 @@ def test_overflow_in_one_slot_keeps_its_state_and_runs_the_others(tmp_path):
 @pytest.mark.parametrize("backend, precision", [("onnx", "float"), ("litert", "float"), ("onnx", "int8"),
                                                 ("litert", "int8")])
 def test_other_backends_batch_equals_separate_streams(backend, precision):
-    """The shipped float ONNX file has a batch axis: one call for all slots. The int8 ONNX file (activations
-    quantized per tensor) and the LiteRT files (batch-1 signatures) run the slots one by one."""
+    """The shipped float ONNX file has a batch axis and both LiteRT files have batch signatures: one call for all
+    slots. The int8 ONNX file (activations quantized per tensor) runs the slots one by one."""
     model = StreamingModel.load(kws_dir(), backend=backend, precision=precision)
     batch = model.create_batch(3)
-    batched = (backend, precision) == ("onnx", "float")
+    batched = (backend, precision) != ("onnx", "int8")
     assert isinstance(batch.engine, GraphBatchEngine if batched else StepBatchEngine)
-    fmt = "onnx" if backend == "onnx" else "tflite"
-    assert (model.manifest.file(fmt, precision).batch == "any") == batched
+    if backend == "onnx":
+        assert (model.manifest.file("onnx", precision).batch == "any") == batched
+    else:
+        assert model.manifest.file("tflite", precision).batch_signatures is not None
     rng = np.random.default_rng(5)
     streams = [model.create_stream() for _ in range(3)]
     for frames in (1, 10, 3):

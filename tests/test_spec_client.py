@@ -115,6 +115,24 @@ def test_spec_client_matches_the_runtime_on_the_reexported_keyword_spotter(tmp_p
     compare_with_runtime(out, run_client(out, tmp_path / "client.npz"))
 
 
+def test_spec_client_runs_the_batch_signatures_of_the_shipped_keyword_spotter(tmp_path):
+    """From the spec alone, 16 streams at once through the shipped TFLite files' 16-stream signatures give what the
+    runtime's StreamBatch gives on the same streams (and stream 0 what a stream alone gives: the client checks)."""
+    model_dir = Path(__file__).resolve().parents[1] / "models" / "kws" / "export"
+    results = run_client(model_dir, tmp_path / "client.npz")
+    data = np.load(model_dir / "reference" / "input.npy")
+    for precision in ("float", "int8"):
+        got = results[f"tflite/{precision}/batch"]
+        assert got.shape[:2] == (16, len(data))
+        model = StreamingModel.load(model_dir, backend="litert", precision=precision)
+        batch = model.create_batch(16)
+        copies = np.stack([np.roll(data, 37 * k, axis=0) for k in range(16)])
+        expected = np.concatenate([np.stack(batch.push(copies[:, i:i + CHUNK]))
+                                   for i in range(0, len(data), CHUNK)], axis=1)
+        assert float(np.abs(got - expected).max()) <= 1e-5, precision
+        assert float(np.abs(got[0] - results[f"tflite/{precision}"]).max()) <= 1e-6
+
+
 def test_the_client_imports_nothing_from_lstm_edge():
     source = CLIENT.read_text()
     assert "lstm_edge" not in source.replace("imports nothing from lstm_edge", "")

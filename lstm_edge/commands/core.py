@@ -116,7 +116,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.labels:
         labels = [label.strip() for label in args.labels.split(",")]
     out = export(model, example, args.output, formats=tuple(args.formats.split(",")), chunk_sizes=args.chunk_sizes,
-                 labels=labels, name=args.name, verbose=args.verbose)
+                 labels=labels, name=args.name, verbose=args.verbose,
+                 tflite_batch_sizes=tuple(args.tflite_batch_sizes or ()))
     print(f"exported {args.model} -> {out}")
     return cmd_info(argparse.Namespace(model_dir=out, json=False))
 
@@ -188,6 +189,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         if status != "ok":
             bad.append(entry.path)
         chunks = f" chunks {list(entry.chunk_sizes)}" if entry.chunk_sizes else " any T"
+        if entry.batch_signatures:
+            chunks += f", streams per call {sorted([1, *map(int, entry.batch_signatures)])}"
         print(f"    {entry.key:13s} {entry.path:22s} {entry.bytes / 1024:8.1f} KB{chunks}  sha256 {status}")
         mixed = (entry.quantization or {}).get("mixed_precision")
         if mixed:
@@ -222,6 +225,9 @@ def register(sub) -> None:
     p.add_argument("--example-dtype", choices=("float32", "int64"), default="float32")
     p.add_argument("--formats", default="onnx", help="comma-separated: onnx,tflite,c (default onnx)")
     p.add_argument("--chunk-sizes", type=_int_list, default=None, help="TFLite signature lengths, e.g. 10,1")
+    p.add_argument("--tflite-batch-sizes", type=_int_list, default=None,
+                   help="also TFLite signatures for this many streams per call, e.g. 4,16 (StreamBatch on LiteRT; "
+                        "none by default: each size converts the graph again and grows the file)")
     p.add_argument("--labels", help="comma-separated class labels for the output's last dim")
     p.add_argument("--name", help="model name for the manifest")
     p.add_argument("--verbose", action="store_true",

@@ -1,5 +1,6 @@
 """Export a trained keyword spotter (``train.py`` output) as a streaming model directory: ONNX + TFLite, float +
-int8, parity verified against the float torch model (and clip accuracy on its ``eval_clips.npz``).
+int8, parity verified against the float torch model (and clip accuracy on its ``eval_clips.npz``). The TFLite files
+also get signatures for 4 and 16 streams per call (``StreamBatch`` on LiteRT).
 
 The manifest's ``detector`` holds the detection settings of ``config.json`` (``detector``: the threshold chosen on
 validation streams by ``detection.py --choose-threshold``; the runtime defaults without one) and the clip rule.
@@ -33,6 +34,7 @@ def export_trained(model_dir: Path, out_dir: Path, name: str = "kws-lstm", quant
     """Export + int8 (+ parity) of the model in ``model_dir``; ``demo.wav`` there is the reference input.
     Returns the parity report (empty without ``verify``)."""
     from lstm_edge.export import export
+    from lstm_edge.export.tflite_batch import DEFAULT_BATCH_SIZES
     from lstm_edge.quantize import quantize
     from lstm_edge.quantize.parity import parity_report
     from lstm_edge.quantize.tasks import clip_predictor_for
@@ -47,7 +49,8 @@ def export_trained(model_dir: Path, out_dir: Path, name: str = "kws-lstm", quant
     export(model, torch.from_numpy(features[None, :10]), out_dir, formats=("onnx", "tflite"), chunk_sizes=(10, 1),
            labels=config["labels"], frontend=frontend_config.to_dict(feature_normalization(model)), name=name,
            output_semantics="logits",
-           detector=detector_settings(config).to_manifest(clip_rule=config["clip_rule"]), reference_input=features)
+           detector=detector_settings(config).to_manifest(clip_rule=config["clip_rule"]), reference_input=features,
+           tflite_batch_sizes=DEFAULT_BATCH_SIZES)
     if quantized:
         quantize(out_dir)
     if not verify:

@@ -4,6 +4,10 @@ Every signature takes and returns tensors under the manifest's names. ``run`` co
 signatures, largest first (23 frames = 2 x 10 + 3 x 1), so the tensors are never resized. Each signature's tensor
 indices are looked up once at load; a call then sets the inputs, invokes that signature's subgraph and reads the
 outputs (copies), under one lock per interpreter, since an interpreter must not run two calls at once.
+A file whose manifest entry has ``batch_signatures`` (e.g. ``chunk_10_b16``: 16 streams stacked on axis 0) also runs
+a ``StreamBatch`` in few calls (``run_batch``): n streams go through the smallest batched signature that holds them,
+unused rows zero and dropped, or through several calls when n exceeds the largest. Those signatures are set up on
+the first batch, so a model used for single streams loads as before.
 Files whose inputs/outputs are quantized (int8 static) are fed and read in float: each tensor is quantized with
 its own (scale, zero point) on the way in and dequantized on the way out. Token ids are cast to the file's
 integer dtype (int32 in files written by litert-torch).
@@ -89,9 +93,10 @@ def _output_converter(where: str, want: str, detail: Mapping[str, Any]) -> Conve
 class SignatureCall:
     """One signature of the file, callable on manifest-typed arrays: ``call(x, states) -> (y, new_states)``."""
 
-    def __init__(self, backend: LiteRTBackend, key: str, length: int, fast_path: bool) -> None:
+    def __init__(self, backend: LiteRTBackend, key: str, length: int, fast_path: bool,
+                 streams: int = 1, state_axes: Sequence[int | None] = ()) -> None:
         interpreter, manifest, path = backend.interpreter, backend.manifest, backend.path
-        self.key, self.length = key, length
+        self.key, self.length, self.streams = key, length, streams
         self._lock = backend.lock
         self._in_names = [manifest.input.name] + [s.input for s in manifest.states]
         self._out_names = [manifest.output.name] + [s.output for s in manifest.states] + backend.check_outputs
@@ -103,14 +108,18 @@ class SignatureCall:
                                               f"inputs {sorted(inputs)}, outputs {sorted(outputs)}"))
         spec = manifest.input
         expected_x = [length if d == TIME else d for d in spec.shape]
+        expected_x[0] = streams
         if list(inputs[spec.name]["shape"]) != expected_x:
             raise ModelFileError(expected_got(f"{path}: signature {key!r} input {spec.name!r} shape",
                                               expected_x, list(inputs[spec.name]["shape"])))
-        for state in manifest.states:
+        for state, axis in zip(manifest.states, state_axes or [None] * len(manifest.states)):
+            shape = list(state.shape)
+            if axis is not None:
+                shape[axis] = streams
             for name, details in ((state.input, inputs), (state.output, outputs)):
-                if tuple(details[name]["shape"]) != state.shape:
+                if list(details[name]["shape"]) != shape:
                     raise ModelFileError(expected_got(f"{path}: signature {key!r} state {name!r} shape",
-                                                      list(state.shape), list(details[name]["shape"])))
+                                                      shape, list(details[name]["shape"])))
         where = f"{path}: {key}"
         self._in_conv = [_input_converter(f"{where}/{spec.name}", spec.dtype, inputs[spec.name])]
         self._in_conv += [_input_converter(f"{where}/{s.input}", s.dtype, inputs[s.input]) for s in manifest.states]
@@ -180,6 +189,8 @@ class LiteRTBackend:
         self.checks_result_finite = self._check is not None and self._check.covers_result
         self._state_names = [s.name for s in manifest.states]
         fast_path = fast_path and FAST_PATH_VERSIONS[0] <= release <= FAST_PATH_VERSIONS[1]
+        self._fast_path_wanted, self._entry, self._signature_list = fast_path, entry, signatures
+        self._batch_calls: dict[int, dict[int, SignatureCall]] | None = None  # streams -> length -> call (lazy)
         keys = self._signature_keys(signatures, entry)
         self._calls = {length: SignatureCall(self, key, length, fast_path)
                        for length, key in sorted(keys.items(), reverse=True)}
@@ -244,6 +255,107 @@ class LiteRTBackend:
                 pieces.append(y)
                 start += length
         return np.concatenate(pieces, axis=1), list(states)
+
+
+    # ------------------------------------------------------------------ many streams per call
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Streams per call of the batched signatures this file declares and can run (increasing); () for none."""
+        axes = [state.batch_axis for state in self.manifest.states]
+        if self._step or not self._entry.batch_signatures or not axes or None in axes:
+            return ()
+        return tuple(sorted(int(n) for n in self._entry.batch_signatures))
+
+    def open_batch(self, model: Any) -> Any:
+        """A ``GraphBatchEngine`` over ``run_batch`` when the file has batched signatures, else None (the slots then
+        run one by one)."""
+        sizes = self.batch_sizes()
+        if not sizes:
+            return None
+        self._batch_setup()
+        from lstm_edge.runtime.batch import GraphBatchEngine
+
+        name = (f"one LiteRT call per up to {sizes[-1]} slots (batch signatures {', '.join(map(str, sizes))}; "
+                "unused rows padded)")
+        return GraphBatchEngine(model, self.run_batch, self._state_axes(), name=name)
+
+    def _state_axes(self) -> list[int]:
+        return [int(s.batch_axis) for s in self.manifest.states]  # type: ignore[arg-type]  # batch_sizes() checked
+
+    def _batch_setup(self) -> dict[int, dict[int, SignatureCall]]:
+        with self.lock:
+            if self._batch_calls is None:
+                axes = self._state_axes()
+                calls: dict[int, dict[int, SignatureCall]] = {}
+                for streams in self.batch_sizes():
+                    keys = self._entry.signatures_for(streams)
+                    missing = sorted(set(keys.values()) - set(self._signature_list))
+                    if missing:
+                        raise ModelFileError(expected_got(f"{self.path}: batch signatures for {streams} streams",
+                                                          sorted(keys.values()), f"missing {missing}"))
+                    calls[streams] = {length: SignatureCall(self, key, length, self._fast_path_wanted, streams, axes)
+                                      for length, key in sorted(keys.items(), reverse=True)}
+                self._batch_calls = calls
+        return self._batch_calls
+
+    def run_batch(self, x: np.ndarray, states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Run ``n = len(x)`` streams (states joined along their batch axes): one call of the smallest batched
+        signature holding n (rows past n zero, their results dropped), several when n exceeds the largest; a single
+        stream runs on the one-stream signatures."""
+        streams = x.shape[0]
+        if streams == 1:
+            return self.run(x, states)
+        calls = self._batch_setup()
+        largest = max(calls)
+        if streams > largest:
+            axes = self._state_axes()
+            pieces, parts = [], []
+            for start in range(0, streams, largest):
+                rows = slice(start, start + largest)
+                y, new = self.run_batch(x[rows], [_rows(v, a, rows) for v, a in zip(states, axes)])
+                pieces.append(y)
+                parts.append(new)
+            return (np.concatenate(pieces), [np.concatenate([p[i] for p in parts], axis=a)
+                                             for i, a in enumerate(axes)])
+        size = min(n for n in calls if n >= streams)
+        return self._run_padded(calls[size], size, x, states)
+
+    def _run_padded(self, calls: dict[int, SignatureCall], size: int, x: np.ndarray,
+                    states: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        streams = x.shape[0]
+        axes = self._state_axes()
+        if streams < size:
+            x = _padded(x, 0, size)
+            states = [_padded(v, a, size) for v, a in zip(states, axes)]
+        total, start = x.shape[1], 0
+        pieces = []
+        for length, call in calls.items():  # largest first; T must be composed of the batched lengths
+            while total - start >= length:
+                y, states = self._call(call, x[:, start:start + length], states)
+                pieces.append(y)
+                start += length
+        if start < total:  # chunk lengths the batched signatures lack: the rest stream by stream
+            rest = [self.run(x[k:k + 1, start:], [_rows(v, a, slice(k, k + 1)) for v, a in zip(states, axes)])
+                    for k in range(streams)]
+            pieces.append(_padded(np.concatenate([y for y, _ in rest]), 0, size))
+            states = [_padded(np.concatenate([new[i] for _, new in rest], axis=a), a, size)
+                      for i, a in enumerate(axes)]
+        y = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+        if streams < size:
+            return y[:streams], [_rows(v, a, slice(0, streams)) for v, a in zip(states, axes)]
+        return y, list(states)
+
+
+def _rows(value: np.ndarray, axis: int, rows: slice) -> np.ndarray:
+    index = [slice(None)] * value.ndim
+    index[axis] = rows
+    return value[tuple(index)]
+
+
+def _padded(value: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``value`` with zero rows appended on ``axis`` up to ``size``."""
+    shape = list(value.shape)
+    shape[axis] = size - shape[axis]
+    return np.concatenate([value, np.zeros(shape, value.dtype)], axis=axis)
 
 
 def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> LiteRTBackend:
