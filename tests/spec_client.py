@@ -211,9 +211,9 @@ def asr_log_probs(model_dir: Path, manifest: dict, pcm: np.ndarray, chunk: int) 
     return stream(OnnxRunner(model_dir / entry["path"], manifest, entry), manifest, x, chunk).astype(np.float64)
 
 
-def stream(runner, manifest: dict, data: np.ndarray, chunk: int) -> np.ndarray:
+def stream(runner, manifest: dict, data: np.ndarray, chunk: int, batched: bool = False) -> np.ndarray:
     state = [initial_state(s) for s in manifest["states"]]
-    if data.ndim == len(manifest["inputs"][0]["shape"]):  # [B, frames, ...]: B streams, states joined on batch_axis
+    if batched:  # data [B, frames, ...]: B streams, states joined on batch_axis
         state = [np.concatenate([v] * len(data), axis=s["batch_axis"]) for v, s in zip(state, manifest["states"])]
         outputs = []
         for start in range(0, data.shape[1], chunk):
@@ -329,7 +329,7 @@ def main(argv: list[str]) -> int:
         if entry.get("batch_signatures"):
             streams = max(int(n) for n in entry["batch_signatures"])
             copies = np.stack([np.roll(data, 37 * k, axis=0) for k in range(streams)])
-            batch = stream(LiteRTRunner(path, manifest, entry, streams), manifest, copies, chunk)
+            batch = stream(LiteRTRunner(path, manifest, entry, streams), manifest, copies, chunk, batched=True)
             results[f"{entry['format']}/{entry['precision']}/batch"] = batch
             if not np.abs(batch[0] - y).max() <= 1e-6:
                 failures.append(f"{entry['format']}/{entry['precision']} stream 0 of {streams} vs alone")
