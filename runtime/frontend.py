@@ -18,11 +18,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from lstm_edge.runtime.errors import InputError, ManifestError
+from lstm_edge.runtime.errors import InputError, LstmEdgeError, ManifestError
+
+K = TypeVar("K")
 
 __all__ = ["LogMelConfig", "LogMelFrontend", "FrontendStream", "FrontendConfigError", "InputError"]
 
@@ -214,18 +216,49 @@ class LogMelFrontend:
         """Log-mel of the first ``n_frames`` valid frames of contiguous float32 ``samples``."""
         if n_frames <= 0:
             return self._empty
+        return self._logmel(self._frames(samples, n_frames))
+
+    def _frames(self, samples: np.ndarray, n_frames: int) -> np.ndarray:
+        """The first ``n_frames`` frames of ``samples`` as a strided view (no copy): row i starts at i * hop."""
+        cfg, stride = self.config, samples.strides[0]
+        return np.ndarray((n_frames, cfg.win_length), dtype=samples.dtype, buffer=samples,
+                          strides=(cfg.hop_length * stride, stride))
+
+    def _logmel(self, frames: np.ndarray) -> np.ndarray:
+        """Log-mel of each row of ``frames`` [n, win_length]; every row is computed on its own."""
         cfg = self.config
-        stride = samples.strides[0]
-        # A strided view (no copy): row i starts at sample i * hop_length.
-        frames = np.ndarray(
-            (n_frames, cfg.win_length), dtype=samples.dtype, buffer=samples, strides=(cfg.hop_length * stride, stride)
-        )
         # float64 from here on: numpy's float64 rfft is both faster and more accurate than its float32 path.
         spectrum = np.fft.rfft(frames * self.window, n=cfg.n_fft, axis=1)
         power = np.square(np.abs(spectrum))
         mel_power = power @ self.mel_matrix
         np.maximum(mel_power, cfg.log_floor, out=mel_power)
         return np.log(mel_power, out=mel_power).astype(np.float32)
+
+    def push_many(self, pushes: Mapping[K, tuple[FrontendStream, np.ndarray]]
+                  ) -> tuple[dict[K, np.ndarray], dict[K, LstmEdgeError]]:
+        """``{key: (stream, pcm)}``: each stream's ``push(pcm)``, with the frames of all of them in one transform
+        (many streams of a hub: one rfft and one mel product instead of one per stream). Each frame is computed on
+        its own, so the features are those of pushing the streams one by one. A chunk that is refused fails its key
+        only (its stream unchanged). Returns the features and the errors, by key."""
+        taken: dict[K, tuple[FrontendStream, np.ndarray, int]] = {}
+        errors: dict[K, LstmEdgeError] = {}
+        for key, (stream, pcm) in pushes.items():
+            try:
+                samples = stream._take(pcm)
+            except LstmEdgeError as error:
+                errors[key] = error
+                continue
+            taken[key] = (stream, samples, 0 if samples is None else self.config.n_frames(samples.shape[0]))
+        rows = [self._frames(samples, n) for _, samples, n in taken.values() if n > 0]
+        features = self._logmel(np.concatenate(rows)) if rows else self._empty
+        out: dict[K, np.ndarray] = {}
+        at = 0
+        for key, (stream, samples, n) in taken.items():
+            out[key] = features[at:at + n] if n > 0 else self._empty
+            at += max(n, 0)
+            if samples is not None:
+                stream._commit(samples, n)
+        return out, errors
 
     def compute(self, pcm: np.ndarray) -> np.ndarray:
         """Log-mel features ``[n_frames, n_mels]`` float32 of a whole signal (valid framing)."""
@@ -253,23 +286,33 @@ class FrontendStream:
 
     def push(self, pcm: np.ndarray) -> np.ndarray:
         """Append a mono chunk (int16, float32 or float64, any length) and return the newly completed frames."""
+        samples = self._take(pcm)
+        if samples is None:
+            return self.frontend._empty
+        n_frames = self.frontend.config.n_frames(samples.shape[0])
+        features = self.frontend._frames_to_logmel(samples, n_frames)
+        self._commit(samples, n_frames)
+        return features
+
+    def _take(self, pcm: np.ndarray) -> np.ndarray | None:
+        """The samples a push works on (the leftover, then the checked chunk), None when there are none; nothing
+        in the stream changes but the samples still to skip."""
         chunk = _validate_pcm(pcm)
         if self._skip:
             dropped = min(self._skip, chunk.shape[0])
             chunk, self._skip = chunk[dropped:], self._skip - dropped
         if chunk.shape[0] == 0:
-            return self.frontend._empty
-        samples = np.concatenate((self._leftover, chunk)) if self._leftover.shape[0] else np.ascontiguousarray(chunk)
-        cfg = self.frontend.config
-        n_frames = cfg.n_frames(samples.shape[0])
-        features = self.frontend._frames_to_logmel(samples, n_frames)
-        # Keep only what a future frame still needs; copy so the caller's buffer is not retained. With a hop longer
-        # than the window, the next frame may start beyond these samples: skip the gap in what comes next.
-        consumed = n_frames * cfg.hop_length
+            return None
+        return np.concatenate((self._leftover, chunk)) if self._leftover.shape[0] else np.ascontiguousarray(chunk)
+
+    def _commit(self, samples: np.ndarray, n_frames: int) -> None:
+        """After ``n_frames`` frames of ``samples`` were computed: keep only what a future frame still needs; copy so
+        the caller's buffer is not retained. With a hop longer than the window, the next frame may start beyond
+        these samples: skip the gap in what comes next."""
+        consumed = n_frames * self.frontend.config.hop_length
         self._leftover = samples[consumed:].copy()
         self._skip = max(consumed - samples.shape[0], 0)
         self.frames_emitted += n_frames
-        return features
 
     def reset(self) -> None:
         """Forget leftover samples, as a fresh stream."""

@@ -326,16 +326,9 @@ class KeywordBatch:
 
         keyed = isinstance(pcm, Mapping)
         chunks = chunks_by_slot(pcm, self.batch.active, self._detectors)  # all checked before any stream moves
-        errors: dict[int, LstmEdgeError] = {}
-        features: dict[int, np.ndarray] = {}
-        for slot, samples in chunks.items():
-            try:
-                frames = self._detectors[slot].features.push(samples)
-            except LstmEdgeError as error:
-                errors[slot] = error
-                continue
-            if frames.shape[0]:
-                features[slot] = frames
+        computed, errors = self.spotter.frontend.push_many(
+            {slot: (self._detectors[slot].features, samples) for slot, samples in chunks.items()})
+        features = {slot: frames for slot, frames in computed.items() if frames.shape[0]}
         outputs, failed = push_by_length(self.batch, features)
         errors.update(failed)
         detections: dict[int, list[Detection]] = {slot: [] for slot in chunks if slot not in errors}

@@ -238,3 +238,34 @@ def test_config_from_dict_rejects_missing_key_and_non_mapping() -> None:
         LogMelConfig.from_dict(data)
     with pytest.raises(FrontendConfigError, match="expected a mapping, got list"):
         LogMelConfig.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("config", [LogMelConfig(), LogMelConfig(win_length=300, hop_length=320)])
+def test_push_many_gives_each_stream_its_own_push_and_refuses_per_stream(speech_pcm: np.ndarray,
+                                                                        config: LogMelConfig) -> None:
+    """One transform for the frames of many streams (a hub's microphones) gives each stream exactly the features of
+    its own push, over chunks of any length (some too short for a frame, some empty); a bad chunk fails its stream
+    only and leaves it as it was."""
+    frontend = LogMelFrontend(config)
+    rng = np.random.default_rng(4)
+    alone = [frontend.create_stream() for _ in range(5)]
+    together = [frontend.create_stream() for _ in range(5)]
+    offsets = [0] * 5
+    for _ in range(60):
+        chunks = {}
+        for k in range(5):
+            size = int(rng.choice([0, 3, 150, 399, 1600, 4001]))
+            chunks[k] = speech_pcm[offsets[k]:offsets[k] + size]
+            offsets[k] = (offsets[k] + size) % (len(speech_pcm) - 5000)
+        chunks[2] = np.full(160, np.nan, np.float32) if rng.random() < 0.2 else chunks[2]
+        features, errors = frontend.push_many({k: (together[k], chunk) for k, chunk in chunks.items()})
+        for k, chunk in chunks.items():
+            if k in errors:
+                assert k == 2 and isinstance(errors[k], InputError)
+                with pytest.raises(InputError):
+                    alone[k].push(chunk)
+                continue
+            expected = alone[k].push(chunk)
+            assert features[k].shape == expected.shape and np.array_equal(features[k], expected)
+    assert [s.frames_emitted for s in together] == [s.frames_emitted for s in alone]
+    assert all(s.frames_emitted > 0 for s in together)
