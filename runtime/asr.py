@@ -249,7 +249,10 @@ class RecognizerStream:
 
     def _model_input(self, pcm: np.ndarray) -> np.ndarray | None:
         """The frontend's new frames, stacked as the model takes them (None: not one whole model frame yet)."""
-        frames = self.features.push(pcm)
+        return self._stacked(self.features.push(pcm))
+
+    def _stacked(self, frames: np.ndarray) -> np.ndarray | None:
+        """New frontend frames, stacked as the model takes them (None: not one whole model frame yet)."""
         if frames.shape[0] == 0:
             return None
         stack = self.recognizer.settings.frame_stack
@@ -395,14 +398,11 @@ class RecognizerBatch:
 
         keyed = isinstance(pcm, Mapping)
         chunks = chunks_by_slot(pcm, self.batch.active, self._streams)  # all checked before any stream moves
-        errors: dict[int, LstmEdgeError] = {}
+        features, errors = self.recognizer.frontend.push_many(  # one transform for every stream's frames
+            {slot: (self._streams[slot].features, samples) for slot, samples in chunks.items()})
         inputs: dict[int, np.ndarray] = {}
-        for slot, samples in chunks.items():
-            try:
-                stacked = self._streams[slot]._model_input(samples)
-            except LstmEdgeError as error:
-                errors[slot] = error
-                continue
+        for slot, frames in features.items():
+            stacked = self._streams[slot]._stacked(frames)
             if stacked is not None:
                 inputs[slot] = stacked
         outputs, failed = push_by_length(self.batch, inputs)
