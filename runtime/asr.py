@@ -34,7 +34,7 @@ from lstm_edge.runtime.ctc import (
     greedy_step,
     words_of,
 )
-from lstm_edge.runtime.errors import InputError, LstmEdgeError, ManifestError, expected_got
+from lstm_edge.runtime.errors import InputError, ManifestError, expected_got
 from lstm_edge.runtime.model import StreamingModel
 
 if TYPE_CHECKING:
