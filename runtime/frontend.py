@@ -240,7 +240,7 @@ class LogMelFrontend:
         (many streams of a hub: one rfft and one mel product instead of one per stream). Each frame is computed on
         its own, so the features are those of pushing the streams one by one. A chunk that is refused fails its key
         only (its stream unchanged). Returns the features and the errors, by key."""
-        taken: dict[K, tuple[FrontendStream, np.ndarray, int]] = {}
+        taken: dict[K, tuple[FrontendStream, np.ndarray | None, int]] = {}
         errors: dict[K, LstmEdgeError] = {}
         for key, (stream, pcm) in pushes.items():
             try:
@@ -249,7 +249,7 @@ class LogMelFrontend:
                 errors[key] = error
                 continue
             taken[key] = (stream, samples, 0 if samples is None else self.config.n_frames(samples.shape[0]))
-        rows = [self._frames(samples, n) for _, samples, n in taken.values() if n > 0]
+        rows = [self._frames(samples, n) for _, samples, n in taken.values() if samples is not None and n > 0]
         features = self._logmel(np.concatenate(rows)) if rows else self._empty
         out: dict[K, np.ndarray] = {}
         at = 0
