@@ -81,7 +81,7 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     ``StreamBatch`` on LiteRT, in a companion file ``model.batch.tflite`` (the one-stream file is unchanged); those
     that compute every stream on its own are declared in the manifest (``export.tflite_batch``, whose
     ``DEFAULT_BATCH_SIZES`` (4, 16) is the recommended set). None by default: each batch size converts the graph
-    again (export takes ~2.6x as long with (4, 16)) and adds a file.
+    again (the keyword spotter's export takes ~2x as long with (4, 16)) and adds a file.
     """
     formats = _check_formats(formats)
     if name is not None:

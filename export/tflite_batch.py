@@ -30,9 +30,9 @@ from lstm_edge.runtime.manifest import MANIFEST_NAME, BatchFile, Manifest, Model
 
 # The recommended streams per call (the keyword spotter recipe's; export() writes none unless asked). Measured on the
 # shipped keyword spotter (benchmarks/bench_litert_batch.py, results/litert_batch.json): one call of 4 streams costs
-# 0.34-0.52x per stream of a one-stream call, 16 streams 0.20-0.39x, 64 streams only 3-11% less than 16, while each
-# batch size adds ~50 KB of graph to the file (float and int8 alike: 4 and 16 grow the int8 file by 30%, 4, 16 and
-# 64 by 45%) and, under XNNPACK, another copy of the packed weights in memory.
+# 0.33-0.52x per stream of a one-stream call, 16 streams 0.20-0.42x, 64 streams at most 11% less than 16, while each
+# batch size adds ~50 KB of graph to the companion file (beside its copy of the weights) and, under XNNPACK, another
+# copy of the packed weights in the memory of a process that runs batches (one-stream processes never load it).
 DEFAULT_BATCH_SIZES = (4, 16)
 TOLERANCE = 1e-6
 _KEY = re.compile(r"^(?P<key>.+)_b(?P<streams>[0-9]+)$")

@@ -213,7 +213,8 @@ def asr_log_probs(model_dir: Path, manifest: dict, pcm: np.ndarray, chunk: int) 
 
 def stream(runner, manifest: dict, data: np.ndarray, chunk: int) -> np.ndarray:
     state = [initial_state(s) for s in manifest["states"]]
-    if data.ndim == len(manifest["inputs"][0]["shape"]):  # [B, frames, ...]: B streams, states joined on batch_axis
+    batched = manifest["kind"] != "step" and data.ndim == len(manifest["inputs"][0]["shape"])
+    if batched:  # [B, frames, ...]: B streams, states joined on batch_axis
         state = [np.concatenate([v] * len(data), axis=s["batch_axis"]) for v, s in zip(state, manifest["states"])]
         outputs = []
         for start in range(0, data.shape[1], chunk):

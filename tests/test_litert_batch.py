@@ -119,6 +119,22 @@ def test_a_single_stream_never_opens_the_batch_file(tiny_dir, tmp_path):
         StreamingModel.load(model_dir, backend="litert", precision="int8").create_batch(2)
 
 
+def test_info_shows_and_checks_the_batch_files(tiny_dir, tmp_path, capsys):
+    from lstm_edge.cli import main
+
+    assert main(["info", str(tiny_dir)]) == 0
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines() if "batch file" in line]
+    assert [line.split()[2] for line in lines] == ["model.batch.tflite", "model.int8.batch.tflite"]
+    assert all("signatures for 2, 3 streams per call" in line and line.endswith("sha256 ok") for line in lines)
+    model_dir = shutil.copytree(tiny_dir, tmp_path / "tiny")
+    (model_dir / "model.batch.tflite").write_bytes(b"changed")
+    assert main(["info", str(model_dir)]) == 1
+    captured = capsys.readouterr()
+    [line] = [line for line in captured.out.splitlines() if "batch file model.batch.tflite" in line]
+    assert line.endswith("sha256 CHECKSUM MISMATCH OR MISSING")
+    assert "a missing file for ['model.batch.tflite']" in captured.err
+
+
 @pytest.mark.parametrize("precision", ["float", "int8"])
 def test_batch_equals_separate_streams_with_padding_and_several_calls(tiny_dir, precision):
     """n = 2, 3: one call; 1: the one-stream signature; 5 = 3 + 2 and 7 = 3 + 3 + (1 padded to 2): several calls.
