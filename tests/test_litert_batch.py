@@ -307,3 +307,33 @@ def test_manifest_without_batch_signatures_runs_one_by_one(tmp_path):
     x = np.random.default_rng(7).standard_normal((3, 11, 40)).astype(np.float32)
     for got, chunk in zip(batch.push(x), x):
         np.testing.assert_array_equal(got, model.create_stream().push(chunk))
+
+
+def test_int8_companion_keeps_float_the_layers_the_int8_file_keeps_float(tiny_dir, tmp_path):
+    """Mixed precision: a layer the one-stream int8 file keeps float is found in the float companion by its weights
+    and kept float there too, so each stream of the int8 companion equals a run of its own through the int8 file."""
+    from lstm_edge.export.tflite_batch import _independent_signatures
+    from lstm_edge.quantize.config import QuantizeConfig
+    from lstm_edge.quantize.tflite_quant import TFLiteQuantizer, count_tflite_ops, quantize_batch_companion
+
+    manifest = Manifest.load(tiny_dir)
+    entry = manifest.file("tflite", "float")
+    quantizer = TFLiteQuantizer()
+    layers = quantizer.layers(tiny_dir / entry.path)
+    kept = [layer for layer in layers if layer.kind == "FULLY_CONNECTED"][-1:]  # the output projection
+    assert kept and len(layers) > 1
+    int8_file, companion = tmp_path / "model.int8.tflite", tmp_path / "model.int8.batch.tflite"
+    record = quantizer.quantize(tiny_dir / entry.path, int8_file, QuantizeConfig(), None, manifest, entry,
+                                float_layers=kept)
+    quantize_batch_companion(tiny_dir / entry.batch_file.path, int8_file, companion, record,
+                             [(s.input, s.output) for s in manifest.states])
+    for path in (int8_file, companion):
+        assert count_tflite_ops(path)["weight_operand_buffers"].get("float32") == 1, path
+    axes = [s.batch_axis for s in manifest.states]
+    verified = _independent_signatures(int8_file, companion, manifest, entry, axes)
+    assert verified == {2: {4: "chunk_4_b2", 1: "chunk_1_b2"}, 3: {4: "chunk_4_b3", 1: "chunk_1_b3"}}
+    # a companion quantized all int8 against that file is not the same computation: the check refuses it
+    states = [(s.input, s.output) for s in manifest.states]
+    quantize_batch_companion(tiny_dir / entry.batch_file.path, tiny_dir / "model.int8.tflite", companion,
+                             manifest.file("tflite", "int8").quantization, states)
+    assert _independent_signatures(int8_file, companion, manifest, entry, axes) == {}
