@@ -236,7 +236,8 @@ def register(sub) -> None:
     p.add_argument("--chunk-sizes", type=_int_list, default=None, help="TFLite signature lengths, e.g. 10,1")
     p.add_argument("--tflite-batch-sizes", type=_int_list, default=None,
                    help="also TFLite signatures for this many streams per call, e.g. 4,16 (StreamBatch on LiteRT; "
-                        "none by default: each size converts the graph again and grows the file)")
+                        "written to a companion file model.batch.tflite; none by default: each size converts the "
+                        "graph again)")
     p.add_argument("--labels", help="comma-separated class labels for the output's last dim")
     p.add_argument("--name", help="model name for the manifest")
     p.add_argument("--verbose", action="store_true",
