@@ -2,12 +2,18 @@
 
 1. File size, export time and memory: the keyword spotter (models/kws/float.pt, as its recipe exports it)
    converted to TFLite with batch signatures for (), (4, 16) (the recipe's choice, ``tflite_batch.DEFAULT_BATCH_SIZES``)
-   and (4, 16, 64), each quantized to dynamic int8; for each file, the resident memory a fresh process gains by
-   loading it and making one one-stream call (LiteRT's XNNPACK delegate packs the weights of every signature).
+   and (4, 16, 64), each quantized to dynamic int8. The batch signatures go into a companion file
+   (``model.batch.tflite``); for the one-stream file, the resident memory a fresh process gains by loading it and
+   making one one-stream call (LiteRT's XNNPACK delegate packs the weights of every signature of a file it loads,
+   which is why the batch signatures live apart), and for the companion the same with one 16-stream call.
 2. Bare LiteRT calls of the (4, 16, 64) files, float and int8, T = 1 and 10: microseconds per stream of one call of
-   the B-stream signature for B = 1, 4, 16, 64 (timed in alternating rounds), and the ratio to B = 1.
+   the B-stream signature for B = 1 (one-stream file), 4, 16, 64 (companion), timed in alternating rounds, and the
+   ratio to B = 1.
 3. ``StreamBatch`` of n = 16 (one call of ``chunk_T_b16``) against 16 separate ``Stream``s on the shipped files,
    alternating rounds: the ratio batch / separate per stream.
+4. Resident memory through the runtime on the shipped files, each in a fresh process (after the imports): (a) load
+   the model and push 10 frames through one ``Stream`` (the companion is never opened), (b) load it and push 10
+   frames through a 16-slot ``StreamBatch``.
 
 One engine thread; the process is pinned to one core (``--cpu``, default 0).
 Run: python benchmarks/bench_litert_batch.py [--quick] [--cpu N]
@@ -57,8 +63,16 @@ def export_variant(batch_sizes: tuple[int, ...], out: Path) -> dict[str, object]
     return {"batch_sizes": list(batch_sizes), "export_seconds": round(seconds, 1),
             "float_bytes": (out / "model.tflite").stat().st_size,
             "int8_bytes": (out / "model.int8.tflite").stat().st_size,
+            "float_batch_bytes": _size(out / "model.batch.tflite"),
+            "int8_batch_bytes": _size(out / "model.int8.batch.tflite"),
             "float_resident_kb": resident_kb(out / "model.tflite"),
-            "int8_resident_kb": resident_kb(out / "model.int8.tflite")}
+            "int8_resident_kb": resident_kb(out / "model.int8.tflite"),
+            "float_batch_resident_kb": resident_kb(out / "model.batch.tflite", 16) if batch_sizes else None,
+            "int8_batch_resident_kb": resident_kb(out / "model.int8.batch.tflite", 16) if batch_sizes else None}
+
+
+def _size(path: Path) -> int | None:
+    return path.stat().st_size if path.is_file() else None
 
 
 MEMORY_PROBE = """
@@ -68,30 +82,64 @@ from ai_edge_litert.interpreter import Interpreter
 def rss():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
 before = rss()
-runner = Interpreter(model_path=sys.argv[1], num_threads=1).get_signature_runner("chunk_10")
-runner(x=np.zeros((1, 10, 40), np.float32), lstm_h_in=np.zeros((2, 1, 128), np.float32),
-       lstm_c_in=np.zeros((2, 1, 128), np.float32))
+n = int(sys.argv[2])
+runner = Interpreter(model_path=sys.argv[1], num_threads=1).get_signature_runner(sys.argv[3])
+runner(x=np.zeros((n, 10, 40), np.float32), lstm_h_in=np.zeros((2, n, 128), np.float32),
+       lstm_c_in=np.zeros((2, n, 128), np.float32))
+print(rss() - before)
+"""
+
+RUNTIME_PROBE = """
+import sys
+import numpy as np
+import lstm_edge.runtime.backends.litert, lstm_edge.runtime.batch
+from ai_edge_litert.interpreter import Interpreter
+from lstm_edge.runtime import StreamingModel
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+before = rss()
+n = int(sys.argv[3])
+model = StreamingModel.load(sys.argv[1], backend="litert", precision=sys.argv[2], threads=1)
+x = np.zeros((n, 10, 40), np.float32)
+if n == 1:
+    model.create_stream().push(x[0])
+else:
+    model.create_batch(n).push(x)
 print(rss() - before)
 """
 
 
-def resident_kb(path: Path) -> int:
-    """KB of resident memory a fresh process gains by loading ``path`` and calling ``chunk_10`` once."""
-    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path)], check=True, capture_output=True, text=True)
+def resident_kb(path: Path, streams: int = 1) -> int:
+    """KB of resident memory a fresh process gains by loading ``path`` and calling ``chunk_10`` once (with
+    ``streams`` > 1: ``chunk_10_b<streams>``)."""
+    key = "chunk_10" if streams == 1 else f"chunk_10_b{streams}"
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(streams), key], check=True,
+                          capture_output=True, text=True)
     return int(done.stdout.split()[-1])
 
 
-def bare_calls(path: Path, repeats: int) -> list[dict[str, object]]:
-    """Per-stream microseconds of one call of each B-stream signature (the interpreter's own call path)."""
+def runtime_resident_kb(precision: str, streams: int) -> int:
+    """KB of resident memory a fresh process gains by loading the shipped keyword spotter on LiteRT and pushing 10
+    frames through one Stream (``streams`` 1) or a StreamBatch of ``streams`` slots."""
+    done = subprocess.run([sys.executable, "-c", RUNTIME_PROBE, str(KWS_DIR), precision, str(streams)], check=True,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return int(done.stdout.split()[-1])
+
+
+def bare_calls(path: Path, batch_path: Path, repeats: int) -> list[dict[str, object]]:
+    """Per-stream microseconds of one call of each B-stream signature (the interpreter's own call path): B = 1
+    from the one-stream file ``path``, the others from its companion ``batch_path``."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    wrapper = interpreter._interpreter
+    interpreters = {1: Interpreter(model_path=str(path), num_threads=1),
+                    0: Interpreter(model_path=str(batch_path), num_threads=1)}
     rows = []
     for frames in FRAMES:
         calls = {}
         for streams in STREAMS:
             key = f"chunk_{frames}" if streams == 1 else f"chunk_{frames}_b{streams}"
+            interpreter = interpreters[1 if streams == 1 else 0]
+            wrapper = interpreter._interpreter
             runner = interpreter.get_signature_runner(key)
             graph = runner._subgraph_index
             wrapper.AllocateTensors(graph)
@@ -102,7 +150,7 @@ def bare_calls(path: Path, repeats: int) -> list[dict[str, object]]:
                     (inputs["lstm_c_in"]["index"], np.zeros((2, streams, 128), np.float32))]
             read = [outputs[name]["index"] for name in ("y", "lstm_h_out", "lstm_c_out")]
 
-            def call(feed=feed, read=read, graph=graph) -> None:
+            def call(feed=feed, read=read, graph=graph, wrapper=wrapper) -> None:
                 for index, value in feed:
                     wrapper.SetTensor(index, value, graph)
                 wrapper.Invoke(graph)
@@ -157,11 +205,16 @@ def main() -> None:
                   f"{row['float_bytes'] / 1024:7.1f} KB (+{row['float_resident_kb'] / 1024:5.1f} MB resident)   "
                   f"int8 {row['int8_bytes'] / 1024:6.1f} KB (+{row['int8_resident_kb'] / 1024:5.1f} MB resident)",
                   flush=True)
+            if batch_sizes:
+                print(f"  {'':13s} companion{'':10s} float {row['float_batch_bytes'] / 1024:7.1f} KB "
+                      f"(+{row['float_batch_resident_kb'] / 1024:5.1f} MB resident, 16 streams)   "
+                      f"int8 {row['int8_batch_bytes'] / 1024:6.1f} KB "
+                      f"(+{row['int8_batch_resident_kb'] / 1024:5.1f} MB resident, 16 streams)", flush=True)
             sizes.append(row)
         largest = Path(work) / "b".join(map(str, ("", *SIZE_SETS[-1])))
         print("2. one call of the B-stream signature, us per stream (ratio to B=1):")
-        for precision, name in (("float", "model.tflite"), ("int8", "model.int8.tflite")):
-            bare[precision] = bare_calls(largest / name, repeats)
+        for precision, name in (("float", "model"), ("int8", "model.int8")):
+            bare[precision] = bare_calls(largest / f"{name}.tflite", largest / f"{name}.batch.tflite", repeats)
             for row in bare[precision]:
                 print(f"  {precision:5s} T={row['T']:<2d} B={row['B']:<3d} {row['us_per_stream']:8.2f}  "
                       f"({row['ratio_to_B1']:.2f}x)", flush=True)
@@ -171,8 +224,17 @@ def main() -> None:
             print(f"  {precision:5s} T={row['T']:<2d} separate {row['separate_us_per_stream']:8.2f}  batch "
                   f"{row['batch_us_per_stream']:8.2f}  ratio {row['ratio']:.2f}  ({row['batch_engine']})", flush=True)
             pushes.append(row)
+    print("4. resident memory through the runtime (shipped files; load + one push of 10 frames, fresh process):")
+    runtime_memory = []
+    for precision in ("float", "int8"):
+        row = {"precision": precision, "one_stream_kb": runtime_resident_kb(precision, 1),
+               "batch_16_kb": runtime_resident_kb(precision, 16)}
+        runtime_memory.append(row)
+        print(f"  {precision:5s} one Stream +{row['one_stream_kb'] / 1024:5.1f} MB   StreamBatch of 16 "
+              f"+{row['batch_16_kb'] / 1024:5.1f} MB", flush=True)
     if not args.quick:
-        path = save("litert_batch", {"cpu": args.cpu, "sizes": sizes, "bare_calls": bare, "stream_batch": pushes})
+        path = save("litert_batch", {"cpu": args.cpu, "sizes": sizes, "bare_calls": bare, "stream_batch": pushes,
+                                     "runtime_memory": runtime_memory})
         print(f"saved {path}")
 
 

@@ -33,7 +33,7 @@ from lstm_edge.devices.render import common_values, render
 from lstm_edge.devices.wheels import DEFAULT_WHEEL_CACHE, Log, build_own_wheel, download_wheels
 from lstm_edge.runtime import backends
 from lstm_edge.runtime.errors import ManifestError, expected_got
-from lstm_edge.runtime.manifest import Manifest, check_file
+from lstm_edge.runtime.manifest import Manifest, check_batch_file, check_file
 from lstm_edge.runtime.names import check_model_name
 
 __all__ = ["BundleError", "Choice", "choose_model_file", "extract_bundle", "make_bundle", "verify_bundle"]
@@ -96,7 +96,13 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
         target = model_out / choice.entry.path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model_dir / choice.entry.path, target)
-        replace(manifest, files=(choice.entry,)).save(model_out)
+        entry = choice.entry
+        if entry.batch_file is not None and profile.kind == "linux" and not native:
+            # the Python runtime's StreamBatch reads the batch signatures' companion file (only when a batch opens)
+            shutil.copy2(check_batch_file(model_dir, entry), model_out / entry.batch_file.path)
+        elif entry.batch_file is not None:  # an app's engine or the C programs run one stream per call
+            entry = replace(entry, batch_signatures=None, batch_file=None)
+        replace(manifest, files=(entry,)).save(model_out)
         for rel in (manifest.reference or {}).values():  # the reference arrays the manifest names
             if isinstance(rel, str) and rel.endswith(".npy") and ".." not in PurePosixPath(rel).parts:
                 (model_out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +110,11 @@ def make_bundle(model_dir: str | Path, device: str, out_path: str | Path, python
         shutil.copytree(NATIVE_SOURCES, root / "native", ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.so"))
         values["FILES"] = (f"- `model/{choice.entry.path}`: {choice.entry.format}, {choice.entry.precision}, "
                            f"{choice.entry.bytes} bytes, sha256 {choice.entry.sha256}")
+        if entry.batch_file is not None:
+            values["FILES"] += (f"\n- `model/{entry.batch_file.path}`: its batch signatures "
+                                f"({', '.join(sorted(entry.batch_signatures or {}, key=int))} streams per call, read "
+                                f"only by a StreamBatch), {entry.batch_file.bytes} bytes, "
+                                f"sha256 {entry.batch_file.sha256}")
         info: dict[str, object] = {"device": profile.name, "backend": choice.backend, "precision": choice.precision,
                                    "model_file": f"model/{choice.entry.path}", "notes": list(choice.notes),
                                    "lstm_edge": lstm_edge.__version__,

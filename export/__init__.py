@@ -78,9 +78,10 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
     "log_probabilities" or "values" (default otherwise). ``detector`` (keyword spotting settings) goes into the
     manifest as given; docs/manifest.md describes every field.
     ``tflite_batch_sizes`` (sequence models) adds TFLite signatures taking that many streams per call, for
-    ``StreamBatch`` on LiteRT; those that compute every stream on its own are declared in the manifest
-    (``export.tflite_batch``, whose ``DEFAULT_BATCH_SIZES`` (4, 16) is the recommended set). None by default: each
-    batch size converts the graph again (export takes ~2.6x as long with (4, 16)) and grows the file.
+    ``StreamBatch`` on LiteRT, in a companion file ``model.batch.tflite`` (the one-stream file is unchanged); those
+    that compute every stream on its own are declared in the manifest (``export.tflite_batch``, whose
+    ``DEFAULT_BATCH_SIZES`` (4, 16) is the recommended set). None by default: each batch size converts the graph
+    again (the keyword spotter's export takes ~2x as long with (4, 16)) and adds a file.
     """
     formats = _check_formats(formats)
     if name is not None:
@@ -125,21 +126,23 @@ def export(model: torch.nn.Module, example: torch.Tensor | np.ndarray, out_dir: 
         checks = write_onnx(streamer, graph_io, _onnx_metadata(manifest), out_dir / ONNX_FILE, verbose=verbose)
         files.append(file_entry(out_dir, ONNX_FILE, "onnx", "float", checks=checks))
     if "tflite" in formats:
-        from lstm_edge.export.tflite_export import tflite_checks, write_tflite
+        from lstm_edge.export.tflite_batch import batch_path_of
+        from lstm_edge.export.tflite_export import tflite_checks, write_tflite, write_tflite_batch
 
         batch_sizes, state_axes = _tflite_batch(tflite_batch_sizes, manifest, step)
-        try:
-            signatures = write_tflite(streamer, graph_io, out_dir / TFLITE_FILE, _tflite_metadata(manifest),
-                                      batch_sizes=batch_sizes, state_axes=state_axes)
-        except ExportError as err:
-            if not batch_sizes:
-                raise
-            # e.g. a forward that reshapes with batch 1: the file keeps its one-stream signatures, and says why
-            import warnings
+        signatures = write_tflite(streamer, graph_io, out_dir / TFLITE_FILE, _tflite_metadata(manifest))
+        companion = out_dir / batch_path_of(TFLITE_FILE)
+        companion.unlink(missing_ok=True)  # a previous export's, which the new weights would not match
+        if batch_sizes:
+            try:
+                write_tflite_batch(streamer, graph_io, companion, _tflite_metadata(manifest), batch_sizes, state_axes)
+            except ExportError as err:
+                # e.g. a forward that reshapes with batch 1: the model keeps its one-stream signatures, and says why
+                import warnings
 
-            warnings.warn(f"TFLite signatures for {list(batch_sizes)} streams per call could not be written ({err}); "
-                          "the file has one-stream signatures only", stacklevel=2)
-            signatures = write_tflite(streamer, graph_io, out_dir / TFLITE_FILE, _tflite_metadata(manifest))
+                companion.unlink(missing_ok=True)
+                warnings.warn(f"TFLite signatures for {list(batch_sizes)} streams per call could not be written "
+                              f"({err}); the model has one-stream signatures only", stacklevel=2)
         sizes = sorted((int(k) for k in signatures), reverse=True) if lengths else None
         files.append(file_entry(out_dir, TFLITE_FILE, "tflite", "float", chunk_sizes=sizes, signatures=signatures,
                                 checks=tflite_checks(example)))

@@ -1,10 +1,14 @@
 """Declare a TFLite file's batch signatures: many streams per LiteRT call (``StreamBatch`` on the LiteRT backend).
 
-``write_tflite(..., batch_sizes=(4, 16))`` adds signatures such as ``chunk_10_b16`` (16 streams stacked on axis 0,
-states joined along each state's batch axis) next to the one-stream ones. Whether each stream's results equal a run
-of its own is checked here, not assumed: every batched signature is run with random streams and each stream alone
-through the file's one-stream signature of the same chunk length, and only the signatures whose every output and
-state match within ``TOLERANCE`` go into the manifest entry's ``batch_signatures``.
+``write_tflite_batch(..., batch_sizes=(4, 16))`` writes signatures such as ``chunk_10_b16`` (16 streams stacked on
+axis 0, states joined along each state's batch axis) into a companion file beside the one-stream file
+(``batch_path_of``: ``model.tflite`` -> ``model.batch.tflite``, ``model.int8.tflite`` -> ``model.int8.batch.tflite``).
+They live apart because LiteRT's XNNPACK delegate packs the weights of every signature of a file at its first call:
+a process running one stream then pays for the batch signatures too (measured in benchmarks/bench_litert_batch.py).
+Whether each stream's results equal a run of its own is checked here, not assumed: every batched signature is run
+with random streams and each stream alone through the one-stream file's signature of the same chunk length, and only
+the signatures whose every output and state match within ``TOLERANCE`` go into the manifest entry's
+``batch_signatures``, with the companion's path, sha256 and size as its ``batch_file``.
 
 The dynamic-range int8 file (``dynamic_wi8_afp32``) qualifies too: its hybrid FULLY_CONNECTED kernels quantize
 their input per row (one scale per stream and frame), so a stream's integers do not depend on the other streams;
@@ -22,16 +26,23 @@ from typing import Any
 import numpy as np
 
 from lstm_edge.export.batch_axis import state_batch_axis
-from lstm_edge.runtime.manifest import MANIFEST_NAME, Manifest, ModelFile
+from lstm_edge.runtime.manifest import MANIFEST_NAME, BatchFile, Manifest, ModelFile
 
 # The recommended streams per call (the keyword spotter recipe's; export() writes none unless asked). Measured on the
 # shipped keyword spotter (benchmarks/bench_litert_batch.py, results/litert_batch.json): one call of 4 streams costs
-# 0.34-0.52x per stream of a one-stream call, 16 streams 0.20-0.39x, 64 streams only 3-11% less than 16, while each
-# batch size adds ~50 KB of graph to the file (float and int8 alike: 4 and 16 grow the int8 file by 30%, 4, 16 and
-# 64 by 45%) and, under XNNPACK, another copy of the packed weights in memory.
+# 0.33-0.52x per stream of a one-stream call, 16 streams 0.20-0.42x, 64 streams at most 11% less than 16, while each
+# batch size adds ~50 KB of graph to the companion file (beside its copy of the weights) and, under XNNPACK, another
+# copy of the packed weights in the memory of a process that runs batches (one-stream processes never load it).
 DEFAULT_BATCH_SIZES = (4, 16)
 TOLERANCE = 1e-6
 _KEY = re.compile(r"^(?P<key>.+)_b(?P<streams>[0-9]+)$")
+BATCH_SUFFIX = ".batch"
+
+
+def batch_path_of(relpath: str) -> str:
+    """The companion file of a one-stream TFLite file: ``model.int8.tflite`` -> ``model.int8.batch.tflite``."""
+    path = Path(relpath)
+    return str(path.with_name(f"{path.stem}{BATCH_SUFFIX}{path.suffix}"))
 
 
 def batch_signatures_in(signature_keys: list[str], entry: ModelFile) -> dict[int, dict[int, str]]:
@@ -47,9 +58,10 @@ def batch_signatures_in(signature_keys: list[str], entry: ModelFile) -> dict[int
 
 
 def declare_tflite_batch(model_dir: str | Path) -> Manifest:
-    """Check the batched signatures of the directory's TFLite files and declare those that compute every stream on
-    its own (see the module's docstring); returns the (saved) manifest. Entries already declaring some, step models
-    and files without batched signatures are left as they are."""
+    """Check the batched signatures of the directory's TFLite companion files (``batch_path_of``) and declare those
+    that compute every stream on its own (see the module's docstring); returns the (saved) manifest. A companion
+    none of whose signatures pass is deleted (the manifest never lists it). Entries already declaring some, step
+    models and entries without a companion are left as they are."""
     model_dir = Path(model_dir)
     manifest = Manifest.load(model_dir)
     if manifest.kind != "sequence" or not manifest.states:
@@ -57,14 +69,20 @@ def declare_tflite_batch(model_dir: str | Path) -> Manifest:
     axes = [spec.batch_axis if spec.batch_axis is not None else state_batch_axis(spec) for spec in manifest.states]
     if None in axes:
         return manifest
-    declared: dict[str, dict[str, dict[str, str]]] = {}
+    declared: dict[str, tuple[dict[str, dict[str, str]], BatchFile]] = {}
     for entry in manifest.files:
-        if entry.format != "tflite" or entry.batch_signatures is not None or not entry.signatures:
+        companion = batch_path_of(entry.path)
+        if (entry.format != "tflite" or entry.batch_signatures is not None or not entry.signatures
+                or not (model_dir / companion).is_file()):
             continue
-        verified = _independent_signatures(model_dir / entry.path, manifest, entry, axes)  # type: ignore[arg-type]
+        verified = _independent_signatures(model_dir / entry.path, model_dir / companion, manifest, entry,
+                                           axes)  # type: ignore[arg-type]
         if verified:
-            declared[entry.path] = {str(n): {str(length): key for length, key in sorted(keys.items(), reverse=True)}
-                                    for n, keys in sorted(verified.items())}
+            table = {str(n): {str(length): key for length, key in sorted(keys.items(), reverse=True)}
+                     for n, keys in sorted(verified.items())}
+            declared[entry.path] = (table, BatchFile.of(model_dir, companion))
+        else:
+            (model_dir / companion).unlink()
     if not declared:
         return manifest
     # Only these fields change: the rest of manifest.json stays as written.
@@ -73,18 +91,21 @@ def declare_tflite_batch(model_dir: str | Path) -> Manifest:
         state["batch_axis"] = axis
     for record in raw["files"]:
         if record["format"] == "tflite" and record["path"] in declared:
-            record["batch_signatures"] = declared[record["path"]]
+            record["batch_signatures"], batch_file = declared[record["path"]]
+            record["batch_file"] = batch_file.to_dict()
     (model_dir / MANIFEST_NAME).write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     return Manifest.load(model_dir)
 
 
-def _independent_signatures(path: Path, manifest: Manifest, entry: ModelFile,
+def _independent_signatures(path: Path, companion: Path, manifest: Manifest, entry: ModelFile,
                             axes: list[int]) -> dict[int, dict[int, str]]:
-    """The batched signatures of ``path`` whose every stream matches a run of its own (float I/O files only)."""
+    """The batched signatures of ``companion`` whose every stream matches a run of its own through the one-stream
+    file ``path`` (float I/O files only)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
-    keys = list(interpreter.get_signature_list())
+    interpreters = {key: Interpreter(model_path=str(file), num_threads=1)
+                    for key, file in (("one", path), ("batch", companion))}
+    keys = list(interpreters["batch"].get_signature_list())
     found = batch_signatures_in(keys, entry)
     if not found:
         return {}
@@ -95,6 +116,7 @@ def _independent_signatures(path: Path, manifest: Manifest, entry: ModelFile,
     runners: dict[str, Any] = {}
 
     def run(key: str, values: list[np.ndarray]) -> list[np.ndarray]:
+        interpreter = interpreters["batch" if key in keys else "one"]
         runner = runners.get(key) or runners.setdefault(key, interpreter.get_signature_runner(key))
         details = runner.get_input_details()
         if any(np.dtype(details[name]["dtype"]) != value.dtype for name, value in zip(names_in, values)

@@ -4,10 +4,12 @@ The module has the exporter's signature ``forward(x, *state_in) -> (y, *state_ou
 file takes and returns tensors under the manifest's names (``x``, ``lstm_h_in`` ... ``y``, ``lstm_h_out`` ...),
 so a runtime never matches anything by position. All signatures live in one file and share its weights.
 
-Sequence models may also get signatures for several streams per call (``batch_sizes``, e.g. 4, 16, 64): signature
-``chunk_10_b16`` takes 16 streams' chunks stacked on axis 0 and their states joined along each state's batch axis.
-They share the weights too; ``export.tflite_batch`` checks that every stream's results equal a run of its own
-before the manifest declares them.
+Sequence models may also get signatures for several streams per call (``write_tflite_batch``, e.g. 4, 16, 64):
+signature ``chunk_10_b16`` takes 16 streams' chunks stacked on axis 0 and their states joined along each state's
+batch axis. They go into a companion file (``model.batch.tflite``) with its own copy of the weights, because
+XNNPACK packs the weights of every signature of a file at its first call: a process running one stream loads only
+the one-stream file. ``export.tflite_batch`` checks that every stream's results equal a run of its own before the
+manifest declares them.
 
 Token-id inputs (int64 in torch) come out as int32 in the file: litert-torch downcasts 64-bit I/O, and most
 on-device runtimes do not take int64. The LiteRT backend casts the ids it is given to the file's dtype.
@@ -120,8 +122,8 @@ def _signature_examples(example_x: torch.Tensor,
     return {str(n): (chunk_signature(n), _with_length(example_x, n)) for n in lengths}
 
 
-def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path, metadata: dict | None = None,
-                 batch_sizes: tuple[int, ...] = (), state_axes: tuple[int, ...] | None = None) -> dict[str, str]:
+def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path,
+                 metadata: dict | None = None) -> dict[str, str]:
     """Convert ``module`` to one ``.tflite`` at ``path``: a signature per chunk length, weights shared.
 
     A step model (``graph_io.chunk_lengths`` None) gets one signature ``step`` at the example's shape.
@@ -129,39 +131,63 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path, metadat
     scalar output ``nonfinite``, the sum of the (float) input, the output and the new state, as the ONNX graph has
     (``tflite_checks`` gives the manifest's ``checks``). ``metadata`` is stored as the file's metadata entry
     "lstm_edge" (JSON).
-
-    ``batch_sizes`` (sequence models) add, after those, one signature per chunk length and batch size B
-    (``batch_signature``), ``B`` streams per call: inputs/outputs stacked on axis 0, each state joined along its axis
-    in ``state_axes``. They are not in the returned dict: ``export.tflite_batch`` checks and declares them.
     """
-    example_x, example_states = graph_io.example_x, graph_io.example_states
+    _check_names(graph_io.input_name, graph_io.output_name, list(graph_io.state_inputs),
+                 list(graph_io.state_outputs), len(graph_io.example_states))
+    examples = _signature_examples(graph_io.example_x, graph_io.chunk_lengths)
+    samples = [(key, {graph_io.input_name: x, **dict(zip(graph_io.state_inputs, graph_io.example_states))})
+               for key, x in examples.values()]
+    _convert(module, graph_io, path, metadata, samples)
+    return {length: key for length, (key, _) in examples.items()}
+
+
+def write_tflite_batch(module: torch.nn.Module, graph_io: GraphIO, path: Path, metadata: dict | None,
+                       batch_sizes: tuple[int, ...], state_axes: tuple[int, ...] | None) -> dict[int, dict[int, str]]:
+    """Convert ``module`` to the companion file at ``path`` (``model.batch.tflite``) holding only the batched
+    signatures: one per chunk length and batch size B (``batch_signature``), ``B`` streams per call, inputs/outputs
+    stacked on axis 0, each state joined along its axis in ``state_axes``. Sequence models only. Returns
+    ``{B: {chunk length: key}}``; ``export.tflite_batch`` checks them against the one-stream file and declares them.
+    """
+    batch_sizes = tuple(batch_sizes)
+    _check_batch_sizes(batch_sizes, state_axes, len(graph_io.example_states))
+    if not batch_sizes or graph_io.chunk_lengths is None:
+        raise ExportError(expected_got("TFLite batch sizes", "at least one, for a sequence model",
+                                       f"{batch_sizes} for a {'step' if graph_io.chunk_lengths is None else 'sequence'}"
+                                       " model"))
+    _check_names(graph_io.input_name, graph_io.output_name, list(graph_io.state_inputs),
+                 list(graph_io.state_outputs), len(graph_io.example_states))
+    examples = _signature_examples(graph_io.example_x, graph_io.chunk_lengths)
+    samples, table = [], {}
+    for batch in batch_sizes:
+        states = [_batched(value, axis, batch) for value, axis in zip(graph_io.example_states, state_axes or ())]
+        for length, (_, x) in examples.items():
+            key = batch_signature(int(length), batch)
+            table.setdefault(batch, {})[int(length)] = key
+            samples.append((key, {graph_io.input_name: _batched(x, 0, batch),
+                                  **dict(zip(graph_io.state_inputs, states))}))
+    _convert(module, graph_io, path, metadata, samples)
+    return table
+
+
+def _convert(module: torch.nn.Module, graph_io: GraphIO, path: Path, metadata: dict | None,
+             samples: list[tuple[str, dict[str, torch.Tensor]]]) -> None:
+    """One litert-torch conversion of ``module`` with a signature per ``(key, sample inputs)``, written to ``path``
+    (inner tensor names shortened, metadata added) and reloaded to check its keys and names."""
     input_name, output_name = graph_io.input_name, graph_io.output_name
     state_inputs, state_outputs = list(graph_io.state_inputs), list(graph_io.state_outputs)
-    lengths = graph_io.chunk_lengths
-    _check_names(input_name, output_name, state_inputs, state_outputs, len(example_states))
-    examples = _signature_examples(example_x, lengths)
-    batch_sizes = tuple(batch_sizes)
-    _check_batch_sizes(batch_sizes, state_axes, len(example_states))
-    if batch_sizes and lengths is None:
-        raise ExportError(expected_got("TFLite batch sizes of a step model", "none (sequence models only)",
-                                       batch_sizes))
-    samples = [(key, {input_name: x, **dict(zip(state_inputs, example_states))}) for key, x in examples.values()]
-    for batch in batch_sizes:
-        states = [_batched(value, axis, batch) for value, axis in zip(example_states, state_axes or ())]
-        samples += [(batch_signature(int(length), batch),
-                     {input_name: _batched(x, 0, batch), **dict(zip(state_inputs, states))})
-                    for length, (_, x) in examples.items()]
     try:
         import litert_torch
     except ImportError as err:
         raise ExportError(f"TFLite export needs litert-torch ({err}); install it with: "
                           "pip install 'lstm-edge[tflite]'") from None
 
-    adapter = _NamedIO(module, input_name, state_inputs, output_name, state_outputs, example_x.dtype.is_floating_point)
+    adapter = _NamedIO(module, input_name, state_inputs, output_name, state_outputs,
+                       graph_io.example_x.dtype.is_floating_point)
     modes = {sub: sub.training for sub in module.modules()}
     adapter.eval()
     show_progress = litert_torch.config.show_progress
     litert_torch.config.show_progress = False
+    path = Path(path)
     try:
         with warnings.catch_warnings():
             # nn.LSTM re-assigns its flat weight list while torch.export traces it: harmless here.
@@ -171,7 +197,6 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path, metadat
             for key, sample in samples:
                 converter = (litert_torch if converter is None else converter).signature(key, adapter, (), sample)
             edge_model = converter.convert()
-            path = Path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             edge_model.export(str(path))
     except ExportError:
@@ -188,7 +213,6 @@ def write_tflite(module: torch.nn.Module, graph_io: GraphIO, path: Path, metadat
     _shorten_tensor_names(path, metadata)
     checked_outputs = [output_name, *state_outputs, NONFINITE_OUTPUT]
     _check_written(path, {key for key, _ in samples}, [input_name, *state_inputs], checked_outputs)
-    return {length: key for length, (key, _) in examples.items()}
 
 
 def tflite_checks(example_x: torch.Tensor) -> dict[str, str]:

@@ -20,7 +20,7 @@ import numpy as np
 from lstm_edge.quantize.config import INT8_NAMES, QuantizeConfig, QuantizeMode
 from lstm_edge.quantize.mixed import REPORT_NAME, MixedPrecisionError, quantize_mixed
 from lstm_edge.runtime.errors import InputError, QuantizationError, expected_got
-from lstm_edge.runtime.manifest import Manifest, check_file, file_entry
+from lstm_edge.runtime.manifest import Manifest, ModelFile, check_batch_file, check_file, file_entry
 
 __all__ = ["quantize", "MixedPrecisionError", "QuantizeMode", "QuantizeConfig", "QuantizationError", "INT8_NAMES"]
 
@@ -64,6 +64,8 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
                 if sequences is not None and mode is QuantizeMode.STATIC else None)
     for entry in targets:
         check_file(model_dir, entry)
+        if entry.batch_file is not None:
+            check_batch_file(model_dir, entry)
     analyses = []
     for entry in targets:
         quantizer = quantizer_for(entry.format)
@@ -87,11 +89,28 @@ def quantize(model_dir: str | Path, calibration: Iterable[np.ndarray] | None = N
                                checks=entry.checks)
         manifest = manifest.with_file(new_entry)
         manifest.save(model_dir)
+        _quantize_batch_file(model_dir, entry, new_entry, manifest)
     if any(entry.format == "tflite" for entry in targets):
         from lstm_edge.export.tflite_batch import declare_tflite_batch
 
         declare_tflite_batch(model_dir)  # batched signatures the int8 file kept, checked stream by stream
     return model_dir
+
+
+def _quantize_batch_file(model_dir: Path, entry: ModelFile, int8_entry: ModelFile, manifest: Manifest) -> None:
+    """The int8 companion of a dynamic int8 TFLite file whose float file has batch signatures (declared afterwards
+    by ``declare_tflite_batch``, stream by stream); any older one is removed first, since its weights may differ."""
+    from lstm_edge.export.tflite_batch import batch_path_of
+    from lstm_edge.quantize.tflite_quant import quantize_batch_companion
+
+    if entry.format != "tflite":
+        return
+    companion = model_dir / batch_path_of(int8_entry.path)
+    companion.unlink(missing_ok=True)
+    if entry.batch_file is None or (int8_entry.quantization or {}).get("mode") != "dynamic":
+        return  # a static file keeps one signature
+    quantize_batch_companion(model_dir / entry.batch_file.path, model_dir / int8_entry.path, companion,
+                             int8_entry.quantization or {}, [(s.input, s.output) for s in manifest.states])
 
 
 def _write_report(path: Path, analyses: list[dict]) -> None:

@@ -417,6 +417,36 @@ class TFLiteQuantizer:
         return record
 
 
+def quantize_batch_companion(float_batch: Path, int8_file: Path, out_path: Path, record: Mapping[str, Any],
+                             states: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Quantize the float companion file ``float_batch`` (the batch signatures, ``model.batch.tflite``) the way the
+    dynamic int8 one-stream file ``int8_file`` was made (its ``record``): same recipe and weight scales, and float the
+    layers ``int8_file`` kept float (found by their weights), so every weight the two files hold is the same.
+    ``declare_tflite_batch`` then checks each stream of the result against the one-stream int8 file."""
+    from lstm_edge.quantize.tflite_inspect import weight_layers
+
+    if record.get("mode") != "dynamic":
+        raise QuantizationError(expected_got("mode of the int8 file whose batch companion is quantized",
+                                             "'dynamic' (a static file keeps one signature)", record.get("mode")))
+    scales = {"tensorwise": "TENSORWISE", "channelwise": "CHANNELWISE"}
+    granularity = scales.get(str(record.get("weight_granularity")))
+    if granularity is None:
+        raise QuantizationError(expected_got(f"{int8_file}: weight_granularity", sorted(scales),
+                                             record.get("weight_granularity")))
+    candidates = weight_layers(float_batch)
+    scopes: list[str] = []
+    kept = weight_layers(int8_file)  # the constant float weights left in the int8 file: the layers kept float
+    for layer in kept:
+        same = [c for c in candidates
+                if c["shape"] == layer["shape"] and np.array_equal(c["weights"], layer["weights"])]
+        if not same:
+            raise QuantizationError(expected_got(f"{float_batch}: a {layer['kind']} layer with the weights "
+                                                 f"{int8_file} keeps float (shape {layer['shape']})", "one", 0))
+        scopes += same[0]["scopes"]
+    return quantize_tflite(float_batch, out_path, "dynamic", None, states=states, float_scopes=scopes,
+                           float_buffers=len(kept), dynamic_granularity=granularity)
+
+
 def share_fc_input_ranges(float_path: Path, qsvs: dict[str, Any]) -> dict[str, Any]:
     """Calibrated ranges where every FULLY_CONNECTED input that shares a weight buffer with others gets the union
     of their ranges.

@@ -182,6 +182,34 @@ class StateSpec:
 
 
 @dataclass(frozen=True)
+class BatchFile:
+    """The companion TFLite file holding an entry's batch signatures (``model.batch.tflite``), apart from the
+    one-stream file so that a process running one stream never loads them (XNNPACK packs every signature's weights)."""
+
+    path: str
+    sha256: str
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "sha256": self.sha256, "bytes": self.bytes}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> BatchFile:
+        if not isinstance(data, Mapping):
+            raise ManifestError(expected_got(where, '{"path", "sha256", "bytes"}', repr(data)))
+        path = str(_require(data, "path", where))
+        if Path(path).is_absolute() or ".." in Path(path).parts:
+            raise ManifestError(expected_got(f"{where}.path", "a relative path inside the model directory", path))
+        return cls(path, str(_require(data, "sha256", where)), int(_require(data, "bytes", where)))
+
+    @classmethod
+    def of(cls, model_dir: str | Path, relpath: str) -> BatchFile:
+        """Describe a file just written into ``model_dir`` (size and checksum computed here)."""
+        path = Path(model_dir) / relpath
+        return cls(relpath, sha256_of(path), path.stat().st_size)
+
+
+@dataclass(frozen=True)
 class ModelFile:
     """One model file of the directory: a format at a precision."""
 
@@ -204,6 +232,8 @@ class ModelFile:
     # "1": "chunk_1_b16"}}: signatures taking that many streams stacked on axis 0 (states joined along their
     # ``batch_axis``), each stream's results equal to a run of its own. None: batch 1 only.
     batch_signatures: Mapping[str, Mapping[str, str]] | None = None
+    # TFLite: the companion file that holds ``batch_signatures`` (present exactly when they are).
+    batch_file: BatchFile | None = None
 
     @property
     def key(self) -> str:
@@ -223,6 +253,8 @@ class ModelFile:
             out["batch"] = self.batch
         if self.batch_signatures is not None:
             out["batch_signatures"] = {size: dict(keys) for size, keys in self.batch_signatures.items()}
+        if self.batch_file is not None:
+            out["batch_file"] = self.batch_file.to_dict()
         return out
 
     def signatures_for(self, streams: int) -> dict[int, str]:
@@ -253,9 +285,20 @@ class ModelFile:
         batch_signatures = data.get("batch_signatures")
         if batch_signatures is not None:
             _check_batch_signatures(batch_signatures, signatures, f"{where}.batch_signatures")
+        batch_file = BatchFile.from_dict(data["batch_file"], f"{where}.batch_file") if "batch_file" in data else None
+        if (batch_signatures is None) != (batch_file is None):
+            raise ManifestError(expected_got(
+                f"{where}: batch_signatures and batch_file", "both (the batch signatures live in the companion file "
+                "batch_file names) or neither",
+                "batch_signatures without batch_file (the layout that kept them inside the one-stream file; "
+                "re-export or run declare_tflite_batch on a directory written by this version)"
+                if batch_file is None else "batch_file without batch_signatures"))
+        if batch_file is not None and batch_file.path == path:
+            raise ManifestError(expected_got(f"{where}.batch_file.path", "a file of its own (not the one-stream "
+                                             "file)", batch_file.path))
         return cls(fmt, precision, path, str(_require(data, "sha256", where)), int(_require(data, "bytes", where)),
                    tuple(int(c) for c in chunk_sizes) if chunk_sizes else None,
-                   signatures, data.get("quantization"), data.get("checks"), batch, batch_signatures)
+                   signatures, data.get("quantization"), data.get("checks"), batch, batch_signatures, batch_file)
 
 
 def _check_batch_signatures(table: Any, signatures: Any, where: str) -> None:
@@ -474,6 +517,21 @@ def check_file(model_dir: str | Path, entry: ModelFile) -> Path:
             raise ModelFileError(expected_got(f"{Path(model_dir) / entry.path}", "every tensor inside the file "
                                               "(the manifest's sha256 covers this one file)",
                                               f"{len(external)} tensors in external data files ({shown}); refused"))
+    return path
+
+
+def check_batch_file(model_dir: str | Path, entry: ModelFile) -> Path:
+    """The path of ``entry``'s companion batch file after the checks ``check_file`` makes (inside ``model_dir``,
+    recorded sha256)."""
+    if entry.batch_file is None:
+        raise ModelFileError(f"{entry.key} model file {entry.path} has no batch file (no batch signatures)")
+    relpath = entry.batch_file.path
+    if not (Path(model_dir) / relpath).is_file():
+        raise ModelFileError(f"{entry.key} batch file {Path(model_dir) / relpath} is missing (the manifest lists it)")
+    path = inside_model_dir(model_dir, relpath, f"{entry.key} batch file")
+    if sha256_of(path) != entry.batch_file.sha256:
+        raise ModelFileError(f"{Path(model_dir) / relpath}: checksum mismatch against the manifest's batch_file "
+                             "sha256 (the file is corrupt or was changed after export)")
     return path
 
 

@@ -8,11 +8,11 @@ For every ONNX and TFLite file of the directory it checks the sha256, streams th
 (chunks of ``--chunk`` frames, state carried from the manifest's initial state; TFLite chunks composed from the chunk
 signatures; static int8 I/O quantized with the manifest's scales) and stores the outputs as ``<format>/<precision>``
 (C weight files are for lstm-edge's C library: skipped). A TFLite file with ``batch_signatures`` also streams B copies
-of the reference (B its largest streams per call; copy k rolled by 37 k frames) through the B-stream signatures at
-once, states joined along their ``batch_axis``, and stores them as ``<format>/<precision>/batch`` ([B, frames, ...]);
-copy 0 must equal the one-stream output within 1e-6. With a frontend it computes log-mel features of
-``reference.frontend_input`` as ``features``. It exits 1 when its own results are off the directory's reference
-arrays (features 1e-4; float outputs: the manifest's tolerance).
+of the reference (B its largest streams per call; copy k rolled by 37 k frames) through the B-stream signatures of
+its companion ``batch_file`` (sha256 checked) at once, states joined along their ``batch_axis``, and stores them as
+``<format>/<precision>/batch`` ([B, frames, ...]); copy 0 must equal the one-stream output within 1e-6. With a
+frontend it computes log-mel features of ``reference.frontend_input`` as ``features``. It exits 1 when its own
+results are off the directory's reference arrays (features 1e-4; float outputs: the manifest's tolerance).
 
 ``--asr``: speech-recognition utterances, each a final text ``text_<i>`` with either the utterance's model output
 frames ``log_probs_<i>`` or its audio ``pcm_<i>`` (one utterance from the initial state: the client computes the
@@ -327,9 +327,12 @@ def main(argv: list[str]) -> int:
         y = stream(runner, manifest, data, chunk)
         results[f"{entry['format']}/{entry['precision']}"] = y
         if entry.get("batch_signatures"):
+            companion = model_dir / entry["batch_file"]["path"]
+            if sha256(companion) != entry["batch_file"]["sha256"]:
+                raise SystemExit(f"{companion}: sha256 does not match the manifest's batch_file")
             streams = max(int(n) for n in entry["batch_signatures"])
             copies = np.stack([np.roll(data, 37 * k, axis=0) for k in range(streams)])
-            batch = stream(LiteRTRunner(path, manifest, entry, streams), manifest, copies, chunk, batched=True)
+            batch = stream(LiteRTRunner(companion, manifest, entry, streams), manifest, copies, chunk, batched=True)
             results[f"{entry['format']}/{entry['precision']}/batch"] = batch
             if not np.abs(batch[0] - y).max() <= 1e-6:
                 failures.append(f"{entry['format']}/{entry['precision']} stream 0 of {streams} vs alone")

@@ -130,6 +130,8 @@ def test_int8_off_its_gate_leaves_the_float_model_shipped(tmp_path) -> None:
     assert after.files and {f.precision for f in after.files} == {"float"}
     for entry in before.files:
         assert (out / entry.path).exists() == (entry.precision == "float")
+        if entry.batch_file is not None:  # the shipped TFLite files' batch companions go with their file
+            assert (out / entry.batch_file.path).exists() == (entry.precision == "float")
     with pytest.raises(ModelFileError, match="int8"):
         StreamingModel.load(out, backend="onnx", precision="int8")
     stream = StreamingModel.load(out, backend="onnx", precision="float").create_stream()

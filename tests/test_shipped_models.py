@@ -14,7 +14,7 @@ import pytest
 
 import lstm_edge
 from lstm_edge.export.spec_files import read_tflite_metadata
-from lstm_edge.runtime.manifest import SCHEMA_VERSION, Manifest, check_file
+from lstm_edge.runtime.manifest import SCHEMA_VERSION, Manifest, check_batch_file, check_file
 from lstm_edge.runtime.model import StreamingModel
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -23,6 +23,7 @@ SHIPPED = {"kws": ("kws/export", "logits"), "kws-small": ("kws_small/export", "l
            "text-lm": ("text/lm/export", "logits"), "text-classifier": ("text/classifier/export", "logits"),
            "text-topics": ("text/topics/export", "logits")}
 NO_C_FILES = {"text/topics/export"}  # hashed n-grams: no C layer for them
+BATCH_FILES = {"kws/export"}  # TFLite batch signatures in companion files (float and int8)
 
 
 @pytest.fixture(params=sorted(SHIPPED), scope="module")
@@ -42,6 +43,16 @@ def test_manifest_is_current(shipped):
         (fmt, precision) for fmt in formats for precision in ("float", "int8")}
     for entry in manifest.files:
         check_file(folder, entry)  # sha256 and size as recorded
+        assert (folder / entry.path).stat().st_size == entry.bytes
+        if entry.batch_file is not None:
+            assert check_batch_file(folder, entry).stat().st_size == entry.batch_file.bytes
+    batched = {entry.key for entry in manifest.files if entry.batch_file is not None}
+    assert batched == ({"tflite/float", "tflite/int8"} if folder.relative_to(MODELS).as_posix() in BATCH_FILES
+                       else set())
+    # every model file on disk is one the manifest lists (and the other way round)
+    listed = {entry.path for entry in manifest.files} | {entry.batch_file.path for entry in manifest.files
+                                                         if entry.batch_file is not None}
+    assert {p.name for p in folder.iterdir() if p.suffix in (".onnx", ".tflite", ".lec")} == listed
 
 
 def test_onnx_files_carry_the_contract_and_declare_only_the_domains_they_use(shipped):
@@ -70,6 +81,15 @@ def test_tflite_files_carry_the_contract(shipped):
         assert meta["output"]["semantics"] == semantics
         assert meta["labels"] == (list(manifest.labels) if manifest.labels else None)
         assert [s["name"] for s in meta["states"]] == [s.name for s in manifest.states]
+        entry = manifest.file("tflite", precision)
+        if entry.batch_file is not None:  # the companion carries the same contract; the one-stream file no batch keys
+            assert read_tflite_metadata(folder / entry.batch_file.path) == meta
+            from ai_edge_litert.interpreter import Interpreter
+
+            keys = set(Interpreter(model_path=str(folder / entry.path)).get_signature_list())
+            assert keys == set(entry.signatures.values()), precision
+            batch_keys = set(Interpreter(model_path=str(folder / entry.batch_file.path)).get_signature_list())
+            assert batch_keys == {k for table in entry.batch_signatures.values() for k in table.values()}
 
 
 def test_every_engine_reproduces_the_reference_output_in_float(shipped):

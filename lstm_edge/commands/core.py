@@ -192,6 +192,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         if entry.batch_signatures:
             chunks += f", streams per call {sorted([1, *map(int, entry.batch_signatures)])}"
         print(f"    {entry.key:13s} {entry.path:22s} {entry.bytes / 1024:8.1f} KB{chunks}  sha256 {status}")
+        if entry.batch_file is not None:
+            companion = model_dir / entry.batch_file.path
+            status = ("ok" if companion.is_file() and sha256_of(companion) == entry.batch_file.sha256
+                      else "CHECKSUM MISMATCH OR MISSING")
+            if status != "ok":
+                bad.append(entry.batch_file.path)
+            print(f"      batch file {entry.batch_file.path} {entry.batch_file.bytes / 1024:.1f} KB (signatures for "
+                  f"{', '.join(sorted(entry.batch_signatures or {}, key=int))} streams per call, opened only by a "
+                  f"StreamBatch)  sha256 {status}")
         mixed = (entry.quantization or {}).get("mixed_precision")
         if mixed:
             kept = (entry.quantization or {}).get("float_layers") or []
@@ -227,7 +236,8 @@ def register(sub) -> None:
     p.add_argument("--chunk-sizes", type=_int_list, default=None, help="TFLite signature lengths, e.g. 10,1")
     p.add_argument("--tflite-batch-sizes", type=_int_list, default=None,
                    help="also TFLite signatures for this many streams per call, e.g. 4,16 (StreamBatch on LiteRT; "
-                        "none by default: each size converts the graph again and grows the file)")
+                        "written to a companion file model.batch.tflite; none by default: each size converts the "
+                        "graph again)")
     p.add_argument("--labels", help="comma-separated class labels for the output's last dim")
     p.add_argument("--name", help="model name for the manifest")
     p.add_argument("--verbose", action="store_true",

@@ -37,6 +37,8 @@ def keep_passing_precisions(out_dir: Path, failures: list[str]) -> tuple[list[st
     for entry in manifest.files:
         if entry.precision != "float":
             (out_dir / entry.path).unlink(missing_ok=True)
+            if entry.batch_file is not None:
+                (out_dir / entry.batch_file.path).unlink(missing_ok=True)
     kept = tuple(entry for entry in manifest.files if entry.precision == "float")
     dataclasses.replace(manifest, files=kept).save(out_dir)
     return [], [f"int8 missed its parity gate ({'; '.join(int8_failures)}): the model directory ships the float "

@@ -6,8 +6,10 @@ indices are looked up once at load; a call then sets the inputs, invokes that si
 outputs (copies), under one lock per interpreter, since an interpreter must not run two calls at once.
 A file whose manifest entry has ``batch_signatures`` (e.g. ``chunk_10_b16``: 16 streams stacked on axis 0) also runs
 a ``StreamBatch`` in few calls (``run_batch``): n streams go through the smallest batched signature that holds them,
-unused rows zero and dropped, or through several calls when n exceeds the largest. Those signatures are set up on
-the first batch, so a model used for single streams loads as before.
+unused rows zero and dropped, or through several calls when n exceeds the largest. Those signatures live in the
+entry's companion ``batch_file``, checked against its sha256 and loaded into an interpreter of its own only when the
+first batch is opened: XNNPACK packs the weights of every signature of a file it loads, so a process running single
+streams never reads the companion and costs what the one-stream file costs.
 Files whose inputs/outputs are quantized (int8 static) are fed and read in float: each tensor is quantized with
 its own (scale, zero point) on the way in and dequantized on the way out. Token ids are cast to the file's
 integer dtype (int32 in files written by litert-torch).
@@ -25,7 +27,7 @@ import numpy as np
 
 from lstm_edge.runtime.backends import REGISTRY, release_of
 from lstm_edge.runtime.errors import BackendUnavailableError, InputError, LstmEdgeError, ModelFileError, expected_got
-from lstm_edge.runtime.manifest import TIME, Manifest, ModelFile
+from lstm_edge.runtime.manifest import TIME, Manifest, ModelFile, check_batch_file
 from lstm_edge.runtime.values import GraphCheck
 
 INFO = REGISTRY["litert"]
@@ -94,10 +96,11 @@ class SignatureCall:
     """One signature of the file, callable on manifest-typed arrays: ``call(x, states) -> (y, new_states)``."""
 
     def __init__(self, backend: LiteRTBackend, key: str, length: int, fast_path: bool,
-                 streams: int = 1, state_axes: Sequence[int | None] = ()) -> None:
-        interpreter, manifest, path = backend.interpreter, backend.manifest, backend.path
+                 streams: int = 1, state_axes: Sequence[int | None] = (), file: _File | None = None) -> None:
+        file = file or backend.file
+        interpreter, manifest, path = file.interpreter, backend.manifest, file.path
         self.key, self.length, self.streams = key, length, streams
-        self._lock = backend.lock
+        self._lock = file.lock
         self._in_names = [manifest.input.name] + [s.input for s in manifest.states]
         self._out_names = [manifest.output.name] + [s.output for s in manifest.states] + backend.check_outputs
         self._runner = interpreter.get_signature_runner(key)
@@ -171,25 +174,41 @@ class SignatureCall:
         return results
 
 
-class LiteRTBackend:
-    name = INFO.name
+class _File:
+    """One loaded ``.tflite``: its interpreter, signature list and the lock its calls take (an interpreter must not
+    run two calls at once)."""
 
-    def __init__(self, path: Path, manifest: Manifest, entry: ModelFile, threads: int, fast_path: bool = True) -> None:
-        interpreter_class, self.engine, release = _import_interpreter()
-        self.path, self.manifest = path, manifest
+    def __init__(self, interpreter_class: Any, path: Path, threads: int) -> None:
+        self.path = path
         try:
             self.interpreter = interpreter_class(model_path=str(path), num_threads=threads)
-            signatures = self.interpreter.get_signature_list()
+            self.signatures = self.interpreter.get_signature_list()
         except Exception as err:  # the interpreter raises ValueError/RuntimeError for unreadable flatbuffers
             raise ModelFileError(f"{path}: LiteRT cannot load this file: {err}") from None
         self.lock = threading.Lock()
+
+
+class LiteRTBackend:
+    name = INFO.name
+
+    def __init__(self, path: Path, manifest: Manifest, entry: ModelFile, threads: int, fast_path: bool = True,
+                 model_dir: Path | None = None) -> None:
+        interpreter_class, self.engine, release = _import_interpreter()
+        self.path, self.manifest = path, manifest
+        self.file = _File(interpreter_class, path, threads)
+        self.interpreter, self.lock, signatures = self.file.interpreter, self.file.lock, self.file.signatures
+        self._interpreter_class, self._threads = interpreter_class, threads
+        # the directory the entry's paths are relative to (its batch file is opened from there)
+        self._model_dir = (Path(model_dir) if model_dir is not None
+                           else Path(path).parents[len(Path(entry.path).parts) - 1])
+        self._batch_lock = threading.Lock()
         self._check = GraphCheck.from_checks(entry.checks)
         self.check_outputs = [self._check.output] if self._check is not None else []
         self.checks_input_finite = self._check is not None
         self.checks_result_finite = self._check is not None and self._check.covers_result
         self._state_names = [s.name for s in manifest.states]
         fast_path = fast_path and FAST_PATH_VERSIONS[0] <= release <= FAST_PATH_VERSIONS[1]
-        self._fast_path_wanted, self._entry, self._signature_list = fast_path, entry, signatures
+        self._fast_path_wanted, self._entry = fast_path, entry
         self._batch_calls: dict[int, dict[int, SignatureCall]] | None = None  # streams -> length -> call (lazy)
         keys = self._signature_keys(signatures, entry)
         self._calls = {length: SignatureCall(self, key, length, fast_path)
@@ -282,17 +301,21 @@ class LiteRTBackend:
         return [int(s.batch_axis) for s in self.manifest.states]  # type: ignore[arg-type]  # batch_sizes() checked
 
     def _batch_setup(self) -> dict[int, dict[int, SignatureCall]]:
-        with self.lock:
+        """The batched signatures' calls, set up on first use: the companion file is checked and loaded here."""
+        with self._batch_lock:
             if self._batch_calls is None:
+                companion = _File(self._interpreter_class, check_batch_file(self._model_dir, self._entry),
+                                  self._threads)
                 axes = self._state_axes()
                 calls: dict[int, dict[int, SignatureCall]] = {}
                 for streams in self.batch_sizes():
                     keys = self._entry.signatures_for(streams)
-                    missing = sorted(set(keys.values()) - set(self._signature_list))
+                    missing = sorted(set(keys.values()) - set(companion.signatures))
                     if missing:
-                        raise ModelFileError(expected_got(f"{self.path}: batch signatures for {streams} streams",
+                        raise ModelFileError(expected_got(f"{companion.path}: batch signatures for {streams} streams",
                                                           sorted(keys.values()), f"missing {missing}"))
-                    calls[streams] = {length: SignatureCall(self, key, length, self._fast_path_wanted, streams, axes)
+                    calls[streams] = {length: SignatureCall(self, key, length, self._fast_path_wanted, streams, axes,
+                                                            companion)
                                       for length, key in sorted(keys.items(), reverse=True)}
                 self._batch_calls = calls
         return self._batch_calls
@@ -359,4 +382,4 @@ def _padded(value: np.ndarray, axis: int, size: int) -> np.ndarray:
 
 
 def open(model_dir: Path, manifest: Manifest, entry: ModelFile, threads: int) -> LiteRTBackend:
-    return LiteRTBackend(Path(model_dir) / entry.path, manifest, entry, threads)
+    return LiteRTBackend(Path(model_dir) / entry.path, manifest, entry, threads, model_dir=Path(model_dir))
