@@ -93,19 +93,8 @@ def _streams_independent(batched: onnx.ModelProto, graph: onnx.ModelProto, manif
                          axes: list[int]) -> bool:
     import onnxruntime as ort
 
-    rng = np.random.default_rng(0)
     spec = manifest.input
-    frame = [int(d) for d in spec.shape[2:]]
-    if spec.dtype == "int64":
-        low, high = spec.value_range or (0, 2)
-        x = rng.integers(low, high, (CHECK_STREAMS, CHECK_FRAMES, *frame)).astype(np.int64)
-    else:
-        x = rng.standard_normal((CHECK_STREAMS, CHECK_FRAMES, *frame)).astype(spec.dtype)
-    states = []
-    for state, axis in zip(manifest.states, axes):
-        shape = list(state.shape)
-        shape[axis] = CHECK_STREAMS
-        states.append((0.5 * rng.standard_normal(shape)).astype(state.dtype))
+    x, states = random_streams(manifest, axes, CHECK_STREAMS, CHECK_FRAMES, np.random.default_rng(0))
     names = [manifest.output.name, *(s.output for s in manifest.states)]
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -117,10 +106,37 @@ def _streams_independent(batched: onnx.ModelProto, graph: onnx.ModelProto, manif
         for k in range(CHECK_STREAMS):
             one = {spec.name: x[k:k + 1], **{s.input: np.take(v, [k], axis=a)
                                              for s, v, a in zip(manifest.states, states, axes)}}
-            for index, value in enumerate(alone.run(names, one)):
-                got = all_out[index][k:k + 1] if index == 0 else np.take(all_out[index], [k], axis=axes[index - 1])
-                if got.shape != value.shape or not np.all(np.abs(got - value) <= TOLERANCE):
-                    return False
+            if not stream_matches(all_out, alone.run(names, one), k, axes):
+                return False
     except Exception:
         return False
+    return True
+
+
+def random_streams(manifest: Manifest, axes: list[int], streams: int, frames: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Random input for ``streams`` streams of ``frames`` frames, and random states joined along their batch axes
+    (the checks of a batch axis and of TFLite batch signatures)."""
+    spec = manifest.input
+    frame = [int(d) for d in spec.shape[2:]]
+    if spec.dtype == "int64":
+        low, high = spec.value_range or (0, 2)
+        x = rng.integers(low, high, (streams, frames, *frame)).astype(np.int64)
+    else:
+        x = rng.standard_normal((streams, frames, *frame)).astype(spec.dtype)
+    states = []
+    for state, axis in zip(manifest.states, axes):
+        shape = list(state.shape)
+        shape[axis] = streams
+        states.append((0.5 * rng.standard_normal(shape)).astype(state.dtype))
+    return x, states
+
+
+def stream_matches(together: list[np.ndarray], alone: list[np.ndarray], k: int, axes: list[int]) -> bool:
+    """Stream ``k``'s part of a batched run's results (the output, then the states on their batch axes) equals the
+    results of its own run within TOLERANCE."""
+    for index, value in enumerate(alone):
+        got = np.take(together[index], [k], axis=0 if index == 0 else axes[index - 1])
+        if got.shape != value.shape or not np.all(np.abs(got - value) <= TOLERANCE):
+            return False
     return True

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_edge.export.batch_axis import state_batch_axis
+from lstm_edge.export.batch_axis import random_streams, state_batch_axis, stream_matches
 from lstm_edge.runtime.manifest import MANIFEST_NAME, BatchFile, Manifest, ModelFile
 
 # The recommended streams per call (the keyword spotter recipe's; export() writes none unless asked). Measured on the
@@ -127,34 +127,14 @@ def _independent_signatures(path: Path, companion: Path, manifest: Manifest, ent
         return [np.asarray(results[name]) for name in names_out]
 
     rng = np.random.default_rng(0)
-    frame = [int(d) for d in spec.shape[2:]]
     verified: dict[int, dict[int, str]] = {}
     for streams, by_length in found.items():
         for length, key in by_length.items():
-            if spec.dtype == "int64":
-                low, high = spec.value_range or (0, 2)
-                x = rng.integers(low, high, (streams, length, *frame)).astype(np.int64)
-            else:
-                x = rng.standard_normal((streams, length, *frame)).astype(np.float32)
-            states = []
-            for state, axis in zip(manifest.states, axes):
-                shape = list(state.shape)
-                shape[axis] = streams
-                states.append((0.5 * rng.standard_normal(shape)).astype(state.dtype))
+            x, states = random_streams(manifest, axes, streams, length, rng)
             try:
                 together = run(key, [x, *states])
-                ok = True
-                for k in range(streams):
-                    alone = run(one_stream[length], [x[k:k + 1], *(np.take(v, [k], axis=a)
-                                                                   for v, a in zip(states, axes))])
-                    for index, value in enumerate(alone):
-                        axis = 0 if index == 0 else axes[index - 1]
-                        got = np.take(together[index], [k], axis=axis)
-                        if got.shape != value.shape or not np.all(np.abs(got - value) <= TOLERANCE):
-                            ok = False
-                            break
-                    if not ok:
-                        break
+                ok = all(stream_matches(together, run(one_stream[length], [x[k:k + 1], *(
+                    np.take(v, [k], axis=a) for v, a in zip(states, axes))]), k, axes) for k in range(streams))
             except (TypeError, ValueError, RuntimeError):
                 ok = False
             if ok:

@@ -157,7 +157,8 @@ def write_tflite_batch(module: torch.nn.Module, graph_io: GraphIO, path: Path, m
     _check_names(graph_io.input_name, graph_io.output_name, list(graph_io.state_inputs),
                  list(graph_io.state_outputs), len(graph_io.example_states))
     examples = _signature_examples(graph_io.example_x, graph_io.chunk_lengths)
-    samples, table = [], {}
+    samples: list[tuple[str, dict[str, Any]]] = []
+    table: dict[int, dict[int, str]] = {}
     for batch in batch_sizes:
         states = [_batched(value, axis, batch) for value, axis in zip(graph_io.example_states, state_axes or ())]
         for length, (_, x) in examples.items():
