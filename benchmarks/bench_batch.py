@@ -6,7 +6,9 @@
    the files' batch signatures for 4 and 16 streams, n = 64 as four calls of 16). Target (native backend): at
    n = 16 the batch's per-stream cost <= 0.35x a separate stream's.
 2. C level: ``benchmarks/batch_loop.c`` built with the library's flags: n ``lem_stream_push`` calls against one
-   ``lem_batch_push`` of the same n streams (no Python around either).
+   ``lem_batch_push`` of the same n streams (no Python around either). Then, int8 only, the same with the LSTM gate
+   arithmetic replaced by a constant h in a patched copy of the library (a measurement build): what the products
+   and the rest cost per stream without the gate work, which every stream keeps under the bitwise contract.
 3. Real-time keyword streams one core sustains: ``KeywordBatch`` (frontend + model + detector) over n streams of
    real audio (the demo recording, each stream starting at another offset) in 100 ms chunks, as a microphone
    delivers them, against n separate ``KeywordStream``s; streams = n * (audio seconds) / (processing seconds).
@@ -92,26 +94,59 @@ def python_level(seconds: float) -> list[dict[str, object]]:
     return rows
 
 
-def c_level(work: Path) -> list[dict[str, object]]:
+# The LSTM gate dispatch of lstm_edge_model.c, and what the measurement build without gate arithmetic puts there
+GATES = """static void lstm_gates(const lem_model *m, float *g, float *c, float *hidden, size_t h) {
+    if (m->kernels->lstm_gates != NULL) m->kernels->lstm_gates(g, c, hidden, h);
+    else lstm_gates_loop(g, c, hidden, h);
+}"""
+NO_GATES = """static void lstm_gates(const lem_model *m, float *g, float *c, float *hidden, size_t h) {
+    size_t j;
+    (void)m, (void)g, (void)c;
+    for (j = 0; j < h; j++) hidden[j] = 0.1f; /* a bounded h, so the products keep running on finite values */
+}"""
+
+
+def build_batch_loop(work: Path, name: str, model_source: Path) -> Path:
     from lstm_edge.runtime.native_build import CFLAGS, find_compiler
 
-    binary = work / "batch_loop"
+    binary = work / name
     flags = [f for f in CFLAGS if f not in ("-fPIC", "-shared")]
     subprocess.run([find_compiler() or "cc", *flags, f"-I{NATIVE}", "-o", str(binary),
-                    str(ROOT / "benchmarks" / "batch_loop.c"), str(NATIVE / "lstm_edge_model.c"),
+                    str(ROOT / "benchmarks" / "batch_loop.c"), str(model_source),
                     str(NATIVE / "lstm_edge_kernels.c"), "-lm"], check=True)
+    return binary
+
+
+def c_rows(binary: Path, label: str, precisions: tuple[str, ...]) -> list[dict[str, object]]:
     rows = []
-    for precision, name in (("int8", "model.int8.lec"), ("float", "model.lec")):
+    for precision in precisions:
+        name = "model.int8.lec" if precision == "int8" else "model.lec"
         for frames in FRAMES:
             out = subprocess.run([str(binary), str(KWS_DIR / name), str(frames), ",".join(map(str, STREAMS))],
                                  check=True, capture_output=True, text=True).stdout
             for line in out.splitlines():
                 row = {"precision": precision, **json.loads(line)}
                 row["ratio"] = round(row["batch_us"] / row["separate_us"], 3)
-                print(f"  C {precision:5s} T={frames:<2d} n={row['n']:<3d} separate {row['separate_us']:8.2f}  "
-                      f"batch {row['batch_us']:8.2f} us/stream  ratio {row['ratio']:.2f}", flush=True)
+                print(f"  {label} {precision:5s} T={frames:<2d} n={row['n']:<3d} separate "
+                      f"{row['separate_us']:8.2f}  batch {row['batch_us']:8.2f} us/stream  ratio {row['ratio']:.2f}",
+                      flush=True)
                 rows.append(row)
     return rows
+
+
+def c_level(work: Path) -> list[dict[str, object]]:
+    return c_rows(build_batch_loop(work, "batch_loop", NATIVE / "lstm_edge_model.c"), "C", ("int8", "float"))
+
+
+def c_without_gates(work: Path) -> list[dict[str, object]]:
+    """The C level again, int8, with the LSTM gate arithmetic taken out of both forms (a measurement build, wrong
+    results): how far the products and the rest go without the per-stream gate work the batch cannot share."""
+    source = (NATIVE / "lstm_edge_model.c").read_text()
+    if GATES not in source:
+        raise SystemExit("bench_batch: lstm_edge_model.c's lstm_gates dispatch changed; update GATES")
+    patched = work / "lstm_edge_model_no_gates.c"
+    patched.write_text(source.replace(GATES, NO_GATES))
+    return c_rows(build_batch_loop(work, "batch_loop_no_gates", patched), "C no gates", ("int8",))
 
 
 def realtime(n: int, seconds_of_audio: float) -> dict[str, object]:
@@ -165,7 +200,9 @@ def main() -> None:
     python_rows = python_level(seconds)
     print("2. lem_batch_push vs lem_stream_push in C (us per stream per push):")
     with tempfile.TemporaryDirectory() as work:
-        c_rows = c_level(Path(work))
+        c_results = c_level(Path(work))
+        print("2b. the same without the LSTM gate arithmetic (a measurement build: the products and the rest only):")
+        no_gates = c_without_gates(Path(work))
     print("3. real-time keyword streams on one core (frontend + model + detector, 100 ms chunks):")
     live = realtime(64, 1.0 if args.quick else 10.0)
     at16 = [r for r in python_rows if r["backend"] == "native" and r["n"] == 16]
@@ -175,7 +212,7 @@ def main() -> None:
           + ", ".join(f"{r['precision']} T={r['T']} {r['ratio']:.2f}x" for r in at16)
           + f"; real-time keyword streams on one core >= {TARGET_REALTIME_STREAMS}: {streams:.0f}")
     if not args.quick:
-        path = save("batch", {"python": python_rows, "c": c_rows, "realtime": live,
+        path = save("batch", {"python": python_rows, "c": c_results, "c_without_gates": no_gates, "realtime": live,
                               "targets": {"ratio_at_16": TARGET_RATIO_AT_16, "best_native_ratio_at_16": best16,
                                           "realtime_streams": TARGET_REALTIME_STREAMS,
                                           "best_realtime_streams": streams}})
