@@ -357,19 +357,22 @@ def test_listen_several_files_and_channels(tmp_path):
     assert odd.returncode != 0 and b"whole frames of 2 interleaved 16-bit samples" in odd.stderr
 
 
-def test_recognizer_batch_gives_the_results_of_separate_streams():
+@pytest.mark.parametrize("backend, precision", [("native", "int8"), ("onnx", "float")])
+def test_recognizer_batch_gives_the_results_of_separate_streams(backend, precision):
     """Two lines through one RecognizerBatch (endpoints inside chunks rerun the rest of that stream alone): partial
-    and final results equal each recording transcribed alone."""
+    and final results equal each recording transcribed alone, in the C batch and along the ONNX batch axis."""
     from lstm_edge.runtime.asr import SpeechRecognizer
     from lstm_edge.runtime.audio import load_mono
 
     asr_dir = kws_dir().parent.parent / "asr"
-    recognizer = SpeechRecognizer(StreamingModel.load(asr_dir / "export", backend="native", precision="int8"))
+    recognizer = SpeechRecognizer(StreamingModel.load(asr_dir / "export", backend=backend, precision=precision))
     demo, _ = load_mono(asr_dir / "demo.wav", 16000)
     recordings = [demo, np.concatenate([np.zeros(4000, np.float32), demo, np.zeros(16000, np.float32), demo])]
     expected = [recognizer.transcribe(pcm, partial=True) for pcm in recordings]
     assert sum(r.final for r in expected[1]) > sum(r.final for r in expected[0]) > 1
     batch = recognizer.create_batch(2)
+    assert batch.batch.engine.name == ("native C batch" if backend == "native"
+                                       else "one call for all slots (the graph's batch axis)")
     got: list[list] = [[], []]
     for start in range(0, len(recordings[1]), 1600):
         chunks = {slot: pcm[start:start + 1600] for slot, pcm in enumerate(recordings) if start < len(pcm)}
