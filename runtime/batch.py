@@ -19,9 +19,10 @@ On ONNX, a float file whose manifest entry says ``"batch": "any"`` runs all slot
 batch axis (``GraphBatchEngine``). On LiteRT, a file whose entry has ``batch_signatures`` runs them through the same
 engine over the backend's ``run_batch``: one call of the smallest batch signature holding the slots, the unused rows
 padded; those signatures live in the entry's ``batch_file`` (``model.batch.tflite``), which the backend opens only
-when a batch is created, so a single ``Stream`` never loads them. Files without either (the int8 ONNX file, whose activations are quantized per tensor, so streams would
-change each other's results; manifests written before batch axes or batch signatures existed) run the slots one by
-one through ``model.step`` (``StepBatchEngine``). ``engine.name`` says which is running.
+when a batch is created, so a single ``Stream`` never loads them. Files without either (the int8 ONNX file, whose
+activations are quantized per tensor, so streams would change each other's results; manifests written before
+batch axes or batch signatures existed) run the slots one by one through ``model.step`` (``StepBatchEngine``).
+``engine.name`` says which is running.
 """
 
 from __future__ import annotations
