@@ -249,13 +249,13 @@ class LogMelFrontend:
                 errors[key] = error
                 continue
             taken[key] = (stream, samples, 0 if samples is None else self.config.n_frames(samples.shape[0]))
-        rows = [self._frames(samples, n) for _, samples, n in taken.values() if samples is not None and n > 0]
+        rows = [self._frames(samples, n) for _, samples, n in taken.values() if samples is not None and n]
         features = self._logmel(np.concatenate(rows)) if rows else self._empty
         out: dict[K, np.ndarray] = {}
         at = 0
         for key, (stream, samples, n) in taken.items():
-            out[key] = features[at:at + n] if n > 0 else self._empty
-            at += max(n, 0)
+            out[key] = features[at:at + n]  # [0, n_mels] for a push that completed no frame
+            at += n
             if samples is not None:
                 stream._commit(samples, n)
         return out, errors
